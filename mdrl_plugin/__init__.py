@@ -1,0 +1,5 @@
+"""mdrl-plugin: the MDRL text-based person search network as MMEngine components."""
+from . import apis, datasets, engine, evaluation, models  # noqa: F401  (registers)
+from .version import __version__
+
+__all__ = ['__version__', 'apis', 'datasets', 'engine', 'evaluation', 'models']
