@@ -1,1 +1,3 @@
-__all__ = []
+from .text_image import TextImageDataPreprocessor
+
+__all__ = ['TextImageDataPreprocessor']

@@ -1,1 +1,3 @@
-__all__ = []
+from .cim import CrossModalInteraction, IdentityClassifier
+
+__all__ = ['CrossModalInteraction', 'IdentityClassifier']

@@ -1,1 +1,3 @@
-__all__ = []
+from .dll import DisorderedLocalLearning
+
+__all__ = ['DisorderedLocalLearning']

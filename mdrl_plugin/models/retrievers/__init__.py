@@ -1,1 +1,3 @@
-__all__ = []
+from .mdrl import MDRL
+
+__all__ = ['MDRL']
