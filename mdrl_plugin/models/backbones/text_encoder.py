@@ -27,7 +27,9 @@ def load_bert(pretrained: Optional[str], bert_config: Optional[dict]) -> nn.Modu
         raise ValueError('BertTextEncoder needs exactly one of `pretrained` '
                          '(a local model folder) and `bert_config`')
     if bert_config is not None:
-        return BertModel(BertConfig(**bert_config))
+        bert = BertModel(BertConfig(**bert_config))
+        bert.pooler = None  # unused: features come from the token outputs
+        return bert
     if not os.path.isdir(pretrained):
         raise FileNotFoundError(
             f'BERT folder {pretrained!r} does not exist. Put a Hugging Face BERT '
@@ -39,7 +41,9 @@ def load_bert(pretrained: Optional[str], bert_config: Optional[dict]) -> nn.Modu
         raise FileNotFoundError(
             f'BERT folder {pretrained!r} has no config.json: it is not a Hugging '
             'Face model folder.')
-    return BertModel.from_pretrained(pretrained, local_files_only=True)
+    bert = BertModel.from_pretrained(pretrained, local_files_only=True)
+    bert.pooler = None  # unused: features come from the token outputs
+    return bert
 
 
 @MODELS.register_module()

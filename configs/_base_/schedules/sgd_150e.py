@@ -1,0 +1,22 @@
+# The paper's recipe: 150 epochs, SGD (momentum 0.9, weight decay 0.01),
+# lr 7e-5, 10 warm-up epochs. The decay after warm-up is unspecified in the
+# paper: cosine to 0, as in the field's common practice.
+max_epochs = 150
+warmup_epochs = 10
+optim_wrapper = dict(
+    type='OptimWrapper',
+    optimizer=dict(type='SGD', lr=7e-5, momentum=0.9, weight_decay=0.01),
+    clip_grad=None)
+param_scheduler = [
+    dict(type='LinearLR', start_factor=0.1, by_epoch=True, begin=0,
+         end=warmup_epochs, convert_to_iter_based=True),
+    dict(type='CosineAnnealingLR', by_epoch=True, begin=warmup_epochs,
+         end=max_epochs, T_max=max_epochs - warmup_epochs, eta_min=0.0,
+         convert_to_iter_based=True),
+]
+train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=max_epochs, val_interval=1)
+val_cfg = dict(type='ValLoop')
+test_cfg = dict(type='TestLoop')
+# The paper's batch size is unspecified: 64 on one GPU. Set this to the total
+# batch the lr was tuned for, then `--auto-scale-lr` style scaling is possible.
+auto_scale_lr = dict(base_batch_size=64, enable=False)
