@@ -1,0 +1,280 @@
+"""Helpers of the matching losses: input checks and cross-rank gathering.
+
+Cross-rank scheme (used by ``CMPMLoss`` and ``SDMLoss`` with
+``gather_across_ranks=True``):
+
+1. Every rank gathers the image features, text features and labels of all
+   ranks with :func:`all_gather_with_grad` (ranks may hold different batch
+   sizes; rows are concatenated in rank order).
+2. Each rank scores only its *own* rows (its images against all texts, its
+   texts against all images) and returns
+   ``world_size * sum(own row losses) / global_batch``. The mean of the ranks'
+   losses (what DDP optimises, as it averages gradients) is therefore exactly
+   the loss of one process on the concatenated batch, also for unequal batch
+   sizes.
+3. The backward of the gather sums, over all ranks, the gradient each rank's
+   loss sends to a rank's rows (one ``all_reduce``), so rank ``r`` receives
+   ``world_size * dL_global / d(features_r)``; DDP's averaging divides by
+   ``world_size``, which gives the single-process gradient.
+"""
+from typing import NamedTuple, Optional, Sequence
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+__all__ = [
+    'GatheredBatch', 'all_gather_with_grad', 'gather_features',
+    'get_dist_info', 'check_matching_inputs', 'matching_kl'
+]
+
+#: Maximum tensor rank :func:`all_gather_with_grad` supports.
+_MAX_DIMS = 8
+
+
+class GatheredBatch(NamedTuple):
+    """Result of :func:`all_gather_with_grad`.
+
+    Attributes:
+        tensors: The gathered tensors, rows of all ranks concatenated in rank
+            order (the inputs themselves without distributed).
+        local_slice: Rows of the gathered tensors that came from this rank.
+        world_size: Number of ranks that took part (1 without distributed).
+    """
+    tensors: tuple
+    local_slice: slice
+    world_size: int
+
+
+def get_dist_info(group: Optional[object] = None) -> tuple:
+    """Rank and world size, ``(0, 1)`` when torch.distributed is not in use.
+
+    Args:
+        group: Process group; ``None`` for the default group.
+
+    Returns:
+        ``(rank, world_size)``.
+    """
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(group), dist.get_world_size(group)
+    return 0, 1
+
+
+class _AllGatherRows(torch.autograd.Function):
+    """All-gather rows of possibly different counts, with a summing backward.
+
+    Forward pads every rank's tensor to the largest row count, all-gathers and
+    trims. Backward all-reduces (sums) the gradient of the whole gathered
+    tensor, so each rank receives the gradient that the losses of *all* ranks
+    send to its rows, and returns its own slice.
+    """
+
+    @staticmethod
+    def forward(ctx, tensor: Tensor, sizes: list, rank: int,
+                group: Optional[object]) -> Tensor:
+        ctx.sizes = sizes
+        ctx.rank = rank
+        ctx.group = group
+        return _gather_padded(tensor, sizes, group)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple:
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad, op=dist.ReduceOp.SUM, group=ctx.group)
+        start = sum(ctx.sizes[:ctx.rank])
+        stop = start + ctx.sizes[ctx.rank]
+        return grad[start:stop], None, None, None
+
+
+def _gather_padded(tensor: Tensor, sizes: list,
+                   group: Optional[object]) -> Tensor:
+    """All-gather ``tensor`` whose row count on rank ``k`` is ``sizes[k]``."""
+    tensor = tensor.contiguous()
+    max_rows = max(sizes)
+    if tensor.shape[0] != max_rows:
+        padded = tensor.new_zeros((max_rows, ) + tuple(tensor.shape[1:]))
+        padded[:tensor.shape[0]] = tensor
+    else:
+        padded = tensor
+    buffers = [torch.empty_like(padded) for _ in sizes]
+    dist.all_gather(buffers, padded, group=group)
+    return torch.cat([buf[:n] for buf, n in zip(buffers, sizes)], dim=0)
+
+
+def _gather_shapes(tensors: Sequence[Tensor], world_size: int,
+                   group: Optional[object]) -> list:
+    """Shapes of every tensor on every rank: ``shapes[rank][i]``."""
+    meta = torch.full((len(tensors), _MAX_DIMS + 1), -1, dtype=torch.long)
+    for i, t in enumerate(tensors):
+        if t.dim() == 0 or t.dim() > _MAX_DIMS:
+            raise ValueError(
+                f'gather_features: tensor {i} must have 1 to {_MAX_DIMS} '
+                f'dimensions (rows first), got shape {tuple(t.shape)}')
+        meta[i, 0] = t.dim()
+        meta[i, 1:t.dim() + 1] = torch.tensor(t.shape, dtype=torch.long)
+    meta = meta.to(tensors[0].device)
+    buffers = [torch.empty_like(meta) for _ in range(world_size)]
+    dist.all_gather(buffers, meta, group=group)
+    shapes = []
+    for buf in buffers:
+        buf = buf.cpu().tolist()
+        shapes.append([tuple(row[1:row[0] + 1]) for row in buf])
+    return shapes
+
+
+def all_gather_with_grad(*tensors: Tensor,
+                         group: Optional[object] = None) -> GatheredBatch:
+    """Gather the rows of tensors from all ranks; gradients reach every rank.
+
+    Without an initialised process group, or with world size 1, the inputs
+    come back unchanged (no copy, no communication). Otherwise all tensors
+    are concatenated along dim 0 in rank order. Ranks may hold different row
+    counts; all other dimensions must agree across ranks. Floating-point
+    tensors that require grad keep a differentiable path: the backward sums
+    the gradient of the gathered tensor over all ranks (see the module
+    docstring) and hands each rank its own rows. Every rank must call this
+    with the same number of tensors, and, when gradients flow, run backward.
+
+    Args:
+        *tensors: Tensors with rows first (e.g. features ``[B, D]``, labels
+            ``[B]``), all with the same ``B`` on a rank.
+        group: Process group; ``None`` for the default group.
+
+    Returns:
+        A :class:`GatheredBatch` with the gathered tensors, this rank's
+        slice of them and the world size.
+
+    Raises:
+        ValueError: If no tensor is given, the row counts differ on a rank, or
+            a non-row dimension differs between ranks.
+    """
+    if len(tensors) == 0:
+        raise ValueError('gather_features: expected at least one tensor')
+    rows = {int(t.shape[0]) if t.dim() > 0 else -1 for t in tensors}
+    if len(rows) != 1:
+        raise ValueError(
+            'gather_features: all tensors must have the same number of rows '
+            f'(dim 0), got shapes {[tuple(t.shape) for t in tensors]}')
+    rank, world_size = get_dist_info(group)
+    if world_size == 1:
+        n = int(tensors[0].shape[0])
+        return GatheredBatch(tuple(tensors), slice(0, n), 1)
+
+    shapes = _gather_shapes(tensors, world_size, group)
+    for i, t in enumerate(tensors):
+        trailing = {s[i][1:] for s in shapes}
+        if len(trailing) != 1:
+            per_rank = {k: s[i] for k, s in enumerate(shapes)}
+            raise ValueError(
+                f'gather_features: tensor {i} must have the same shape apart '
+                f'from dim 0 on every rank, got {per_rank} (rank: shape)')
+    sizes = [s[0][0] for s in shapes]
+    if sum(sizes) == 0:
+        raise ValueError('gather_features: every rank has an empty batch')
+
+    gathered = []
+    for t in tensors:
+        if t.is_floating_point() and t.requires_grad:
+            gathered.append(_AllGatherRows.apply(t, sizes, rank, group))
+        else:
+            gathered.append(_gather_padded(t.detach(), sizes, group))
+    start = sum(sizes[:rank])
+    return GatheredBatch(
+        tuple(gathered), slice(start, start + sizes[rank]), world_size)
+
+
+def gather_features(*tensors: Tensor,
+                    group: Optional[object] = None) -> tuple:
+    """Gather tensors from all ranks (a no-op without distributed).
+
+    A thin wrapper of :func:`all_gather_with_grad` that returns only the
+    gathered tensors.
+
+    Args:
+        *tensors: Tensors with rows first, same row count on a rank.
+        group: Process group; ``None`` for the default group.
+
+    Returns:
+        The gathered tensors, in the order given.
+    """
+    return all_gather_with_grad(*tensors, group=group).tensors
+
+
+def check_matching_inputs(name: str,
+                          image_feats: Tensor,
+                          text_feats: Tensor,
+                          labels: Tensor,
+                          allow_empty: bool = False) -> None:
+    """Check the inputs of a cross-modal matching loss.
+
+    Args:
+        name: Loss name used in the messages.
+        image_feats: Expected ``[B, D]`` floating point.
+        text_feats: Expected ``[B, D]`` floating point.
+        labels: Expected ``[B]`` integer identity labels.
+        allow_empty: Accept ``B = 0`` (a rank with no samples, when the batch
+            is gathered across ranks).
+
+    Raises:
+        ValueError: If a shape or dtype does not match what is expected.
+    """
+    for field, t in (('image_feats', image_feats), ('text_feats', text_feats)):
+        if not isinstance(t, Tensor):
+            raise TypeError(
+                f'{name}: {field} must be a torch.Tensor, got {type(t)}')
+        if t.dim() != 2:
+            raise ValueError(f'{name}: {field} must have shape [B, D], got '
+                             f'{tuple(t.shape)}')
+        if not t.is_floating_point():
+            raise ValueError(
+                f'{name}: {field} must be floating point, got {t.dtype}')
+    if image_feats.shape != text_feats.shape:
+        raise ValueError(
+            f'{name}: image_feats and text_feats must have the same shape '
+            f'[B, D], got {tuple(image_feats.shape)} and '
+            f'{tuple(text_feats.shape)}')
+    if not isinstance(labels, Tensor):
+        raise TypeError(
+            f'{name}: labels must be a torch.Tensor, got {type(labels)}')
+    if labels.dim() != 1 or labels.shape[0] != image_feats.shape[0]:
+        raise ValueError(
+            f'{name}: labels must have shape [B] = [{image_feats.shape[0]}], '
+            f'got {tuple(labels.shape)}')
+    if labels.is_floating_point() or labels.is_complex():
+        raise ValueError(
+            f'{name}: labels must be integer identity labels, got '
+            f'{labels.dtype}')
+    if image_feats.shape[0] == 0 and not allow_empty:
+        raise ValueError(f'{name}: got an empty batch (B = 0)')
+
+
+def matching_kl(logits: Tensor, row_labels: Tensor, col_labels: Tensor,
+                eps: float) -> Tensor:
+    """Per-row KL divergence between predicted and true matching distributions.
+
+    With ``p = softmax(logits, dim=1)`` and ``q_ij = y_ij / sum_k y_ik``
+    (``y_ij = 1`` when ``row_labels[i] == col_labels[j]``), returns
+    ``sum_j p_ij * (log p_ij - log(q_ij + eps))`` for every row, with
+    ``log p`` from ``log_softmax``.
+
+    Args:
+        logits: Similarities ``[R, N]`` of R queries to N keys.
+        row_labels: Identity labels of the queries, ``[R]``.
+        col_labels: Identity labels of the keys, ``[N]``.
+        eps: Added to ``q`` inside the log (``q`` is 0 for non-matches).
+
+    Returns:
+        The per-row divergence, ``[R]``.
+
+    Raises:
+        ValueError: If a query's identity appears nowhere among the keys.
+    """
+    log_p = torch.log_softmax(logits, dim=1)
+    y = (row_labels[:, None] == col_labels[None, :]).to(log_p.dtype)
+    counts = y.sum(dim=1, keepdim=True)
+    if bool((counts == 0).any()):
+        raise ValueError(
+            'matching_kl: a query identity has no matching key; the keys must '
+            'include the pair of every query')
+    q = y / counts
+    return (log_p.exp() * (log_p - torch.log(q + eps))).sum(dim=1)
