@@ -8,11 +8,10 @@ from mdrl_plugin.registry import MODELS
 __all__ = ['IDLoss']
 
 
-@MODELS.register_module(name=['IDLoss', 'IdentityLoss'])
+@MODELS.register_module()
 class IDLoss(nn.Module):
     """Cross-entropy of identity logits, averaged over the batch.
 
-    Registered as ``IDLoss`` and, as an alias, ``IdentityLoss``.
 
     Labels are checked against the number of classes before the
     cross-entropy, so a classifier that is too small for the dataset gives a
