@@ -1,1 +1,4 @@
-__all__ = []
+"""Functional retrieval metrics (plain functions on tensors)."""
+from .retrieval import rank_metrics, rank_metrics_from_features
+
+__all__ = ['rank_metrics', 'rank_metrics_from_features']

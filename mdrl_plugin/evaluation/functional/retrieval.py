@@ -1,0 +1,375 @@
+"""Retrieval metrics (Rank-k, mAP, mINP) for text-to-image person search.
+
+Both public functions share one chunked kernel that never sorts a similarity
+row. For a query with ``m`` matches it
+
+1. gathers the ``m`` match scores of the row and sorts only them (``t``,
+   ascending),
+2. finds, for every gallery score ``x`` of the row, how many match scores are
+   ``<= x`` with one batched :func:`torch.searchsorted` (``O(G log m)``),
+3. histograms those bucket indices, so a suffix sum gives, for every match
+   score ``t_j``, the number of gallery items scoring ``>= t_j``,
+4. turns these counts into the rank of every match under the tie rule below.
+
+Rank-k needs the best match's rank, AP all match ranks, INP the last match's
+rank, so nothing else is needed.
+
+Tie rule (pessimistic, order-independent): a gallery item whose similarity
+equals a match's similarity but which is *not* a match is ranked ahead of that
+match; matches tied with each other take consecutive ranks (in gallery order,
+which does not change any metric). Equivalently, the gallery is ordered by
+descending similarity, then non-matches before matches, then gallery index::
+
+    rank(match g) = 1 + #{h : s_h > s_g}
+                      + #{non-match h : s_h == s_g}
+                      + #{match h : s_h == s_g, h < g}
+
+Without ties this is the usual ``1 + #{h : s_h > s_g}``. A constant similarity
+row therefore puts every match last: tied scores earn no credit.
+"""
+import warnings
+from typing import Dict, Optional, Sequence, Tuple, Union
+
+import torch
+from torch import Tensor
+
+__all__ = ['rank_metrics', 'rank_metrics_from_features']
+
+#: Default number of queries per chunk; a chunk holds a ``[chunk, G]``
+#: similarity block plus a ``[chunk, G]`` int32 bucket-index block, i.e.
+#: ``8 * chunk_size * G`` bytes (about 81 MB for 512 x 19,848).
+DEFAULT_CHUNK_SIZE = 512
+
+TopK = Union[int, Sequence[int]]
+
+
+def _check_topk(topk: TopK) -> Tuple[int, ...]:
+    """Validate ``topk`` and return it as a tuple of positive ints."""
+    if isinstance(topk, int) and not isinstance(topk, bool):
+        topk = (topk, )
+    try:
+        ks = tuple(topk)
+    except TypeError:
+        raise TypeError('topk must be an int or a sequence of positive ints, '
+                        f'got {type(topk).__name__}') from None
+    if len(ks) == 0:
+        raise ValueError('topk must contain at least one value, got ()')
+    for k in ks:
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise ValueError(
+                f'topk values must be positive ints, got {ks!r}')
+    return ks
+
+
+def _check_pids(pids: Tensor, name: str, length: int, what: str) -> None:
+    """Check that ``pids`` is a 1-D integer tensor of ``length`` items."""
+    if not isinstance(pids, Tensor):
+        raise TypeError(
+            f'{name} must be a torch.Tensor, got {type(pids).__name__}')
+    if pids.dtype == torch.bool or pids.is_floating_point() \
+            or pids.is_complex():
+        raise TypeError(f'{name} must have an integer dtype, got {pids.dtype}')
+    if pids.dim() != 1 or pids.numel() != length:
+        raise ValueError(f'{name} must have shape [{length}] (one pid per '
+                         f'{what}), got {list(pids.shape)}')
+
+
+_INT32_SCATTER: Dict[str, bool] = {}
+
+
+def _int32_index_ok(device: torch.device) -> bool:
+    """Whether ``scatter_add_`` accepts int32 indices on this device type.
+
+    int32 bucket indices halve the memory traffic of the counting step; older
+    torch releases that reject them fall back to int64.
+    """
+    if device.type not in _INT32_SCATTER:
+        try:
+            torch.zeros(2, dtype=torch.int64, device=device).scatter_add_(
+                0, torch.zeros(1, dtype=torch.int32, device=device),
+                torch.ones(1, dtype=torch.int64, device=device))
+            _INT32_SCATTER[device.type] = True
+        except (RuntimeError, TypeError):
+            _INT32_SCATTER[device.type] = False
+    return _INT32_SCATTER[device.type]
+
+
+def _check_chunk_size(chunk_size: int) -> int:
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) \
+            or chunk_size < 1:
+        raise ValueError(
+            f'chunk_size must be a positive int, got {chunk_size!r}')
+    return chunk_size
+
+
+class _MatchTable:
+    """Gallery indices of every identity, ready to be gathered per query.
+
+    Args:
+        query_pids (Tensor): ``[Q]`` integer pids of the queries.
+        gallery_pids (Tensor): ``[G]`` integer pids of the gallery.
+        device (torch.device): Where the index tensors live.
+    """
+
+    def __init__(self, query_pids: Tensor, gallery_pids: Tensor,
+                 device: torch.device) -> None:
+        num_query = query_pids.numel()
+        pids = torch.cat([query_pids.to(device, torch.int64),
+                          gallery_pids.to(device, torch.int64)])
+        _, labels = torch.unique(pids, return_inverse=True)
+        q_labels, g_labels = labels[:num_query], labels[num_query:]
+        num_labels = int(labels.max().item()) + 1
+        # Gallery indices grouped by label; group l is
+        # order[offsets[l]:offsets[l] + counts[l]].
+        self.order = torch.sort(g_labels, stable=True).indices
+        counts = torch.bincount(g_labels, minlength=num_labels)
+        self.offsets = torch.cumsum(counts, 0) - counts
+        self.q_labels = q_labels
+        #: number of matches of every query
+        self.q_counts = counts[q_labels]
+
+    def gather(self, start: int, end: int) -> Tuple[Tensor, Tensor, Tensor]:
+        """Padded match indices of queries ``start:end``.
+
+        Returns:
+            tuple[Tensor, Tensor, Tensor]: ``index`` ``[B, m]`` (gallery
+            indices, padding points at item 0), ``valid`` ``[B, m]`` bool and
+            ``counts`` ``[B]``, with ``m = max(1, max(counts))``.
+        """
+        counts = self.q_counts[start:end]
+        m = max(1, int(counts.max().item()))
+        pos = torch.arange(m, device=counts.device)
+        valid = pos[None, :] < counts[:, None]
+        flat = self.offsets[self.q_labels[start:end]][:, None] + pos[None, :]
+        flat = torch.where(valid, flat, torch.zeros_like(flat))
+        index = self.order[flat]
+        return index, valid, counts
+
+
+def _chunk_ranks(sim: Tensor, index: Tensor, valid: Tensor,
+                 counts: Tensor) -> Tensor:
+    """Ranks of the matches of a block of similarity rows.
+
+    Args:
+        sim (Tensor): ``[B, G]`` similarity rows (float32 or float64).
+        index (Tensor): ``[B, m]`` gallery indices of the matches (padded).
+        valid (Tensor): ``[B, m]`` which entries of ``index`` are real.
+        counts (Tensor): ``[B]`` number of matches per row.
+
+    Returns:
+        Tensor: ``[B, m]`` int64 ranks (1-based, tie rule of the module)
+        of the matches sorted by *ascending* similarity: entry ``j < counts``
+        is the rank of the match holding the ``j``-th smallest match score,
+        so ranks decrease along a row; padded entries are undefined.
+    """
+    num_rows, m = index.shape
+    scores = sim.gather(1, index)
+    scores.masked_fill_(~valid, float('inf'))
+    # Padding sorts last (+inf), so the first counts[b] entries are the real
+    # match scores whatever they are (+inf included).
+    thresholds = torch.sort(scores, dim=1).values
+    # bucket[b, g] = #{j : thresholds[b, j] <= sim[b, g]}, in 0..m
+    bucket = torch.searchsorted(
+        thresholds, sim, right=True, out_int32=_int32_index_ok(sim.device))
+    hist = torch.zeros(num_rows, m + 1, dtype=torch.int64, device=sim.device)
+    hist.scatter_add_(
+        1, bucket,
+        torch.ones(1, 1, dtype=torch.int64,
+                   device=sim.device).expand(num_rows, bucket.shape[1]))
+    # at_least[b, j] = #{g : sim[b, g] >= thresholds[b, j]}
+    at_least = hist[:, 1:].flip(1).cumsum(1).flip(1)
+    # matches_at_least[b, j] = #{real j' : thresholds[b, j'] >= thresholds[b, j]}
+    below = torch.searchsorted(thresholds, thresholds, right=False)
+    matches_at_least = counts[:, None] - below
+    # position of the match in the descending order of the matches (1-based)
+    position = counts[:, None] - torch.arange(m, device=sim.device)[None, :]
+    # rank = position among matches + non-matches scoring >= it
+    return position + at_least - matches_at_least
+
+
+def _accumulate(ranks: Tensor, counts: Tensor, ks: Tuple[int, ...],
+                sums: Dict[str, Tensor]) -> None:
+    """Add the per-query R@k, AP and INP of a chunk to ``sums``."""
+    has_match = counts > 0
+    ranks = ranks[has_match].to(torch.float64)
+    counts = counts[has_match]
+    if counts.numel() == 0:
+        return
+    m = ranks.shape[1]
+    countsf = counts.to(torch.float64)
+    arange = torch.arange(m, device=ranks.device)
+    real = arange[None, :] < counts[:, None]
+    position = (counts[:, None] - arange[None, :]).to(torch.float64)
+    precision = torch.where(real, position / ranks,
+                            torch.zeros_like(ranks))
+    sums['mAP'] += (precision.sum(1) / countsf).sum()
+    # ranks decrease along a row: entry 0 is the last match,
+    # entry counts - 1 the best one
+    sums['mINP'] += (countsf / ranks[:, 0]).sum()
+    best = ranks.gather(1, (counts - 1)[:, None])[:, 0]
+    for k in ks:
+        sums[f'R{k}'] += (best <= k).sum().to(torch.float64)
+
+
+def _finish(sums: Dict[str, Tensor], num_valid: int, num_query: int,
+            ks: Tuple[int, ...]) -> Dict[str, float]:
+    """Turn the accumulated sums into percentages (and warn about skips)."""
+    if num_valid == 0:
+        raise ValueError(
+            f'none of the {num_query} queries has a matching gallery item '
+            '(no query pid occurs in gallery_pids); retrieval metrics are '
+            'undefined')
+    if num_valid < num_query:
+        warnings.warn(
+            f'{num_query - num_valid} of {num_query} queries have no matching '
+            'gallery item (their pid is not in gallery_pids); they are '
+            'excluded from R@k, mAP and mINP', UserWarning, stacklevel=3)
+    out = {f'R{k}': sums[f'R{k}'] for k in ks}
+    out['mAP'] = sums['mAP']
+    out['mINP'] = sums['mINP']
+    return {key: float(val.item()) * 100.0 / num_valid
+            for key, val in out.items()}
+
+
+def _run(sim_chunks, table: _MatchTable, ks: Tuple[int, ...],
+         num_query: int, chunk_size: int,
+         device: torch.device) -> Dict[str, float]:
+    """Shared driver: iterate query chunks, rank, accumulate."""
+    sums = {key: torch.zeros((), dtype=torch.float64, device=device)
+            for key in [f'R{k}' for k in ks] + ['mAP', 'mINP']}
+    for start in range(0, num_query, chunk_size):
+        end = min(start + chunk_size, num_query)
+        index, valid, counts = table.gather(start, end)
+        sim = sim_chunks(start, end)
+        if sim.dtype in (torch.float16, torch.bfloat16):
+            sim = sim.float()  # exact: order and ties are preserved
+        ranks = _chunk_ranks(sim, index, valid, counts)
+        _accumulate(ranks, counts, ks, sums)
+    num_valid = int((table.q_counts > 0).sum().item())
+    return _finish(sums, num_valid, num_query, ks)
+
+
+def rank_metrics(similarity: Tensor,
+                 query_pids: Tensor,
+                 gallery_pids: Tensor,
+                 topk: TopK = (1, 5, 10)) -> Dict[str, float]:
+    """Rank-k, mAP and mINP of a query x gallery similarity matrix.
+
+    Every row is one query; gallery items are ranked by descending similarity
+    and an item is a match when its pid equals the query's pid.
+
+    * ``R{k}``: share of queries with a match within the first ``k`` ranks.
+    * ``mAP``: mean over queries of AP, the mean over the query's matches of
+      ``(matches ranked up to and including it) / (its rank)``.
+    * ``mINP``: mean over queries of ``(number of matches) / (rank of the
+      last match)``.
+
+    Ties follow a pessimistic rule: a non-matching item with the same
+    similarity as a match is ranked ahead of it (see the module docstring for
+    the exact formula). Queries without any match in the gallery are excluded
+    from all averages, with a :class:`UserWarning` saying how many; if no
+    query has a match a :class:`ValueError` is raised.
+
+    Args:
+        similarity (Tensor): ``[Q, G]`` floating-point similarities (higher is
+            more similar); must not contain NaN.
+        query_pids (Tensor): ``[Q]`` identities of the queries, any integer
+            dtype.
+        gallery_pids (Tensor): ``[G]`` identities of the gallery items, any
+            integer dtype.
+        topk (int | Sequence[int]): The ``k`` of the reported Rank-k values.
+            Defaults to ``(1, 5, 10)``.
+
+    Returns:
+        dict[str, float]: ``R{k}`` for every ``k`` in ``topk``, ``mAP`` and
+        ``mINP``, all in percent.
+    """
+    ks = _check_topk(topk)
+    if not isinstance(similarity, Tensor):
+        raise TypeError('similarity must be a torch.Tensor, got '
+                        f'{type(similarity).__name__}')
+    if similarity.dim() != 2 or similarity.shape[0] == 0 \
+            or similarity.shape[1] == 0:
+        raise ValueError('similarity must have shape [Q, G] with Q, G >= 1, '
+                         f'got {list(similarity.shape)}')
+    if not similarity.is_floating_point():
+        raise TypeError('similarity must have a floating-point dtype, got '
+                        f'{similarity.dtype}')
+    num_query, num_gallery = similarity.shape
+    _check_pids(query_pids, 'query_pids', num_query, 'similarity row')
+    _check_pids(gallery_pids, 'gallery_pids', num_gallery,
+                'similarity column')
+    if torch.isnan(similarity).any():
+        raise ValueError('similarity contains NaN; ranking is undefined')
+    device = similarity.device
+    table = _MatchTable(query_pids, gallery_pids, device)
+    return _run(lambda s, e: similarity[s:e].contiguous(), table, ks,
+                num_query, DEFAULT_CHUNK_SIZE, device)
+
+
+def rank_metrics_from_features(
+        query_feats: Tensor,
+        gallery_feats: Tensor,
+        query_pids: Tensor,
+        gallery_pids: Tensor,
+        topk: TopK = (1, 5, 10),
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+        device: Optional[Union[str, torch.device]] = None
+) -> Dict[str, float]:
+    """Rank-k, mAP and mINP from query and gallery feature matrices.
+
+    Gives the numbers of :func:`rank_metrics` on
+    ``query_feats @ gallery_feats.T`` (plain dot product: normalise the
+    features first for cosine similarity) without building that matrix:
+    queries are processed ``chunk_size`` rows at a time, and no similarity row
+    is sorted, so time is about one matrix product plus one binary search per
+    similarity entry, and extra memory is ``O(chunk_size * G)``.
+
+    Args:
+        query_feats (Tensor): ``[Q, D]`` floating-point query features.
+        gallery_feats (Tensor): ``[G, D]`` floating-point gallery features.
+        query_pids (Tensor): ``[Q]`` integer identities of the queries.
+        gallery_pids (Tensor): ``[G]`` integer identities of the gallery.
+        topk (int | Sequence[int]): The ``k`` of the reported Rank-k values.
+            Defaults to ``(1, 5, 10)``.
+        chunk_size (int): Queries per chunk. Defaults to 512.
+        device (str | torch.device, optional): Where to compute (e.g.
+            ``'cuda'``). Defaults to the device of ``query_feats``.
+
+    Returns:
+        dict[str, float]: ``R{k}`` for every ``k`` in ``topk``, ``mAP`` and
+        ``mINP``, all in percent. Ties and queries without a match are handled
+        as in :func:`rank_metrics`.
+    """
+    ks = _check_topk(topk)
+    chunk_size = _check_chunk_size(chunk_size)
+    for name, feats in (('query_feats', query_feats),
+                        ('gallery_feats', gallery_feats)):
+        if not isinstance(feats, Tensor):
+            raise TypeError(
+                f'{name} must be a torch.Tensor, got {type(feats).__name__}')
+        if feats.dim() != 2 or feats.shape[0] == 0:
+            raise ValueError(f'{name} must have shape [N, D] with N >= 1, '
+                             f'got {list(feats.shape)}')
+        if not feats.is_floating_point():
+            raise TypeError(
+                f'{name} must have a floating-point dtype, got {feats.dtype}')
+    if query_feats.shape[1] != gallery_feats.shape[1]:
+        raise ValueError(
+            'query_feats and gallery_feats must have the same feature size, '
+            f'got {query_feats.shape[1]} and {gallery_feats.shape[1]}')
+    num_query, num_gallery = query_feats.shape[0], gallery_feats.shape[0]
+    _check_pids(query_pids, 'query_pids', num_query, 'query_feats row')
+    _check_pids(gallery_pids, 'gallery_pids', num_gallery,
+                'gallery_feats row')
+    device = torch.device(device) if device is not None \
+        else query_feats.device
+    dtype = torch.promote_types(query_feats.dtype, gallery_feats.dtype)
+    query = query_feats.to(device, dtype)
+    gallery_t = gallery_feats.to(device, dtype).t().contiguous()
+    for name, feats in (('query_feats', query), ('gallery_feats', gallery_t)):
+        if not torch.isfinite(feats).all():
+            raise ValueError(f'{name} contains NaN or infinite values')
+    table = _MatchTable(query_pids, gallery_pids, device)
+    return _run(lambda s, e: query[s:e] @ gallery_t, table, ks, num_query,
+                chunk_size, device)
