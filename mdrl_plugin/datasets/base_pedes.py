@@ -1,0 +1,281 @@
+"""Shared base class of the text-based person search (PEDES-style) datasets."""
+import os.path as osp
+from typing import Callable, List, Optional, Sequence, Union
+
+import numpy as np
+from mmengine.dataset import BaseDataset, force_full_init
+
+from mdrl_plugin.registry import DATASETS, TRANSFORMS
+from .annotation import (check_data_root, find_annotation_file,
+                         find_missing_files, format_problems, group_images,
+                         load_annotation_json, parse_pedes_records,
+                         split_counts)
+from .errors import AnnotationFormatError, EmptySplitError, MissingImagesError
+
+__all__ = ['BasePedesDataset']
+
+#: How many missing image names an error message lists.
+_SHOW_MISSING = 5
+
+
+@DATASETS.register_module()
+class BasePedesDataset(BaseDataset):
+    """A dataset of pedestrian images with natural-language captions.
+
+    Reads a JSON list of records ``{"split", "id", "file_path" | "img_path",
+    "captions"}`` (the layout of CUHK-PEDES, ICFG-PEDES and RSTPReid) and the
+    images under ``<data_root>/imgs``. The subclasses only set the dataset
+    name, the default annotation file names and the allowed splits; this class
+    can be used directly for any dataset in the same layout by giving
+    ``ann_file``.
+
+    Training entries (``test_mode=False``), one per caption::
+
+        dict(img_path=str, text=str, gt_label=int, image_id=int, pid=int)
+
+    ``gt_label`` is contiguous ``0..C-1`` over the split's identities in
+    sorted raw-id order, ``image_id`` is ``0..num_images-1`` in file order and
+    ``pid`` the raw id.
+
+    Evaluation entries (``test_mode=True``), one per image (the gallery), with
+    all its captions (every caption is a query)::
+
+        dict(img_path=str, texts=list[str], pid=int, image_id=int)
+
+    Records naming the same image file within a split are merged into one
+    image. Paths are normalised: backslashes become ``/`` and a leading
+    ``imgs/`` (the image folder's name) is dropped.
+
+    Args:
+        data_root: The dataset folder, holding ``imgs/`` and the JSON file.
+        split: ``'train'``, ``'val'`` or ``'test'`` (subclasses may allow
+            fewer).
+        ann_file: Annotation file name relative to ``data_root``, or an
+            absolute path. None tries the class's ``DEFAULT_ANN_FILES``.
+        pipeline: Transforms (config dicts or callables).
+        test_mode: None means training entries for ``split='train'`` and
+            evaluation entries otherwise; True/False force one layout.
+        data_prefix: ``dict(img_path=...)``: the image folder, relative to
+            ``data_root`` or absolute.
+        check_files: Check that every image of the split exists (one
+            ``os.path.exists`` per image) and raise
+            :class:`MissingImagesError` otherwise. Turn off only for storage
+            backends without a local file system.
+        metainfo: Extra meta information merged into :attr:`metainfo`.
+        indices: Keep only these entries (see ``BaseDataset``).
+        serialize_data: Serialize the entries to save memory in workers.
+        lazy_init: Defer reading the annotation to ``full_init()``; the
+            counts in :attr:`metainfo` appear only then.
+        max_refetch: See ``BaseDataset``.
+        filter_cfg: Unused by this class; kept for ``BaseDataset``
+            compatibility.
+
+    Raises:
+        DatasetNotFoundError: ``data_root`` does not exist.
+        AnnotationNotFoundError: no annotation file (names tried listed).
+        AnnotationFormatError: malformed JSON or records.
+        MissingImagesError: image files of the split do not exist.
+        EmptySplitError: the split has no records.
+        ValueError: unknown ``split`` argument.
+    """
+
+    #: Shown in messages and reported as ``metainfo['dataset_name']``.
+    METAINFO: dict = dict(dataset_name='PEDES')
+    #: Annotation file names tried in order when ``ann_file`` is None.
+    DEFAULT_ANN_FILES: Sequence[str] = ()
+    #: Split values this dataset has (and that records may carry).
+    ALLOWED_SPLITS: Sequence[str] = ('train', 'val', 'test')
+
+    def __init__(self,
+                 data_root: str,
+                 split: str = 'train',
+                 ann_file: Optional[str] = None,
+                 pipeline: Sequence[Union[dict, Callable]] = (),
+                 test_mode: Optional[bool] = None,
+                 data_prefix: Optional[dict] = None,
+                 check_files: bool = True,
+                 metainfo: Optional[dict] = None,
+                 indices: Optional[Union[int, Sequence[int]]] = None,
+                 serialize_data: bool = True,
+                 lazy_init: bool = False,
+                 max_refetch: int = 1000,
+                 filter_cfg: Optional[dict] = None) -> None:
+        name = self._dataset_name(metainfo)
+        self._check_split(split, name)
+        check_data_root(data_root, name)
+        if data_prefix is None:
+            data_prefix = dict(img_path='imgs')
+        if set(data_prefix) != {'img_path'}:
+            raise ValueError(
+                f'{name}: data_prefix must be dict(img_path=<image folder>), '
+                f'got keys {sorted(data_prefix)}.')
+        self.split = split
+        self.check_files = check_files
+        self._img_dir_name = osp.basename(
+            osp.normpath(data_prefix['img_path'])) if \
+            data_prefix['img_path'] else ''
+        resolved = find_annotation_file(data_root, self.DEFAULT_ANN_FILES,
+                                        ann_file, name)
+        if test_mode is None:
+            test_mode = split != 'train'
+        transforms = [
+            TRANSFORMS.build(t) if isinstance(t, dict) else t
+            for t in pipeline
+        ]
+        super().__init__(
+            ann_file=resolved,
+            metainfo=metainfo,
+            data_root=data_root,
+            data_prefix=data_prefix,
+            filter_cfg=filter_cfg,
+            indices=indices,
+            serialize_data=serialize_data,
+            pipeline=transforms,
+            test_mode=bool(test_mode),
+            lazy_init=lazy_init,
+            max_refetch=max_refetch)
+        self._metainfo.update(split=split, ann_file=self.ann_file)
+
+    @classmethod
+    def _dataset_name(cls, metainfo: Optional[dict] = None) -> str:
+        if metainfo and 'dataset_name' in metainfo:
+            return str(metainfo['dataset_name'])
+        return cls.METAINFO.get('dataset_name', cls.__name__)
+
+    @classmethod
+    def _check_split(cls, split: str, name: str) -> None:
+        if split not in cls.ALLOWED_SPLITS:
+            raise ValueError(
+                f'{name}: unknown split {split!r}; allowed: '
+                f'{", ".join(repr(s) for s in cls.ALLOWED_SPLITS)}.')
+
+    @property
+    def dataset_name(self) -> str:
+        """The dataset's display name (``metainfo['dataset_name']``)."""
+        return self._metainfo['dataset_name']
+
+    @property
+    def img_dir(self) -> str:
+        """The image folder (``data_root`` joined with ``data_prefix``)."""
+        return self.data_prefix['img_path']
+
+    def load_data_list(self) -> List[dict]:
+        """Read, validate and expand the annotation file.
+
+        Returns:
+            The entries of the split (training or evaluation layout).
+        """
+        name = self.dataset_name
+        raw = load_annotation_json(self.ann_file)
+        records, problems = parse_pedes_records(raw, self.ALLOWED_SPLITS,
+                                                self._img_dir_name)
+        counts = split_counts(records)
+        own = [r for r in records if r.split == self.split]
+        images, conflicts = group_images(own)
+        problems = problems + conflicts
+        if problems:
+            raise AnnotationFormatError(
+                f'{self.ann_file}: {len(problems)} invalid record(s) in '
+                f'{name}:\n{format_problems(problems)}')
+        if not images:
+            found = ', '.join(f'{k}={v}' for k, v in counts.items()) or \
+                'no valid records at all'
+            raise EmptySplitError(
+                f'{self.ann_file}: no records with split {self.split!r} '
+                f'(records per split: {found}).')
+        img_paths = [osp.join(self.img_dir, img.path) for img in images]
+        if self.check_files:
+            self._check_images_exist(img_paths)
+
+        pids = sorted({img.pid for img in images})
+        label_of = {pid: i for i, pid in enumerate(pids)}
+        num_captions = sum(len(img.captions) for img in images)
+        data_list: List[dict] = []
+        for image_id, (img, path) in enumerate(zip(images, img_paths)):
+            if self.test_mode:
+                data_list.append(
+                    dict(img_path=path, texts=list(img.captions),
+                         pid=img.pid, image_id=image_id))
+            else:
+                label = label_of[img.pid]
+                for text in img.captions:
+                    data_list.append(
+                        dict(img_path=path, text=text, gt_label=label,
+                             image_id=image_id, pid=img.pid))
+        self._metainfo.update(
+            num_classes=len(pids),
+            num_identities=len(pids),
+            num_images=len(images),
+            num_captions=num_captions)
+        return data_list
+
+    def _check_images_exist(self, img_paths: List[str]) -> None:
+        missing = find_missing_files(img_paths)
+        if not missing:
+            return
+        name = self.dataset_name
+        if not osp.isdir(self.img_dir):
+            raise MissingImagesError(
+                f'{name}: image folder {self.img_dir!r} does not exist; '
+                f'{self.ann_file} lists {len(img_paths)} images of split '
+                f'{self.split!r} under it.')
+        shown = ', '.join(
+            osp.relpath(p, self.img_dir) if p.startswith(self.img_dir) else p
+            for p in missing[:_SHOW_MISSING])
+        more = ', ...' if len(missing) > _SHOW_MISSING else ''
+        raise MissingImagesError(
+            f'{name}: {len(missing)} of {len(img_paths)} images of split '
+            f'{self.split!r} listed in {self.ann_file} do not exist under '
+            f'{self.img_dir!r}; first missing: {shown}{more}')
+
+    @force_full_init
+    def get_gt_labels(self) -> np.ndarray:
+        """Identity labels of all training entries, without the pipeline.
+
+        Returns:
+            An int64 array of length ``len(self)``.
+
+        Raises:
+            ValueError: If the entries are evaluation entries (no labels).
+        """
+        if self.test_mode:
+            raise ValueError(
+                f'{self.dataset_name} (split {self.split!r}) holds evaluation '
+                f'entries, which have no gt_label; build it with '
+                f'test_mode=False for identity labels.')
+        return np.fromiter(
+            (self.get_data_info(i)['gt_label'] for i in range(len(self))),
+            dtype=np.int64, count=len(self))
+
+    def get_cat_ids(self, idx: int) -> List[int]:
+        """The identity label of entry ``idx`` (for ``ClassBalancedDataset``).
+
+        Args:
+            idx: Entry index.
+
+        Returns:
+            ``[gt_label]`` of a training entry, ``[pid]`` of an evaluation
+            entry.
+        """
+        info = self.get_data_info(idx)
+        return [info['gt_label'] if 'gt_label' in info else info['pid']]
+
+    def __repr__(self) -> str:
+        """A summary: name, split, entry layout, counts and paths."""
+        layout = 'evaluation' if self.test_mode else 'training'
+        lines = [f'{type(self).__name__}(']
+        lines.append(f'    dataset_name={self.dataset_name!r}, '
+                     f'split={self.split!r}, entries={layout},')
+        if self._fully_initialized:
+            meta = self._metainfo
+            lines.append(
+                f'    num_entries={len(self)}, '
+                f'num_identities={meta["num_identities"]}, '
+                f'num_images={meta["num_images"]}, '
+                f'num_captions={meta["num_captions"]},')
+        else:
+            lines.append('    (not fully initialised),')
+        lines.append(f'    ann_file={self.ann_file!r}, '
+                     f'img_dir={self.img_dir!r},')
+        lines.append(f'    pipeline={self.pipeline!r})')
+        return '\n'.join(lines)

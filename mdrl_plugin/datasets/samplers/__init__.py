@@ -1,0 +1,4 @@
+"""Data samplers."""
+from .identity_sampler import IdentityBalancedSampler
+
+__all__ = ['IdentityBalancedSampler']

@@ -1,0 +1,288 @@
+"""PK sampling: batches of P identities with K samples each."""
+import math
+from typing import Dict, Iterator, List, Optional, Sized
+
+import numpy as np
+from mmengine.dist import get_dist_info, sync_random_seed
+from torch.utils.data import Sampler
+
+from mdrl_plugin.registry import DATA_SAMPLERS
+
+__all__ = ['IdentityBalancedSampler']
+
+
+def _read_labels(dataset: Sized) -> np.ndarray:
+    """Identity label of every entry, without running the pipeline."""
+    name = type(dataset).__name__
+    getter = getattr(dataset, 'get_gt_labels', None)
+    if callable(getter):
+        try:
+            return np.asarray(getter(), dtype=np.int64).reshape(-1)
+        except ValueError as e:
+            raise ValueError(f'IdentityBalancedSampler: {e}') from None
+    if not hasattr(dataset, 'get_data_info'):
+        raise TypeError(
+            f'IdentityBalancedSampler needs a dataset with get_gt_labels() '
+            f'or get_data_info(i) (an mmengine BaseDataset); got {name}.')
+    labels = np.empty(len(dataset), dtype=np.int64)
+    for i in range(len(dataset)):
+        info = dataset.get_data_info(i)
+        if 'gt_label' not in info:
+            raise ValueError(
+                f'IdentityBalancedSampler reads \'gt_label\' from the dataset '
+                f'entries, but entry {i} of {name} has none (keys: '
+                f'{sorted(info)}); use training entries (test_mode=False).')
+        labels[i] = int(info['gt_label'])
+    return labels
+
+
+@DATA_SAMPLERS.register_module()
+class IdentityBalancedSampler(Sampler):
+    """Identity-balanced ("PK") sampler for person re-identification.
+
+    Every batch of ``batch_size`` indices holds ``P = batch_size //
+    num_instances`` distinct identities with ``K = num_instances`` entries
+    each, consecutive. Identities come from the entries' ``gt_label`` (read
+    once, without the pipeline).
+
+    One epoch:
+
+    1. Each identity's ``n`` entries are shuffled and cut into chunks of K.
+       An identity with fewer than K entries is padded by repeating its
+       entries (one chunk). The ``n % K`` leftover entries of a larger
+       identity follow ``leftover``:
+
+       - ``'nearest'`` (default): ``round(n / K)`` chunks, so an epoch is as
+         close as possible to one pass: fewer than K/2 leftovers are left
+         out of this epoch (they are random ones, so they come back in
+         another epoch), K/2 or more are completed by repeating entries.
+       - ``'pad'``: ``ceil(n / K)`` chunks: every entry is seen at least
+         once per epoch, the epoch gets longer (up to ``K - 1`` repeats
+         per identity).
+       - ``'drop'``: ``floor(n / K)`` chunks, as torchreid's
+         ``RandomIdentitySampler``: no repeats, up to ``K - 1`` entries
+         per identity skipped per epoch.
+    2. The identities are shuffled and dealt round-robin to the ranks: each
+       rank draws a disjoint set of identities per epoch.
+    3. On each rank the chunks are ordered by spreading every identity's
+       chunks evenly over the epoch (random offsets), then batches are
+       filled in that order; a chunk whose identity is already in the
+       current batch waits for the next one.
+    4. Every rank yields exactly ``ceil(total_chunks / (world_size * P))``
+       batches (``__len__`` / ``batch_size``). A rank whose share is short
+       is topped up with fresh chunks (K random entries of identities of
+       that rank that are not yet in the batch); chunks beyond that count
+       (only with uneven shares across ranks, or an identity with more
+       chunks than there are batches) are dropped for this epoch.
+
+    The order depends only on ``seed + epoch`` (call :meth:`set_epoch`), so
+    all ranks compute the same plan. With ``shuffle=False`` the plan is
+    fixed: identities in label order, entries in index order.
+
+    Args:
+        dataset: Dataset with training entries (``gt_label``); an
+            mmengine ``BaseDataset`` or anything with ``get_gt_labels()``.
+        batch_size: Per-rank batch size; must equal the dataloader's and be
+            a multiple of ``num_instances``.
+        num_instances: K, entries per identity in a batch.
+        leftover: ``'nearest'``, ``'pad'`` or ``'drop'``: what happens to
+            the ``n % K`` entries of an identity that do not fill a chunk
+            (see above).
+        shuffle: Randomise the plan every epoch.
+        seed: Random seed, identical on all ranks; None draws one with
+            ``mmengine.dist.sync_random_seed()``.
+        rank: Override of this process's rank (tests); None asks
+            ``mmengine.dist.get_dist_info()``.
+        world_size: Override of the number of ranks, with ``rank``.
+
+    Raises:
+        ValueError: Bad sizes, a dataset without labels, or fewer than
+            ``world_size * P`` identities.
+    """
+
+    #: Accepted values of ``leftover``.
+    LEFTOVER_MODES = ('nearest', 'pad', 'drop')
+
+    def __init__(self,
+                 dataset: Sized,
+                 batch_size: int,
+                 num_instances: int = 4,
+                 leftover: str = 'nearest',
+                 shuffle: bool = True,
+                 seed: Optional[int] = None,
+                 rank: Optional[int] = None,
+                 world_size: Optional[int] = None) -> None:
+        if not isinstance(num_instances, int) or num_instances < 1:
+            raise ValueError(
+                f'IdentityBalancedSampler: num_instances must be a positive '
+                f'int, got {num_instances!r}.')
+        if not isinstance(batch_size, int) or batch_size < num_instances \
+                or batch_size % num_instances:
+            raise ValueError(
+                f'IdentityBalancedSampler: batch_size ({batch_size!r}) must be '
+                f'a positive multiple of num_instances ({num_instances}).')
+        if leftover not in self.LEFTOVER_MODES:
+            raise ValueError(
+                f'IdentityBalancedSampler: leftover must be one of '
+                f'{self.LEFTOVER_MODES}, got {leftover!r}.')
+        dist_rank, dist_world = get_dist_info()
+        self.rank = dist_rank if rank is None else int(rank)
+        self.world_size = dist_world if world_size is None else int(world_size)
+        if not 0 <= self.rank < self.world_size:
+            raise ValueError(
+                f'IdentityBalancedSampler: rank {self.rank} is outside '
+                f'world_size {self.world_size}.')
+        self.dataset = dataset
+        self.batch_size = batch_size
+        self.num_instances = num_instances
+        self.leftover = leftover
+        self.num_ids_per_batch = batch_size // num_instances
+        self.shuffle = shuffle
+        self.seed = sync_random_seed() if seed is None else int(seed)
+        self.epoch = 0
+
+        labels = _read_labels(dataset)
+        if labels.size == 0:
+            raise ValueError('IdentityBalancedSampler: the dataset is empty.')
+        self.labels = labels
+        order = np.argsort(labels, kind='stable')
+        uniq, starts = np.unique(labels[order], return_index=True)
+        self._groups: List[np.ndarray] = np.split(order, starts[1:])
+        self.num_identities = len(uniq)
+        need = self.world_size * self.num_ids_per_batch
+        if self.num_identities < need:
+            raise ValueError(
+                f'IdentityBalancedSampler: {self.num_identities} identities '
+                f'cannot fill batches of {self.num_ids_per_batch} distinct '
+                f'identities on {self.world_size} rank(s) (need at least '
+                f'{need}); lower batch_size or raise num_instances.')
+        sizes = np.array([len(g) for g in self._groups])
+        self._num_chunks = self._chunk_counts(sizes, num_instances, leftover)
+        self.num_batches = math.ceil(
+            int(self._num_chunks.sum()) / (self.world_size *
+                                           self.num_ids_per_batch))
+
+    @staticmethod
+    def _chunk_counts(sizes: np.ndarray, k: int, leftover: str) -> np.ndarray:
+        """Chunks of K per identity for identities of ``sizes`` entries."""
+        if leftover == 'pad':
+            counts = -(-sizes // k)
+        elif leftover == 'drop':
+            counts = sizes // k
+        else:  # nearest; exactly K/2 leftovers are padded
+            counts = (2 * sizes + k) // (2 * k)
+        return np.maximum(counts, 1)
+
+    def __len__(self) -> int:
+        """Indices yielded per epoch on this rank."""
+        return self.num_batches * self.batch_size
+
+    def set_epoch(self, epoch: int) -> None:
+        """Set the epoch; the plan is a function of ``seed + epoch``.
+
+        Args:
+            epoch: Epoch number.
+        """
+        self.epoch = epoch
+
+    def _chunks_of(self, ident: int, rng: np.random.Generator) -> np.ndarray:
+        """All chunks (``c x K``) of one identity.
+
+        ``np.resize`` truncates the shuffled entries to ``c * K`` or repeats
+        them cyclically up to it.
+        """
+        idx = self._groups[ident]
+        if self.shuffle:
+            idx = idx[rng.permutation(len(idx))]
+        c = int(self._num_chunks[ident])
+        return np.resize(idx, c * self.num_instances).reshape(
+            c, self.num_instances)
+
+    def _fresh_chunk(self, ident: int,
+                     rng: np.random.Generator) -> np.ndarray:
+        """K entries of one identity (distinct when it has K or more)."""
+        idx = self._groups[ident]
+        k = self.num_instances
+        if self.shuffle:
+            idx = idx[rng.permutation(len(idx))]
+        return np.resize(idx, k)
+
+    def _plan(self) -> List[List[np.ndarray]]:
+        """The batches (lists of P chunks) of this rank for this epoch."""
+        rng = np.random.default_rng(self.seed + self.epoch)
+        n_ids = self.num_identities
+        p = self.num_ids_per_batch
+        # 1) identities dealt to ranks (same on every rank)
+        ident_order = rng.permutation(n_ids) if self.shuffle else \
+            np.arange(n_ids)
+        mine = np.sort(ident_order[self.rank::self.world_size])
+        # A rank-specific stream, so ranks do not repeat each other's draws.
+        rng = np.random.default_rng([self.seed + self.epoch, self.rank])
+        # 2) chunks spread over the epoch: key (j + u) / c
+        chunks, owners, keys = [], [], []
+        for ident in mine:
+            ch = self._chunks_of(int(ident), rng)
+            c = len(ch)
+            off = rng.random(c) if self.shuffle else np.full(c, 0.5)
+            chunks.extend(ch)
+            owners.extend([int(ident)] * c)
+            keys.append((np.arange(c) + off) / c)
+        order = np.argsort(np.concatenate(keys), kind='stable')
+        # 3) greedy filling with distinct identities per batch
+        batches: List[List[np.ndarray]] = []
+        cur: List[np.ndarray] = []
+        cur_ids: Dict[int, None] = {}
+        waiting: List[int] = []
+        for pos in order:
+            if owners[pos] in cur_ids:
+                waiting.append(pos)
+                continue
+            cur.append(chunks[pos])
+            cur_ids[owners[pos]] = None
+            if len(cur) == p:
+                batches.append(cur)
+                cur, cur_ids = [], {}
+                still = []
+                for w in waiting:
+                    if owners[w] in cur_ids or len(cur) == p:
+                        still.append(w)
+                    else:
+                        cur.append(chunks[w])
+                        cur_ids[owners[w]] = None
+                waiting = still
+        # leftovers: the last partial batch, then waiting chunks
+        while (cur or waiting) and len(batches) < self.num_batches:
+            still = []
+            for w in waiting:
+                if owners[w] in cur_ids or len(cur) == p:
+                    still.append(w)
+                else:
+                    cur.append(chunks[w])
+                    cur_ids[owners[w]] = None
+            waiting = still
+            batches.append(self._top_up(cur, cur_ids, mine, rng))
+            cur, cur_ids = [], {}
+        # 4) exactly num_batches
+        while len(batches) < self.num_batches:
+            batches.append(self._top_up([], {}, mine, rng))
+        return batches[:self.num_batches]
+
+    def _top_up(self, cur: List[np.ndarray], cur_ids: Dict[int, None],
+                mine: np.ndarray, rng: np.random.Generator
+                ) -> List[np.ndarray]:
+        """Complete a batch with fresh chunks of other identities."""
+        need = self.num_ids_per_batch - len(cur)
+        if need <= 0:
+            return cur
+        free = np.array([i for i in mine if int(i) not in cur_ids])
+        if self.shuffle:
+            picked = rng.choice(free, size=need, replace=False)
+        else:
+            picked = free[:need]
+        return cur + [self._fresh_chunk(int(i), rng) for i in picked]
+
+    def __iter__(self) -> Iterator[int]:
+        """Yield this rank's indices, batch after batch."""
+        for batch in self._plan():
+            for chunk in batch:
+                yield from (int(i) for i in chunk)
