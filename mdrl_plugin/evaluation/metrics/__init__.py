@@ -1,1 +1,4 @@
-__all__ = []
+"""Evaluation metrics registered in ``mdrl_plugin.registry.METRICS``."""
+from .retrieval import PersonRetrievalMetric
+
+__all__ = ['PersonRetrievalMetric']
