@@ -1,6 +1,6 @@
 """PK sampling: batches of P identities with K samples each."""
 import math
-from typing import Dict, Iterator, List, Optional, Sized
+from typing import Dict, Iterator, List, Optional, Sized, Tuple
 
 import numpy as np
 from mmengine.dist import get_dist_info, sync_random_seed
@@ -52,10 +52,14 @@ class IdentityBalancedSampler(Sampler):
        entries (one chunk). The ``n % K`` leftover entries of a larger
        identity follow ``leftover``:
 
-       - ``'nearest'`` (default): ``round(n / K)`` chunks, so an epoch is as
-         close as possible to one pass: fewer than K/2 leftovers are left
-         out of this epoch (they are random ones, so they come back in
-         another epoch), K/2 or more are completed by repeating entries.
+       - ``'spread'`` (default): an identity gets ``floor(n / K)`` chunks
+         plus, with probability ``frac(n / K)``, one more chunk completed by
+         repeating entries. The extra chunks are drawn per epoch by
+         systematic sampling, so their number is fixed (``floor`` of the sum
+         of the fractions) and the epoch length is constant. Each entry is
+         then seen once per epoch on average, and the epoch is about one
+         pass over the data (e.g. an identity of 6 entries with K=4 gives 4
+         or 8 entries, 6 on average).
        - ``'pad'``: ``ceil(n / K)`` chunks: every entry is seen at least
          once per epoch, the epoch gets longer (up to ``K - 1`` repeats
          per identity).
@@ -85,7 +89,7 @@ class IdentityBalancedSampler(Sampler):
         batch_size: Per-rank batch size; must equal the dataloader's and be
             a multiple of ``num_instances``.
         num_instances: K, entries per identity in a batch.
-        leftover: ``'nearest'``, ``'pad'`` or ``'drop'``: what happens to
+        leftover: ``'spread'``, ``'pad'`` or ``'drop'``: what happens to
             the ``n % K`` entries of an identity that do not fill a chunk
             (see above).
         shuffle: Randomise the plan every epoch.
@@ -101,13 +105,13 @@ class IdentityBalancedSampler(Sampler):
     """
 
     #: Accepted values of ``leftover``.
-    LEFTOVER_MODES = ('nearest', 'pad', 'drop')
+    LEFTOVER_MODES = ('spread', 'pad', 'drop')
 
     def __init__(self,
                  dataset: Sized,
                  batch_size: int,
                  num_instances: int = 4,
-                 leftover: str = 'nearest',
+                 leftover: str = 'spread',
                  shuffle: bool = True,
                  seed: Optional[int] = None,
                  rank: Optional[int] = None,
@@ -157,21 +161,54 @@ class IdentityBalancedSampler(Sampler):
                 f'identities on {self.world_size} rank(s) (need at least '
                 f'{need}); lower batch_size or raise num_instances.')
         sizes = np.array([len(g) for g in self._groups])
-        self._num_chunks = self._chunk_counts(sizes, num_instances, leftover)
+        self._base_chunks, self._frac = self._chunk_counts(
+            sizes, num_instances, leftover)
+        self._num_extra = int(np.floor(self._frac.sum() + 1e-9))
+        self.num_chunks = int(self._base_chunks.sum()) + self._num_extra
         self.num_batches = math.ceil(
-            int(self._num_chunks.sum()) / (self.world_size *
-                                           self.num_ids_per_batch))
+            self.num_chunks / (self.world_size * self.num_ids_per_batch))
 
     @staticmethod
-    def _chunk_counts(sizes: np.ndarray, k: int, leftover: str) -> np.ndarray:
-        """Chunks of K per identity for identities of ``sizes`` entries."""
+    def _chunk_counts(sizes: np.ndarray, k: int,
+                      leftover: str) -> Tuple[np.ndarray, np.ndarray]:
+        """Fixed chunks per identity and the fractional extra chunk.
+
+        Args:
+            sizes: Entries per identity.
+            k: Entries per chunk.
+            leftover: Leftover mode.
+
+        Returns:
+            ``(base, frac)``: every identity gets ``base`` chunks (at least
+            one) and, for ``'spread'``, one more with probability ``frac``
+            (zero for the other modes and for identities under K entries).
+        """
+        base = np.maximum(sizes // k, 1)
+        frac = np.zeros(len(sizes))
+        rest = sizes % k
         if leftover == 'pad':
-            counts = -(-sizes // k)
-        elif leftover == 'drop':
-            counts = sizes // k
-        else:  # nearest; exactly K/2 leftovers are padded
-            counts = (2 * sizes + k) // (2 * k)
-        return np.maximum(counts, 1)
+            base = base + ((sizes > k) & (rest > 0))
+        elif leftover == 'spread':
+            frac = np.where(sizes > k, rest / k, 0.0)
+        return base, frac
+
+    def _epoch_chunk_counts(self, rng: np.random.Generator) -> np.ndarray:
+        """Chunks per identity this epoch (identical on every rank)."""
+        counts = self._base_chunks.copy()
+        m = self._num_extra
+        if m == 0:
+            return counts
+        weights = self._frac * (m / self._frac.sum())  # each < 1, sum m
+        if self.shuffle:
+            order = rng.permutation(len(weights))
+            u = rng.random()
+        else:
+            order = np.argsort(-weights, kind='stable')
+            u = 0.5
+        cum = np.cumsum(weights[order])
+        picks = np.searchsorted(cum, u + np.arange(m), side='right')
+        counts[order[np.minimum(picks, len(order) - 1)]] += 1
+        return counts
 
     def __len__(self) -> int:
         """Indices yielded per epoch on this rank."""
@@ -185,7 +222,8 @@ class IdentityBalancedSampler(Sampler):
         """
         self.epoch = epoch
 
-    def _chunks_of(self, ident: int, rng: np.random.Generator) -> np.ndarray:
+    def _chunks_of(self, ident: int, c: int,
+                   rng: np.random.Generator) -> np.ndarray:
         """All chunks (``c x K``) of one identity.
 
         ``np.resize`` truncates the shuffled entries to ``c * K`` or repeats
@@ -194,7 +232,6 @@ class IdentityBalancedSampler(Sampler):
         idx = self._groups[ident]
         if self.shuffle:
             idx = idx[rng.permutation(len(idx))]
-        c = int(self._num_chunks[ident])
         return np.resize(idx, c * self.num_instances).reshape(
             c, self.num_instances)
 
@@ -212,6 +249,7 @@ class IdentityBalancedSampler(Sampler):
         rng = np.random.default_rng(self.seed + self.epoch)
         n_ids = self.num_identities
         p = self.num_ids_per_batch
+        counts = self._epoch_chunk_counts(rng)
         # 1) identities dealt to ranks (same on every rank)
         ident_order = rng.permutation(n_ids) if self.shuffle else \
             np.arange(n_ids)
@@ -221,7 +259,7 @@ class IdentityBalancedSampler(Sampler):
         # 2) chunks spread over the epoch: key (j + u) / c
         chunks, owners, keys = [], [], []
         for ident in mine:
-            ch = self._chunks_of(int(ident), rng)
+            ch = self._chunks_of(int(ident), int(counts[ident]), rng)
             c = len(ch)
             off = rng.random(c) if self.shuffle else np.full(c, 0.5)
             chunks.extend(ch)

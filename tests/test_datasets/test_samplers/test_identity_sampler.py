@@ -48,34 +48,36 @@ def batches_of(sampler):
             for i in range(0, len(idx), sampler.batch_size)]
 
 
-def chunks_per_identity(n, k, leftover):
-    """Hand rule: pad -> ceil, drop -> floor, nearest -> round half up."""
-    exact = n / k
-    c = {'pad': math.ceil(exact), 'drop': math.floor(exact),
-         'nearest': math.floor(exact + 0.5)}[leftover]
-    return max(c, 1)
-
-
-def expected_batches(labels, k, p, world_size, leftover='nearest'):
-    chunks = sum(chunks_per_identity(n, k, leftover)
-                 for n in Counter(labels).values())
+def expected_batches(labels, k, p, world_size, leftover='spread'):
+    """Hand rule: pad -> ceil, drop -> floor, spread -> floor plus
+    floor(sum of the fractional parts); at least one chunk per identity."""
+    chunks, fracs = 0, 0.0
+    for n in Counter(labels).values():
+        if n <= k:
+            chunks += 1
+        elif leftover == 'pad':
+            chunks += math.ceil(n / k)
+        else:
+            chunks += n // k
+            fracs += (n % k) / k
+    if leftover == 'spread':
+        chunks += math.floor(fracs + 1e-9)
     return math.ceil(chunks / (world_size * p))
 
 
 def test_chunk_rule_by_hand():
     # K=4: sizes 1..9
     sizes = np.arange(1, 10)
-    counts = {
-        mode: identity_sampler.IdentityBalancedSampler._chunk_counts(
-            sizes, 4, mode).tolist()
-        for mode in ('pad', 'drop', 'nearest')
-    }
-    assert counts == {'pad': [1, 1, 1, 1, 2, 2, 2, 2, 3],
-                      'drop': [1, 1, 1, 1, 1, 1, 1, 2, 2],
-                      'nearest': [1, 1, 1, 1, 1, 2, 2, 2, 2]}
+    rule = identity_sampler.IdentityBalancedSampler._chunk_counts
+    assert rule(sizes, 4, 'pad')[0].tolist() == [1, 1, 1, 1, 2, 2, 2, 2, 3]
+    assert rule(sizes, 4, 'drop')[0].tolist() == [1, 1, 1, 1, 1, 1, 1, 2, 2]
+    base, frac = rule(sizes, 4, 'spread')
+    assert base.tolist() == [1, 1, 1, 1, 1, 1, 1, 2, 2]
+    assert frac.tolist() == [0, 0, 0, 0, 0.25, 0.5, 0.75, 0, 0.25]
+    assert rule(sizes, 4, 'pad')[1].tolist() == [0.0] * 9
 
 
-@pytest.mark.parametrize('leftover', ['nearest', 'pad', 'drop'])
+@pytest.mark.parametrize('leftover', ['spread', 'pad', 'drop'])
 @pytest.mark.parametrize('k, batch_size', [(2, 8), (4, 16), (3, 6)])
 def test_pk_structure_and_length(k, batch_size, leftover):
     labels = varied_labels()
@@ -107,22 +109,38 @@ def test_pad_sees_every_sample_every_epoch():
     assert padding <= extra <= padding + sampler.batch_size
 
 
-def test_nearest_epoch_is_about_one_pass():
+def test_spread_epoch_is_about_one_pass():
     # identity i has 4 + (i % 5) entries: leftovers 0, 1, 2, 3, 0 with K=4
     labels = [i for i in range(40) for _ in range(4 + i % 5)]
-    sampler = build(labels, batch_size=16, num_instances=4)
-    # chunks per identity 1, 1, 2, 2, 2 -> 8 per 5 identities -> 64 chunks
-    assert len(sampler) == 16 * 16 == 256
     assert len(labels) == 8 * (4 + 5 + 6 + 7 + 8) == 240
+    sampler = build(labels, batch_size=16, num_instances=4)
+    # base chunks 1, 1, 1, 1, 2 -> 48; fractions 0.25+0.5+0.75 per 5 ids
+    # -> 12 extra chunks: 60 chunks = 240 entries = 15 batches of 16
+    assert sampler.num_chunks == 60
+    assert len(sampler) == 240
     assert len(build(labels, batch_size=16, num_instances=4,
                      leftover='pad')) == 16 * 18  # 72 chunks
-    seen = set()
-    for epoch in range(3):
+    assert len(build(labels, batch_size=16, num_instances=4,
+                     leftover='drop')) == 16 * 12  # 48 chunks
+    seen, extra = set(), Counter()
+    for epoch in range(40):
         sampler.set_epoch(epoch)
-        once = set(sampler)
-        assert len(once) >= 0.85 * len(labels)
-        seen |= once
+        idx = list(sampler)
+        assert len(idx) == 240
+        if epoch < 3:
+            assert len(set(idx)) >= 0.75 * len(labels)
+        seen |= set(idx)
+        per_id = Counter(labels[i] for i in idx)
+        for ident, n in per_id.items():
+            size = 4 + ident % 5
+            assert n in (4 * (size // 4), 4 * (size // 4 + 1))
+            extra[size] += n > 4 * (size // 4)
     assert seen == set(range(len(labels)))  # left-out entries come back
+    # an identity of 5, 6, 7 entries gets its extra chunk in about 25 %,
+    # 50 %, 75 % of the epochs (8 identities of each size, 40 epochs)
+    for size, prob in ((5, 0.25), (6, 0.5), (7, 0.75)):
+        assert abs(extra[size] / 320 - prob) < 0.08, (size, extra[size])
+    assert extra[4] == extra[8] == 0
 
 
 def test_drop_never_repeats_within_identities_of_k_or_more():
@@ -216,7 +234,7 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match='num_instances must be a positive'):
         build(labels, num_instances=0)
     with pytest.raises(ValueError,
-                       match=r"leftover must be one of \('nearest', 'pad', "
+                       match=r"leftover must be one of \('spread', 'pad', "
                        r"'drop'\), got 'keep'"):
         build(labels, leftover='keep')
     with pytest.raises(ValueError) as exc:
@@ -236,8 +254,10 @@ def test_with_real_dataset(cuhk_root):
                                  num_instances=2, seed=3))
     labels = train.get_gt_labels().tolist()  # [1, 1, 0, 0, 1, 2, 2]
     assert s.num_identities == 3
-    # nearest chunks: id0 1, id1 2 (3 entries), id2 1 -> 4 chunks, P=2
-    # -> 2 batches of 4
+    # identities of 2, 3, 2 entries, K=2: one chunk each, plus a 0.5
+    # fraction for the 3-entry one -> 3 + floor(0.5) = 3 chunks; P=2 ->
+    # ceil(3 / 2) = 2 batches of 4
+    assert s.num_chunks == 3
     assert len(s) == 8
     for batch in batches_of(s):
         assert labels[batch[0]] == labels[batch[1]]
