@@ -92,3 +92,61 @@ def tiny_mdrl(tiny_bert_dir):
     from mdrl_plugin.registry import MODELS
     torch.manual_seed(0)
     return MODELS.build(tiny_mdrl_cfg(tiny_bert_dir))
+
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope='session')
+def tiny_pedes_root(tmp_path_factory) -> str:
+    """A tiny synthetic dataset in the CUHK-PEDES layout (6/3/3 identities).
+
+    Written by ``tools/make_demo_data.py``: 12 identities x 2 images, two
+    captions per image; training split has 6 identities.
+    """
+    import subprocess
+    import sys
+    out = str(tmp_path_factory.mktemp('tiny_pedes'))
+    subprocess.run(
+        [sys.executable, os.path.join(REPO_ROOT, 'tools', 'make_demo_data.py'),
+         out, '--num-ids', '12', '--images-per-id', '2', '--splits', '6,3,3',
+         '--overwrite'],
+        check=True, capture_output=True)
+    return out
+
+
+def shrink_config(cfg, bert_dir: str, data_root: str, img_size=(32, 16),
+                  width: int = 32) -> None:
+    """Make a shipped config tiny in place: small encoders, tiny data, 2 iterations.
+
+    The structure (which modules, losses and options) is kept; only sizes,
+    paths and the schedule change.
+    """
+    model = cfg.model
+    enc = model.image_encoder
+    if enc.type == 'TimmVisionTransformer':
+        enc.update(img_size=img_size, patch_size=8, stride=8, pretrained=None,
+                   out_channels=width,
+                   arch_kwargs=dict(embed_dim=width, depth=1, num_heads=2))
+    else:
+        enc.update(arch='resnet18', pretrained=None, out_channels=width)
+    model.text_encoder.update(pretrained=bert_dir, num_heads=2, out_channels=width)
+    model.data_preprocessor.update(tokenizer=bert_dir, max_length=16)
+    for key in ('image_local', 'text_local', 'cross_modal'):
+        if model.get(key):
+            model[key].update(num_heads=2)
+    model.num_classes = 6
+    for split in ('train', 'val', 'test'):
+        loader = cfg[f'{split}_dataloader']
+        loader.update(batch_size=4, num_workers=0, persistent_workers=False)
+        loader.dataset.data_root = data_root
+        for t in loader.dataset.pipeline:
+            if t['type'] == 'Resize':
+                t['scale'] = (img_size[1], img_size[0])
+    cfg.train_cfg = dict(type='IterBasedTrainLoop', max_iters=2, val_interval=2)
+    cfg.param_scheduler = []
+    cfg.default_hooks.logger.interval = 1
+    cfg.default_hooks.checkpoint = dict(
+        type='CheckpointHook', interval=2, by_epoch=False)
+    cfg.log_processor = dict(window_size=1, by_epoch=False)
+    cfg.env_cfg.dist_cfg = dict(backend='gloo')

@@ -5,13 +5,13 @@ data_root = 'data/CUHK-PEDES'
 img_size = (384, 128)  # (H, W)
 
 train_pipeline = [
-    dict(type='LoadImageFromFile'),
+    dict(type='LoadPersonImage'),
     dict(type='Resize', scale=(img_size[1], img_size[0]), keep_ratio=False),
     dict(type='RandomFlip', prob=0.5, direction='horizontal'),
     dict(type='PackTextImageInputs'),
 ]
 test_pipeline = [
-    dict(type='LoadImageFromFile'),
+    dict(type='LoadPersonImage'),
     dict(type='Resize', scale=(img_size[1], img_size[0]), keep_ratio=False),
     dict(type='PackTextImageInputs'),
 ]

@@ -1,0 +1,60 @@
+"""Every shipped config loads; the paper's recipe is what the paper says; and
+each composition trains and evaluates for a few iterations at a tiny size."""
+import glob
+import os
+
+import pytest
+from mmengine.config import Config
+from mmengine.runner import Runner
+
+from conftest import REPO_ROOT, shrink_config
+
+CONFIGS = sorted(glob.glob(os.path.join(REPO_ROOT, 'configs', '*.py')))
+PAPER = {'mdrl_vit_bert_cuhk.py': (11003, 'CUHKPEDES'),
+         'mdrl_vit_bert_icfg.py': (3102, 'ICFGPEDES'),
+         'mdrl_vit_bert_rstp.py': (3701, 'RSTPReid')}
+
+
+def test_every_config_loads():
+    assert len(CONFIGS) >= 7
+    for path in CONFIGS:
+        cfg = Config.fromfile(path)
+        assert cfg.default_scope == 'mdrl_plugin'
+        assert cfg.model.type == 'MDRL'
+
+
+@pytest.mark.parametrize('name', sorted(PAPER))
+def test_paper_recipe(name):
+    cfg = Config.fromfile(os.path.join(REPO_ROOT, 'configs', name))
+    num_classes, dataset = PAPER[name]
+    assert cfg.model.num_classes == num_classes
+    assert cfg.train_dataloader.dataset.type == dataset
+    assert cfg.model.image_encoder.arch == 'vit_base_patch16_224'
+    assert tuple(cfg.model.image_encoder.img_size) == (384, 128)
+    assert cfg.model.image_encoder.patch_size == 16
+    assert cfg.model.text_encoder.frozen is True
+    assert cfg.model.data_preprocessor.max_length == 64
+    resize = [t for t in cfg.train_dataloader.dataset.pipeline if t.type == 'Resize'][0]
+    assert tuple(resize.scale) == (128, 384)  # (w, h)
+    assert cfg.train_cfg.max_epochs == 150
+    opt = cfg.optim_wrapper.optimizer
+    assert (opt.type, opt.lr, opt.momentum, opt.weight_decay) == ('SGD', 7e-5, 0.9, 0.01)
+    warmup = cfg.param_scheduler[0]
+    assert warmup.type == 'LinearLR' and warmup.end == 10 and warmup.by_epoch
+    assert cfg.model.image_local.num_groups == 4 and cfg.model.cross_modal.num_layers == 2
+    assert cfg.model.matching_loss.type == 'CMPMLoss'
+
+
+@pytest.mark.parametrize('name', [
+    'mdrl_vit_bert_cuhk.py', 'mdrl_resnet50_bert_cuhk.py',
+    'mdrl_vit_bert_sdm_cuhk.py', 'baseline_vit_bert_cuhk.py'])
+def test_config_trains_a_few_iterations(name, tiny_bert_dir, tiny_pedes_root, tmp_path):
+    cfg = Config.fromfile(os.path.join(REPO_ROOT, 'configs', name))
+    shrink_config(cfg, tiny_bert_dir, tiny_pedes_root)
+    cfg.work_dir = str(tmp_path)
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+    assert os.path.isfile(os.path.join(tmp_path, 'iter_2.pth'))
+    metrics = runner.val_loop.run()
+    assert set(metrics) == {'R1', 'R5', 'R10', 'mAP', 'mINP'}
+    assert all(0.0 <= v <= 100.0 for v in metrics.values())
