@@ -28,7 +28,7 @@ Without ties this is the usual ``1 + #{h : s_h > s_g}``. A constant similarity
 row therefore puts every match last: tied scores earn no credit.
 """
 import warnings
-from typing import Dict, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -39,6 +39,11 @@ __all__ = ['rank_metrics', 'rank_metrics_from_features']
 #: similarity block plus a ``[chunk, G]`` int32 bucket-index block, i.e.
 #: ``8 * chunk_size * G`` bytes (about 81 MB for 512 x 19,848).
 DEFAULT_CHUNK_SIZE = 512
+
+#: The sparse search (see ``_sparse_histogram``) is used for a chunk when at
+#: most this fraction of its similarity entries reach their row's lowest match
+#: score (typical of trained models); otherwise the dense search is cheaper.
+SPARSE_MAX_FRACTION = 0.25
 
 TopK = Union[int, Sequence[int]]
 
@@ -127,34 +132,110 @@ class _MatchTable:
         self.q_labels = q_labels
         #: number of matches of every query
         self.q_counts = counts[q_labels]
+        # Queries with a match, by increasing number of matches, so that a
+        # chunk pads its match lists to similar lengths.
+        with_match = torch.nonzero(self.q_counts > 0, as_tuple=True)[0]
+        by_count = torch.sort(self.q_counts[with_match], stable=True).indices
+        #: the queries to rank, in processing order
+        self.query_order = with_match[by_count]
+        #: number of queries that have at least one match
+        self.num_valid = int(with_match.numel())
 
-    def gather(self, start: int, end: int) -> Tuple[Tensor, Tensor, Tensor]:
-        """Padded match indices of queries ``start:end``.
+    def gather(self, start: int,
+               end: int) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Queries ``start:end`` of :attr:`order` and their padded matches.
 
         Returns:
-            tuple[Tensor, Tensor, Tensor]: ``index`` ``[B, m]`` (gallery
-            indices, padding points at item 0), ``valid`` ``[B, m]`` bool and
-            ``counts`` ``[B]``, with ``m = max(1, max(counts))``.
+            tuple[Tensor, Tensor, Tensor, Tensor]: ``queries`` ``[B]`` (query
+            indices), ``index`` ``[B, m]`` (gallery indices of their matches,
+            padding points at item 0), ``valid`` ``[B, m]`` bool and
+            ``counts`` ``[B]``, with ``m = max(counts)``.
         """
-        counts = self.q_counts[start:end]
-        m = max(1, int(counts.max().item()))
+        queries = self.query_order[start:end]
+        counts = self.q_counts[queries]
+        m = int(counts.max().item())
         pos = torch.arange(m, device=counts.device)
         valid = pos[None, :] < counts[:, None]
-        flat = self.offsets[self.q_labels[start:end]][:, None] + pos[None, :]
+        flat = self.offsets[self.q_labels[queries]][:, None] + pos[None, :]
         flat = torch.where(valid, flat, torch.zeros_like(flat))
         index = self.order[flat]
-        return index, valid, counts
+        return queries, index, valid, counts
 
 
-def _chunk_ranks(sim: Tensor, index: Tensor, valid: Tensor,
-                 counts: Tensor) -> Tensor:
+def _dense_histogram(sim: Tensor, thresholds: Tensor) -> Tensor:
+    """``hist[b, i] = #{g : #{j : thresholds[b, j] <= sim[b, g]} == i}``.
+
+    One batched binary search per similarity entry, then a scatter count.
+    """
+    num_rows, m = thresholds.shape
+    use_int32 = _int32_index_ok(sim.device)
+    bucket = torch.searchsorted(
+        thresholds, sim, right=True, out_int32=use_int32)
+    hist = torch.zeros(num_rows, m + 1, dtype=torch.int64, device=sim.device)
+    hist.scatter_add_(
+        1, bucket,
+        torch.ones(1, 1, dtype=torch.int64,
+                   device=sim.device).expand(num_rows, bucket.shape[1]))
+    return hist
+
+
+def _sortable_key(values: Tensor) -> Tensor:
+    """Map float32 values to int64 keys in ``[0, 2**32)`` with the same order.
+
+    Equal floats (``-0.0`` and ``+0.0`` included) get equal keys; NaN must not
+    occur.
+    """
+    bits = (values + 0.0).view(torch.int32).to(torch.int64)  # -0.0 -> +0.0
+    return torch.where(bits >= 0, bits, bits ^ 0x7FFFFFFF) + 2**31
+
+
+def _sparse_histogram(sim: Tensor, thresholds: Tensor,
+                      max_fraction: float) -> Optional[Tensor]:
+    """Same as :func:`_dense_histogram`, searching only the entries that
+    reach the lowest match score of their row; bucket 0 (entries below every
+    match score) is left at 0 because no rank depends on it.
+
+    Only entries ``>= thresholds[b, 0]`` can land in a bucket above 0. They
+    are gathered, their (row, value) pairs turned into one int64 key each
+    (row in the high 32 bits, an order-preserving image of the float32 value
+    in the low 32), and all of them are searched at once in the sorted keys
+    of all rows' thresholds. Returns None (use the dense search) when more
+    than ``max_fraction`` of the entries qualify or ``sim`` is not float32.
+    """
+    if sim.dtype != torch.float32:
+        return None
+    num_rows, num_cols = sim.shape
+    m = thresholds.shape[1]
+    mask = sim >= thresholds[:, :1]
+    num_kept = int(torch.count_nonzero(mask).item())
+    if num_kept > max_fraction * sim.numel():
+        return None
+    flat = torch.nonzero(mask.view(-1), as_tuple=True)[0]
+    del mask
+    rows = torch.div(flat, num_cols, rounding_mode='floor')
+    keys = _sortable_key(sim.view(-1)[flat]) + (rows << 32)
+    row_ids = torch.arange(num_rows, device=sim.device, dtype=torch.int64)
+    threshold_keys = (_sortable_key(thresholds) +
+                      (row_ids[:, None] << 32)).view(-1)
+    # #{all threshold keys <= key} = rows * m + #{j : t[row, j] <= value}
+    position = torch.searchsorted(threshold_keys, keys, right=True)
+    return torch.bincount(
+        position + rows, minlength=num_rows * (m + 1)).view(num_rows, m + 1)
+
+
+def _chunk_ranks(sim: Tensor, index: Tensor, valid: Tensor, counts: Tensor,
+                 sparse_fraction: float = 0.0) -> Tensor:
     """Ranks of the matches of a block of similarity rows.
 
     Args:
-        sim (Tensor): ``[B, G]`` similarity rows (float32 or float64).
+        sim (Tensor): ``[B, G]`` contiguous similarity rows (float32 or
+            float64).
         index (Tensor): ``[B, m]`` gallery indices of the matches (padded).
         valid (Tensor): ``[B, m]`` which entries of ``index`` are real.
         counts (Tensor): ``[B]`` number of matches per row.
+        sparse_fraction (float): Use the sparse search when at most this
+            fraction of the entries reach their row's lowest match score.
+            Defaults to 0 (always dense).
 
     Returns:
         Tensor: ``[B, m]`` int64 ranks (1-based, tie rule of the module)
@@ -162,20 +243,17 @@ def _chunk_ranks(sim: Tensor, index: Tensor, valid: Tensor,
         is the rank of the match holding the ``j``-th smallest match score,
         so ranks decrease along a row; padded entries are undefined.
     """
-    num_rows, m = index.shape
+    m = index.shape[1]
     scores = sim.gather(1, index)
     scores.masked_fill_(~valid, float('inf'))
     # Padding sorts last (+inf), so the first counts[b] entries are the real
     # match scores whatever they are (+inf included).
     thresholds = torch.sort(scores, dim=1).values
-    # bucket[b, g] = #{j : thresholds[b, j] <= sim[b, g]}, in 0..m
-    bucket = torch.searchsorted(
-        thresholds, sim, right=True, out_int32=_int32_index_ok(sim.device))
-    hist = torch.zeros(num_rows, m + 1, dtype=torch.int64, device=sim.device)
-    hist.scatter_add_(
-        1, bucket,
-        torch.ones(1, 1, dtype=torch.int64,
-                   device=sim.device).expand(num_rows, bucket.shape[1]))
+    hist = None
+    if sparse_fraction > 0:
+        hist = _sparse_histogram(sim, thresholds, sparse_fraction)
+    if hist is None:
+        hist = _dense_histogram(sim, thresholds)
     # at_least[b, j] = #{g : sim[b, g] >= thresholds[b, j]}
     at_least = hist[:, 1:].flip(1).cumsum(1).flip(1)
     # matches_at_least[b, j] = #{real j' : thresholds[b, j'] >= thresholds[b, j]}
@@ -189,12 +267,8 @@ def _chunk_ranks(sim: Tensor, index: Tensor, valid: Tensor,
 
 def _accumulate(ranks: Tensor, counts: Tensor, ks: Tuple[int, ...],
                 sums: Dict[str, Tensor]) -> None:
-    """Add the per-query R@k, AP and INP of a chunk to ``sums``."""
-    has_match = counts > 0
-    ranks = ranks[has_match].to(torch.float64)
-    counts = counts[has_match]
-    if counts.numel() == 0:
-        return
+    """Add the per-query R@k, AP and INP of a chunk (all with matches)."""
+    ranks = ranks.to(torch.float64)
     m = ranks.shape[1]
     countsf = counts.to(torch.float64)
     arange = torch.arange(m, device=ranks.device)
@@ -231,22 +305,26 @@ def _finish(sums: Dict[str, Tensor], num_valid: int, num_query: int,
             for key, val in out.items()}
 
 
-def _run(sim_chunks, table: _MatchTable, ks: Tuple[int, ...],
-         num_query: int, chunk_size: int,
+def _run(similarity_rows: Callable[[Tensor], Tensor], table: _MatchTable,
+         ks: Tuple[int, ...], num_query: int, chunk_size: int,
          device: torch.device) -> Dict[str, float]:
-    """Shared driver: iterate query chunks, rank, accumulate."""
+    """Shared driver: iterate query chunks, rank, accumulate.
+
+    ``similarity_rows(queries)`` returns the ``[B, G]`` similarity rows of
+    the query indices ``queries``.
+    """
     sums = {key: torch.zeros((), dtype=torch.float64, device=device)
             for key in [f'R{k}' for k in ks] + ['mAP', 'mINP']}
-    for start in range(0, num_query, chunk_size):
-        end = min(start + chunk_size, num_query)
-        index, valid, counts = table.gather(start, end)
-        sim = sim_chunks(start, end)
+    for start in range(0, table.num_valid, chunk_size):
+        queries, index, valid, counts = table.gather(start,
+                                                     start + chunk_size)
+        sim = similarity_rows(queries)
         if sim.dtype in (torch.float16, torch.bfloat16):
             sim = sim.float()  # exact: order and ties are preserved
-        ranks = _chunk_ranks(sim, index, valid, counts)
+        ranks = _chunk_ranks(sim.contiguous(), index, valid, counts,
+                             SPARSE_MAX_FRACTION)
         _accumulate(ranks, counts, ks, sums)
-    num_valid = int((table.q_counts > 0).sum().item())
-    return _finish(sums, num_valid, num_query, ks)
+    return _finish(sums, table.num_valid, num_query, ks)
 
 
 def rank_metrics(similarity: Tensor,
@@ -303,8 +381,8 @@ def rank_metrics(similarity: Tensor,
         raise ValueError('similarity contains NaN; ranking is undefined')
     device = similarity.device
     table = _MatchTable(query_pids, gallery_pids, device)
-    return _run(lambda s, e: similarity[s:e].contiguous(), table, ks,
-                num_query, DEFAULT_CHUNK_SIZE, device)
+    return _run(lambda rows: similarity[rows], table, ks, num_query,
+                DEFAULT_CHUNK_SIZE, device)
 
 
 def rank_metrics_from_features(
@@ -371,5 +449,5 @@ def rank_metrics_from_features(
         if not torch.isfinite(feats).all():
             raise ValueError(f'{name} contains NaN or infinite values')
     table = _MatchTable(query_pids, gallery_pids, device)
-    return _run(lambda s, e: query[s:e] @ gallery_t, table, ks, num_query,
+    return _run(lambda rows: query[rows] @ gallery_t, table, ks, num_query,
                 chunk_size, device)

@@ -6,6 +6,19 @@ import torch
 
 from mdrl_plugin.evaluation.functional import (rank_metrics,
                                                rank_metrics_from_features)
+from mdrl_plugin.evaluation.functional import retrieval
+
+
+@pytest.fixture(autouse=True, params=['dense', 'sparse'])
+def search_path(request, monkeypatch):
+    """Run every test with both match-rank searches.
+
+    ``dense``: binary search of every similarity entry; ``sparse``: only the
+    entries reaching the row's lowest match score (float32 input only).
+    """
+    monkeypatch.setattr(retrieval, 'SPARSE_MAX_FRACTION',
+                        0.0 if request.param == 'dense' else 1.0)
+    return request.param
 
 
 def reference_metrics(sim, query_pids, gallery_pids, topk=(1, 5, 10)):
@@ -131,6 +144,32 @@ def test_infinite_scores_are_ranked():
                                         gallery_pids, topk=(2, )))
 
 
+def test_signed_zeros_are_tied():
+    # -0.0 == +0.0: the non-match at +0.0 is ranked ahead of the match
+    sim = torch.tensor([[-0.0, 0.0, -1.0], [0.0, -0.0, -1.0]])
+    out = rank_metrics(sim, torch.tensor([1, 1]), torch.tensor([1, 2, 1]),
+                       topk=(1, ))
+    ap = (1 / 2 + 2 / 3) / 2
+    assert_close(out, {'R1': 0.0, 'mAP': ap * 100, 'mINP': 2 / 3 * 100})
+
+
+def test_each_search_path_is_taken(search_path, monkeypatch):
+    def fail(*args):
+        raise AssertionError('wrong path')
+
+    other = '_sparse_histogram' if search_path == 'dense' else \
+        '_dense_histogram'
+    monkeypatch.setattr(retrieval, other, fail)
+    query, gallery, query_pids, gallery_pids = random_case(
+        9, 20, 3, seed=8, dtype=torch.float32)
+    gallery_pids[:3] = torch.arange(3)
+    query_pids = query_pids % 3
+    assert_close(
+        rank_metrics_from_features(query, gallery, query_pids, gallery_pids,
+                                   chunk_size=4),
+        reference_metrics(query @ gallery.T, query_pids, gallery_pids))
+
+
 def test_query_without_match_is_excluded_with_warning():
     sim = torch.tensor([[0.9, 0.8, 0.7, 0.1], [0.1, 0.2, 0.3, 0.4]])
     gallery_pids = torch.tensor([10, 20, 30, 40])
@@ -180,9 +219,11 @@ def random_case(num_query, num_gallery, num_ids, dim=16, seed=0,
     return query, gallery, query_pids, gallery_pids
 
 
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float64])
 @pytest.mark.parametrize('seed', [0, 1, 2])
-def test_equals_full_sort_reference_without_ties(seed):
-    query, gallery, query_pids, gallery_pids = random_case(50, 80, 12, seed=seed)
+def test_equals_full_sort_reference_without_ties(seed, dtype):
+    query, gallery, query_pids, gallery_pids = random_case(
+        50, 80, 12, seed=seed, dtype=dtype)
     sim = query @ gallery.T
     assert sim.flatten().unique().numel() == sim.numel()  # no ties
     with warnings.catch_warnings():
@@ -200,7 +241,7 @@ def test_equals_full_sort_reference_without_ties(seed):
 def test_equals_reference_with_many_ties(seed):
     gen = torch.Generator().manual_seed(seed)
     # scores on a coarse grid: most rows have many ties, also across matches
-    sim = torch.randint(0, 5, (40, 60), generator=gen).double() / 4
+    sim = torch.randint(0, 5, (40, 60), generator=gen).float() / 4
     query_pids = torch.randint(0, 6, (40, ), generator=gen)
     gallery_pids = torch.randint(0, 6, (60, ), generator=gen)
     with warnings.catch_warnings():
