@@ -55,3 +55,14 @@ OPTIM_WRAPPER_CONSTRUCTORS = Registry(
     parent=MMENGINE_OPTIM_WRAPPER_CONSTRUCTORS,
     scope='mdrl_plugin',
     locations=['mdrl_plugin.engine'])
+
+# Appended by the engine part: optimizer wrappers (mixed precision on CPU/GPU).
+from mmengine.registry import OPTIM_WRAPPERS as MMENGINE_OPTIM_WRAPPERS  # noqa: E402,E501
+
+#: Optimizer wrappers.
+OPTIM_WRAPPERS = Registry(
+    'optim_wrapper',
+    parent=MMENGINE_OPTIM_WRAPPERS,
+    scope='mdrl_plugin',
+    locations=['mdrl_plugin.engine'])
+__all__ += ['OPTIM_WRAPPERS']

@@ -1,1 +1,5 @@
-__all__ = []
+"""Runner hooks of mdrl-plugin (registered in ``mdrl_plugin.registry.HOOKS``)."""
+from .exact_resume_hook import ExactResumeHook
+from .finite_loss_hook import FiniteLossHook, NonFiniteLossError
+
+__all__ = ['ExactResumeHook', 'FiniteLossHook', 'NonFiniteLossError']

@@ -1,0 +1,27 @@
+"""Fixtures of the engine tests: the toy components and a clean global state."""
+import os.path as osp
+import sys
+
+import pytest
+
+TOY_DIR = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))),
+                   'test_tools')
+if TOY_DIR not in sys.path:
+    sys.path.insert(0, TOY_DIR)
+
+from toy_helpers import make_toy_cfg, preserved_global_state, run_toy  # noqa
+
+
+@pytest.fixture(autouse=True)
+def _restore_global_state():
+    with preserved_global_state():
+        yield
+
+
+@pytest.fixture(scope='session')
+def mmengine_checkpoint(tmp_path_factory) -> str:
+    """A real MMEngine checkpoint (toy run, 2 iterations, message hub)."""
+    work_dir = tmp_path_factory.mktemp('toy_ckpt')
+    with preserved_global_state():
+        run_toy(make_toy_cfg(work_dir, **{'train_cfg.max_iters': 2}))
+    return str(work_dir / 'iter_2.pth')

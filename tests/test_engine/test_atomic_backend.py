@@ -1,0 +1,103 @@
+"""The atomic local file backend used for checkpoints."""
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+from mmengine.fileio import get_file_backend
+from toy_helpers import make_toy_cfg, run_toy
+
+from mdrl_plugin.engine import AtomicLocalBackend, atomic_write_bytes
+from mdrl_plugin.engine.fileio import TEMP_FILE_PATTERN
+
+
+def _entries(folder):
+    return sorted(os.listdir(folder))
+
+
+def test_selected_by_backend_args(tmp_path):
+    backend = get_file_backend(
+        str(tmp_path), backend_args=dict(backend='local_atomic'))
+    assert isinstance(backend, AtomicLocalBackend)
+
+
+def test_put_and_put_text_write_whole_files(tmp_path):
+    backend = AtomicLocalBackend()
+    target = tmp_path / 'sub' / 'ckpt.pth'
+    backend.put(b'first', target)
+    assert target.read_bytes() == b'first'
+    backend.put(b'second version', str(target))
+    assert target.read_bytes() == b'second version'
+    backend.put_text('h\u00e9llo\n', tmp_path / 'sub' / 'note.txt')
+    assert (tmp_path / 'sub' / 'note.txt').read_text('utf-8') == 'h\u00e9llo\n'
+    assert _entries(tmp_path / 'sub') == ['ckpt.pth', 'note.txt']
+    umask = os.umask(0)
+    os.umask(umask)
+    assert os.stat(target).st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_a_failed_write_keeps_the_old_file(tmp_path, monkeypatch):
+    target = tmp_path / 'ckpt.pth'
+    target.write_bytes(b'old')
+
+    def broken_fsync(fd):
+        raise OSError(28, 'No space left on device')
+
+    monkeypatch.setattr(os, 'fsync', broken_fsync)
+    with pytest.raises(OSError, match='No space left'):
+        atomic_write_bytes(b'new' * 1000, target)
+    assert target.read_bytes() == b'old'
+    assert _entries(tmp_path) == ['ckpt.pth']  # no temp file left
+
+
+def test_sigkill_during_a_write_never_exposes_a_partial_file(tmp_path):
+    target = tmp_path / 'iter_4.pth'
+    target.write_bytes(b'old checkpoint')
+    ready = tmp_path / 'ready'
+    # a writer whose fsync stalls (a slow disk): we kill it mid-save
+    script = textwrap.dedent(f"""
+        import os, time
+        from mdrl_plugin.engine.fileio import atomic_write_bytes
+        def slow_fsync(fd):
+            open({str(ready)!r}, 'w').close()
+            time.sleep(60)
+        os.fsync = slow_fsync
+        atomic_write_bytes(b'x' * 5_000_000, {str(target)!r})
+    """)
+    proc = subprocess.Popen([sys.executable, '-c', script])
+    try:
+        deadline = time.time() + 60
+        while not ready.exists():
+            assert proc.poll() is None, 'writer exited early'
+            assert time.time() < deadline, 'writer never reached fsync'
+            time.sleep(0.05)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert target.read_bytes() == b'old checkpoint'
+    temps = [n for n in _entries(tmp_path) if TEMP_FILE_PATTERN.match(n)]
+    assert len(temps) == 1 and temps[0].startswith(f'.iter_4.pth.{proc.pid}.')
+    # the next write into the folder removes the dead writer's temp file
+    atomic_write_bytes(b'new checkpoint', target)
+    assert target.read_bytes() == b'new checkpoint'
+    assert _entries(tmp_path) == ['iter_4.pth', 'ready']
+
+
+def test_checkpoint_hook_saves_through_it(tmp_path, monkeypatch):
+    saved = []
+    original = AtomicLocalBackend.put
+
+    def spy(self, obj, filepath):
+        saved.append(os.path.basename(str(filepath)))
+        return original(self, obj, filepath)
+
+    monkeypatch.setattr(AtomicLocalBackend, 'put', spy)
+    work = tmp_path / 'work'
+    run_toy(make_toy_cfg(work, **{'train_cfg.max_iters': 4}))
+    assert saved == ['iter_2.pth', 'iter_4.pth']
+    assert (work / 'last_checkpoint').read_text() == str(work / 'iter_4.pth')

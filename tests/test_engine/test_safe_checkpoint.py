@@ -1,0 +1,277 @@
+"""Safe checkpoint loading: allow-list, refusals, opt-in, MMEngine wiring."""
+import os
+import pickle
+import subprocess
+import zipfile
+
+import numpy as np
+import pytest
+import torch
+from mmengine.logging import HistoryBuffer
+from mmengine.runner import load_checkpoint
+from mmengine.runner.checkpoint import CheckpointLoader, _load_checkpoint
+
+from mdrl_plugin.engine import (ALLOWED_CHECKPOINT_GLOBALS,
+                                CheckpointLoadError, UnsafeCheckpointError,
+                                find_resumable_checkpoint,
+                                is_complete_checkpoint, load_from_local_safe,
+                                safe_torch_load, set_allow_unsafe_checkpoints,
+                                unsafe_checkpoints_allowed)
+
+OPT_IN = (
+    'If you trust this file, load it with full unpickling: pass '
+    '--allow-unsafe-checkpoint to tools/train.py or tools/test.py, or call '
+    'safe_torch_load(path, allow_unsafe=True) / '
+    'mdrl_plugin.engine.set_allow_unsafe_checkpoints(True). Never do this '
+    'for files from an untrusted source: unpickling can run arbitrary code.')
+
+
+class RunsShell:
+    """Unpickling this runs ``os.system`` (the classic pickle attack)."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f'touch {self.marker}', ))
+
+
+class StartsProcess:
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (subprocess.Popen, (['touch', self.marker], ))
+
+
+class Arbitrary:
+    """A harmless class that is not on the allow-list."""
+
+    def __init__(self, value=3):
+        self.value = value
+
+
+class GetAttr:
+    """Pickles as ``getattr(obj, name)``."""
+
+    def __init__(self, obj, name, *default):
+        self.args = (obj, name) + default
+
+    def __reduce__(self):
+        return (getattr, self.args)
+
+
+def _save(tmp_path, name, obj):
+    path = str(tmp_path / name)
+    torch.save(obj, path)
+    return path
+
+
+def test_mmengine_checkpoint_needs_the_allow_list(mmengine_checkpoint):
+    # the problem being solved: torch's default weights_only load fails
+    with pytest.raises(pickle.UnpicklingError):
+        torch.load(mmengine_checkpoint, weights_only=True)
+    ckpt = safe_torch_load(mmengine_checkpoint)
+    assert set(ckpt) >= {'meta', 'state_dict', 'message_hub', 'optimizer'}
+    assert ckpt['meta']['iter'] == 2
+    buffers = ckpt['message_hub']['log_scalars']
+    loss = buffers['train/loss']
+    assert isinstance(loss, HistoryBuffer)
+    # the statistic methods came back through the restricted getattr
+    assert loss._statistics_methods['min'] is HistoryBuffer.min
+    assert isinstance(loss.data[0], np.ndarray)
+    assert ckpt['state_dict']['fc1.weight'].shape == (16, 8)
+
+
+def test_refuses_os_system(tmp_path):
+    marker = tmp_path / 'pwned'
+    path = _save(tmp_path, 'evil.pth', {'x': RunsShell(str(marker))})
+    with pytest.raises(UnsafeCheckpointError) as info:
+        safe_torch_load(path)
+    assert str(info.value) == (
+        f"Refusing to load checkpoint '{path}': it contains the pickled "
+        'global(s) posix.system, which the safe loader does not allow (a '
+        'pickled callable or class can run code while it is loaded). '
+        + OPT_IN)
+    assert info.value.path == path
+    assert info.value.offending == ['posix.system']
+    assert not marker.exists()
+
+
+def test_refuses_subprocess_popen_by_its_python3_name(tmp_path):
+    marker = tmp_path / 'pwned'
+    path = _save(tmp_path, 'popen.pth', [StartsProcess(str(marker))])
+    with pytest.raises(UnsafeCheckpointError) as info:
+        safe_torch_load(path)
+    assert info.value.offending == ['subprocess.Popen']
+    assert 'subprocess.Popen' in str(info.value)
+    assert not marker.exists()
+
+
+def test_refuses_an_arbitrary_class(tmp_path):
+    path = _save(tmp_path, 'cls.pth', {'obj': Arbitrary()})
+    with pytest.raises(UnsafeCheckpointError) as info:
+        safe_torch_load(path)
+    assert info.value.offending == [f'{__name__}.Arbitrary']
+    assert f"Refusing to load checkpoint '{path}'" in str(info.value)
+
+
+@pytest.mark.parametrize('args, shown', [
+    ((HistoryBuffer, '__init__'),
+     "builtins.getattr(mmengine.logging.history_buffer.HistoryBuffer, "
+     "'__init__')"),
+    ((np.ndarray, 'tofile'), "builtins.getattr(numpy.ndarray, 'tofile')"),
+    ((HistoryBuffer, 'min', None),
+     "builtins.getattr(mmengine.logging.history_buffer.HistoryBuffer, "
+     "'min')"),
+])
+def test_getattr_only_for_history_buffer_statistics(tmp_path, args, shown):
+    path = _save(tmp_path, 'getattr.pth', {'f': GetAttr(*args)})
+    with pytest.raises(UnsafeCheckpointError) as info:
+        safe_torch_load(path)
+    assert info.value.offending == [shown]
+    assert str(info.value).startswith(
+        f"Refusing to load checkpoint '{path}': it contains the pickled "
+        f'global(s) {shown}, which')
+
+
+@pytest.mark.parametrize('name', ['min', 'max', 'mean', 'current'])
+def test_getattr_of_each_statistic_is_allowed(tmp_path, name):
+    path = _save(tmp_path, 'stat.pth', {'f': GetAttr(HistoryBuffer, name)})
+    assert safe_torch_load(path)['f'] is getattr(HistoryBuffer, name)
+
+
+def test_numpy_objects_and_dtype_classes_load(tmp_path):
+    obj = dict(
+        arr=np.arange(6, dtype=np.float32).reshape(2, 3),
+        scalar=np.float64(2.5),
+        dtype=np.dtype('int16'),
+        dtype_class=type(np.dtype('float64')))
+    loaded = safe_torch_load(_save(tmp_path, 'np.pth', obj))
+    np.testing.assert_array_equal(loaded['arr'], obj['arr'])
+    assert loaded['arr'].dtype == np.float32
+    assert loaded['scalar'] == 2.5 and isinstance(loaded['scalar'],
+                                                  np.float64)
+    assert loaded['dtype'] == np.dtype('int16')
+    assert loaded['dtype_class'] is np.dtypes.Float64DType
+
+
+def test_allow_list_covers_both_numpy_spellings():
+    names = {name for _, name in ALLOWED_CHECKPOINT_GLOBALS}
+    for package in ('numpy.core', 'numpy._core'):
+        assert f'{package}.multiarray._reconstruct' in names
+        assert f'{package}.multiarray.scalar' in names
+    assert 'builtins.getattr' in names
+    assert 'mmengine.logging.history_buffer.HistoryBuffer' in names
+    getattr_impl = dict((n, o) for o, n in ALLOWED_CHECKPOINT_GLOBALS)[
+        'builtins.getattr']
+    assert getattr_impl is not getattr
+
+
+def test_opt_in_per_call_and_process_wide(tmp_path):
+    path = _save(tmp_path, 'cls.pth', {'obj': Arbitrary(5)})
+    assert safe_torch_load(path, allow_unsafe=True)['obj'].value == 5
+    assert not unsafe_checkpoints_allowed()
+    with pytest.raises(UnsafeCheckpointError):
+        safe_torch_load(path)
+    set_allow_unsafe_checkpoints(True)
+    assert unsafe_checkpoints_allowed()
+    assert safe_torch_load(path)['obj'].value == 5
+    set_allow_unsafe_checkpoints(False)
+    with pytest.raises(UnsafeCheckpointError):
+        safe_torch_load(path)
+
+
+def test_missing_and_truncated_files(tmp_path, mmengine_checkpoint):
+    missing = str(tmp_path / 'nope.pth')
+    with pytest.raises(FileNotFoundError) as info:
+        safe_torch_load(missing)
+    assert str(info.value) == (
+        f"Checkpoint file '{missing}' does not exist or is not a file.")
+    truncated = str(tmp_path / 'cut.pth')
+    with open(mmengine_checkpoint, 'rb') as f:
+        data = f.read()
+    with open(truncated, 'wb') as f:
+        f.write(data[:len(data) // 2])
+    with pytest.raises(CheckpointLoadError) as info:
+        safe_torch_load(truncated)
+    assert str(info.value).startswith(
+        f"Could not load checkpoint '{truncated}': ")
+    assert 'truncated' in str(info.value)
+    assert not is_complete_checkpoint(truncated)
+    assert is_complete_checkpoint(mmengine_checkpoint)
+
+
+def test_safetensors_files(tmp_path):
+    from safetensors.torch import save_file
+    path = str(tmp_path / 'w.safetensors')
+    save_file({'w': torch.arange(4.)}, path)
+    assert torch.equal(safe_torch_load(path)['w'], torch.arange(4.))
+
+
+def test_mmengine_loads_go_through_the_safe_loader(tmp_path,
+                                                   mmengine_checkpoint):
+    assert CheckpointLoader._get_checkpoint_loader('/a/b.pth') is \
+        load_from_local_safe
+    assert CheckpointLoader._get_checkpoint_loader('rel/b.pth') is \
+        load_from_local_safe
+    # `load_from` / `mmengine.runner.load_checkpoint`
+    from toy_components import ToyModel
+    model = ToyModel()
+    torch.nn.init.zeros_(model.fc1.weight)
+    ckpt = load_checkpoint(model, mmengine_checkpoint)
+    assert torch.equal(model.fc1.weight, ckpt['state_dict']['fc1.weight'])
+    # and a malicious file is refused on that path too
+    evil = _save(tmp_path, 'evil.pth', {'state_dict': Arbitrary()})
+    with pytest.raises(UnsafeCheckpointError):
+        _load_checkpoint(evil)
+    with pytest.raises(FileNotFoundError, match='can not be found'):
+        _load_checkpoint(str(tmp_path / 'missing.pth'))
+
+
+def _fake_ckpt(path, tag):
+    torch.save({'tag': tag}, str(path))
+    return str(path)
+
+
+def test_find_resumable_checkpoint(tmp_path):
+    work = tmp_path / 'work'
+    work.mkdir()
+    assert find_resumable_checkpoint(str(work)) is None
+    assert find_resumable_checkpoint(str(tmp_path / 'absent')) is None
+    old = _fake_ckpt(work / 'iter_2.pth', 2)
+    new = _fake_ckpt(work / 'iter_4.pth', 4)
+    os.utime(old, ns=(1_000_000_000, 1_000_000_000))
+    os.utime(new, ns=(2_000_000_000, 2_000_000_000))
+    pointer = work / 'last_checkpoint'
+    # no pointer: newest complete file
+    assert find_resumable_checkpoint(str(work)) == new
+    # a good pointer wins (even if it is not the newest)
+    pointer.write_text(old)
+    assert find_resumable_checkpoint(str(work)) == old
+    # an empty pointer (killed while writing it)
+    pointer.write_text('')
+    assert find_resumable_checkpoint(str(work)) == new
+    # a pointer to a truncated newest file: fall back to the older one
+    with open(new, 'rb') as f:
+        data = f.read()
+    with open(new, 'wb') as f:
+        f.write(data[:20])
+    pointer.write_text(new)
+    assert find_resumable_checkpoint(str(work)) == old
+    # a truncated pointer that names no file
+    pointer.write_text(old[:-3])
+    assert find_resumable_checkpoint(str(work)) == old
+    # temp files of the atomic backend and other files are ignored
+    (work / '.iter_6.pth.123.abcdef12.part').write_bytes(b'x')
+    (work / 'notes.pth').write_bytes(b'x')
+    assert find_resumable_checkpoint(str(work)) == old
+
+
+def test_is_complete_checkpoint_rejects_non_checkpoints(tmp_path):
+    plain = tmp_path / 'a.zip'
+    with zipfile.ZipFile(plain, 'w') as zf:
+        zf.writestr('readme.txt', 'hi')
+    assert not is_complete_checkpoint(str(plain))
+    assert not is_complete_checkpoint(str(tmp_path / 'missing.pth'))

@@ -1,0 +1,154 @@
+"""Evaluate a checkpoint with the config's test dataloader and evaluator.
+
+Usage::
+
+    python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out FILE.json]
+        [--cfg-options key=value ...] [--launcher none|pytorch|slurm|mpi]
+        [--allow-unsafe-checkpoint]
+
+Distributed: ``tools/dist_test.sh CONFIG CHECKPOINT N [args]``.
+"""
+import argparse
+import json
+import numbers
+import os
+import os.path as osp
+import sys
+from typing import Any
+
+from mmengine.config import DictAction
+
+import mdrl_plugin  # noqa: F401  (registries, safe checkpoint loading)
+from mdrl_plugin.engine import (LAUNCHERS, adapt_cfg_for_device,
+                                default_work_dir, load_config,
+                                set_allow_unsafe_checkpoints,
+                                setup_distributed)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    """Parse the command line.
+
+    Args:
+        argv: Arguments (default ``sys.argv[1:]``).
+
+    Returns:
+        The parsed arguments.
+    """
+    parser = argparse.ArgumentParser(description='Test (evaluate) a model')
+    parser.add_argument('config', help='test config file path')
+    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument(
+        '--work-dir',
+        help='the dir to save logs and the evaluation (default: the '
+        'config\'s work_dir, else work_dirs/<config name>)')
+    parser.add_argument(
+        '--out', help='write the metrics to this JSON file (rank 0 only)')
+    parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
+        help='override settings of the config, key=value pairs')
+    parser.add_argument(
+        '--launcher',
+        choices=LAUNCHERS,
+        default='none',
+        help='job launcher')
+    parser.add_argument(
+        '--allow-unsafe-checkpoint',
+        action='store_true',
+        help='load the checkpoint with full unpickling (can run code stored '
+        'in the file; only for checkpoints you trust)')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args(argv)
+    if 'LOCAL_RANK' not in os.environ:
+        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    return args
+
+
+def merge_args(cfg, args):
+    """Apply the command line to the config.
+
+    Args:
+        cfg: The config.
+        args: Parsed arguments.
+
+    Returns:
+        The updated config.
+    """
+    cfg.launcher = args.launcher
+    if args.cfg_options is not None:
+        cfg.merge_from_dict(args.cfg_options)
+    if args.work_dir is not None:
+        cfg.work_dir = args.work_dir
+    elif cfg.get('work_dir', None) is None:
+        cfg.work_dir = default_work_dir(args.config)
+    cfg.load_from = args.checkpoint
+    cfg.resume = False
+    adapt_cfg_for_device(cfg, args.launcher)
+    return cfg
+
+
+def _to_json(value: Any) -> Any:
+    """Make metric values (numpy scalars/arrays, tensors) JSON friendly."""
+    if isinstance(value, dict):
+        return {str(k): _to_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_to_json(v) for v in value]
+    if hasattr(value, 'tolist'):  # numpy arrays/scalars, torch tensors
+        return _to_json(value.tolist())
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return value
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        return float(value)
+    return str(value)
+
+
+def main(argv=None) -> int:
+    """Run the evaluation.
+
+    Args:
+        argv: Arguments (default ``sys.argv[1:]``).
+
+    Returns:
+        The exit status.
+    """
+    args = parse_args(argv)
+    try:
+        cfg = load_config(args.config)
+    except (FileNotFoundError, ValueError) as e:
+        print(f'tools/test.py: error: {e}', file=sys.stderr)
+        return 2
+    if '://' not in args.checkpoint and not osp.isfile(args.checkpoint):
+        print(f"tools/test.py: error: checkpoint file '{args.checkpoint}' "
+              'does not exist.', file=sys.stderr)
+        return 2
+    if args.out is not None and not args.out.endswith('.json'):
+        print(f"tools/test.py: error: --out '{args.out}' must be a .json "
+              'file.', file=sys.stderr)
+        return 2
+    if args.allow_unsafe_checkpoint:
+        set_allow_unsafe_checkpoints(True)
+    cfg = merge_args(cfg, args)
+    setup_distributed(args.launcher)
+
+    from mmengine.dist import is_main_process
+    from mmengine.registry import RUNNERS
+    from mmengine.runner import Runner
+    if 'runner_type' not in cfg:
+        runner = Runner.from_cfg(cfg)
+    else:
+        runner = RUNNERS.build(cfg)
+    metrics = runner.test()
+    if args.out is not None and is_main_process():
+        out_dir = osp.dirname(osp.abspath(args.out))
+        os.makedirs(out_dir, exist_ok=True)
+        with open(args.out, 'w') as f:
+            json.dump(_to_json(metrics), f, indent=2, sort_keys=True)
+        print(f'Metrics written to {args.out}')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,137 @@
+"""Train a model from an MMEngine config.
+
+Usage::
+
+    python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT]] [--amp]
+        [--cfg-options key=value ...] [--launcher none|pytorch|slurm|mpi]
+        [--allow-unsafe-checkpoint]
+
+Distributed: ``tools/dist_train.sh CONFIG N [args]`` (torchrun) or
+``tools/slurm_train.sh PARTITION JOB CONFIG WORK_DIR [args]``.
+"""
+import argparse
+import os
+import os.path as osp
+import sys
+
+from mmengine.config import DictAction
+
+import mdrl_plugin  # noqa: F401  (registries, safe checkpoint loading)
+from mdrl_plugin.engine import (LAUNCHERS, adapt_cfg_for_device, apply_resume,
+                                default_work_dir, enable_amp, load_config,
+                                set_allow_unsafe_checkpoints,
+                                setup_distributed)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    """Parse the command line.
+
+    Args:
+        argv: Arguments (default ``sys.argv[1:]``).
+
+    Returns:
+        The parsed arguments.
+    """
+    parser = argparse.ArgumentParser(description='Train a model')
+    parser.add_argument('config', help='train config file path')
+    parser.add_argument(
+        '--work-dir',
+        help='the dir to save logs and checkpoints (default: the config\'s '
+        'work_dir, else work_dirs/<config name>)')
+    parser.add_argument(
+        '--resume',
+        nargs='?',
+        type=str,
+        const='auto',
+        help='resume from the given checkpoint; without a path, from the '
+        'newest complete checkpoint of the work dir')
+    parser.add_argument(
+        '--amp',
+        action='store_true',
+        help='mixed precision training (fp16 + loss scaling on CUDA, bf16 '
+        'on CPU)')
+    parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
+        help='override settings of the config, key=value pairs, e.g. '
+        'train_cfg.max_epochs=10 optim_wrapper.optimizer.lr=0.01')
+    parser.add_argument(
+        '--launcher',
+        choices=LAUNCHERS,
+        default='none',
+        help='job launcher')
+    parser.add_argument(
+        '--allow-unsafe-checkpoint',
+        action='store_true',
+        help='load checkpoints with full unpickling (can run code stored in '
+        'the file; only for checkpoints you trust)')
+    # torch.distributed.launch passes --local_rank / --local-rank
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args(argv)
+    if 'LOCAL_RANK' not in os.environ:
+        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    return args
+
+
+def merge_args(cfg, args):
+    """Apply the command line to the config.
+
+    Args:
+        cfg: The config.
+        args: Parsed arguments.
+
+    Returns:
+        The updated config.
+    """
+    cfg.launcher = args.launcher
+    if args.cfg_options is not None:
+        cfg.merge_from_dict(args.cfg_options)
+    if args.work_dir is not None:
+        cfg.work_dir = args.work_dir
+    elif cfg.get('work_dir', None) is None:
+        cfg.work_dir = default_work_dir(args.config)
+    if args.amp:
+        enable_amp(cfg)
+    apply_resume(cfg, args.resume)
+    adapt_cfg_for_device(cfg, args.launcher)
+    return cfg
+
+
+def main(argv=None) -> int:
+    """Run training.
+
+    Args:
+        argv: Arguments (default ``sys.argv[1:]``).
+
+    Returns:
+        The exit status.
+    """
+    args = parse_args(argv)
+    try:
+        cfg = load_config(args.config)
+    except (FileNotFoundError, ValueError) as e:
+        print(f'tools/train.py: error: {e}', file=sys.stderr)
+        return 2
+    if args.allow_unsafe_checkpoint:
+        set_allow_unsafe_checkpoints(True)
+    try:
+        cfg = merge_args(cfg, args)
+    except (FileNotFoundError, ValueError) as e:
+        print(f'tools/train.py: error: {e}', file=sys.stderr)
+        return 2
+    setup_distributed(args.launcher)
+
+    from mmengine.registry import RUNNERS
+    from mmengine.runner import Runner
+    if 'runner_type' not in cfg:
+        runner = Runner.from_cfg(cfg)
+    else:
+        runner = RUNNERS.build(cfg)
+    runner.train()
+    print(f'Work dir: {osp.abspath(cfg.work_dir)}')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
