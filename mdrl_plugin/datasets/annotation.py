@@ -283,7 +283,8 @@ def parse_pedes_records(
         if path_field is None:
             problems.append(AnnotationProblem(
                 'path', i, None,
-                f'no image path; expected one of the fields {list(PATH_FIELDS)}'
+                f'no image path; expected one of the fields '
+                f'{list(PATH_FIELDS)}'
                 f' (got fields {sorted(rec)})'))
             ok = False
         elif not isinstance(raw_path, str) or not raw_path.strip():

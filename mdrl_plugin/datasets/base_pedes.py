@@ -1,6 +1,7 @@
 """Shared base class of the text-based person search (PEDES-style) datasets."""
+import copy
 import os.path as osp
-from typing import Callable, List, Optional, Sequence, Union
+from typing import Callable, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
 from mmengine.dataset import BaseDataset, force_full_init
@@ -123,7 +124,7 @@ class BasePedesDataset(BaseDataset):
             for t in pipeline
         ]
         super().__init__(
-            ann_file=resolved,
+            ann_file=osp.abspath(resolved),
             metainfo=metainfo,
             data_root=data_root,
             data_prefix=data_prefix,
@@ -135,6 +136,23 @@ class BasePedesDataset(BaseDataset):
             lazy_init=lazy_init,
             max_refetch=max_refetch)
         self._metainfo.update(split=split, ann_file=self.ann_file)
+
+    @classmethod
+    def _load_metainfo(cls, metainfo: Optional[Mapping] = None) -> dict:
+        """``METAINFO`` updated with ``metainfo``, values taken as they are.
+
+        (``BaseDataset`` would try to read every string value as a file and
+        warn when it is none, e.g. for ``dataset_name``.)
+        """
+        merged = copy.deepcopy(cls.METAINFO)
+        if metainfo is None:
+            return merged
+        if not isinstance(metainfo, Mapping):
+            raise TypeError(
+                f'{cls.__name__}: metainfo must be a dict, got '
+                f'{type(metainfo).__name__}.')
+        merged.update(copy.deepcopy(dict(metainfo)))
+        return merged
 
     @classmethod
     def _dataset_name(cls, metainfo: Optional[dict] = None) -> str:

@@ -197,7 +197,7 @@ def test_unknown_split_argument(cuhk_root):
                               "'train', 'val', 'test'.")
 
 
-def test_base_class_as_generic_json_dataset(tmp_path):
+def test_base_class_as_generic_json_dataset(tmp_path, capsys):
     recs = cuhk_records()
     root = str(tmp_path / 'MyPedes')
     for r in recs:
@@ -210,6 +210,8 @@ def test_base_class_as_generic_json_dataset(tmp_path):
         metainfo=dict(dataset_name='MyPedes')))
     assert type(ds) is BasePedesDataset
     assert ds.metainfo['dataset_name'] == 'MyPedes'
+    captured = capsys.readouterr()  # no "is not a meta file" warning
+    assert 'meta file' not in captured.out + captured.err
     assert len(ds) == 7
     assert ds.get_data_info(0)['img_path'] == osp.join(
         root, 'pictures', 'CUHK01/0001.png')

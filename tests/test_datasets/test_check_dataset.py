@@ -32,8 +32,8 @@ def test_healthy_dataset(tool, capsys, cuhk_root):
     assert code == 0
     lines = out.splitlines()
     assert lines[0] == f'CUHK-PEDES (CUHKPEDES) at {cuhk_root}'
-    assert lines[1] == (f"annotation file: {osp.join(cuhk_root, 'reid_raw.json')}"
-                        ' (8 records)')
+    ann = osp.join(cuhk_root, 'reid_raw.json')
+    assert lines[1] == f'annotation file: {ann} (8 records)'
     assert 'record problems: none' in lines
     i = lines.index('split train: 3 identities, 4 images, 7 captions')
     assert lines[i + 1] == ('  images per identity: mean 1.33, min 1, '

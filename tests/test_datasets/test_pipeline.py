@@ -1,4 +1,4 @@
-"""The documented pipelines end to end, and the Runner's dataloader building."""
+"""The documented pipelines end to end; the Runner's dataloader building."""
 import os.path as osp
 from collections import OrderedDict
 

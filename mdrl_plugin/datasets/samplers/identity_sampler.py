@@ -123,8 +123,8 @@ class IdentityBalancedSampler(Sampler):
         if not isinstance(batch_size, int) or batch_size < num_instances \
                 or batch_size % num_instances:
             raise ValueError(
-                f'IdentityBalancedSampler: batch_size ({batch_size!r}) must be '
-                f'a positive multiple of num_instances ({num_instances}).')
+                f'IdentityBalancedSampler: batch_size ({batch_size!r}) must '
+                f'be a positive multiple of num_instances ({num_instances}).')
         if leftover not in self.LEFTOVER_MODES:
             raise ValueError(
                 f'IdentityBalancedSampler: leftover must be one of '
