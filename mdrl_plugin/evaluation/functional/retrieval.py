@@ -45,6 +45,9 @@ DEFAULT_CHUNK_SIZE = 512
 #: score (typical of trained models); otherwise the dense search is cheaper.
 SPARSE_MAX_FRACTION = 0.25
 
+#: Bucket indices (plus row offsets) below this use int32.
+_INT32_LIMIT = 2**31
+
 TopK = Union[int, Sequence[int]]
 
 
@@ -77,26 +80,6 @@ def _check_pids(pids: Tensor, name: str, length: int, what: str) -> None:
     if pids.dim() != 1 or pids.numel() != length:
         raise ValueError(f'{name} must have shape [{length}] (one pid per '
                          f'{what}), got {list(pids.shape)}')
-
-
-_INT32_SCATTER: Dict[str, bool] = {}
-
-
-def _int32_index_ok(device: torch.device) -> bool:
-    """Whether ``scatter_add_`` accepts int32 indices on this device type.
-
-    int32 bucket indices halve the memory traffic of the counting step; older
-    torch releases that reject them fall back to int64.
-    """
-    if device.type not in _INT32_SCATTER:
-        try:
-            torch.zeros(2, dtype=torch.int64, device=device).scatter_add_(
-                0, torch.zeros(1, dtype=torch.int32, device=device),
-                torch.ones(1, dtype=torch.int64, device=device))
-            _INT32_SCATTER[device.type] = True
-        except (RuntimeError, TypeError):
-            _INT32_SCATTER[device.type] = False
-    return _INT32_SCATTER[device.type]
 
 
 def _check_chunk_size(chunk_size: int) -> int:
@@ -165,18 +148,19 @@ class _MatchTable:
 def _dense_histogram(sim: Tensor, thresholds: Tensor) -> Tensor:
     """``hist[b, i] = #{g : #{j : thresholds[b, j] <= sim[b, g]} == i}``.
 
-    One batched binary search per similarity entry, then a scatter count.
+    One batched binary search per similarity entry, then one bincount of the
+    bucket indices offset by ``row * (m + 1)``.
     """
     num_rows, m = thresholds.shape
-    use_int32 = _int32_index_ok(sim.device)
+    # int32 halves the memory traffic; int64 when the offsets need it
+    small = num_rows * (m + 1) < _INT32_LIMIT
     bucket = torch.searchsorted(
-        thresholds, sim, right=True, out_int32=use_int32)
-    hist = torch.zeros(num_rows, m + 1, dtype=torch.int64, device=sim.device)
-    hist.scatter_add_(
-        1, bucket,
-        torch.ones(1, 1, dtype=torch.int64,
-                   device=sim.device).expand(num_rows, bucket.shape[1]))
-    return hist
+        thresholds, sim, right=True, out_int32=small)
+    row_offsets = torch.arange(
+        0, num_rows * (m + 1), m + 1, dtype=bucket.dtype, device=sim.device)
+    bucket.add_(row_offsets[:, None])
+    return torch.bincount(
+        bucket.view(-1), minlength=num_rows * (m + 1)).view(num_rows, m + 1)
 
 
 def _sortable_key(values: Tensor) -> Tensor:
@@ -213,7 +197,7 @@ def _sparse_histogram(sim: Tensor, thresholds: Tensor,
     flat = torch.nonzero(mask.view(-1), as_tuple=True)[0]
     del mask
     rows = torch.div(flat, num_cols, rounding_mode='floor')
-    keys = _sortable_key(sim.view(-1)[flat]) + (rows << 32)
+    keys = _sortable_key(sim.view(-1).index_select(0, flat)) + (rows << 32)
     row_ids = torch.arange(num_rows, device=sim.device, dtype=torch.int64)
     threshold_keys = (_sortable_key(thresholds) +
                       (row_ids[:, None] << 32)).view(-1)

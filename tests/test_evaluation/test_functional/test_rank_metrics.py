@@ -170,6 +170,18 @@ def test_each_search_path_is_taken(search_path, monkeypatch):
         reference_metrics(query @ gallery.T, query_pids, gallery_pids))
 
 
+def test_int64_bucket_indices(monkeypatch):
+    # chunks whose row offsets do not fit int32 count with int64 indices
+    monkeypatch.setattr(retrieval, '_INT32_LIMIT', 8)
+    monkeypatch.setattr(retrieval, 'SPARSE_MAX_FRACTION', 0.0)
+    query, gallery, query_pids, gallery_pids = random_case(
+        12, 30, 4, seed=9, dtype=torch.float32)
+    assert_close(
+        rank_metrics_from_features(query, gallery, query_pids, gallery_pids,
+                                   chunk_size=5),
+        reference_metrics(query @ gallery.T, query_pids, gallery_pids))
+
+
 def test_query_without_match_is_excluded_with_warning():
     sim = torch.tensor([[0.9, 0.8, 0.7, 0.1], [0.1, 0.2, 0.3, 0.4]])
     gallery_pids = torch.tensor([10, 20, 30, 40])

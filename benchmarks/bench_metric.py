@@ -1,0 +1,213 @@
+"""Speed and peak memory of the retrieval metric at real test-set sizes.
+
+For CUHK-PEDES (6,156 caption queries x 3,074 images) and ICFG-PEDES
+(19,848 x 19,848) it times, on random 512-d float32 features with an identity
+structure (about 1,000 identities, a varying number of images per identity,
+features = identity centre + per-sample noise of varying strength, all
+L2-normalised):
+
+* ``matmul``: the plain ``query @ gallery.T`` (the full similarity matrix),
+* ``metric``: :func:`rank_metrics_from_features` (chunked, no full matrix),
+* ``fullsort`` (``--with-fullsort``, CUHK size only): the field's usual
+  reference, a full descending argsort of every similarity row.
+
+Every measurement runs in a fresh Python subprocess, so its peak resident set
+size (``resource.getrusage(RUSAGE_SELF).ru_maxrss``) belongs to that one
+computation. The child first builds the features (same seed everywhere),
+records its current RSS (``base``, torch + data), runs one small warm-up, then
+runs the operation ``--repeat`` times; ``peak`` is the process's peak RSS and
+``peak - base`` the extra memory the operation needed. Times are wall-clock
+seconds, min and median over the repeats.
+
+Usage::
+
+    python benchmarks/bench_metric.py [--sizes cuhk icfg] [--repeat 3]
+        [--chunk-size 512] [--threads N] [--data structured|random]
+        [--with-fullsort]
+"""
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+SIZES = {
+    # name: (queries, gallery images, identities)
+    'cuhk': (6156, 3074, 1000),
+    'icfg': (19848, 19848, 1000),
+}
+DIM = 512
+
+
+def make_features(num_query: int, num_gallery: int, num_ids: int,
+                  seed: int = 0, data: str = 'structured'):
+    """Random L2-normalised features with an identity structure.
+
+    Identities get a random centre; the number of images per identity varies
+    (Dirichlet-like weights); queries are captions of the gallery images
+    (spread as evenly as possible); each sample is its centre plus Gaussian
+    noise whose strength varies per sample, so some queries are easy and some
+    hard, giving metric values in the range trained models reach.
+    ``data='random'`` keeps the identities but draws every feature at random
+    (an untrained model: matches anywhere in the ranking).
+    """
+    import torch
+    gen = torch.Generator().manual_seed(seed)
+    centres = torch.nn.functional.normalize(
+        torch.randn(num_ids, DIM, generator=gen), dim=1)
+    weights = -torch.log(torch.rand(num_ids, generator=gen)) + 0.5
+    gallery_pids = torch.cat([
+        torch.arange(num_ids),  # every identity has at least one image
+        torch.multinomial(weights, num_gallery - num_ids, replacement=True,
+                          generator=gen)
+    ])
+    gallery_pids = gallery_pids[torch.randperm(num_gallery, generator=gen)]
+    image_of_query = torch.arange(num_query) % num_gallery
+    query_pids = gallery_pids[image_of_query]
+
+    def noisy(pids):
+        if data == 'random':
+            return torch.nn.functional.normalize(
+                torch.randn(pids.numel(), DIM, generator=gen), dim=1)
+        scale = 2.0 + 1.5 * torch.rand(pids.numel(), 1, generator=gen)
+        noise = torch.randn(pids.numel(), DIM, generator=gen) / DIM**0.5
+        return torch.nn.functional.normalize(
+            centres[pids] + scale * noise, dim=1)
+
+    return noisy(query_pids), noisy(gallery_pids), query_pids, gallery_pids
+
+
+def _current_rss_mb() -> float:
+    with open('/proc/self/statm') as f:
+        pages = int(f.read().split()[1])
+    return pages * os.sysconf('SC_PAGE_SIZE') / 2**20
+
+
+def _fullsort_metrics(query, gallery, query_pids, gallery_pids, topk):
+    """The usual reference: full descending argsort of the whole matrix."""
+    import torch
+    sim = query @ gallery.T
+    order = torch.argsort(sim, dim=1, descending=True)
+    matches = gallery_pids[order] == query_pids[:, None]
+    del sim, order
+    valid = matches.any(1)
+    matches = matches[valid]
+    cmc = matches.cumsum(1)
+    out = {f'R{k}': (cmc[:, k - 1] > 0).double().mean().item() * 100
+           for k in topk}
+    num = matches.sum(1)
+    positions = torch.arange(1, matches.shape[1] + 1, dtype=torch.float64)
+    precision = cmc.double() / positions * matches
+    out['mAP'] = (precision.sum(1) / num).mean().item() * 100
+    last = matches.shape[1] - 1 - matches.flip(1).int().argmax(1)
+    out['mINP'] = (num / (last + 1)).double().mean().item() * 100
+    return out
+
+
+def child(kind: str, size: str, repeat: int, chunk_size: int,
+          threads: int, data: str) -> None:
+    """Run one measurement and print a JSON line."""
+    import torch
+    if threads:
+        torch.set_num_threads(threads)
+    from mdrl_plugin.evaluation.functional import rank_metrics_from_features
+    topk = (1, 5, 10)
+    query, gallery, query_pids, gallery_pids = make_features(
+        *SIZES[size], data=data)
+    if kind == 'matmul':
+        def op():
+            return query @ gallery.T
+        warm = lambda: query[:256] @ gallery.T  # noqa: E731
+    elif kind == 'metric':
+        def op():
+            return rank_metrics_from_features(
+                query, gallery, query_pids, gallery_pids, topk=topk,
+                chunk_size=chunk_size)
+        warm = lambda: rank_metrics_from_features(  # noqa: E731
+            query[:256], gallery, query_pids[:256], gallery_pids,
+            chunk_size=chunk_size)
+    elif kind == 'fullsort':
+        def op():
+            return _fullsort_metrics(query, gallery, query_pids, gallery_pids,
+                                     topk)
+        warm = lambda: _fullsort_metrics(  # noqa: E731
+            query[:64], gallery, query_pids[:64], gallery_pids, topk)
+    else:
+        raise ValueError(kind)
+    warm()
+    base = _current_rss_mb()
+    times, result = [], None
+    for _ in range(repeat):
+        start = time.perf_counter()
+        result = op()
+        times.append(time.perf_counter() - start)
+        if kind == 'matmul':
+            result = None  # free the matrix before the next repeat
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps(dict(kind=kind, size=size, times=times,
+                          base_mb=base, peak_mb=peak, result=result,
+                          threads=torch.get_num_threads())))
+
+
+def run_child(kind: str, size: str, args: argparse.Namespace) -> dict:
+    cmd = [sys.executable, os.path.abspath(__file__), '--child', kind, size,
+           '--repeat', str(args.repeat if kind != 'fullsort' else 1),
+           '--chunk-size', str(args.chunk_size), '--threads',
+           str(args.threads), '--data', args.data]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--sizes', nargs='+', default=['cuhk', 'icfg'],
+                        choices=sorted(SIZES))
+    parser.add_argument('--repeat', type=int, default=3)
+    parser.add_argument('--chunk-size', type=int, default=512)
+    parser.add_argument('--threads', type=int, default=0,
+                        help='torch threads (0: torch default)')
+    parser.add_argument('--data', default='structured',
+                        choices=['structured', 'random'],
+                        help='features with identity structure, or random')
+    parser.add_argument('--with-fullsort', action='store_true',
+                        help='also time the full-argsort reference (CUHK)')
+    parser.add_argument('--child', nargs=2, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args.child[0], args.child[1], args.repeat, args.chunk_size,
+              args.threads, args.data)
+        return
+
+    print(f'load average before: {os.getloadavg()}')
+    for size in args.sizes:
+        num_query, num_gallery, num_ids = SIZES[size]
+        print(f'\n== {size}: {num_query} queries x {num_gallery} images, '
+              f'{num_ids} identities, {DIM}-d float32, {args.data} features, '
+              f'chunk_size {args.chunk_size} ==')
+        kinds = ['matmul', 'metric']
+        if args.with_fullsort and size == 'cuhk':
+            kinds.append('fullsort')
+        rows = {kind: run_child(kind, size, args) for kind in kinds}
+        mm_min = min(rows['matmul']['times'])
+        for kind, row in rows.items():
+            t_min, t_med = min(row['times']), statistics.median(row['times'])
+            print(f'{kind:9s} time min {t_min:7.3f} s  median {t_med:7.3f} s'
+                  f'  (x{t_min / mm_min:.2f} of matmul min)  peak RSS '
+                  f'{row["peak_mb"]:7.0f} MB  (base {row["base_mb"]:5.0f} MB,'
+                  f' extra {row["peak_mb"] - row["base_mb"]:6.0f} MB)'
+                  f'  threads {row["threads"]}')
+        print('metric  :', {k: round(v, 4)
+                            for k, v in rows['metric']['result'].items()})
+        if 'fullsort' in rows:
+            ref = rows['fullsort']['result']
+            diff = max(abs(ref[k] - rows['metric']['result'][k]) for k in ref)
+            print('fullsort:', {k: round(v, 4) for k, v in ref.items()},
+                  f'max |diff| {diff:.2e}')
+    print(f'\nload average after: {os.getloadavg()}')
+
+
+if __name__ == '__main__':
+    main()
