@@ -1,0 +1,171 @@
+"""Identity labels of gallery images: JSON maps and PEDES annotation files."""
+import json
+import os.path as osp
+from typing import Dict, List, Mapping, Optional, Sequence, Union
+
+__all__ = ['load_labels', 'resolve_label_map', 'label_candidates',
+           'check_label']
+
+Label = Union[int, str]
+
+#: Record fields that may hold the image path in PEDES annotation files.
+_PATH_FIELDS = ('file_path', 'img_path')
+
+
+def check_label(value, where: str) -> Label:
+    """Accept an int or a non-empty str identity label.
+
+    Args:
+        value: The label.
+        where: Words naming where it came from (for the error).
+
+    Returns:
+        The label.
+
+    Raises:
+        ValueError: For any other type (bool, float, null, list ...).
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, str)) or (
+            isinstance(value, str) and not value.strip()):
+        raise ValueError(f'{where}: an identity label must be an int or a '
+                         f'non-empty string, got {value!r}')
+    return value
+
+
+def label_candidates(path: str, root: Optional[str]) -> List[str]:
+    """Absolute paths an annotation path may mean.
+
+    Absolute paths mean themselves. A relative path is tried relative to
+    ``root`` and to ``root/imgs`` (the PEDES layouts), and, when it starts
+    with ``imgs/``, also without that prefix (for a gallery that *is* the
+    ``imgs`` folder). Without a root, relative paths are relative to the
+    working directory.
+
+    Args:
+        path: The path as written (``\\`` is read as ``/``).
+        root: The gallery folder, or None.
+
+    Returns:
+        Normalised absolute candidate paths, most likely first.
+    """
+    p = path.strip().replace('\\', '/')
+    if osp.isabs(p):
+        return [osp.normpath(p)]
+    base = osp.abspath(root) if root else osp.abspath('.')
+    out = [osp.normpath(osp.join(base, p)),
+           osp.normpath(osp.join(base, 'imgs', p))]
+    if p.startswith('imgs/') or p.startswith('./imgs/'):
+        out.append(osp.normpath(osp.join(base, p.split('imgs/', 1)[1])))
+    return out
+
+
+def resolve_label_map(mapping: Mapping[str, Label], root: Optional[str],
+                      source: str = 'labels') -> Dict[str, Label]:
+    """Turn ``{path: label}`` with relative paths into absolute keys.
+
+    Args:
+        mapping: Image path (absolute, or relative to ``root`` or its
+            ``imgs/``) to label.
+        root: The gallery folder.
+        source: Where the map came from (for errors).
+
+    Returns:
+        Absolute normalised path (every candidate of
+        :func:`label_candidates`) to label.
+    """
+    primary: Dict[str, Label] = {}
+    origin: Dict[str, str] = {}
+    secondary: Dict[str, Label] = {}
+    for key, value in mapping.items():
+        if not isinstance(key, str) or not key.strip():
+            raise ValueError(f'{source}: image paths must be non-empty '
+                             f'strings, got {key!r}')
+        label = check_label(value, f'{source}, image {key!r}')
+        first, *others = label_candidates(key, root)
+        if first in primary and primary[first] != label:
+            raise ValueError(
+                f'{source}: image {first!r} is listed twice with different '
+                f'labels ({primary[first]!r} for {origin[first]!r} and '
+                f'{label!r} for {key!r})')
+        primary[first] = label
+        origin[first] = key
+        for cand in others:
+            secondary.setdefault(cand, label)
+    secondary.update(primary)
+    return secondary
+
+
+def _pedes_records(records: Sequence, path: str) -> Dict[str, Label]:
+    mapping: Dict[str, Label] = {}
+    for i, rec in enumerate(records):
+        if not isinstance(rec, dict):
+            raise ValueError(
+                f'{path}: record {i} is {type(rec).__name__}, expected an '
+                'object with "file_path" (CUHK-PEDES, ICFG-PEDES) or '
+                '"img_path" (RSTPReid) and "id"')
+        field = next((k for k in _PATH_FIELDS if k in rec), None)
+        if field is None or 'id' not in rec:
+            raise ValueError(
+                f'{path}: record {i} has fields {sorted(rec)}; a PEDES '
+                'annotation record needs "file_path" (CUHK-PEDES, ICFG-PEDES) '
+                'or "img_path" (RSTPReid) and "id"')
+        img = rec[field]
+        if not isinstance(img, str) or not img.strip():
+            raise ValueError(f'{path}: record {i}: {field!r} must be a '
+                             f'non-empty string, got {img!r}')
+        pid = rec['id']
+        if isinstance(pid, str) and pid.strip().isdigit():
+            pid = int(pid)
+        pid = check_label(pid, f'{path}, record {i} ({img!r}) field "id"')
+        if img in mapping and mapping[img] != pid:
+            raise ValueError(
+                f'{path}: image {img!r} is listed with ids {mapping[img]!r} '
+                f'and {pid!r} (record {i}); expected one id per image')
+        mapping[img] = pid
+    return mapping
+
+
+def load_labels(path: str, root: Optional[str] = None) -> Dict[str, Label]:
+    """Read identity labels of gallery images from a JSON file.
+
+    Two formats are accepted:
+
+    * a JSON object ``{"image path": label, ...}`` (labels int or str);
+    * a PEDES annotation file: a JSON list of records with ``id`` and
+      ``file_path`` (CUHK-PEDES, ICFG-PEDES) or ``img_path`` (RSTPReid);
+      other fields (captions, split ...) are ignored, every split is used.
+
+    Relative image paths are relative to the gallery folder ``root`` or to
+    ``root/imgs``.
+
+    Args:
+        path: The JSON file.
+        root: The gallery folder.
+
+    Returns:
+        Absolute normalised image path to label.
+
+    Raises:
+        FileNotFoundError: If the file does not exist.
+        ValueError: If it is not one of the two formats (the message names
+            the file and the offending entry).
+    """
+    if not osp.isfile(path):
+        raise FileNotFoundError(f'Labels file {path!r} does not exist.')
+    try:
+        with open(path, 'rb') as f:
+            data = json.loads(f.read().decode('utf-8-sig'))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(
+            f'Labels file {path!r} is not valid UTF-8 JSON ({err}); expected '
+            'a JSON object {"image path": id} or a PEDES annotation list.'
+        ) from err
+    if isinstance(data, dict):
+        return resolve_label_map(data, root, source=f'Labels file {path!r}')
+    if isinstance(data, list):
+        return resolve_label_map(_pedes_records(data, path), root,
+                                 source=f'Labels file {path!r}')
+    raise ValueError(
+        f'Labels file {path!r} holds a JSON {type(data).__name__}; expected '
+        'an object {"image path": id} or a PEDES annotation list of records '
+        'with "file_path"/"img_path" and "id".')

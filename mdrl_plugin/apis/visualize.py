@@ -1,0 +1,130 @@
+"""A picture of search results: each query's text above its ranked images."""
+import os.path as osp
+import textwrap
+from typing import Optional, Sequence
+
+import numpy as np
+
+from .labels import Label
+
+__all__ = ['draw_search_results', 'MATCH_COLOR', 'MISMATCH_COLOR',
+           'UNKNOWN_COLOR']
+
+#: Frame of a hit with the query's identity.
+MATCH_COLOR = '#1a9641'
+#: Frame of a hit with another identity.
+MISMATCH_COLOR = '#d7191c'
+#: Frame of a hit when the match is unknown (no label or no query id).
+UNKNOWN_COLOR = '#969696'
+
+_CELL_W = 1.35   # inches per image column
+_IMG_H = 2.5     # inches of image
+_CAP_H = 0.75    # inches of caption under/above each image
+_LINE_H = 0.24   # inches per line of query text
+_MARGIN = 0.25
+
+
+def _read_rgb(path: str) -> np.ndarray:
+    import cv2
+    img = cv2.imread(path, cv2.IMREAD_COLOR)
+    if img is None:
+        return np.full((128, 64, 3), 200, np.uint8)
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def draw_search_results(queries: Sequence[str],
+                        results: Sequence[Sequence],
+                        out_file: str,
+                        query_labels: Optional[Sequence[Optional[Label]]] = None,
+                        max_cols: int = 10,
+                        dpi: int = 100) -> str:
+    """Draw the ranked images of each query and save the picture.
+
+    Each query gets its text (wrapped) and, below it, its hits in rank order
+    (``max_cols`` per row), each titled with rank and score and captioned
+    with its label and file name. When a query label is given and a hit has
+    a label, the hit's frame is green for the same identity and red for
+    another; otherwise it is grey.
+
+    Uses matplotlib's Agg canvas directly (no display, no global backend
+    change).
+
+    Args:
+        queries: The query texts.
+        results: Per query, its hits (objects with ``rank``, ``path``,
+            ``score`` and ``label``, e.g. :class:`SearchHit`).
+        out_file: Image file to write; the extension picks the format
+            (``.png`` recommended).
+        query_labels: Per query, the identity it describes (or None).
+        max_cols: Images per row.
+        dpi: Resolution of the saved picture.
+
+    Returns:
+        ``out_file``.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    if len(queries) != len(results):
+        raise ValueError(f'Got {len(queries)} queries and {len(results)} '
+                         'result lists; expected one list per query.')
+    if query_labels is None:
+        query_labels = [None] * len(queries)
+    if len(query_labels) != len(queries):
+        raise ValueError(f'Got {len(query_labels)} query labels for '
+                         f'{len(queries)} queries.')
+    if max_cols < 1:
+        raise ValueError(f'max_cols must be >= 1, got {max_cols}')
+    ncols = max(1, min(max_cols, max((len(r) for r in results), default=1)))
+    width = _MARGIN * 2 + ncols * _CELL_W
+    chars = max(30, int(ncols * _CELL_W * 11))
+
+    blocks = []  # (text lines, rows of hits)
+    for query, hits, qlab in zip(queries, results, query_labels):
+        head = f'Query: {query}'
+        if qlab is not None:
+            head += f'   [query id: {qlab}]'
+        lines = textwrap.wrap(head, chars) or ['']
+        rows = [list(hits[i:i + ncols]) for i in range(0, len(hits), ncols)]
+        blocks.append((lines, rows or [[]]))
+    height = _MARGIN
+    for lines, rows in blocks:
+        height += len(lines) * _LINE_H + 0.15 + len(rows) * (_IMG_H + _CAP_H)
+        height += _MARGIN
+
+    fig = Figure(figsize=(width, height), dpi=dpi)
+    FigureCanvasAgg(fig)
+    y = height - _MARGIN  # inches from bottom, moving down
+    for (lines, rows), qlab in zip(blocks, query_labels):
+        fig.text(_MARGIN / width, y / height, '\n'.join(lines),
+                 ha='left', va='top', fontsize=10, wrap=False,
+                 family='sans-serif')
+        y -= len(lines) * _LINE_H + 0.15
+        for row in rows:
+            top = y - 0.3  # room for the title
+            for col, hit in enumerate(row):
+                left = _MARGIN + col * _CELL_W + 0.08
+                ax = fig.add_axes([left / width, (top - _IMG_H) / height,
+                                   (_CELL_W - 0.16) / width, _IMG_H / height])
+                ax.imshow(_read_rgb(hit.path), aspect='auto')
+                ax.set_xticks([])
+                ax.set_yticks([])
+                label = getattr(hit, 'label', None)
+                if qlab is not None and label is not None:
+                    color = MATCH_COLOR if label == qlab else MISMATCH_COLOR
+                else:
+                    color = UNKNOWN_COLOR
+                for spine in ax.spines.values():
+                    spine.set_edgecolor(color)
+                    spine.set_linewidth(4 if color != UNKNOWN_COLOR else 1.5)
+                ax.set_title(f'#{hit.rank}  {hit.score:.3f}', fontsize=9,
+                             color=color if color != UNKNOWN_COLOR else 'black')
+                name = osp.basename(hit.path)
+                if len(name) > 18:
+                    name = name[:8] + '..' + name[-8:]
+                caption = name if label is None else f'id {label}\n{name}'
+                ax.set_xlabel(caption, fontsize=7)
+            y -= _IMG_H + _CAP_H
+        y -= _MARGIN
+    fig.savefig(out_file, dpi=dpi)
+    return out_file
