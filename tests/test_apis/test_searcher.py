@@ -1,0 +1,480 @@
+"""PersonSearcher on a tiny model and a folder of generated images."""
+import json
+import os
+import os.path as osp
+import re
+import sys
+import types
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from .search_testdata import pid_of, write_gallery
+
+from mdrl_plugin.apis import (IndexMismatchError, PersonSearcher,
+                              QueryTruncatedWarning, SearchHit,
+                              SkippedImagesWarning, StaleIndexError,
+                              UnmatchedLabelsWarning)
+
+QUERIES = ['a man in a red shirt', 'a woman with a blue bag and long hair',
+           'black pants and white shoes']
+
+
+def brute_force(searcher, texts, k):
+    """Ranking by an explicit cosine matrix and a full argsort."""
+    q = searcher.encode_texts(texts).numpy().astype(np.float64)
+    g = searcher.index.features.astype(np.float64)
+    q /= np.linalg.norm(q, axis=1, keepdims=True)
+    g /= np.linalg.norm(g, axis=1, keepdims=True)
+    sims = q @ g.T
+    order = np.argsort(-sims, axis=1, kind='stable')[:, :k]
+    return sims, order
+
+
+def test_build_index_scans_recursively(searcher, gallery, gallery_paths):
+    index = searcher.build_index(gallery)
+    assert index is searcher.index
+    assert len(index) == searcher.num_images == 10
+    assert index.paths == gallery_paths
+    assert {osp.dirname(p) for p in index.paths} == {
+        osp.join(gallery, 'cam0'), osp.join(gallery, 'cam1')}
+    assert index.features.dtype == np.float32
+    assert index.features.shape == (10, searcher.feature_dim) == (10, 32)
+    np.testing.assert_allclose(np.linalg.norm(index.features, axis=1), 1,
+                               atol=1e-5)
+    for path, size, mtime in zip(index.paths, index.sizes, index.mtimes_ns):
+        st = os.stat(path)
+        assert (size, mtime) == (st.st_size, st.st_mtime_ns)
+    assert index.root == osp.abspath(gallery)
+    assert index.labels is None
+    assert index.fingerprint['feature_dim'] == 32
+
+
+def test_features_do_not_depend_on_batching(search_model, gallery):
+    feats = []
+    for bs in (1, 3, 64):
+        s = PersonSearcher(search_model['config'], search_model['checkpoint'],
+                           batch_size=bs, progress=False)
+        feats.append(s.build_index(gallery).features)
+    np.testing.assert_allclose(feats[0], feats[1], atol=1e-5)
+    np.testing.assert_allclose(feats[0], feats[2], atol=1e-5)
+
+
+def test_image_features_match_the_model(searcher, gallery_paths):
+    """Index rows are the model's features of the pipeline's output."""
+    searcher.build_index(gallery_paths[:2])
+    packed = [searcher.pipeline(dict(img_path=p)) for p in gallery_paths[:2]]
+    assert packed[0]['inputs'].shape == (3, 32, 16)
+    with torch.no_grad():
+        ref = searcher.model.extract_image_feat(
+            searcher.model.data_preprocessor.preprocess_images(
+                [p['inputs'] for p in packed]))
+    np.testing.assert_allclose(searcher.index.features, ref.numpy(),
+                               atol=1e-6)
+
+
+def test_search_equals_brute_force_cosine(searcher, gallery):
+    searcher.build_index(gallery)
+    results = searcher.search(QUERIES, topk=5)
+    sims, order = brute_force(searcher, QUERIES, 5)
+    assert len(results) == 3
+    for q, hits in enumerate(results):
+        assert [h.rank for h in hits] == [1, 2, 3, 4, 5]
+        assert [h.index for h in hits] == order[q].tolist()
+        assert [h.path for h in hits] == [
+            searcher.index.paths[i] for i in order[q]]
+        np.testing.assert_allclose([h.score for h in hits],
+                                   sims[q, order[q]], atol=1e-5)
+        assert all(h.label is None for h in hits)
+
+
+def test_hit_unpacks_as_path_and_score(searcher, gallery):
+    searcher.build_index(gallery)
+    hits = searcher.search('a man in a red shirt', topk=3)
+    assert len(hits) == 1 and len(hits[0]) == 3
+    hit = hits[0][0]
+    assert isinstance(hit, SearchHit)
+    path, score = hit
+    assert (path, score) == (hit.path, hit.score)
+    assert isinstance(score, float)
+    assert [p for p, _ in hits[0]] == [h.path for h in hits[0]]
+
+
+def test_topk_larger_than_gallery_returns_all(searcher, gallery):
+    searcher.build_index(gallery)
+    hits = searcher.search(QUERIES[0], topk=1000)[0]
+    assert len(hits) == 10
+    assert sorted(h.path for h in hits) == sorted(searcher.index.paths)
+    assert [h.rank for h in hits] == list(range(1, 11))
+    scores = [h.score for h in hits]
+    assert scores == sorted(scores, reverse=True)
+
+
+@pytest.mark.parametrize('topk', [0, -3, 2.5, True])
+def test_bad_topk(searcher, gallery, topk):
+    searcher.build_index(gallery)
+    with pytest.raises(ValueError,
+                       match=re.escape(f'topk must be a positive int, got '
+                                       f'{topk!r}')):
+        searcher.search('a man', topk=topk)
+
+
+@pytest.mark.parametrize('texts, bad', [('', 0), ('   \t', 0),
+                                        (['a man', '  '], 1)])
+def test_empty_query_is_an_error(searcher, gallery, texts, bad):
+    searcher.build_index(gallery)
+    with pytest.raises(ValueError, match=re.escape(
+            f'Query texts[{bad}] is empty: describe the person')):
+        searcher.search(texts)
+
+
+def test_no_query_is_an_error(searcher, gallery):
+    searcher.build_index(gallery)
+    with pytest.raises(ValueError, match='No query given'):
+        searcher.search([])
+    with pytest.raises(TypeError, match=re.escape(
+            'Query texts[0] must be a str, got int')):
+        searcher.search([3])
+
+
+def test_long_query_is_truncated_with_a_notice(searcher, gallery):
+    searcher.build_index(gallery)
+    long_query = ' '.join(['red'] * 20)  # 20 words + [CLS] + [SEP] = 22
+    with pytest.warns(QueryTruncatedWarning, match=re.escape(
+            'has 22 tokens but the model reads at most 16 (max_length of the '
+            'config, [CLS] and [SEP] included): the last 6 tokens are '
+            'ignored.')):
+        feat_long = searcher.encode_texts(long_query)
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')  # 14 words fit: no notice
+        feat_cut = searcher.encode_texts(' '.join(['red'] * 14))
+    torch.testing.assert_close(feat_long, feat_cut)
+    with pytest.warns(QueryTruncatedWarning):
+        hits = searcher.search(long_query, topk=2)
+    assert len(hits[0]) == 2
+
+
+def test_search_before_index(searcher):
+    with pytest.raises(RuntimeError, match=re.escape(
+            'No gallery index yet: call build_index(folder) or '
+            'load_index(path) first.')):
+        searcher.search('a man')
+
+
+def test_save_load_round_trip(searcher, search_model, gallery, tmp_path):
+    searcher.build_index(gallery, labels={
+        osp.relpath(p, gallery): pid_of(p) for p in searcher_paths(gallery)})
+    before = searcher.search(QUERIES, topk=4)
+    path = str(tmp_path / 'gallery.npz')
+    assert searcher.save_index(path) == path
+
+    fresh = PersonSearcher(search_model['config'], search_model['checkpoint'],
+                           progress=False)
+    index = fresh.load_index(path)
+    np.testing.assert_array_equal(index.features, searcher.index.features)
+    assert index.paths == searcher.index.paths
+    assert index.labels == [pid_of(p) for p in index.paths]
+    after = fresh.search(QUERIES, topk=4)
+    assert after == before
+    assert [h.label for h in after[0]] == [pid_of(h.path) for h in after[0]]
+
+    # the documented format: .npz with a JSON header, no pickles
+    with np.load(path, allow_pickle=False) as data:
+        assert sorted(data.files) == ['features', 'header']
+        header = json.loads(data['header'].tobytes().decode('utf-8'))
+    assert header['format'] == 'mdrl-search-index'
+    assert header['version'] == 1
+    assert header['num_images'] == 10 and header['feature_dim'] == 32
+    assert header['fingerprint']['checkpoint_sha256'] == \
+        searcher.fingerprint['checkpoint_sha256']
+    assert set(header) >= {'paths', 'sizes', 'mtime_ns', 'labels', 'root'}
+
+
+def searcher_paths(gallery):
+    from mdrl_plugin.apis import scan_images
+    return scan_images(gallery)[0]
+
+
+def test_refuses_index_of_another_checkpoint(searcher, other_model, gallery,
+                                             tmp_path):
+    searcher.build_index(gallery)
+    path = str(tmp_path / 'g.npz')
+    searcher.save_index(path)
+    other = PersonSearcher(other_model['config'], other_model['checkpoint'],
+                           progress=False)
+    with pytest.raises(IndexMismatchError) as info:
+        other.load_index(path)
+    msg = str(info.value)
+    assert msg.startswith(f'Index {path!r} was made by another model; it '
+                          'differs in checkpoint: index made with '
+                          f"{searcher.checkpoint!r}")
+    assert 'model config' not in msg  # only the checkpoint differs
+    assert 'Rebuild it from the image folder' in msg
+    assert f'--save-index {path}' in msg
+    assert other.index is None
+
+
+def test_refuses_index_of_another_config(searcher, search_model, gallery,
+                                         tmp_path):
+    from mmengine import Config
+    searcher.build_index(gallery)
+    path = str(tmp_path / 'g.npz')
+    searcher.save_index(path)
+    cfg = Config.fromfile(search_model['config'])
+    cfg.test_dataloader.dataset.pipeline[1]['interpolation'] = 'nearest'
+    changed = PersonSearcher(cfg, search_model['checkpoint'], progress=False)
+    with pytest.raises(IndexMismatchError,
+                       match='differs in model config and test pipeline'):
+        changed.load_index(path)
+
+
+def test_refuses_index_with_modified_or_missing_image(searcher, gallery,
+                                                      tmp_path):
+    searcher.build_index(gallery)
+    path = str(tmp_path / 'g.npz')
+    searcher.save_index(path)
+    changed = searcher.index.paths[3]
+    st = os.stat(changed)
+    os.utime(changed, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    with pytest.raises(StaleIndexError) as info:
+        searcher.load_index(path)
+    assert str(info.value).startswith(
+        f"Index {path!r} is out of date: 1 of 10 image files changed since it "
+        f"was built (size or modification time differ): {changed!r}. "
+        'Rebuild it')
+    gone = searcher.index.paths[0]
+    os.remove(gone)
+    with pytest.raises(StaleIndexError, match=re.escape(
+            f'1 of 10 image files no longer exist or cannot be read: '
+            f'{gone!r}')):
+        searcher.load_index(path)
+    # an explicit opt-out still loads it
+    assert len(searcher.load_index(path, check_files=False)) == 10
+
+
+def test_rewritten_image_same_mtime_other_size_is_detected(searcher, gallery,
+                                                           tmp_path):
+    searcher.build_index(gallery)
+    path = str(tmp_path / 'g.npz')
+    searcher.save_index(path)
+    target = searcher.index.paths[5]
+    st = os.stat(target)
+    with open(target, 'ab') as f:
+        f.write(b'\0' * 7)
+    os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))
+    with pytest.raises(StaleIndexError, match='1 of 10 image files changed'):
+        searcher.load_index(path)
+
+
+def test_atomic_save_leaves_no_partial_file(searcher, gallery, tmp_path,
+                                            monkeypatch):
+    import mdrl_plugin.apis.index as index_mod
+    searcher.build_index(gallery)
+    out_dir = tmp_path / 'out'
+    out_dir.mkdir()
+    path = str(out_dir / 'g.npz')
+    searcher.save_index(path)
+    good = open(path, 'rb').read()
+
+    def broken_savez(f, **arrays):
+        f.write(b'PK\x03\x04 half an archive')
+        raise OSError('No space left on device')
+
+    monkeypatch.setattr(index_mod.np, 'savez', broken_savez)
+    with pytest.raises(OSError, match='No space left on device'):
+        searcher.save_index(path)
+    assert open(path, 'rb').read() == good  # old index untouched
+    with pytest.raises(OSError):
+        searcher.save_index(str(out_dir / 'new.npz'))
+    assert sorted(os.listdir(out_dir)) == ['g.npz']  # no temp, no partial
+
+
+def test_save_to_missing_folder(searcher, gallery, tmp_path):
+    searcher.build_index(gallery)
+    with pytest.raises(FileNotFoundError, match='folder .* does not exist'):
+        searcher.save_index(str(tmp_path / 'nope' / 'g.npz'))
+
+
+def test_unreadable_files_are_skipped_with_one_warning(searcher, gallery):
+    with open(osp.join(gallery, 'cam0', 'broken.jpg'), 'wb') as f:
+        f.write(b'this is not a jpeg')
+    open(osp.join(gallery, 'cam1', 'empty.png'), 'wb').close()
+    with open(osp.join(gallery, 'notes.txt'), 'w') as f:
+        f.write('not an image')
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        index = searcher.build_index(gallery)
+    skipped = [w for w in caught if issubclass(w.category,
+                                               SkippedImagesWarning)]
+    assert len(skipped) == 1
+    msg = str(skipped[0].message)
+    assert msg.startswith(f"Skipped 3 of 13 files in folder {gallery!r}: "
+                          '2 unreadable image file(s): ')
+    assert osp.join(gallery, 'cam0', 'broken.jpg') in msg
+    assert osp.join(gallery, 'cam1', 'empty.png') in msg
+    assert msg.endswith('1 non-image file(s): ' +
+                        osp.join(gallery, 'notes.txt'))
+    assert len(index) == 10
+    assert not any(p.endswith(('broken.jpg', 'empty.png')) for p in
+                   index.paths)
+
+
+def test_skipped_warning_lists_only_the_first_five(searcher, gallery):
+    for i in range(7):
+        with open(osp.join(gallery, f'bad{i}.jpg'), 'wb') as f:
+            f.write(b'junk')
+    with pytest.warns(SkippedImagesWarning,
+                      match=r'7 unreadable image file\(s\): .*bad4\.jpg .*'
+                      r', \.\.\. \(2 more\)$'):
+        searcher.build_index(gallery)
+
+
+def test_empty_gallery_is_an_error(searcher, tmp_path):
+    empty = tmp_path / 'empty'
+    empty.mkdir()
+    with pytest.raises(ValueError, match=re.escape(
+            f"No image files in folder {str(empty)!r} (it is empty); "
+            'expected files ending in .jpg, .jpeg, .png')):
+        searcher.build_index(str(empty))
+    (empty / 'readme.md').write_text('hello')
+    with pytest.raises(ValueError, match=re.escape(
+            "(it holds 1 other files, e.g. 'readme.md')")):
+        searcher.build_index(str(empty))
+    (empty / 'x.jpg').write_bytes(b'not an image')
+    with pytest.warns(SkippedImagesWarning), pytest.raises(
+            ValueError, match=re.escape(
+                f"No readable image in folder {str(empty)!r}: all 1 image "
+                f"files failed to load, e.g. {str(empty / 'x.jpg')!r}")):
+        searcher.build_index(str(empty))
+    with pytest.raises(FileNotFoundError, match='does not exist'):
+        searcher.build_index(str(tmp_path / 'missing'))
+    assert searcher.index is None
+
+
+def test_labels_from_dict_list_and_pedes_file(searcher, gallery,
+                                             gallery_paths, tmp_path):
+    # dict with paths relative to the gallery folder
+    rel = {osp.relpath(p, gallery): pid_of(p) for p in gallery_paths}
+    index = searcher.build_index(gallery, labels=rel)
+    assert index.labels == [pid_of(p) for p in index.paths]
+    hits = searcher.search('a man', topk=10)[0]
+    assert [h.label for h in hits] == [pid_of(h.path) for h in hits]
+
+    # a list of labels for a list of files (string labels allowed)
+    index = searcher.build_index(gallery_paths[:3], labels=['a', 'b', None])
+    assert index.labels == ['a', 'b', None]
+    with pytest.raises(ValueError, match='Got 2 labels for 3 images'):
+        searcher.build_index(gallery_paths[:3], labels=[1, 2])
+    with pytest.raises(ValueError, match='A list of labels needs a list of '
+                       'image files'):
+        searcher.build_index(gallery, labels=[0] * 10)
+
+    # CUHK-PEDES layout: gallery = dataset root, paths relative to imgs/
+    root = tmp_path / 'CUHK-PEDES'
+    paths = write_gallery(str(root / 'imgs'), num=6)
+    records = [dict(split='test', id=pid_of(p) + 100,
+                    file_path=osp.relpath(p, root / 'imgs'),
+                    captions=['a man'], processed_tokens=[['a', 'man']])
+               for p in paths]
+    ann = root / 'reid_raw.json'
+    ann.write_text(json.dumps(records))
+    with pytest.warns(SkippedImagesWarning, match='reid_raw.json'):
+        index = searcher.build_index(str(root), labels=str(ann))
+    assert index.labels == [pid_of(p) + 100 for p in index.paths]
+
+    # RSTPReid records (img_path) and the gallery is the imgs folder itself
+    rst = [dict(id=pid_of(p) + 7, img_path='imgs/' + osp.relpath(
+        p, root / 'imgs'), captions=['x', 'y'], split='test') for p in paths]
+    ann2 = tmp_path / 'data_captions.json'
+    ann2.write_text(json.dumps(rst))
+    index = searcher.build_index(str(root / 'imgs'), labels=str(ann2))
+    assert index.labels == [pid_of(p) + 7 for p in index.paths]
+
+
+def test_labels_that_match_nothing_warn(searcher, gallery):
+    with pytest.warns(UnmatchedLabelsWarning, match=re.escape(
+            'None of the 10 gallery images has a label: the 1 labelled paths '
+            'match no gallery file')):
+        index = searcher.build_index(gallery, labels={'/elsewhere/x.jpg': 1})
+    assert index.labels == [None] * 10
+
+
+def test_set_labels_on_a_loaded_index(searcher, gallery, gallery_paths,
+                                      tmp_path):
+    searcher.build_index(gallery)
+    path = str(tmp_path / 'g.npz')
+    searcher.save_index(path)
+    searcher.load_index(path)
+    labels = tmp_path / 'labels.json'
+    labels.write_text(json.dumps(
+        {osp.relpath(p, gallery): pid_of(p) for p in gallery_paths}))
+    searcher.set_labels(str(labels))
+    assert searcher.index.labels == [pid_of(p) for p in searcher.index.paths]
+
+
+class _FakeFlatIP:
+    """Stands in for faiss.IndexFlatIP (exact inner product, numpy)."""
+
+    def __init__(self, dim):
+        self.dim, self.data, self.is_trained = dim, None, True
+
+    def add(self, x):
+        assert x.dtype == np.float32 and x.flags['C_CONTIGUOUS']
+        self.data = x.copy()
+
+    def search(self, q, k):
+        sims = q @ self.data.T
+        idx = np.argsort(-sims, axis=1)[:, :k]
+        return np.take_along_axis(sims, idx, 1), idx
+
+
+def test_faiss_backend_when_importable(search_model, gallery, monkeypatch):
+    fake = types.ModuleType('faiss')
+    fake.IndexFlatIP = _FakeFlatIP
+    fake.METRIC_INNER_PRODUCT = 0
+    monkeypatch.setitem(sys.modules, 'faiss', fake)
+    exact = PersonSearcher(search_model['config'], search_model['checkpoint'],
+                           progress=False)
+    exact.build_index(gallery)
+    via_faiss = PersonSearcher(search_model['config'],
+                               search_model['checkpoint'], backend='faiss',
+                               progress=False)
+    via_faiss.build_index(gallery)
+    assert isinstance(via_faiss._ranker.index, _FakeFlatIP)
+    a = exact.search(QUERIES, topk=4)
+    b = via_faiss.search(QUERIES, topk=4)
+    assert [[h.path for h in r] for r in a] == [[h.path for h in r] for r in b]
+
+
+def test_faiss_backend_missing(search_model, gallery, monkeypatch):
+    monkeypatch.setitem(sys.modules, 'faiss', None)  # import fails
+    s = PersonSearcher(search_model['config'], search_model['checkpoint'],
+                       backend='faiss', progress=False)
+    with pytest.raises(ImportError, match=re.escape(
+            "backend='faiss' needs the faiss package, which is not installed: "
+            '`pip install faiss-cpu`')):
+        s.build_index(gallery)
+
+
+def test_constructor_errors(search_model, tmp_path):
+    cfg, ckpt = search_model['config'], search_model['checkpoint']
+    with pytest.raises(FileNotFoundError, match='Config file .* does not'):
+        PersonSearcher(str(tmp_path / 'nope.py'), ckpt)
+    with pytest.raises(FileNotFoundError, match=re.escape(
+            f"Checkpoint file {str(tmp_path / 'x.pth')!r} does not exist")):
+        PersonSearcher(cfg, str(tmp_path / 'x.pth'))
+    bad = str(tmp_path / 'bad.pth')
+    torch.save({'meta': {}, 'state_dict': {'foo': torch.zeros(1)}}, bad)
+    with pytest.raises(RuntimeError, match=re.escape(
+            f'Checkpoint {bad!r} does not fit the model of config {cfg!r}')):
+        PersonSearcher(cfg, bad)
+    from mmengine import Config
+    no_pipe = Config.fromfile(cfg)
+    no_pipe.pop('test_dataloader')
+    with pytest.raises(KeyError, match='has no test pipeline'):
+        PersonSearcher(no_pipe, ckpt)
+    with pytest.raises(ValueError, match='batch_size must be >= 1'):
+        PersonSearcher(cfg, ckpt, batch_size=0)
+    with pytest.raises(ValueError, match="backend must be 'torch' or 'faiss'"):
+        PersonSearcher(cfg, ckpt, backend='annoy')

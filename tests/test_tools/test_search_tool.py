@@ -1,0 +1,110 @@
+"""tools/search.py end to end in a subprocess."""
+import json
+import os
+import os.path as osp
+import re
+import subprocess
+import sys
+
+import pytest
+from test_apis.search_testdata import pid_of, write_gallery, write_model
+
+REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+TOOL = osp.join(REPO, 'tools', 'search.py')
+PNG = b'\x89PNG\r\n\x1a\n'
+
+
+def run_tool(*args, cwd):
+    env = dict(os.environ, HF_HUB_OFFLINE='1', TRANSFORMERS_OFFLINE='1',
+               OMP_NUM_THREADS='1')
+    return subprocess.run([sys.executable, TOOL, *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope='module')
+def tool_env(tiny_bert_dir, tmp_path_factory):
+    root = tmp_path_factory.mktemp('search_tool')
+    model = write_model(str(root / 'model'), tiny_bert_dir)
+    # a RSTPReid-like dataset folder: imgs/ + data_captions.json
+    data = root / 'RSTPReid'
+    paths = write_gallery(str(data / 'imgs'), num=8)
+    records = [dict(id=pid_of(p), img_path=osp.relpath(p, data / 'imgs'),
+                    captions=['a man', 'a person'], split='test')
+               for p in paths]
+    (data / 'data_captions.json').write_text(json.dumps(records))
+    from mdrl_plugin.apis import PersonSearcher
+    searcher = PersonSearcher(model['config'], model['checkpoint'],
+                              progress=False)
+    searcher.build_index(str(data / 'imgs'))
+    index = searcher.save_index(str(root / 'prebuilt.npz'))
+    return dict(root=root, data=data, paths=paths, index=index, **model)
+
+
+ROW = re.compile(r'^\s+(\d+)\s+(-?\d\.\d{4})\s+(\S+)\s+(?:(yes|no|-)\s+)?'
+                 r'(\S+)$')
+
+
+def rows(stdout):
+    return [ROW.match(line).groups() for line in stdout.splitlines()
+            if ROW.match(line)]
+
+
+def test_folder_search_prints_ranks_and_writes_png(tool_env):
+    root = tool_env['root']
+    out = root / 'res.png'
+    index = root / 'gallery.npz'
+    r = run_tool(tool_env['config'], tool_env['checkpoint'],
+                 '--gallery', str(tool_env['data'] / 'imgs'),
+                 '--query', 'a man in a red shirt', '--topk', '5',
+                 '--save-index', str(index), '--out', str(out),
+                 '--no-progress', cwd=str(root))
+    assert r.returncode == 0, r.stderr
+    assert 'Query 1: a man in a red shirt' in r.stdout
+    found = rows(r.stdout)
+    assert [int(f[0]) for f in found] == [1, 2, 3, 4, 5]
+    scores = [float(f[1]) for f in found]
+    assert scores == sorted(scores, reverse=True)
+    assert {f[2] for f in found} == {'-'}  # no labels given
+    assert all(f[4] in tool_env['paths'] for f in found)
+    assert out.read_bytes()[:8] == PNG
+    assert index.is_file()
+    assert f'Saved the index of 8 images to {index}' in r.stderr
+
+
+def test_index_with_pedes_labels_marks_matches(tool_env):
+    root = tool_env['root']
+    out = root / 'sub' / 'labelled.png'
+    r = run_tool(tool_env['config'], tool_env['checkpoint'],
+                 '--gallery', tool_env['index'],
+                 '--labels', str(tool_env['data'] / 'data_captions.json'),
+                 '--query', 'a man in a red shirt', '--query',
+                 'a woman with a blue bag', '--query-pid', '2',
+                 '--topk', '20', '--out', str(out), cwd=str(root))
+    assert r.returncode == 0, r.stderr
+    assert 'Loaded index' in r.stderr
+    found = rows(r.stdout)
+    assert len(found) == 16  # topk > gallery: all 8 images per query
+    for rank, score, label, match, path in found:
+        assert int(label) == pid_of(path)
+        assert match == ('yes' if pid_of(path) == 2 else 'no')
+    assert 'Query 2: a woman with a blue bag  [pid 2]' in r.stdout
+    assert out.read_bytes()[:8] == PNG
+
+
+def test_input_errors_exit_2_with_a_message(tool_env, tiny_bert_dir):
+    root = tool_env['root']
+    r = run_tool(tool_env['config'], tool_env['checkpoint'],
+                 '--gallery', str(tool_env['data'] / 'imgs'),
+                 '--query', '   ', '--out', 'none', '--no-progress',
+                 cwd=str(root))
+    assert r.returncode == 2
+    assert 'error: Query texts[0] is empty' in r.stderr
+    assert 'Traceback' not in r.stderr
+    other = write_model(str(root / 'other'), tiny_bert_dir, seed=1,
+                        name='other')
+    r = run_tool(other['config'], other['checkpoint'], '--gallery',
+                 tool_env['index'], '--query', 'a man', '--out', 'none',
+                 cwd=str(root))
+    assert r.returncode == 2
+    assert 'was made by another model; it differs in checkpoint' in r.stderr
+    assert 'Traceback' not in r.stderr
