@@ -4,65 +4,54 @@ Every registry here is a child of MMEngine's root registry of the same name, wit
 scope ``mdrl_plugin``. Configs that set ``default_scope='mdrl_plugin'`` find the
 components by their bare names; configs of other projects load the plugin with
 ``custom_imports=dict(imports=['mdrl_plugin'])`` and write ``mdrl_plugin.<Name>``.
+
+Registries that hold no component of the plugin (loops, optimizers, ...) exist
+so that MMEngine's look-ups under the ``mdrl_plugin`` scope find a registry
+tree and fall back to MMEngine's components without a warning.
 """
-from mmengine.registry import DATA_SAMPLERS as MMENGINE_DATA_SAMPLERS
-from mmengine.registry import DATASETS as MMENGINE_DATASETS
-from mmengine.registry import FUNCTIONS as MMENGINE_FUNCTIONS
-from mmengine.registry import HOOKS as MMENGINE_HOOKS
-from mmengine.registry import METRICS as MMENGINE_METRICS
-from mmengine.registry import MODELS as MMENGINE_MODELS
-from mmengine.registry import \
-    OPTIM_WRAPPER_CONSTRUCTORS as MMENGINE_OPTIM_WRAPPER_CONSTRUCTORS
-from mmengine.registry import TRANSFORMS as MMENGINE_TRANSFORMS
+from typing import List, Optional
+
+from mmengine import registry as root
 from mmengine.registry import Registry
 
 __all__ = [
-    'MODELS', 'DATASETS', 'TRANSFORMS', 'METRICS', 'DATA_SAMPLERS', 'HOOKS',
-    'FUNCTIONS', 'OPTIM_WRAPPER_CONSTRUCTORS'
+    'MODELS', 'DATASETS', 'TRANSFORMS', 'DATA_SAMPLERS', 'METRICS', 'HOOKS',
+    'FUNCTIONS', 'OPTIM_WRAPPERS', 'OPTIM_WRAPPER_CONSTRUCTORS', 'LOOPS',
+    'OPTIMIZERS', 'PARAM_SCHEDULERS', 'EVALUATOR', 'MODEL_WRAPPERS',
+    'VISUALIZERS', 'VISBACKENDS', 'LOG_PROCESSORS', 'WEIGHT_INITIALIZERS'
 ]
 
+
+def _child(parent: Registry, locations: Optional[List[str]] = None) -> Registry:
+    return Registry(parent.name, parent=parent, scope='mdrl_plugin',
+                    locations=locations or [])
+
+
 #: Models: encoders, necks, heads, losses, data preprocessors, retrievers.
-MODELS = Registry(
-    'model', parent=MMENGINE_MODELS, scope='mdrl_plugin',
-    locations=['mdrl_plugin.models'])
+MODELS = _child(root.MODELS, ['mdrl_plugin.models'])
 #: PEDES-style datasets.
-DATASETS = Registry(
-    'dataset', parent=MMENGINE_DATASETS, scope='mdrl_plugin',
-    locations=['mdrl_plugin.datasets'])
+DATASETS = _child(root.DATASETS, ['mdrl_plugin.datasets'])
 #: Data transforms (mmcv-style).
-TRANSFORMS = Registry(
-    'transform', parent=MMENGINE_TRANSFORMS, scope='mdrl_plugin',
-    locations=['mdrl_plugin.datasets'])
-#: Evaluation metrics.
-METRICS = Registry(
-    'metric', parent=MMENGINE_METRICS, scope='mdrl_plugin',
-    locations=['mdrl_plugin.evaluation'])
+TRANSFORMS = _child(root.TRANSFORMS, ['mdrl_plugin.datasets'])
 #: Samplers for dataloaders.
-DATA_SAMPLERS = Registry(
-    'data sampler', parent=MMENGINE_DATA_SAMPLERS, scope='mdrl_plugin',
-    locations=['mdrl_plugin.datasets'])
+DATA_SAMPLERS = _child(root.DATA_SAMPLERS, ['mdrl_plugin.datasets'])
+#: Evaluation metrics.
+METRICS = _child(root.METRICS, ['mdrl_plugin.evaluation'])
 #: Runner hooks.
-HOOKS = Registry(
-    'hook', parent=MMENGINE_HOOKS, scope='mdrl_plugin',
-    locations=['mdrl_plugin.engine'])
-#: Functions such as collate functions.
-FUNCTIONS = Registry(
-    'function', parent=MMENGINE_FUNCTIONS, scope='mdrl_plugin',
-    locations=['mdrl_plugin.datasets'])
+HOOKS = _child(root.HOOKS, ['mdrl_plugin.engine'])
+#: Optimizer wrappers (mixed precision on CPU and GPU).
+OPTIM_WRAPPERS = _child(root.OPTIM_WRAPPERS, ['mdrl_plugin.engine'])
 #: Optimizer wrapper constructors.
-OPTIM_WRAPPER_CONSTRUCTORS = Registry(
-    'optimizer wrapper constructor',
-    parent=MMENGINE_OPTIM_WRAPPER_CONSTRUCTORS,
-    scope='mdrl_plugin',
-    locations=['mdrl_plugin.engine'])
-
-# Appended by the engine part: optimizer wrappers (mixed precision on CPU/GPU).
-from mmengine.registry import OPTIM_WRAPPERS as MMENGINE_OPTIM_WRAPPERS  # noqa: E402,E501
-
-#: Optimizer wrappers.
-OPTIM_WRAPPERS = Registry(
-    'optim_wrapper',
-    parent=MMENGINE_OPTIM_WRAPPERS,
-    scope='mdrl_plugin',
-    locations=['mdrl_plugin.engine'])
-__all__ += ['OPTIM_WRAPPERS']
+OPTIM_WRAPPER_CONSTRUCTORS = _child(root.OPTIM_WRAPPER_CONSTRUCTORS,
+                                    ['mdrl_plugin.engine'])
+# scope-only children: MMEngine's own components, found without a warning
+FUNCTIONS = _child(root.FUNCTIONS)
+LOOPS = _child(root.LOOPS)
+OPTIMIZERS = _child(root.OPTIMIZERS)
+PARAM_SCHEDULERS = _child(root.PARAM_SCHEDULERS)
+EVALUATOR = _child(root.EVALUATOR)
+MODEL_WRAPPERS = _child(root.MODEL_WRAPPERS)
+VISUALIZERS = _child(root.VISUALIZERS)
+VISBACKENDS = _child(root.VISBACKENDS)
+LOG_PROCESSORS = _child(root.LOG_PROCESSORS)
+WEIGHT_INITIALIZERS = _child(root.WEIGHT_INITIALIZERS)
