@@ -19,10 +19,11 @@ from typing import Any
 from mmengine.config import DictAction
 
 import mdrl_plugin  # noqa: F401  (registries, safe checkpoint loading)
-from mdrl_plugin.engine import (LAUNCHERS, adapt_cfg_for_device,
+from mdrl_plugin.engine import (LAUNCHERS, CheckpointLoadError,
+                                adapt_cfg_for_device,
                                 default_work_dir, load_config,
                                 set_allow_unsafe_checkpoints,
-                                setup_distributed)
+                                setup_distributed, teardown_distributed)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -140,7 +141,16 @@ def main(argv=None) -> int:
         runner = Runner.from_cfg(cfg)
     else:
         runner = RUNNERS.build(cfg)
-    metrics = runner.test()
+    try:
+        metrics = runner.test()
+    except CheckpointLoadError as e:  # unsafe or unreadable checkpoint
+        teardown_distributed(barrier=False)
+        print(f'tools/test.py: error: {e}', file=sys.stderr)
+        return 1
+    except BaseException:
+        teardown_distributed(barrier=False)
+        raise
+    teardown_distributed()
     if args.out is not None and is_main_process():
         out_dir = osp.dirname(osp.abspath(args.out))
         os.makedirs(out_dir, exist_ok=True)

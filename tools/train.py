@@ -17,10 +17,11 @@ import sys
 from mmengine.config import DictAction
 
 import mdrl_plugin  # noqa: F401  (registries, safe checkpoint loading)
-from mdrl_plugin.engine import (LAUNCHERS, adapt_cfg_for_device, apply_resume,
+from mdrl_plugin.engine import (LAUNCHERS, CheckpointLoadError,
+                                adapt_cfg_for_device, apply_resume,
                                 default_work_dir, enable_amp, load_config,
                                 set_allow_unsafe_checkpoints,
-                                setup_distributed)
+                                setup_distributed, teardown_distributed)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -128,8 +129,18 @@ def main(argv=None) -> int:
         runner = Runner.from_cfg(cfg)
     else:
         runner = RUNNERS.build(cfg)
-    runner.train()
-    print(f'Work dir: {osp.abspath(cfg.work_dir)}')
+    try:
+        runner.train()
+    except CheckpointLoadError as e:  # unsafe or unreadable checkpoint
+        teardown_distributed(barrier=False)
+        print(f'tools/train.py: error: {e}', file=sys.stderr)
+        return 1
+    except BaseException:
+        teardown_distributed(barrier=False)
+        raise
+    teardown_distributed()
+    if runner.rank == 0:
+        print(f'Work dir: {osp.abspath(cfg.work_dir)}')
     return 0
 
 

@@ -15,7 +15,8 @@ from .checkpoint import (ALLOWED_CHECKPOINT_GLOBALS, CheckpointLoadError,
                          is_complete_checkpoint, load_from_local_safe,
                          safe_torch_load, set_allow_unsafe_checkpoints,
                          unsafe_checkpoints_allowed)
-from .dist import LAUNCHERS, adapt_cfg_for_device, setup_distributed
+from .dist import (LAUNCHERS, adapt_cfg_for_device, setup_distributed,
+                   teardown_distributed)
 from .fileio import AtomicLocalBackend, atomic_write_bytes
 from .hooks import *  # noqa: F401,F403
 from .optimizers import *  # noqa: F401,F403
@@ -28,7 +29,8 @@ __all__ = [
     'UnsafeCheckpointError', 'safe_torch_load', 'set_allow_unsafe_checkpoints',
     'unsafe_checkpoints_allowed', 'load_from_local_safe',
     'find_resumable_checkpoint', 'is_complete_checkpoint', 'LAUNCHERS',
-    'setup_distributed', 'adapt_cfg_for_device', 'AtomicLocalBackend',
-    'atomic_write_bytes', 'get_rng_state', 'set_rng_state', 'apply_resume',
-    'default_work_dir', 'enable_amp', 'load_config'
+    'setup_distributed', 'teardown_distributed', 'adapt_cfg_for_device',
+    'AtomicLocalBackend', 'atomic_write_bytes', 'get_rng_state',
+    'set_rng_state', 'apply_resume', 'default_work_dir', 'enable_amp',
+    'load_config'
 ] + hooks.__all__ + optimizers.__all__

@@ -19,7 +19,10 @@ import torch.distributed as torch_dist
 from mmengine.config import Config
 from mmengine.logging import print_log
 
-__all__ = ['LAUNCHERS', 'setup_distributed', 'adapt_cfg_for_device']
+__all__ = [
+    'LAUNCHERS', 'setup_distributed', 'teardown_distributed',
+    'adapt_cfg_for_device'
+]
 
 #: Launchers the tools accept.
 LAUNCHERS = ('none', 'pytorch', 'slurm', 'mpi')
@@ -105,6 +108,25 @@ def setup_distributed(launcher: str,
         f'(rank {torch_dist.get_rank()} of {torch_dist.get_world_size()}).',
         logger='current', level=logging.INFO)
     return True
+
+
+def teardown_distributed(barrier: bool = True) -> None:
+    """Destroy the default process group, if any.
+
+    A process that exits with a live gloo group can abort during interpreter
+    shutdown ("terminate called without an active exception"); the tools call
+    this when they finish.
+
+    Args:
+        barrier: Wait for all ranks first (skip it after an error, when other
+            ranks may be gone).
+    """
+    if torch_dist.is_available() and torch_dist.is_initialized():
+        try:
+            if barrier:
+                torch_dist.barrier()
+        finally:
+            torch_dist.destroy_process_group()
 
 
 def adapt_cfg_for_device(cfg: Config, launcher: str) -> Config:

@@ -1,0 +1,246 @@
+"""tools/train.py, tools/test.py and the torchrun scripts, on the toy config.
+
+Error paths run the tools' ``main`` in-process; real runs use subprocesses,
+with ``tests/test_tools`` on ``PYTHONPATH`` for the toy components.
+"""
+import glob
+import importlib.util
+import json
+import os
+import os.path as osp
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+
+import pytest
+import torch
+from toy_helpers import (TOY_DIR, TOY_ITER_CONFIG, make_toy_cfg,
+                         preserved_global_state, run_toy, state_dicts_equal)
+
+from mdrl_plugin.engine import safe_torch_load
+
+REPO = osp.dirname(osp.dirname(TOY_DIR))
+TOOLS = osp.join(REPO, 'tools')
+
+
+def _load_tool(name):
+    spec = importlib.util.spec_from_file_location(
+        f'mdrl_tool_{name}', osp.join(TOOLS, f'{name}.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(autouse=True)
+def _restore_global_state():
+    with preserved_global_state():
+        yield
+
+
+def _env(**extra):
+    env = dict(os.environ)
+    env['PYTHONPATH'] = os.pathsep.join(
+        [TOY_DIR, REPO] + ([env['PYTHONPATH']] if env.get('PYTHONPATH')
+                           else []))
+    env.setdefault('OMP_NUM_THREADS', '1')
+    env['PYTHON'] = sys.executable
+    env.update(extra)
+    return env
+
+
+def _run(args, cwd, timeout=300, **env):
+    proc = subprocess.run(
+        args, cwd=str(cwd), env=_env(**env), capture_output=True, text=True,
+        timeout=timeout)
+    assert proc.returncode == 0, (
+        f'{args} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n'
+        f'{proc.stderr[-5000:]}')
+    return proc
+
+
+def _tool(name):
+    return [sys.executable, osp.join(TOOLS, f'{name}.py')]
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return str(s.getsockname()[1])
+
+
+def _scalars(work_dir):
+    """Logged scalars of every run in ``work_dir``, oldest run first."""
+    runs = sorted(glob.glob(osp.join(str(work_dir), '*', 'vis_data',
+                                     'scalars.json')))
+    return [[json.loads(line) for line in open(path)] for path in runs]
+
+
+def _last_val(work_dir):
+    entries = [e for e in _scalars(work_dir)[-1] if 'toy/score_sum' in e]
+    return {k: v for k, v in entries[-1].items() if k.startswith('toy/')}
+
+
+def _exp():
+    return f'experiment_name=t{uuid.uuid4().hex}'
+
+
+# ------------------------------------------------------------ error paths
+def test_train_reports_a_bad_config_or_resume_path(tmp_path, capsys):
+    train = _load_tool('train')
+    missing = str(tmp_path / 'missing.py')
+    assert train.main([missing]) == 2
+    assert capsys.readouterr().err == (
+        f"tools/train.py: error: Config file '{missing}' does not exist or "
+        'is not a file.\n')
+    bad = tmp_path / 'cfg.txt'
+    bad.write_text('a = 1')
+    assert train.main([str(bad)]) == 2
+    assert 'must be a .py, .json or .yaml MMEngine config' in \
+        capsys.readouterr().err
+    ckpt = str(tmp_path / 'nope.pth')
+    assert train.main([TOY_ITER_CONFIG, '--work-dir', str(tmp_path / 'w'),
+                       '--resume', ckpt]) == 2
+    assert capsys.readouterr().err == (
+        f"tools/train.py: error: --resume: checkpoint file '{ckpt}' does not "
+        'exist.\n')
+
+
+def test_test_reports_a_missing_checkpoint_or_bad_out(tmp_path, capsys):
+    test = _load_tool('test')
+    ckpt = str(tmp_path / 'nope.pth')
+    assert test.main([TOY_ITER_CONFIG, ckpt]) == 2
+    assert capsys.readouterr().err == (
+        f"tools/test.py: error: checkpoint file '{ckpt}' does not exist.\n")
+    real = tmp_path / 'real.pth'
+    torch.save({}, str(real))
+    assert test.main([TOY_ITER_CONFIG, str(real), '--out', 'm.txt']) == 2
+    assert capsys.readouterr().err == (
+        "tools/test.py: error: --out 'm.txt' must be a .json file.\n")
+
+
+class Suspicious:
+    """Not on the safe loader's allow-list."""
+
+
+def test_test_refuses_an_unsafe_checkpoint_unless_opted_in(tmp_path, capsys):
+    run_toy(make_toy_cfg(tmp_path / 'w', **{'train_cfg.max_iters': 2}))
+    ckpt = safe_torch_load(str(tmp_path / 'w' / 'iter_2.pth'))
+    ckpt['meta']['note'] = Suspicious()
+    path = str(tmp_path / 'tampered.pth')
+    torch.save(ckpt, path)
+    test = _load_tool('test')
+    out = tmp_path / 'm.json'
+    args = [TOY_ITER_CONFIG, path, '--work-dir', str(tmp_path / 't'),
+            '--out', str(out), '--cfg-options']
+    assert test.main(args + [_exp()]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(
+        f"tools/test.py: error: Refusing to load checkpoint '{path}': it "
+        f'contains the pickled global(s) {__name__}.Suspicious, which the '
+        'safe loader does not allow')
+    assert '--allow-unsafe-checkpoint' in err
+    assert not out.exists()
+    assert test.main(args + [_exp(), '--allow-unsafe-checkpoint']) == 0
+    metrics = json.loads(out.read_text())
+    assert (metrics['toy/count'], metrics['toy/id_sum']) == (7, 21)
+
+
+# ------------------------------------------------------------- real runs
+def test_train_with_amp_in_default_work_dir_then_test_to_json(tmp_path):
+    _run(_tool('train') + [
+        TOY_ITER_CONFIG, '--amp', '--cfg-options', 'train_cfg.max_iters=4'
+    ], cwd=tmp_path)
+    work = tmp_path / 'work_dirs' / 'toy_iter'
+    assert sorted(p.name for p in work.glob('*.pth')) == [
+        'iter_2.pth', 'iter_4.pth'
+    ]
+    train_logs = [e for e in _scalars(work)[-1] if 'loss' in e]
+    assert len(train_logs) == 4
+    key = 'act_is_fp16' if torch.cuda.is_available() else 'act_is_bf16'
+    assert all(e[key] == 1.0 for e in train_logs)
+    ckpt = safe_torch_load(str(work / 'iter_4.pth'))
+    assert ckpt['meta']['iter'] == 4
+    # tools/test.py in-process (its subprocess use is covered below)
+    out = tmp_path / 'out' / 'm.json'
+    assert _load_tool('test').main([
+        TOY_ITER_CONFIG, str(work / 'iter_4.pth'), '--out', str(out),
+        '--work-dir', str(tmp_path / 't'), '--cfg-options', _exp()
+    ]) == 0
+    metrics = json.loads(out.read_text())
+    assert sorted(metrics) == [
+        'toy/accuracy', 'toy/count', 'toy/id_sum', 'toy/score_sum'
+    ]
+    assert (metrics['toy/count'], metrics['toy/id_sum']) == (7, 21)
+    assert metrics == _last_val(work)  # the same weights, the same numbers
+
+
+def test_sigkill_mid_run_then_resume_matches_an_uninterrupted_run(tmp_path):
+    common = ['train_cfg.max_iters=12']
+    full_dir, cut_dir = tmp_path / 'full', tmp_path / 'cut'
+    full = subprocess.Popen(
+        _tool('train') + [TOY_ITER_CONFIG, '--work-dir', str(full_dir),
+                          '--cfg-options'] + common,
+        cwd=str(tmp_path), env=_env(), stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE, text=True)
+    # the run to kill: slow steps (a no-op for the numbers)
+    victim = subprocess.Popen(
+        _tool('train') + [TOY_ITER_CONFIG, '--work-dir', str(cut_dir),
+                          '--cfg-options', 'model.step_delay=0.4'] + common,
+        cwd=str(tmp_path), env=_env(), stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 240
+        while not (cut_dir / 'iter_4.pth').exists():
+            assert victim.poll() is None, 'the run ended before iteration 4'
+            assert time.time() < deadline, 'no checkpoint appeared'
+            time.sleep(0.05)
+        victim.send_signal(signal.SIGKILL)
+        victim.wait(timeout=60)
+    finally:
+        if victim.poll() is None:
+            victim.kill()
+    assert victim.returncode == -signal.SIGKILL
+    assert not (cut_dir / 'iter_12.pth').exists()
+    _, err = full.communicate(timeout=300)
+    assert full.returncode == 0, err[-5000:]
+
+    resumed = _run(_tool('train') + [
+        TOY_ITER_CONFIG, '--work-dir', str(cut_dir), '--resume',
+        '--cfg-options'
+    ] + common, cwd=tmp_path)
+    start = re.search(r'resumed epoch: \d+, iter: (\d+)',
+                      resumed.stdout + resumed.stderr)
+    assert start and 2 <= int(start.group(1)) < 12
+    full_w = safe_torch_load(str(full_dir / 'iter_12.pth'))['state_dict']
+    cut_w = safe_torch_load(str(cut_dir / 'iter_12.pth'))['state_dict']
+    assert state_dicts_equal(full_w, cut_w)
+    assert _last_val(full_dir) == _last_val(cut_dir)
+
+
+def test_dist_train_and_dist_test_match_single_process(tmp_path):
+    work = tmp_path / 'dist'
+    _run(['bash', osp.join(TOOLS, 'dist_train.sh'), TOY_ITER_CONFIG, '2',
+          '--work-dir', str(work), '--cfg-options', 'train_cfg.max_iters=4'],
+         cwd=tmp_path, PORT=_free_port())
+    log = open(glob.glob(str(work / '*' / '*.log'))[0]).read()
+    assert 'Distributed training: True' in log
+    assert "dist_cfg: {'backend': 'gloo'}" in log
+    ckpt = str(work / 'iter_4.pth')
+    assert safe_torch_load(ckpt)['meta']['iter'] == 4
+    # 7 test samples on 2 ranks: the sampler pads one rank with a repeat
+    _run(['bash', osp.join(TOOLS, 'dist_test.sh'), TOY_ITER_CONFIG, ckpt, '2',
+          '--work-dir', str(tmp_path / 'dt'), '--out', 'dist.json'],
+         cwd=tmp_path, PORT=_free_port())
+    # the 1-process tools/test.py, in-process
+    assert _load_tool('test').main([
+        TOY_ITER_CONFIG, ckpt, '--work-dir', str(tmp_path / 'st'), '--out',
+        str(tmp_path / 'single.json'), '--cfg-options', _exp()
+    ]) == 0
+    dist = json.loads((tmp_path / 'dist.json').read_text())
+    single = json.loads((tmp_path / 'single.json').read_text())
+    assert (single['toy/count'], single['toy/id_sum']) == (7, 21)
+    assert dist == single
