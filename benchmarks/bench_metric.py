@@ -13,11 +13,15 @@ L2-normalised):
 
 Every measurement runs in a fresh Python subprocess, so its peak resident set
 size (``resource.getrusage(RUSAGE_SELF).ru_maxrss``) belongs to that one
-computation. The child first builds the features (same seed everywhere),
-records its current RSS (``base``, torch + data), runs one small warm-up, then
-runs the operation ``--repeat`` times; ``peak`` is the process's peak RSS and
-``peak - base`` the extra memory the operation needed. Times are wall-clock
-seconds, min and median over the repeats.
+computation. The child builds the features (same seed everywhere), runs one
+small warm-up, records its current RSS (``base``: interpreter, torch, the
+plugin and the features), then runs the operation once; ``peak`` is the
+process's peak RSS and ``peak - base`` the extra memory the operation needed.
+The ``--repeat`` rounds alternate the children (matmul, metric, matmul, ...)
+so that a change of machine load hits both alike; times are wall-clock
+seconds, min and median over the rounds, and the ratio uses the minima. The
+load average is printed before and after: on a shared machine, trust the
+ratio more than the absolute seconds.
 
 Usage::
 
@@ -154,8 +158,7 @@ def child(kind: str, size: str, repeat: int, chunk_size: int,
 
 def run_child(kind: str, size: str, args: argparse.Namespace) -> dict:
     cmd = [sys.executable, os.path.abspath(__file__), '--child', kind, size,
-           '--repeat', str(args.repeat if kind != 'fullsort' else 1),
-           '--chunk-size', str(args.chunk_size), '--threads',
+           '--repeat', '1', '--chunk-size', str(args.chunk_size), '--threads',
            str(args.threads), '--data', args.data]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -190,7 +193,20 @@ def main() -> None:
         kinds = ['matmul', 'metric']
         if args.with_fullsort and size == 'cuhk':
             kinds.append('fullsort')
-        rows = {kind: run_child(kind, size, args) for kind in kinds}
+        rows = {}
+        for round_ in range(args.repeat):
+            for kind in kinds:
+                if kind == 'fullsort' and round_ > 0:
+                    continue  # one run of the slow reference is enough
+                row = run_child(kind, size, args)
+                if kind in rows:
+                    rows[kind]['times'] += row['times']
+                    rows[kind]['peak_mb'] = max(rows[kind]['peak_mb'],
+                                                row['peak_mb'])
+                    rows[kind]['base_mb'] = min(rows[kind]['base_mb'],
+                                                row['base_mb'])
+                else:
+                    rows[kind] = row
         mm_min = min(rows['matmul']['times'])
         for kind, row in rows.items():
             t_min, t_med = min(row['times']), statistics.median(row['times'])

@@ -43,7 +43,7 @@ DEFAULT_CHUNK_SIZE = 512
 #: The sparse search (see ``_sparse_histogram``) is used for a chunk when at
 #: most this fraction of its similarity entries reach their row's lowest match
 #: score (typical of trained models); otherwise the dense search is cheaper.
-SPARSE_MAX_FRACTION = 0.25
+SPARSE_MAX_FRACTION = 0.1
 
 #: Bucket indices (plus row offsets) below this use int32.
 _INT32_LIMIT = 2**31
