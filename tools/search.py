@@ -7,6 +7,7 @@ Usage::
         --query "a woman in a red coat and black trousers" [--query ...] \\
         [--topk 10] [--save-index PATH] [--out result.png] [--labels FILE] \\
         [--query-pid PID [--query-pid PID ...]] [--device cpu]
+        [--cfg-options KEY=VALUE ...]
 
 ``--gallery`` is a folder (scanned recursively for images and encoded) or an
 index file written earlier with ``--save-index`` (reused when it was made by
@@ -22,6 +23,8 @@ import os.path as osp
 import sys
 import warnings
 from typing import List, Optional, Sequence
+
+from mmengine.config import Config, DictAction
 
 __all__ = ['parse_args', 'main', 'format_results']
 
@@ -63,6 +66,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                         help='ranking backend (faiss only when installed)')
     parser.add_argument('--no-progress', action='store_true',
                         help='hide the progress bar')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override config settings, e.g. '
+                        'model.data_preprocessor.tokenizer=path/to/bert')
     args = parser.parse_args(argv)
     if args.topk < 1:
         parser.error(f'--topk must be >= 1, got {args.topk}')
@@ -126,8 +132,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     warnings.showwarning = show_warning
     try:
+        config = args.config
+        if args.cfg_options:
+            if not osp.isfile(config):
+                raise FileNotFoundError(
+                    f'Config file {config!r} does not exist.')
+            config = Config.fromfile(config)
+            config.merge_from_dict(args.cfg_options)
         searcher = PersonSearcher(
-            args.config, args.checkpoint, device=args.device,
+            config, args.checkpoint, device=args.device,
             batch_size=args.batch_size, num_workers=args.num_workers,
             backend=args.backend, progress=not args.no_progress)
         if osp.isdir(args.gallery):

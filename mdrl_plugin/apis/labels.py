@@ -136,7 +136,10 @@ def load_labels(path: str, root: Optional[str] = None) -> Dict[str, Label]:
       other fields (captions, split ...) are ignored, every split is used.
 
     Relative image paths are relative to the gallery folder ``root`` or to
-    ``root/imgs``.
+    ``root/imgs`` (see :func:`label_candidates`), and, failing those, to the
+    labels file's own folder or its ``imgs/``: a PEDES annotation file sits
+    next to ``imgs/``, so it also labels a gallery that is a sub-folder of
+    ``imgs/``. Paths resolved against ``root`` win.
 
     Args:
         path: The JSON file.
@@ -160,12 +163,19 @@ def load_labels(path: str, root: Optional[str] = None) -> Dict[str, Label]:
             f'Labels file {path!r} is not valid UTF-8 JSON ({err}); expected '
             'a JSON object {"image path": id} or a PEDES annotation list.'
         ) from err
-    if isinstance(data, dict):
-        return resolve_label_map(data, root, source=f'Labels file {path!r}')
+    source = f'Labels file {path!r}'
     if isinstance(data, list):
-        return resolve_label_map(_pedes_records(data, path), root,
-                                 source=f'Labels file {path!r}')
-    raise ValueError(
-        f'Labels file {path!r} holds a JSON {type(data).__name__}; expected '
-        'an object {"image path": id} or a PEDES annotation list of records '
-        'with "file_path"/"img_path" and "id".')
+        data = _pedes_records(data, path)
+    elif not isinstance(data, dict):
+        raise ValueError(
+            f'Labels file {path!r} holds a JSON {type(data).__name__}; '
+            'expected an object {"image path": id} or a PEDES annotation list '
+            'of records with "file_path"/"img_path" and "id".')
+    out = resolve_label_map(data, root, source=source)
+    file_dir = osp.dirname(osp.abspath(path))
+    if root is None or osp.abspath(root) != file_dir:
+        for key, label in resolve_label_map(data, file_dir,
+                                            source=source).items():
+            out.setdefault(key, label)
+    return out
+

@@ -392,8 +392,9 @@ class PersonSearcher:
             warnings.warn(
                 f'None of the {len(paths)} gallery images has a label: the '
                 f'{len(mapping)} labelled paths match no gallery file (paths '
-                'must be absolute or relative to the gallery folder or its '
-                f'imgs/); gallery files look like {paths[0]!r}.',
+                'must be absolute or relative to the gallery folder, the '
+                'labels file\'s folder, or their imgs/); gallery files look '
+                f'like {paths[0]!r}.',
                 UnmatchedLabelsWarning, stacklevel=3)
         elif unlabelled:
             warnings.warn(

@@ -90,3 +90,20 @@ def test_missing_and_malformed(tmp_path):
 def test_duplicate_path_with_two_labels(tmp_path):
     with pytest.raises(ValueError, match='is listed twice with different'):
         resolve_label_map({'a.jpg': 1, './a.jpg': 2}, str(tmp_path))
+
+
+def test_pedes_file_labels_a_subfolder_of_imgs(tmp_path):
+    ds = tmp_path / 'CUHK-PEDES'
+    ann = ds / 'reid_raw.json'
+    ds.mkdir()
+    ann.write_text(json.dumps([
+        {'split': 'test', 'id': 5, 'file_path': 'test_query/p5_1.jpg',
+         'captions': ['a man']},
+        {'split': 'test', 'id': 6, 'file_path': 'p6.jpg', 'captions': ['x']}]))
+    gallery = ds / 'imgs' / 'test_query'
+    labels = load_labels(str(ann), root=str(gallery))
+    # via the labels file's folder: <ds>/imgs/test_query/p5_1.jpg
+    assert labels[str(gallery / 'p5_1.jpg')] == 5
+    # via the gallery root: <gallery>/p6.jpg (wins over <ds>/p6.jpg)
+    assert labels[str(gallery / 'p6.jpg')] == 6
+    assert labels[str(ds / 'imgs' / 'p6.jpg')] == 6

@@ -59,6 +59,7 @@ def test_folder_search_prints_ranks_and_writes_png(tool_env):
                  '--save-index', str(index), '--out', str(out),
                  '--no-progress', cwd=str(root))
     assert r.returncode == 0, r.stderr
+    assert 'warning' not in r.stderr
     assert 'Query 1: a man in a red shirt' in r.stdout
     found = rows(r.stdout)
     assert [int(f[0]) for f in found] == [1, 2, 3, 4, 5]
@@ -108,3 +109,24 @@ def test_input_errors_exit_2_with_a_message(tool_env, tiny_bert_dir):
     assert r.returncode == 2
     assert 'was made by another model; it differs in checkpoint' in r.stderr
     assert 'Traceback' not in r.stderr
+
+
+def test_cfg_options_override_the_config(tool_env):
+    r = run_tool(tool_env['config'], tool_env['checkpoint'],
+                 '--gallery', tool_env['index'], '--query',
+                 'a man in a red shirt', '--out', 'none',
+                 '--cfg-options', 'model.data_preprocessor.max_length=6',
+                 cwd=str(tool_env['root']))
+    # the override changes the model config: the saved index is refused
+    assert r.returncode == 2
+    assert 'differs in model config and test pipeline' in r.stderr
+    r = run_tool(tool_env['config'], tool_env['checkpoint'],
+                 '--gallery', str(tool_env['data'] / 'imgs'), '--query',
+                 'a man in a red shirt', '--out', 'none', '--topk', '2',
+                 '--no-progress',
+                 '--cfg-options', 'model.data_preprocessor.max_length=6',
+                 cwd=str(tool_env['root']))
+    assert r.returncode == 0, r.stderr
+    assert ('warning: Query texts[0] ("a man in a red shirt") has 8 tokens '
+            'but the model reads at most 6') in r.stderr
+    assert len(rows(r.stdout)) == 2
