@@ -20,8 +20,8 @@ from mmengine.config import DictAction
 
 import mdrl_plugin  # noqa: F401  (registries, safe checkpoint loading)
 from mdrl_plugin.engine import (LAUNCHERS, CheckpointLoadError,
-                                adapt_cfg_for_device,
-                                default_work_dir, load_config,
+                                adapt_cfg_for_device, default_work_dir,
+                                load_config, prepare_determinism,
                                 set_allow_unsafe_checkpoints,
                                 setup_distributed, teardown_distributed)
 
@@ -86,6 +86,7 @@ def merge_args(cfg, args):
     cfg.load_from = args.checkpoint
     cfg.resume = False
     adapt_cfg_for_device(cfg, args.launcher)
+    prepare_determinism(cfg)
     return cfg
 
 

@@ -20,6 +20,7 @@ import mdrl_plugin  # noqa: F401  (registries, safe checkpoint loading)
 from mdrl_plugin.engine import (LAUNCHERS, CheckpointLoadError,
                                 adapt_cfg_for_device, apply_resume,
                                 default_work_dir, enable_amp, load_config,
+                                prepare_determinism,
                                 set_allow_unsafe_checkpoints,
                                 setup_distributed, teardown_distributed)
 
@@ -96,6 +97,7 @@ def merge_args(cfg, args):
         enable_amp(cfg)
     apply_resume(cfg, args.resume)
     adapt_cfg_for_device(cfg, args.launcher)
+    prepare_determinism(cfg)
     return cfg
 
 

@@ -22,7 +22,7 @@ from .hooks import *  # noqa: F401,F403
 from .optimizers import *  # noqa: F401,F403
 from .rng import get_rng_state, set_rng_state
 from .runner_utils import (apply_resume, default_work_dir, enable_amp,
-                           load_config)
+                           load_config, prepare_determinism)
 
 __all__ = [
     'ALLOWED_CHECKPOINT_GLOBALS', 'CheckpointLoadError',
@@ -32,5 +32,5 @@ __all__ = [
     'setup_distributed', 'teardown_distributed', 'adapt_cfg_for_device',
     'AtomicLocalBackend', 'atomic_write_bytes', 'get_rng_state',
     'set_rng_state', 'apply_resume', 'default_work_dir', 'enable_amp',
-    'load_config'
+    'load_config', 'prepare_determinism'
 ] + hooks.__all__ + optimizers.__all__

@@ -2,8 +2,8 @@
 
 ``torch.load`` defaults to ``weights_only=True`` since torch 2.6, and MMEngine
 0.10.7 checkpoints hold a few non-tensor objects (the message hub's
-``HistoryBuffer`` with numpy arrays and scalars), so MMEngine can no longer read
-its own checkpoints. Turning full unpickling on for everyone would let any
+``HistoryBuffer`` with numpy arrays and scalars), so MMEngine can no longer
+read its own checkpoints. Turning full unpickling on for everyone would let any
 checkpoint run code on load. This module instead loads with torch's restricted
 ``weights_only`` unpickler plus an explicit allow-list of exactly the extra
 globals MMEngine checkpoints contain:
@@ -20,7 +20,8 @@ Anything else (``os.system``, ``subprocess.Popen``, an arbitrary class) is
 refused with :class:`UnsafeCheckpointError`, which names the file and the
 offending global. Trusted files can still be loaded with full unpickling, by
 ``safe_torch_load(..., allow_unsafe=True)`` or process-wide with
-:func:`set_allow_unsafe_checkpoints` (the tools' ``--allow-unsafe-checkpoint``).
+:func:`set_allow_unsafe_checkpoints` (the tools'
+``--allow-unsafe-checkpoint``).
 
 Importing this module registers :func:`load_from_local_safe` as MMEngine's
 loader for local paths, so ``Runner.resume``, ``load_from`` and

@@ -5,8 +5,8 @@ to the file backend's ``put``; the stock ``LocalBackend`` opens the target with
 ``'wb'`` and writes, so a kill during the write leaves a truncated file under
 the final name. :class:`AtomicLocalBackend` writes to a temporary file in the
 same folder, flushes and ``fsync``\\ s it, then ``os.replace``\\ s it onto the
-target (atomic on POSIX and Windows) and ``fsync``\\ s the folder. A reader sees
-the old file or the new file, never a partial one.
+target (atomic on POSIX and Windows) and ``fsync``\\ s the folder. A reader
+sees the old file or the new file, never a partial one.
 
 Select it for checkpoints with the checkpoint hook's backend arguments::
 

@@ -55,11 +55,13 @@ def set_rng_state(state: Dict[str, Any]) -> None:
     random.setstate((py['version'], tuple(py['internal']), py['gauss']))
     npy = state['numpy']
     keys = npy['keys']
-    keys = keys.numpy() if isinstance(keys, torch.Tensor) else np.asarray(keys)
+    # a resumed checkpoint may have been mapped to the GPU
+    keys = (keys.cpu().numpy()
+            if isinstance(keys, torch.Tensor) else np.asarray(keys))
     np.random.set_state((npy['bit_generator'], keys.astype(np.uint32),
                          npy['pos'], npy['has_gauss'], npy['cached_gaussian']))
     torch.set_rng_state(state['torch'].cpu())
     cuda_states = state.get('cuda')
     if (cuda_states and torch.cuda.is_available()
             and len(cuda_states) == torch.cuda.device_count()):
-        torch.cuda.set_rng_state_all(cuda_states)
+        torch.cuda.set_rng_state_all([s.cpu() for s in cuda_states])

@@ -9,11 +9,15 @@ from mmengine.logging import print_log
 
 from .checkpoint import find_resumable_checkpoint
 
-__all__ = ['load_config', 'enable_amp', 'apply_resume', 'default_work_dir']
+__all__ = [
+    'load_config', 'enable_amp', 'apply_resume', 'default_work_dir',
+    'prepare_determinism'
+]
 
 _PLAIN_WRAPPERS = ('OptimWrapper', 'mmengine.OptimWrapper', 'AmpOptimWrapper',
                    'mmengine.AmpOptimWrapper')
-_OURS = ('MixedPrecisionOptimWrapper', 'mdrl_plugin.MixedPrecisionOptimWrapper')
+_OURS = ('MixedPrecisionOptimWrapper',
+         'mdrl_plugin.MixedPrecisionOptimWrapper')
 
 
 def load_config(path: str) -> Config:
@@ -125,4 +129,24 @@ def apply_resume(cfg: Config, resume: Optional[str]) -> Config:
             f"--resume: checkpoint file '{resume}' does not exist.")
     cfg.resume = True
     cfg.load_from = resume
+    return cfg
+
+
+def prepare_determinism(cfg: Config) -> Config:
+    """Set what ``randomness.deterministic=True`` needs before CUDA starts.
+
+    MMEngine then calls ``torch.use_deterministic_algorithms(True)``, with
+    which cuBLAS matrix products raise an error on GPUs unless
+    ``CUBLAS_WORKSPACE_CONFIG`` is set before the first cuBLAS call. This sets
+    it to ``':4096:8'`` when it is not set already.
+
+    Args:
+        cfg: The config.
+
+    Returns:
+        The same config.
+    """
+    randomness = cfg.get('randomness', None) or {}
+    if randomness.get('deterministic', False):
+        os.environ.setdefault('CUBLAS_WORKSPACE_CONFIG', ':4096:8')
     return cfg

@@ -1,4 +1,4 @@
-"""Fixtures of the engine tests: the toy components and a clean global state."""
+"""Engine test fixtures: the toy components and a clean global state."""
 import os.path as osp
 import sys
 

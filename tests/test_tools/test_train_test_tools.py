@@ -221,6 +221,9 @@ def test_sigkill_mid_run_then_resume_matches_an_uninterrupted_run(tmp_path):
     assert _last_val(full_dir) == _last_val(cut_dir)
 
 
+@pytest.mark.skipif(
+    torch.cuda.is_available() and torch.cuda.device_count() < 2,
+    reason='2 processes need 2 GPUs when CUDA is present')
 def test_dist_train_and_dist_test_match_single_process(tmp_path):
     work = tmp_path / 'dist'
     _run(['bash', osp.join(TOOLS, 'dist_train.sh'), TOY_ITER_CONFIG, '2',

@@ -1,12 +1,12 @@
-"""Toy model, dataset and metric that exercise the engine without the real MDRL.
+"""Toy model, dataset and metric: the engine tested without the real MDRL.
 
 Loaded in configs with ``custom_imports=dict(imports=['toy_components'])`` (the
 tests put ``tests/test_tools`` on ``PYTHONPATH``). Everything is tiny so that a
 training run takes well under a second of compute.
 
-* :class:`ToyDataset` - ``num_samples`` fixed 2x4 single-channel "images" with a
-  label ``id % num_classes``; its pipeline may hold ``mmcv.RandomFlip`` (numpy
-  randomness in the data pipeline).
+* :class:`ToyDataset` - ``num_samples`` fixed 2x4 single-channel "images"
+  with a label ``id % num_classes``; its pipeline may hold
+  ``mmcv.RandomFlip`` (numpy randomness in the data pipeline).
 * :class:`ToyModel` - two linear layers with a random permutation of the
   hidden units during training (torch randomness in the model), an optional
   frozen input layer, an optional NaN injected into the loss at a chosen
@@ -39,7 +39,7 @@ __all__ = [
 
 @TRANSFORMS.register_module(force=True)
 class ToyPack:
-    """Pack ``img`` (H, W, 1) into a flat float tensor and a small data sample."""
+    """Pack ``img`` (H, W, 1) into a flat float tensor and a data sample."""
 
     def __call__(self, results: dict) -> dict:
         img = np.ascontiguousarray(results['img'], dtype=np.float32)
@@ -119,7 +119,8 @@ class ToyModel(BaseModel):
         self.shuffle_hidden = shuffle_hidden
         self.nan_at_iter = nan_at_iter
         self.step_delay = step_delay
-        self.register_buffer('num_train_steps', torch.zeros((), dtype=torch.long))
+        self.register_buffer('num_train_steps',
+                             torch.zeros((), dtype=torch.long))
         # fixed initial weights, without touching the global RNG
         gen = torch.Generator().manual_seed(0)
         with torch.no_grad():
@@ -131,7 +132,8 @@ class ToyModel(BaseModel):
     def forward(self, inputs: Union[torch.Tensor, List[torch.Tensor]],
                 data_samples: Optional[List[BaseDataElement]] = None,
                 mode: str = 'tensor'):
-        x = torch.stack(inputs) if isinstance(inputs, (list, tuple)) else inputs
+        x = torch.stack(inputs) if isinstance(inputs,
+                                              (list, tuple)) else inputs
         if self.frozen is not None:
             x = self.frozen(x)
         h = self.fc1(x)
@@ -141,7 +143,8 @@ class ToyModel(BaseModel):
         logits = self.fc2(F.relu(h))
         if mode == 'tensor':
             return logits
-        labels = torch.tensor([d.gt_label for d in data_samples])
+        labels = torch.tensor([d.gt_label for d in data_samples],
+                              device=logits.device)
         if mode == 'loss':
             if self.step_delay:
                 time.sleep(self.step_delay)

@@ -1,12 +1,16 @@
 """Helpers shared by the engine and tool tests (toy configs, toy runs)."""
 import contextlib
 import copy
+import os
 import os.path as osp
 import random
 import uuid
 
 import numpy as np
 import torch
+
+# deterministic cuBLAS (MMEngine's `deterministic=True` on a GPU needs it)
+os.environ.setdefault('CUBLAS_WORKSPACE_CONFIG', ':4096:8')
 
 TOY_DIR = osp.dirname(osp.abspath(__file__))
 #: The toy iteration-based config (IterBasedTrainLoop, checkpoints every 2).

@@ -1,4 +1,4 @@
-"""Runner hooks of mdrl-plugin (registered in ``mdrl_plugin.registry.HOOKS``)."""
+"""Runner hooks of mdrl-plugin (in ``mdrl_plugin.registry.HOOKS``)."""
 from .exact_resume_hook import ExactResumeHook
 from .finite_loss_hook import FiniteLossHook, NonFiniteLossError
 

@@ -107,15 +107,18 @@ class ExactResumeHook(Hook):
 
     def _checkpoint_due(self, runner, by_epoch: bool) -> bool:
         for hook in runner.hooks:
-            if not isinstance(hook, CheckpointHook) or hook.by_epoch != by_epoch:
+            if (not isinstance(hook, CheckpointHook)
+                    or hook.by_epoch != by_epoch):
                 continue
             if by_epoch:
-                if hook.every_n_epochs(runner, hook.interval, hook.save_begin) \
-                        or (hook.save_last and hook.is_last_train_epoch(runner)):
-                    return True
-            elif hook.every_n_train_iters(
-                    runner, hook.interval, hook.save_begin) or (
-                        hook.save_last and hook.is_last_train_iter(runner)):
+                due = hook.every_n_epochs(runner, hook.interval,
+                                          hook.save_begin)
+                last = hook.save_last and hook.is_last_train_epoch(runner)
+            else:
+                due = hook.every_n_train_iters(runner, hook.interval,
+                                               hook.save_begin)
+                last = hook.save_last and hook.is_last_train_iter(runner)
+            if due or last:
                 return True
         return False
 
@@ -139,8 +142,8 @@ class ExactResumeHook(Hook):
     def after_val(self, runner) -> None:
         """Give the training run its RNG states back."""
         if self._val_states is not None and self.neutral_validation:
-            set_rng_state(self._val_states[get_rank()
-                                           if len(self._val_states) > 1 else 0])
+            states = self._val_states
+            set_rng_state(states[get_rank() if len(states) > 1 else 0])
         self._val_states = None
 
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:

@@ -100,5 +100,5 @@ class FiniteLossHook(Hook):
             'before a checkpoint of the diverged weights could be saved; the '
             'last checkpoint is '
             f'{repr(last_ckpt) if last_ckpt else "none"}. Lower the learning '
-            'rate, enable gradient clipping (optim_wrapper.clip_grad) or check '
-            'the inputs of this iteration.')
+            'rate, enable gradient clipping (optim_wrapper.clip_grad) or '
+            'check the inputs of this iteration.')

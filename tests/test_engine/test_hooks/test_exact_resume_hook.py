@@ -36,7 +36,9 @@ def test_rng_state_round_trip_survives_a_safe_checkpoint(tmp_path):
     path = str(tmp_path / 'rng.pth')
     torch.save({'rng_state': state}, path)
     _draws()
-    set_rng_state(safe_torch_load(path)['rng_state'])
+    # Runner.resume maps checkpoints to the training device
+    device = 'cuda' if torch.cuda.is_available() else 'cpu'
+    set_rng_state(safe_torch_load(path, map_location=device)['rng_state'])
     assert _draws() == expected
     with pytest.raises(KeyError, match="RNG state lacks the 'numpy' entry"):
         set_rng_state(dict(python=state['python'], torch=state['torch']))
@@ -195,4 +197,7 @@ def test_checkpoints_carry_the_states(tmp_path):
     run_toy(make_toy_cfg(tmp_path / 'w', **{'train_cfg.max_iters': 2}))
     ckpt = safe_torch_load(str(tmp_path / 'w' / 'iter_2.pth'))
     assert ckpt['rng_state']['world_size'] == 1
-    assert set(ckpt['rng_state']['states'][0]) == {'python', 'numpy', 'torch'}
+    expected = {'python', 'numpy', 'torch'}
+    if torch.cuda.is_available():  # the run initialised CUDA
+        expected.add('cuda')
+    assert set(ckpt['rng_state']['states'][0]) == expected
