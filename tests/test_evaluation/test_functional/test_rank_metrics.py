@@ -9,15 +9,19 @@ from mdrl_plugin.evaluation.functional import (rank_metrics,
 from mdrl_plugin.evaluation.functional import retrieval
 
 
-@pytest.fixture(autouse=True, params=['dense', 'sparse'])
+@pytest.fixture(autouse=True, params=['dense', 'batched', 'sparse'])
 def search_path(request, monkeypatch):
-    """Run every test with both match-rank searches.
+    """Run every test with each match-rank search.
 
-    ``dense``: binary search of every similarity entry; ``sparse``: only the
+    ``dense``: binary search of every similarity entry, row by row in a
+    thread pool (the CPU default); ``batched``: the same with one batched
+    ``torch.searchsorted`` per chunk (the CUDA path); ``sparse``: only the
     entries reaching the row's lowest match score (float32 input only).
     """
     monkeypatch.setattr(retrieval, 'SPARSE_MAX_FRACTION',
-                        0.0 if request.param == 'dense' else 1.0)
+                        1.0 if request.param == 'sparse' else 0.0)
+    monkeypatch.setattr(retrieval, 'CPU_ROW_SEARCH',
+                        request.param != 'batched')
     return request.param
 
 
@@ -157,9 +161,12 @@ def test_each_search_path_is_taken(search_path, monkeypatch):
     def fail(*args):
         raise AssertionError('wrong path')
 
-    other = '_sparse_histogram' if search_path == 'dense' else \
-        '_dense_histogram'
-    monkeypatch.setattr(retrieval, other, fail)
+    if search_path == 'sparse':
+        monkeypatch.setattr(retrieval, '_dense_histogram', fail)
+    else:
+        monkeypatch.setattr(retrieval, '_sparse_histogram', fail)
+        if search_path == 'batched':
+            monkeypatch.setattr(retrieval, '_histogram_rows', fail)
     query, gallery, query_pids, gallery_pids = random_case(
         9, 20, 3, seed=8, dtype=torch.float32)
     gallery_pids[:3] = torch.arange(3)
@@ -171,15 +178,34 @@ def test_each_search_path_is_taken(search_path, monkeypatch):
 
 
 def test_int64_bucket_indices(monkeypatch):
-    # chunks whose row offsets do not fit int32 count with int64 indices
+    # batched chunks whose row offsets do not fit int32 use int64 indices
     monkeypatch.setattr(retrieval, '_INT32_LIMIT', 8)
     monkeypatch.setattr(retrieval, 'SPARSE_MAX_FRACTION', 0.0)
+    monkeypatch.setattr(retrieval, 'CPU_ROW_SEARCH', False)
     query, gallery, query_pids, gallery_pids = random_case(
         12, 30, 4, seed=9, dtype=torch.float32)
     assert_close(
         rank_metrics_from_features(query, gallery, query_pids, gallery_pids,
                                    chunk_size=5),
         reference_metrics(query @ gallery.T, query_pids, gallery_pids))
+
+
+@pytest.mark.parametrize('threads', [1, 2, 3])
+def test_thread_count_does_not_change_results(threads):
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        query, gallery, query_pids, gallery_pids = random_case(
+            23, 40, 5, seed=10, dtype=torch.float32)
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore')
+            assert_close(
+                rank_metrics_from_features(query, gallery, query_pids,
+                                           gallery_pids, chunk_size=7),
+                reference_metrics(query @ gallery.T, query_pids,
+                                  gallery_pids))
+    finally:
+        torch.set_num_threads(previous)
 
 
 def test_query_without_match_is_excluded_with_warning():
