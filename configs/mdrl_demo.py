@@ -50,18 +50,20 @@ test_pipeline = [
     dict(type='PackTextImageInputs'),
 ]
 train_dataloader = dict(
-    batch_size=32, num_workers=1, persistent_workers=True,
+    batch_size=32, num_workers=1, persistent_workers=False,
     dataset=dict(data_root=data_root, pipeline=train_pipeline))
 val_dataloader = dict(
-    batch_size=64, num_workers=1, persistent_workers=True,
+    batch_size=64, num_workers=1, persistent_workers=False,
     dataset=dict(data_root=data_root, pipeline=test_pipeline))
 test_dataloader = dict(
-    batch_size=64, num_workers=1, persistent_workers=True,
+    batch_size=64, num_workers=1, persistent_workers=False,
     dataset=dict(data_root=data_root, pipeline=test_pipeline))
 
 max_epochs = 12
 optim_wrapper = dict(
     type='OptimWrapper',
+    # the frozen BERT's parameters are left out of the optimizer
+    constructor='TrainableParamsOptimWrapperConstructor',
     optimizer=dict(type='AdamW', lr=1e-3, weight_decay=0.05),
     clip_grad=dict(max_norm=5.0))
 param_scheduler = [

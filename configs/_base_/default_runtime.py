@@ -5,17 +5,27 @@ default_hooks = dict(
     timer=dict(type='IterTimerHook'),
     logger=dict(type='LoggerHook', interval=50),
     param_scheduler=dict(type='ParamSchedulerHook'),
-    # keep the best checkpoint by text-to-image Rank-1 and the latest ones
+    # keep the best checkpoint by text-to-image Rank-1 and the latest ones;
+    # atomic writes: a kill during a save never leaves a partial file behind
     checkpoint=dict(
         type='CheckpointHook', interval=1, max_keep_ckpts=2, save_best='R1',
-        rule='greater'),
+        rule='greater', backend_args=dict(backend='local_atomic')),
     sampler_seed=dict(type='DistSamplerSeedHook'),
 )
+custom_hooks = [
+    # model.num_classes must equal the training split's number of identities
+    dict(type='NumClassesCheckHook'),
+    # stop at the first NaN/inf loss term, naming it, before it is saved
+    dict(type='FiniteLossHook'),
+    # RNG states in every checkpoint: a resumed run ends like an
+    # uninterrupted one (with randomness.deterministic=True)
+    dict(type='ExactResumeHook'),
+]
 
 env_cfg = dict(
     cudnn_benchmark=False,
     mp_cfg=dict(mp_start_method='fork', opencv_num_threads=0),
-    dist_cfg=dict(backend='nccl'),
+    dist_cfg=dict(backend='nccl'),  # gloo is used automatically without CUDA
 )
 
 vis_backends = [dict(type='LocalVisBackend')]

@@ -28,7 +28,7 @@ def write_model(folder: str, bert_dir: str, seed: int = 0,
         ``dict(config=..., checkpoint=...)`` paths.
     """
     import torch
-    from conftest import tiny_mdrl_cfg
+    from mdrl_test_utils import tiny_mdrl_cfg
     from mmengine import Config
 
     import mdrl_plugin  # noqa: F401

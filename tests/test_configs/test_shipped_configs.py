@@ -7,7 +7,7 @@ import pytest
 from mmengine.config import Config
 from mmengine.runner import Runner
 
-from conftest import REPO_ROOT, shrink_config
+from mdrl_test_utils import REPO_ROOT, shrink_config
 
 CONFIGS = sorted(glob.glob(os.path.join(REPO_ROOT, 'configs', '*.py')))
 PAPER = {'mdrl_vit_bert_cuhk.py': (11003, 'CUHKPEDES'),

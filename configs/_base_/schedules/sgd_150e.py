@@ -5,6 +5,8 @@ max_epochs = 150
 warmup_epochs = 10
 optim_wrapper = dict(
     type='OptimWrapper',
+    # the frozen BERT's parameters are left out of the optimizer
+    constructor='TrainableParamsOptimWrapperConstructor',
     optimizer=dict(type='SGD', lr=7e-5, momentum=0.9, weight_decay=0.01),
     clip_grad=None)
 param_scheduler = [

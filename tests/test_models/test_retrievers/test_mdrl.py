@@ -3,7 +3,7 @@ import torch
 from mmengine.structures import BaseDataElement
 
 from mdrl_plugin.registry import MODELS
-from conftest import tiny_mdrl_cfg
+from mdrl_test_utils import tiny_mdrl_cfg
 
 CAPTIONS = ['a man in red shirt', 'a woman in blue dress',
             'a man with green bag', 'a woman wearing yellow hat']

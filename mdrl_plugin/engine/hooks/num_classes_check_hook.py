@@ -1,0 +1,39 @@
+"""Compare the model's number of identities with the training dataset's."""
+from mmengine.hooks import Hook
+from mmengine.model import is_model_wrapper
+
+from mdrl_plugin.registry import HOOKS
+
+__all__ = ['NumClassesCheckHook']
+
+
+@HOOKS.register_module()
+class NumClassesCheckHook(Hook):
+    """Stop before training when ``model.num_classes`` does not match the data.
+
+    The identity classifiers need exactly as many classes as the training split
+    has identities (``dataset.metainfo['num_classes']``). Too few classes would
+    fail at the first out-of-range label; too many would train silently with
+    unused classes. Either way this hook stops before the first iteration with a
+    message naming both numbers and the config key to change.
+    """
+
+    priority = 'VERY_HIGH'
+
+    def before_train(self, runner) -> None:
+        """Check the numbers.
+
+        Args:
+            runner: The runner.
+        """
+        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+        expected = runner.train_dataloader.dataset.metainfo.get('num_classes')
+        actual = getattr(model, 'num_classes', None)
+        if expected is None or actual is None or expected == actual:
+            return
+        raise ValueError(
+            f'model.num_classes={actual} but the training dataset '
+            f'({type(runner.train_dataloader.dataset).__name__}, split '
+            f"{runner.train_dataloader.dataset.metainfo.get('split')!r}) has "
+            f'{expected} identities: set model.num_classes={expected} in the '
+            f'config (or --cfg-options model.num_classes={expected}).')

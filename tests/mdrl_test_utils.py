@@ -1,0 +1,115 @@
+"""Helpers shared by the tests (tiny models, tiny data, config shrinking).
+
+Imported as ``from mdrl_test_utils import ...`` (``tests/`` is on sys.path).
+"""
+import os
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+#: A small word list that covers the captions the tests write.
+TINY_VOCAB = [
+    '[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]', 'a', 'an', 'the', 'man',
+    'woman', 'person', 'in', 'with', 'and', 'wearing', 'red', 'blue', 'green',
+    'black', 'white', 'yellow', 'shirt', 'coat', 'pants', 'skirt', 'shoes',
+    'bag', 'hat', 'carrying', 'is', 'he', 'she', 'has', 'short', 'long',
+    'hair', '.', ',', 'walking', 'jacket', 'dress', 'backpack', 'of', 'on'
+]
+
+
+def write_tiny_bert(folder: str, hidden_size: int = 32, num_layers: int = 2,
+                    seed: int = 0) -> str:
+    """Write a randomly initialised BERT and its tokenizer in HF format.
+
+    Args:
+        folder: Destination folder (created).
+        hidden_size: BERT width.
+        num_layers: Number of BERT layers.
+        seed: Seed of the random weights.
+
+    Returns:
+        The folder, loadable with ``from_pretrained(folder)``.
+    """
+    import torch
+    from transformers import BertConfig, BertModel, BertTokenizer
+
+    os.makedirs(folder, exist_ok=True)
+    vocab_file = os.path.join(folder, 'vocab.txt')
+    with open(vocab_file, 'w') as f:
+        f.write('\n'.join(TINY_VOCAB) + '\n')
+    BertTokenizer(vocab_file, do_lower_case=True).save_pretrained(folder)
+    config = BertConfig(
+        vocab_size=len(TINY_VOCAB), hidden_size=hidden_size,
+        num_hidden_layers=num_layers, num_attention_heads=2,
+        intermediate_size=hidden_size * 2, max_position_embeddings=128)
+    torch.manual_seed(seed)
+    BertModel(config).save_pretrained(folder)
+    return folder
+
+
+def tiny_mdrl_cfg(bert_dir: str, num_classes: int = 4, img_size=(32, 16),
+                  **overrides) -> dict:
+    """Config of a tiny but complete MDRL (ViT, frozen BERT + LTE, DLL, CIM).
+
+    Args:
+        bert_dir: Folder from :func:`write_tiny_bert`.
+        num_classes: Number of training identities.
+        img_size: ``(H, W)``; patches are 8x8.
+        **overrides: Top-level keys of the model config to replace.
+
+    Returns:
+        A model config dict for ``MODELS.build``.
+    """
+    cfg = dict(
+        type='MDRL',
+        num_classes=num_classes,
+        data_preprocessor=dict(
+            type='TextImageDataPreprocessor', tokenizer=bert_dir, max_length=16),
+        image_encoder=dict(
+            type='TimmVisionTransformer', arch='vit_base_patch16_224',
+            img_size=img_size, patch_size=8, drop_path_rate=0.0,
+            arch_kwargs=dict(embed_dim=32, depth=1, num_heads=2)),
+        text_encoder=dict(
+            type='BertTextEncoder', pretrained=bert_dir, num_lte_layers=1,
+            num_heads=2, dropout=0.0),
+        image_local=dict(type='DisorderedLocalLearning', num_groups=2, num_heads=2),
+        cross_modal=dict(type='CrossModalInteraction', num_layers=1, num_heads=2))
+    cfg.update(overrides)
+    return cfg
+
+
+def shrink_config(cfg, bert_dir: str, data_root: str, img_size=(32, 16),
+                  width: int = 32) -> None:
+    """Make a shipped config tiny in place: small encoders, tiny data, 2 iterations.
+
+    The structure (which modules, losses and options) is kept; only sizes,
+    paths and the schedule change.
+    """
+    model = cfg.model
+    enc = model.image_encoder
+    if enc.type == 'TimmVisionTransformer':
+        enc.update(img_size=img_size, patch_size=8, stride=8, pretrained=None,
+                   out_channels=width,
+                   arch_kwargs=dict(embed_dim=width, depth=1, num_heads=2))
+    else:
+        enc.update(arch='resnet18', pretrained=None, out_channels=width)
+    model.text_encoder.update(pretrained=bert_dir, num_heads=2, out_channels=width)
+    model.data_preprocessor.update(tokenizer=bert_dir, max_length=16)
+    for key in ('image_local', 'text_local', 'cross_modal'):
+        if model.get(key):
+            model[key].update(num_heads=2)
+    model.num_classes = 6
+    for split in ('train', 'val', 'test'):
+        loader = cfg[f'{split}_dataloader']
+        loader.update(batch_size=4, num_workers=0, persistent_workers=False)
+        loader.dataset.data_root = data_root
+        for t in loader.dataset.pipeline:
+            if t['type'] == 'Resize':
+                t['scale'] = (img_size[1], img_size[0])
+    cfg.train_cfg = dict(type='IterBasedTrainLoop', max_iters=2, val_interval=2)
+    cfg.param_scheduler = []
+    cfg.default_hooks.logger.interval = 1
+    cfg.default_hooks.checkpoint = dict(
+        type='CheckpointHook', interval=2, by_epoch=False)
+    cfg.log_processor = dict(window_size=1, by_epoch=False)
+    cfg.env_cfg.dist_cfg = dict(backend='gloo')
