@@ -28,28 +28,25 @@ Without ties this is the usual ``1 + #{h : s_h > s_g}``. A constant similarity
 row therefore puts every match last: tied scores earn no credit.
 """
 import warnings
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack
 from typing import Callable, Dict, Optional, Sequence, Tuple, Union
 
+import numpy as np
 import torch
 from torch import Tensor
 
 __all__ = ['rank_metrics', 'rank_metrics_from_features']
 
-#: Default number of queries per chunk; a chunk holds a ``[chunk, G]``
-#: similarity block plus a ``[chunk, G]`` int32 bucket-index block, i.e.
-#: ``8 * chunk_size * G`` bytes (about 81 MB for 512 x 19,848).
-DEFAULT_CHUNK_SIZE = 512
+#: With ``chunk_size=None`` a chunk holds about this many similarity scores
+#: (``max(1, CHUNK_ELEMENTS // G)`` queries): large enough for an efficient
+#: matrix product and few per-chunk calls, small enough for the memory (a
+#: chunk needs about 13 bytes per score: the float32 scores, int32 bucket
+#: indices and a bool mask; about 110 MB for 2**23 scores).
+CHUNK_ELEMENTS = 2**23
 
-#: The sparse search (see ``_sparse_histogram``) is used for a chunk when at
-#: most this fraction of its similarity entries reach their row's lowest match
-#: score (typical of trained models); otherwise the dense search is cheaper.
+#: On the CPU, a chunk uses the sparse search (``_sparse_block``) when at most
+#: this fraction of its scores reach their row's lowest match score (typical
+#: of trained models); otherwise the batched search is cheaper.
 SPARSE_MAX_FRACTION = 0.1
-
-#: Dense search on the CPU: row by row in a thread pool (True) or one batched
-#: ``torch.searchsorted`` as on CUDA (False; kept for tests and comparison).
-CPU_ROW_SEARCH = True
 
 #: Batched search: bucket indices (plus row offsets) below this use int32.
 _INT32_LIMIT = 2**31
@@ -88,11 +85,14 @@ def _check_pids(pids: Tensor, name: str, length: int, what: str) -> None:
                          f'{what}), got {list(pids.shape)}')
 
 
-def _check_chunk_size(chunk_size: int) -> int:
+def _resolve_chunk_size(chunk_size: Optional[int], num_gallery: int) -> int:
+    """Validate ``chunk_size``; ``None`` gives ``CHUNK_ELEMENTS // G`` rows."""
+    if chunk_size is None:
+        return max(1, CHUNK_ELEMENTS // num_gallery)
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) \
             or chunk_size < 1:
         raise ValueError(
-            f'chunk_size must be a positive int, got {chunk_size!r}')
+            f'chunk_size must be a positive int or None, got {chunk_size!r}')
     return chunk_size
 
 
@@ -151,45 +151,54 @@ class _MatchTable:
         return queries, index, valid, counts
 
 
-def _histogram_rows(sim: Tensor, thresholds: Tensor, hist: Tensor, start: int,
-                    end: int) -> None:
-    """Fill ``hist[start:end]`` row by row (1-D bucketize, then bincount)."""
-    num_buckets = hist.shape[1]
-    for row in range(start, end):
-        bucket = torch.bucketize(
-            sim[row], thresholds[row], right=True, out_int32=True)
-        hist[row] = torch.bincount(bucket, minlength=num_buckets)
+def _sortable_key(values: np.ndarray) -> np.ndarray:
+    """Map float32 values to int64 keys in ``[0, 2**32)`` with the same order.
 
-
-def _dense_histogram(sim: Tensor,
-                     thresholds: Tensor,
-                     pool: Optional[ThreadPoolExecutor] = None,
-                     workers: int = 1) -> Tensor:
-    """``hist[b, i] = #{g : #{j : thresholds[b, j] <= sim[b, g]} == i}``.
-
-    One binary search per similarity entry, then a count per bucket. On the
-    CPU each row is searched with a 1-D ``torch.bucketize`` and counted with
-    ``torch.bincount`` while its bucket indices are still in cache; the rows
-    are spread over the ``workers`` threads of ``pool`` (torch releases the
-    GIL inside each call). This is 10-25 % faster than one batched ``torch.searchsorted``
-    over the chunk (which divides an index per entry) followed by one
-    bincount (which serialises on the mostly-zero buckets). Elsewhere (CUDA)
-    the batched search and one offset bincount are used.
+    Equal floats (``-0.0`` and ``+0.0`` included) get equal keys; NaN must not
+    occur.
     """
+    bits = (values + np.float32(0.0)).view(np.int32).astype(np.int64)
+    return np.where(bits >= 0, bits, bits ^ 0x7FFFFFFF) + 2**31
+
+
+def _sparse_block(sim: np.ndarray, thresholds: np.ndarray,
+                  max_fraction: float) -> Optional[np.ndarray]:
+    """Bucket counts of a chunk, searching only the scores that reach their
+    row's lowest match score.
+
+    Only scores ``>= thresholds[b, 0]`` can land above bucket 0, and with a
+    trained model they are few. They are gathered and turned into one int64
+    key each (row in the high 32 bits, an order-preserving image of the
+    float32 value in the low 32), and all of them are searched at once in the
+    sorted keys of all rows' thresholds. Bucket 0 is left at 0 (no rank needs
+    it).
+
+    Returns:
+        np.ndarray | None: ``[n, m + 1]`` int64 counts, or None when more
+        than ``max_fraction`` of the scores qualify (use the dense search).
+    """
+    num_rows, num_cols = sim.shape
+    m = thresholds.shape[1]
+    mask = sim >= thresholds[:, :1]
+    if np.count_nonzero(mask) > max_fraction * sim.size:
+        return None
+    flat = np.flatnonzero(mask)
+    rows = flat // num_cols
+    keys = _sortable_key(sim.reshape(-1)[flat]) + (rows << 32)
+    threshold_keys = (_sortable_key(thresholds) +
+                      (np.arange(num_rows, dtype=np.int64)[:, None] << 32))
+    # #{all threshold keys <= key} = rows * m + #{j : t[row, j] <= value}
+    position = np.searchsorted(threshold_keys.reshape(-1), keys, side='right')
+    return np.bincount(
+        position + rows, minlength=num_rows * (m + 1)).reshape(
+            num_rows, m + 1)
+
+
+def _batched_histogram(sim: Tensor, thresholds: Tensor) -> Tensor:
+    """Bucket counts with one batched ``torch.searchsorted`` (``O(G log m)``
+    per row) and one bincount of the bucket indices offset by
+    ``row * (m + 1)``."""
     num_rows, m = thresholds.shape
-    if sim.device.type == 'cpu' and CPU_ROW_SEARCH:
-        hist = torch.empty(num_rows, m + 1, dtype=torch.int64)
-        if pool is not None and workers > 1:
-            bounds = [num_rows * i // workers for i in range(workers + 1)]
-            futures = [
-                pool.submit(_histogram_rows, sim, thresholds, hist, lo, hi)
-                for lo, hi in zip(bounds[:-1], bounds[1:]) if hi > lo
-            ]
-            for future in futures:
-                future.result()
-        else:
-            _histogram_rows(sim, thresholds, hist, 0, num_rows)
-        return hist
     # int32 halves the memory traffic; int64 when the offsets need it
     small = num_rows * (m + 1) < _INT32_LIMIT
     bucket = torch.searchsorted(
@@ -202,57 +211,35 @@ def _dense_histogram(sim: Tensor,
         bucket.view(-1), minlength=num_rows * (m + 1)).view(num_rows, m + 1)
 
 
-def _sortable_key(values: Tensor) -> Tensor:
-    """Map float32 values to int64 keys in ``[0, 2**32)`` with the same order.
+def _histogram(sim: Tensor, thresholds: Tensor,
+               sparse_fraction: float) -> Tensor:
+    """Bucket counts of a chunk of similarity rows.
 
-    Equal floats (``-0.0`` and ``+0.0`` included) get equal keys; NaN must not
-    occur.
+    On the CPU, float32 chunks where at most ``sparse_fraction`` of the
+    scores reach their row's lowest match score use the sparse search
+    (numpy, single-threaded: many small multi-threaded torch calls stall when
+    other processes load the cores); all others use one batched
+    ``torch.searchsorted``.
+
+    Returns:
+        Tensor: ``hist`` ``[B, m + 1]`` int64 with, for ``i >= 1``,
+        ``hist[b, i] = #{g : #{j : thresholds[b, j] <= sim[b, g]} == i}``
+        (``hist[:, 0]`` is not needed and may be 0).
     """
-    bits = (values + 0.0).view(torch.int32).to(torch.int64)  # -0.0 -> +0.0
-    return torch.where(bits >= 0, bits, bits ^ 0x7FFFFFFF) + 2**31
-
-
-def _sparse_histogram(sim: Tensor, thresholds: Tensor,
-                      max_fraction: float) -> Optional[Tensor]:
-    """Same as :func:`_dense_histogram`, searching only the entries that
-    reach the lowest match score of their row; bucket 0 (entries below every
-    match score) is left at 0 because no rank depends on it.
-
-    Only entries ``>= thresholds[b, 0]`` can land in a bucket above 0. They
-    are gathered, their (row, value) pairs turned into one int64 key each
-    (row in the high 32 bits, an order-preserving image of the float32 value
-    in the low 32), and all of them are searched at once in the sorted keys
-    of all rows' thresholds. Returns None (use the dense search) when more
-    than ``max_fraction`` of the entries qualify or ``sim`` is not float32.
-    """
-    if sim.dtype != torch.float32:
-        return None
-    num_rows, num_cols = sim.shape
-    m = thresholds.shape[1]
-    mask = sim >= thresholds[:, :1]
-    num_kept = int(torch.count_nonzero(mask).item())
-    if num_kept > max_fraction * sim.numel():
-        return None
-    flat = torch.nonzero(mask.view(-1), as_tuple=True)[0]
-    del mask
-    rows = torch.div(flat, num_cols, rounding_mode='floor')
-    keys = _sortable_key(sim.view(-1).index_select(0, flat)) + (rows << 32)
-    row_ids = torch.arange(num_rows, device=sim.device, dtype=torch.int64)
-    threshold_keys = (_sortable_key(thresholds) +
-                      (row_ids[:, None] << 32)).view(-1)
-    # #{all threshold keys <= key} = rows * m + #{j : t[row, j] <= value}
-    position = torch.searchsorted(threshold_keys, keys, right=True)
-    return torch.bincount(
-        position + rows, minlength=num_rows * (m + 1)).view(num_rows, m + 1)
+    if sparse_fraction > 0 and sim.device.type == 'cpu' \
+            and sim.dtype == torch.float32:
+        block = _sparse_block(sim.numpy(), thresholds.numpy(),
+                              sparse_fraction)
+        if block is not None:
+            return torch.from_numpy(block)
+    return _batched_histogram(sim, thresholds)
 
 
 def _chunk_ranks(sim: Tensor,
                  index: Tensor,
                  valid: Tensor,
                  counts: Tensor,
-                 sparse_fraction: float = 0.0,
-                 pool: Optional[ThreadPoolExecutor] = None,
-                 workers: int = 1) -> Tensor:
+                 sparse_fraction: float = 0.0) -> Tensor:
     """Ranks of the matches of a block of similarity rows.
 
     Args:
@@ -261,12 +248,9 @@ def _chunk_ranks(sim: Tensor,
         index (Tensor): ``[B, m]`` gallery indices of the matches (padded).
         valid (Tensor): ``[B, m]`` which entries of ``index`` are real.
         counts (Tensor): ``[B]`` number of matches per row.
-        sparse_fraction (float): Use the sparse search when at most this
-            fraction of the entries reach their row's lowest match score.
-            Defaults to 0 (always dense).
-        pool (ThreadPoolExecutor, optional): Threads for the dense search on
-            the CPU. Defaults to None (the calling thread).
-        workers (int): Number of threads of ``pool``. Defaults to 1.
+        sparse_fraction (float): On the CPU, use the sparse search when at
+            most this fraction of the scores reach their row's lowest match
+            score. Defaults to 0 (always the batched search).
 
     Returns:
         Tensor: ``[B, m]`` int64 ranks (1-based, tie rule of the module)
@@ -280,18 +264,20 @@ def _chunk_ranks(sim: Tensor,
     # Padding sorts last (+inf), so the first counts[b] entries are the real
     # match scores whatever they are (+inf included).
     thresholds = torch.sort(scores, dim=1).values
-    hist = None
-    if sparse_fraction > 0:
-        hist = _sparse_histogram(sim, thresholds, sparse_fraction)
-    if hist is None:
-        hist = _dense_histogram(sim, thresholds, pool, workers)
+    hist = _histogram(sim, thresholds, sparse_fraction)
     # at_least[b, j] = #{g : sim[b, g] >= thresholds[b, j]}
     at_least = hist[:, 1:].flip(1).cumsum(1).flip(1)
     # matches_at_least[b, j] = #{real j' : thresholds[b, j'] >= thresholds[b, j]}
-    below = torch.searchsorted(thresholds, thresholds, right=False)
-    matches_at_least = counts[:, None] - below
+    #                        = counts[b] - (first position of thresholds[b, j])
+    arange = torch.arange(m, device=sim.device)
+    is_first = torch.ones_like(thresholds, dtype=torch.bool)
+    is_first[:, 1:] = thresholds[:, 1:] != thresholds[:, :-1]
+    first = torch.where(is_first, arange[None, :], torch.zeros_like(index))
+    if not bool(is_first.all()):  # tied match scores
+        first = torch.cummax(first, dim=1).values
+    matches_at_least = counts[:, None] - first
     # position of the match in the descending order of the matches (1-based)
-    position = counts[:, None] - torch.arange(m, device=sim.device)[None, :]
+    position = counts[:, None] - arange[None, :]
     # rank = position among matches + non-matches scoring >= it
     return position + at_least - matches_at_least
 
@@ -346,19 +332,15 @@ def _run(similarity_rows: Callable[[Tensor], Tensor], table: _MatchTable,
     """
     sums = {key: torch.zeros((), dtype=torch.float64, device=device)
             for key in [f'R{k}' for k in ks] + ['mAP', 'mINP']}
-    threads = torch.get_num_threads() if device.type == 'cpu' else 1
-    with ExitStack() as stack:
-        pool = stack.enter_context(ThreadPoolExecutor(threads)) \
-            if threads > 1 else None
-        for start in range(0, table.num_valid, chunk_size):
-            queries, index, valid, counts = table.gather(
-                start, start + chunk_size)
-            sim = similarity_rows(queries)
-            if sim.dtype in (torch.float16, torch.bfloat16):
-                sim = sim.float()  # exact: order and ties are preserved
-            ranks = _chunk_ranks(sim.contiguous(), index, valid, counts,
-                                 SPARSE_MAX_FRACTION, pool, threads)
-            _accumulate(ranks, counts, ks, sums)
+    for start in range(0, table.num_valid, chunk_size):
+        queries, index, valid, counts = table.gather(start,
+                                                     start + chunk_size)
+        sim = similarity_rows(queries)
+        if sim.dtype in (torch.float16, torch.bfloat16):
+            sim = sim.float()  # exact: order and ties are preserved
+        ranks = _chunk_ranks(sim.contiguous(), index, valid, counts,
+                             SPARSE_MAX_FRACTION)
+        _accumulate(ranks, counts, ks, sums)
     return _finish(sums, table.num_valid, num_query, ks)
 
 
@@ -415,9 +397,10 @@ def rank_metrics(similarity: Tensor,
     if torch.isnan(similarity).any():
         raise ValueError('similarity contains NaN; ranking is undefined')
     device = similarity.device
+    similarity = similarity.detach()
     table = _MatchTable(query_pids, gallery_pids, device)
     return _run(lambda rows: similarity[rows], table, ks, num_query,
-                DEFAULT_CHUNK_SIZE, device)
+                _resolve_chunk_size(None, num_gallery), device)
 
 
 def rank_metrics_from_features(
@@ -426,7 +409,7 @@ def rank_metrics_from_features(
         query_pids: Tensor,
         gallery_pids: Tensor,
         topk: TopK = (1, 5, 10),
-        chunk_size: int = DEFAULT_CHUNK_SIZE,
+        chunk_size: Optional[int] = None,
         device: Optional[Union[str, torch.device]] = None
 ) -> Dict[str, float]:
     """Rank-k, mAP and mINP from query and gallery feature matrices.
@@ -445,7 +428,9 @@ def rank_metrics_from_features(
         gallery_pids (Tensor): ``[G]`` integer identities of the gallery.
         topk (int | Sequence[int]): The ``k`` of the reported Rank-k values.
             Defaults to ``(1, 5, 10)``.
-        chunk_size (int): Queries per chunk. Defaults to 512.
+        chunk_size (int, optional): Queries per chunk. Defaults to None:
+            ``max(1, 2**23 // G)`` (422 for G = 19,848), so that a chunk
+            holds about 8M scores and needs about 110 MB.
         device (str | torch.device, optional): Where to compute (e.g.
             ``'cuda'``). Defaults to the device of ``query_feats``.
 
@@ -455,7 +440,6 @@ def rank_metrics_from_features(
         as in :func:`rank_metrics`.
     """
     ks = _check_topk(topk)
-    chunk_size = _check_chunk_size(chunk_size)
     for name, feats in (('query_feats', query_feats),
                         ('gallery_feats', gallery_feats)):
         if not isinstance(feats, Tensor):
@@ -475,11 +459,12 @@ def rank_metrics_from_features(
     _check_pids(query_pids, 'query_pids', num_query, 'query_feats row')
     _check_pids(gallery_pids, 'gallery_pids', num_gallery,
                 'gallery_feats row')
+    chunk_size = _resolve_chunk_size(chunk_size, num_gallery)
     device = torch.device(device) if device is not None \
         else query_feats.device
     dtype = torch.promote_types(query_feats.dtype, gallery_feats.dtype)
-    query = query_feats.to(device, dtype)
-    gallery_t = gallery_feats.to(device, dtype).t().contiguous()
+    query = query_feats.detach().to(device, dtype)
+    gallery_t = gallery_feats.detach().to(device, dtype).t().contiguous()
     for name, feats in (('query_feats', query), ('gallery_feats', gallery_t)):
         if not torch.isfinite(feats).all():
             raise ValueError(f'{name} contains NaN or infinite values')

@@ -10,8 +10,7 @@ from mmengine.structures import BaseDataElement
 from torch import Tensor
 
 from mdrl_plugin.registry import METRICS
-from ..functional.retrieval import (DEFAULT_CHUNK_SIZE,
-                                    rank_metrics_from_features)
+from ..functional.retrieval import rank_metrics_from_features
 
 __all__ = ['PersonRetrievalMetric']
 
@@ -43,8 +42,9 @@ class PersonRetrievalMetric(BaseMetric):
     Args:
         topk (int | Sequence[int]): The ``k`` of the reported Rank-k values.
             Defaults to ``(1, 5, 10)``.
-        chunk_size (int): Queries per chunk of the similarity computation.
-            Defaults to 512.
+        chunk_size (int, optional): Queries per chunk of the similarity
+            computation. Defaults to None (about 8M scores per chunk, see
+            :func:`rank_metrics_from_features`).
         device (str, optional): Device for the similarity computation, e.g.
             ``'cuda'``; ``None`` computes on the CPU where the collected
             results lie. Defaults to None.
@@ -60,7 +60,7 @@ class PersonRetrievalMetric(BaseMetric):
 
     def __init__(self,
                  topk: Union[int, Sequence[int]] = (1, 5, 10),
-                 chunk_size: int = DEFAULT_CHUNK_SIZE,
+                 chunk_size: Optional[int] = None,
                  device: Optional[str] = None,
                  collect_device: str = 'cpu',
                  prefix: Optional[str] = None,
@@ -77,10 +77,12 @@ class PersonRetrievalMetric(BaseMetric):
                 for k in topk):
             raise ValueError(
                 f'topk must be positive ints, got {topk!r}')
-        if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) \
-                or chunk_size < 1:
+        if chunk_size is not None and (isinstance(chunk_size, bool)
+                                       or not isinstance(chunk_size, int)
+                                       or chunk_size < 1):
             raise ValueError(
-                f'chunk_size must be a positive int, got {chunk_size!r}')
+                f'chunk_size must be a positive int or None, got '
+                f'{chunk_size!r}')
         self.topk = topk
         self.chunk_size = chunk_size
         self.device = device

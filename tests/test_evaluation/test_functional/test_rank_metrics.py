@@ -9,19 +9,16 @@ from mdrl_plugin.evaluation.functional import (rank_metrics,
 from mdrl_plugin.evaluation.functional import retrieval
 
 
-@pytest.fixture(autouse=True, params=['dense', 'batched', 'sparse'])
+@pytest.fixture(autouse=True, params=['dense', 'sparse'])
 def search_path(request, monkeypatch):
-    """Run every test with each match-rank search.
+    """Run every test with both match-rank searches.
 
-    ``dense``: binary search of every similarity entry, row by row in a
-    thread pool (the CPU default); ``batched``: the same with one batched
-    ``torch.searchsorted`` per chunk (the CUDA path); ``sparse``: only the
-    entries reaching the row's lowest match score (float32 input only).
+    ``dense``: a batched binary search of every similarity entry;
+    ``sparse``: only the entries reaching the row's lowest match score
+    (float32 input on the CPU only; others fall back to dense).
     """
     monkeypatch.setattr(retrieval, 'SPARSE_MAX_FRACTION',
                         1.0 if request.param == 'sparse' else 0.0)
-    monkeypatch.setattr(retrieval, 'CPU_ROW_SEARCH',
-                        request.param != 'batched')
     return request.param
 
 
@@ -161,12 +158,18 @@ def test_each_search_path_is_taken(search_path, monkeypatch):
     def fail(*args):
         raise AssertionError('wrong path')
 
+    outcomes = []
     if search_path == 'sparse':
-        monkeypatch.setattr(retrieval, '_dense_histogram', fail)
+        original = retrieval._sparse_block
+
+        def spy(*args):
+            outcomes.append(original(*args))
+            return outcomes[-1]
+
+        monkeypatch.setattr(retrieval, '_sparse_block', spy)
+        monkeypatch.setattr(retrieval, '_batched_histogram', fail)
     else:
-        monkeypatch.setattr(retrieval, '_sparse_histogram', fail)
-        if search_path == 'batched':
-            monkeypatch.setattr(retrieval, '_histogram_rows', fail)
+        monkeypatch.setattr(retrieval, '_sparse_block', fail)
     query, gallery, query_pids, gallery_pids = random_case(
         9, 20, 3, seed=8, dtype=torch.float32)
     gallery_pids[:3] = torch.arange(3)
@@ -175,19 +178,51 @@ def test_each_search_path_is_taken(search_path, monkeypatch):
         rank_metrics_from_features(query, gallery, query_pids, gallery_pids,
                                    chunk_size=4),
         reference_metrics(query @ gallery.T, query_pids, gallery_pids))
+    if search_path == 'sparse':
+        assert len(outcomes) == 3  # 9 queries in chunks of 4
+        assert all(block is not None for block in outcomes)
 
 
 def test_int64_bucket_indices(monkeypatch):
     # batched chunks whose row offsets do not fit int32 use int64 indices
     monkeypatch.setattr(retrieval, '_INT32_LIMIT', 8)
     monkeypatch.setattr(retrieval, 'SPARSE_MAX_FRACTION', 0.0)
-    monkeypatch.setattr(retrieval, 'CPU_ROW_SEARCH', False)
     query, gallery, query_pids, gallery_pids = random_case(
         12, 30, 4, seed=9, dtype=torch.float32)
     assert_close(
         rank_metrics_from_features(query, gallery, query_pids, gallery_pids,
                                    chunk_size=5),
         reference_metrics(query @ gallery.T, query_pids, gallery_pids))
+
+
+def test_sparse_falls_back_to_dense_per_chunk(search_path, monkeypatch):
+    if search_path != 'dense':
+        pytest.skip('one run is enough')
+    monkeypatch.setattr(retrieval, 'SPARSE_MAX_FRACTION', 0.5)
+    outcomes = []
+    original = retrieval._sparse_block
+
+    def spy(*args):
+        result = original(*args)
+        outcomes.append(result is not None)
+        return result
+
+    monkeypatch.setattr(retrieval, '_sparse_block', spy)
+    gen = torch.Generator().manual_seed(11)
+    sim = torch.rand(40, 30, generator=gen)
+    gallery_pids = torch.arange(30) % 3
+    query_pids = torch.arange(40) % 3
+    # first 20 queries: their matches score lowest (every score reaches the
+    # lowest match: dense); last 20: their matches score highest (1/3 of the
+    # scores reach it: sparse)
+    match = query_pids[:, None] == gallery_pids[None, :]
+    low = (torch.arange(40) < 20)[:, None] & match
+    high = (torch.arange(40) >= 20)[:, None] & match
+    sim = torch.where(low, sim - 2, torch.where(high, sim + 2, sim))
+    out = rank_metrics_from_features(
+        sim, torch.eye(30), query_pids, gallery_pids, chunk_size=10)
+    assert outcomes == [False, False, True, True]
+    assert_close(out, reference_metrics(sim, query_pids, gallery_pids))
 
 
 @pytest.mark.parametrize('threads', [1, 2, 3])
@@ -328,6 +363,45 @@ def test_large_match_sets_and_explicit_device():
                                    chunk_size=3, device='cpu'), expected)
 
 
+def test_default_chunk_size_follows_gallery_size(monkeypatch):
+    seen = []
+    original = retrieval._run
+
+    def spy(*args):
+        seen.append(args[4])
+        return original(*args)
+
+    monkeypatch.setattr(retrieval, '_run', spy)
+    monkeypatch.setattr(retrieval, 'CHUNK_ELEMENTS', 100)
+    query, gallery, query_pids, gallery_pids = random_case(
+        30, 40, 3, seed=13, dtype=torch.float32)
+    gallery_pids[:3] = torch.arange(3)
+    query_pids = query_pids % 3
+    expected = reference_metrics(query @ gallery.T, query_pids, gallery_pids)
+    assert_close(
+        rank_metrics_from_features(query, gallery, query_pids, gallery_pids),
+        expected)
+    assert_close(rank_metrics(query @ gallery.T, query_pids, gallery_pids),
+                 expected)
+    monkeypatch.setattr(retrieval, 'CHUNK_ELEMENTS', 10)
+    rank_metrics(query @ gallery.T, query_pids, gallery_pids)
+    assert seen == [2, 2, 1]  # 100 // 40, then at least one row
+
+
+def test_inputs_requiring_grad():
+    query, gallery, query_pids, gallery_pids = random_case(
+        6, 9, 2, seed=12, dtype=torch.float32)
+    gallery_pids[:2] = torch.arange(2)
+    query_pids = query_pids % 2
+    expected = reference_metrics(query @ gallery.T, query_pids, gallery_pids)
+    query.requires_grad_(True)
+    assert_close(
+        rank_metrics_from_features(query, gallery, query_pids, gallery_pids),
+        expected)
+    assert_close(
+        rank_metrics(query @ gallery.T, query_pids, gallery_pids), expected)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
 def test_cuda_equals_cpu():
     query, gallery, query_pids, gallery_pids = random_case(64, 90, 8, seed=6)
@@ -384,8 +458,8 @@ def test_from_features_input_errors():
     with pytest.raises(ValueError, match=r'query_pids must have shape \[2\] '
                        r'\(one pid per query_feats row\), got \[3\]'):
         rank_metrics_from_features(query, gallery, gp, gp)
-    with pytest.raises(ValueError, match='chunk_size must be a positive int, '
-                       'got 0'):
+    with pytest.raises(ValueError, match='chunk_size must be a positive int '
+                       'or None, got 0'):
         rank_metrics_from_features(query, gallery, qp, gp, chunk_size=0)
     bad = query.clone()
     bad[0, 1] = float('inf')
