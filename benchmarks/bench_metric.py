@@ -26,7 +26,7 @@ ratio more than the absolute seconds.
 Usage::
 
     python benchmarks/bench_metric.py [--sizes cuhk icfg] [--repeat 3]
-        [--chunk-size 512] [--threads N] [--data structured|random]
+        [--chunk-size N] [--threads N] [--data structured|random]
         [--with-fullsort]
 """
 import argparse
@@ -140,10 +140,10 @@ def child(kind: str, size: str, repeat: int, chunk_size: int,
         def op():
             return rank_metrics_from_features(
                 query, gallery, query_pids, gallery_pids, topk=topk,
-                chunk_size=chunk_size)
+                chunk_size=chunk_size or None)
         warm = lambda: rank_metrics_from_features(  # noqa: E731
             query[:256], gallery, query_pids[:256], gallery_pids,
-            chunk_size=chunk_size)
+            chunk_size=chunk_size or None)
     elif kind == 'fullsort':
         def op():
             return _fullsort_metrics(query, gallery, query_pids, gallery_pids,
@@ -180,7 +180,8 @@ def main() -> None:
     parser.add_argument('--sizes', nargs='+', default=['cuhk', 'icfg'],
                         choices=sorted(SIZES))
     parser.add_argument('--repeat', type=int, default=3)
-    parser.add_argument('--chunk-size', type=int, default=512)
+    parser.add_argument('--chunk-size', type=int, default=0,
+                        help='queries per chunk (0: the default, None)')
     parser.add_argument('--threads', type=int, default=0,
                         help='torch threads (0: torch default)')
     parser.add_argument('--data', default='structured',
@@ -200,7 +201,7 @@ def main() -> None:
         num_query, num_gallery, num_ids, _ = SIZES[size]
         print(f'\n== {size}: {num_query} queries x {num_gallery} images, '
               f'{num_ids} identities, {DIM}-d float32, {args.data} features, '
-              f'chunk_size {args.chunk_size} ==')
+              f'chunk_size {args.chunk_size or "default"} ==')
         kinds = ['matmul', 'metric']
         if args.with_fullsort and size == 'cuhk':
             kinds.append('fullsort')

@@ -6,10 +6,15 @@ row. For a query with ``m`` matches it
 1. gathers the ``m`` match scores of the row and sorts only them (``t``,
    ascending),
 2. finds, for every gallery score ``x`` of the row, how many match scores are
-   ``<= x`` with one batched :func:`torch.searchsorted` (``O(G log m)``),
+   ``<= x`` with one batched :func:`torch.searchsorted` (``O(G log m)``) --
+   or, on the CPU when few scores reach the row's lowest match score (as with
+   a trained model), searches only those scores (see ``_sparse_block``),
 3. histograms those bucket indices, so a suffix sum gives, for every match
    score ``t_j``, the number of gallery items scoring ``>= t_j``,
 4. turns these counts into the rank of every match under the tie rule below.
+
+Queries are processed in order of their number of matches (so a chunk pads
+its match lists to similar lengths); queries without a match are skipped.
 
 Rank-k needs the best match's rank, AP all match ranks, INP the last match's
 rank, so nothing else is needed.
