@@ -319,7 +319,7 @@ def _finish(sums: Dict[str, Tensor], num_valid: int, num_query: int,
         warnings.warn(
             f'{num_query - num_valid} of {num_query} queries have no matching '
             'gallery item (their pid is not in gallery_pids); they are '
-            'excluded from R@k, mAP and mINP', UserWarning, stacklevel=3)
+            'excluded from R@k, mAP and mINP', UserWarning, stacklevel=4)
     out = {f'R{k}': sums[f'R{k}'] for k in ks}
     out['mAP'] = sums['mAP']
     out['mINP'] = sums['mINP']
