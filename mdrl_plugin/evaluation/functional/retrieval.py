@@ -272,8 +272,8 @@ def _chunk_ranks(sim: Tensor,
     hist = _histogram(sim, thresholds, sparse_fraction)
     # at_least[b, j] = #{g : sim[b, g] >= thresholds[b, j]}
     at_least = hist[:, 1:].flip(1).cumsum(1).flip(1)
-    # matches_at_least[b, j] = #{real j' : thresholds[b, j'] >= thresholds[b, j]}
-    #                        = counts[b] - (first position of thresholds[b, j])
+    # matches_at_least[b, j] = #{real j' : t[b, j'] >= t[b, j]}
+    #                        = counts[b] - (first position of t[b, j])
     arange = torch.arange(m, device=sim.device)
     is_first = torch.ones_like(thresholds, dtype=torch.bool)
     is_first[:, 1:] = thresholds[:, 1:] != thresholds[:, :-1]
