@@ -2,9 +2,10 @@
 
 For CUHK-PEDES (6,156 caption queries x 3,074 images) and ICFG-PEDES
 (19,848 x 19,848) it times, on random 512-d float32 features with an identity
-structure (about 1,000 identities, a varying number of images per identity,
-features = identity centre + per-sample noise of varying strength, all
-L2-normalised):
+structure (1,000 identities in groups of look-alikes, a varying number of
+images per identity, features = identity centre + noise, L2-normalised,
+tuned to give metrics like a trained model's; ``--data random`` for an
+untrained model's):
 
 * ``matmul``: the plain ``query @ gallery.T`` (the full similarity matrix),
 * ``metric``: :func:`rank_metrics_from_features` (chunked, no full matrix),
