@@ -30,6 +30,7 @@ bench: install
 	$(PY) benchmarks/bench_metric.py
 	$(PY) benchmarks/bench_train_step.py
 	$(PY) benchmarks/bench_pipeline.py
+	$(PY) benchmarks/bench_search.py
 
 clean:
 	rm -rf $(VENV) work_dirs

@@ -41,7 +41,8 @@ def load_bert(pretrained: Optional[str], bert_config: Optional[dict]) -> nn.Modu
         raise FileNotFoundError(
             f'BERT folder {pretrained!r} has no config.json: it is not a Hugging '
             'Face model folder.')
-    bert = BertModel.from_pretrained(pretrained, local_files_only=True)
+    # float32 whatever the stored dtype (fp16 exports would break the LTE)
+    bert = BertModel.from_pretrained(pretrained, local_files_only=True).float()
     bert.pooler = None  # unused: features come from the token outputs
     return bert
 
