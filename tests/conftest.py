@@ -30,15 +30,15 @@ def tiny_mdrl(tiny_bert_dir):
 def tiny_pedes_root(tmp_path_factory) -> str:
     """A tiny synthetic dataset in the CUHK-PEDES layout (6/3/3 identities).
 
-    Written by ``tools/make_demo_data.py``: 12 identities x 2 images, two
-    captions per image; training split has 6 identities.
+    Written by ``tools/make_demo_data.py``: 12 identities x 3 images, two
+    captions per image; training split has 6 identities, val and test 9 images each (odd, so 2 ranks pad one sample).
     """
     import subprocess
     import sys
     out = str(tmp_path_factory.mktemp('tiny_pedes'))
     subprocess.run(
         [sys.executable, os.path.join(REPO_ROOT, 'tools', 'make_demo_data.py'),
-         out, '--num-ids', '12', '--images-per-id', '2', '--splits', '6,3,3',
+         out, '--num-ids', '12', '--images-per-id', '3', '--splits', '6,3,3',
          '--overwrite'],
         check=True, capture_output=True)
     return out
