@@ -1,44 +1,9 @@
 # RSTPReid (Zhu et al., ACM MM 2021): 3,701 training identities.
 # data_root is the folder holding imgs/ and data_captions.json.
+_base_ = ['./cuhk_pedes.py']
+
 dataset_type = 'RSTPReid'
 data_root = 'data/RSTPReid'
-img_size = (384, 128)  # (H, W)
-
-train_pipeline = [
-    dict(type='LoadPersonImage'),
-    dict(type='Resize', scale=(img_size[1], img_size[0]), keep_ratio=False),
-    dict(type='RandomFlip', prob=0.5, direction='horizontal'),
-    dict(type='PackTextImageInputs'),
-]
-test_pipeline = [
-    dict(type='LoadPersonImage'),
-    dict(type='Resize', scale=(img_size[1], img_size[0]), keep_ratio=False),
-    dict(type='PackTextImageInputs'),
-]
-
-train_dataloader = dict(
-    batch_size=64,
-    num_workers=4,
-    persistent_workers=True,
-    sampler=dict(type='DefaultSampler', shuffle=True),
-    dataset=dict(
-        type=dataset_type, data_root=data_root, split='train',
-        pipeline=train_pipeline))
-val_dataloader = dict(
-    batch_size=64,
-    num_workers=4,
-    persistent_workers=True,
-    sampler=dict(type='DefaultSampler', shuffle=False),
-    dataset=dict(
-        type=dataset_type, data_root=data_root, split='val',
-        pipeline=test_pipeline))
-test_dataloader = dict(
-    batch_size=64,
-    num_workers=4,
-    persistent_workers=True,
-    sampler=dict(type='DefaultSampler', shuffle=False),
-    dataset=dict(
-        type=dataset_type, data_root=data_root, split='test',
-        pipeline=test_pipeline))
-val_evaluator = dict(type='PersonRetrievalMetric')
-test_evaluator = val_evaluator
+train_dataloader = dict(dataset=dict(type=dataset_type, data_root=data_root))
+val_dataloader = dict(dataset=dict(type=dataset_type, data_root=data_root))
+test_dataloader = dict(dataset=dict(type=dataset_type, data_root=data_root))

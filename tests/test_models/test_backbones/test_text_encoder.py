@@ -77,3 +77,14 @@ def test_built_from_config_dict():
     assert g.shape == (1, 16) and tokens.shape == (1, 2, 16)
     with pytest.raises(ValueError, match='exactly one of'):
         MODELS.build(dict(type='BertTextEncoder'))
+
+
+def test_frozen_bert_builds_no_autograd_graph(tiny_bert_dir):
+    enc = build(tiny_bert_dir).train()
+    seen = []
+    enc.bert.register_forward_hook(
+        lambda module, args, out: seen.append(out.last_hidden_state.requires_grad))
+    ids = torch.tensor([[2, 8, 15, 3]])
+    g, _, _ = enc(ids, torch.ones_like(ids))
+    assert seen == [False]  # BERT ran under no_grad
+    assert g.requires_grad  # the LTE after it learns
