@@ -22,11 +22,12 @@ import hashlib
 import json
 import os
 import os.path as osp
-import tempfile
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
+
+from mdrl_plugin.engine.fileio import atomic_write
 
 __all__ = [
     'GalleryIndex', 'IndexFormatError', 'IndexMismatchError',
@@ -275,21 +276,9 @@ class GalleryIndex:
                 f'Cannot save the index to {path!r}: folder {folder!r} does '
                 'not exist.')
         header = json.dumps(self.header(), ensure_ascii=False).encode('utf-8')
-        fd, tmp = tempfile.mkstemp(
-            dir=folder, prefix=f'.{osp.basename(path)}.', suffix='.tmp')
-        try:
-            with os.fdopen(fd, 'wb') as f:
-                np.savez(f, features=self.features,
-                         header=np.frombuffer(header, dtype=np.uint8))
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
+        atomic_write(path, lambda f: np.savez(
+            f, features=self.features,
+            header=np.frombuffer(header, dtype=np.uint8)))
         return path
 
     @classmethod

@@ -18,11 +18,13 @@ import os.path as osp
 import re
 import uuid
 from pathlib import Path
-from typing import Union
+from typing import BinaryIO, Callable, Union
 
 from mmengine.fileio import LocalBackend, register_backend
 
-__all__ = ['AtomicLocalBackend', 'atomic_write_bytes', 'TEMP_FILE_PATTERN']
+__all__ = [
+    'AtomicLocalBackend', 'atomic_write', 'atomic_write_bytes', 'TEMP_FILE_PATTERN'
+]
 
 #: Name pattern of the temporary files (``.<target>.<pid>.<hex>.part``).
 TEMP_FILE_PATTERN = re.compile(r'^\.(?P<target>.+)\.(?P<pid>\d+)\.[0-9a-f]{8}'
@@ -71,12 +73,17 @@ def _fsync_dir(folder: str) -> None:
         os.close(fd)
 
 
-def atomic_write_bytes(data: bytes, filepath: Union[str, Path]) -> None:
-    """Write ``data`` to ``filepath`` so that the file is never partial.
+def atomic_write(filepath: Union[str, Path],
+                 write: Callable[[BinaryIO], None]) -> None:
+    """Write a file through ``write(f)`` so that it is never seen partial.
+
+    ``write`` fills a temporary file in the target's folder, which is then
+    flushed, ``fsync``-ed and ``os.replace``-d onto ``filepath``; on any error
+    the temporary file is removed and the old target is left untouched.
 
     Args:
-        data: The bytes to write.
         filepath: Destination; its folder is created if needed.
+        write: Called with the open binary temporary file.
     """
     filepath = osp.abspath(os.fspath(filepath))
     folder = osp.dirname(filepath)
@@ -89,7 +96,7 @@ def atomic_write_bytes(data: bytes, filepath: Union[str, Path]) -> None:
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, 'wb') as f:
-            f.write(data)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, filepath)
@@ -100,6 +107,16 @@ def atomic_write_bytes(data: bytes, filepath: Union[str, Path]) -> None:
             pass
         raise
     _fsync_dir(folder)
+
+
+def atomic_write_bytes(data: bytes, filepath: Union[str, Path]) -> None:
+    """Write ``data`` to ``filepath`` so that the file is never partial.
+
+    Args:
+        data: The bytes to write.
+        filepath: Destination; its folder is created if needed.
+    """
+    atomic_write(filepath, lambda f: f.write(data))
 
 
 @register_backend('local_atomic')
