@@ -16,11 +16,9 @@ import os.path as osp
 import sys
 from typing import Any
 
-from mmengine.config import DictAction
-
 import mdrl_plugin  # noqa: F401  (registries, safe checkpoint loading)
-from mdrl_plugin.engine import (LAUNCHERS, CheckpointLoadError,
-                                adapt_cfg_for_device, default_work_dir,
+from mdrl_plugin.engine import (CheckpointLoadError, add_common_args,
+                                adapt_cfg_for_device, apply_common_args,
                                 load_config, prepare_determinism,
                                 set_allow_unsafe_checkpoints,
                                 setup_distributed, teardown_distributed)
@@ -38,32 +36,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description='Test (evaluate) a model')
     parser.add_argument('config', help='test config file path')
     parser.add_argument('checkpoint', help='checkpoint file')
-    parser.add_argument(
-        '--work-dir',
-        help='the dir to save logs and the evaluation (default: the '
-        'config\'s work_dir, else work_dirs/<config name>)')
+    add_common_args(parser, 'logs and the evaluation')
     parser.add_argument(
         '--out', help='write the metrics to this JSON file (rank 0 only)')
-    parser.add_argument(
-        '--cfg-options',
-        nargs='+',
-        action=DictAction,
-        help='override settings of the config, key=value pairs')
-    parser.add_argument(
-        '--launcher',
-        choices=LAUNCHERS,
-        default='none',
-        help='job launcher')
-    parser.add_argument(
-        '--allow-unsafe-checkpoint',
-        action='store_true',
-        help='load the checkpoint with full unpickling (can run code stored '
-        'in the file; only for checkpoints you trust)')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args(argv)
-    if 'LOCAL_RANK' not in os.environ:
-        os.environ['LOCAL_RANK'] = str(args.local_rank)
-    return args
+    return parser.parse_args(argv)
 
 
 def merge_args(cfg, args):
@@ -76,13 +52,7 @@ def merge_args(cfg, args):
     Returns:
         The updated config.
     """
-    cfg.launcher = args.launcher
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
-    if args.work_dir is not None:
-        cfg.work_dir = args.work_dir
-    elif cfg.get('work_dir', None) is None:
-        cfg.work_dir = default_work_dir(args.config)
+    apply_common_args(cfg, args)
     cfg.load_from = args.checkpoint
     cfg.resume = False
     adapt_cfg_for_device(cfg, args.launcher)

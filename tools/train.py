@@ -10,16 +10,13 @@ Distributed: ``tools/dist_train.sh CONFIG N [args]`` (torchrun) or
 ``tools/slurm_train.sh PARTITION JOB CONFIG WORK_DIR [args]``.
 """
 import argparse
-import os
 import os.path as osp
 import sys
 
-from mmengine.config import DictAction
-
 import mdrl_plugin  # noqa: F401  (registries, safe checkpoint loading)
-from mdrl_plugin.engine import (LAUNCHERS, CheckpointLoadError,
-                                adapt_cfg_for_device, apply_resume,
-                                default_work_dir, enable_amp, load_config,
+from mdrl_plugin.engine import (CheckpointLoadError, add_common_args,
+                                adapt_cfg_for_device, apply_common_args,
+                                apply_resume, enable_amp, load_config,
                                 prepare_determinism,
                                 set_allow_unsafe_checkpoints,
                                 setup_distributed, teardown_distributed)
@@ -36,10 +33,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     """
     parser = argparse.ArgumentParser(description='Train a model')
     parser.add_argument('config', help='train config file path')
-    parser.add_argument(
-        '--work-dir',
-        help='the dir to save logs and checkpoints (default: the config\'s '
-        'work_dir, else work_dirs/<config name>)')
+    add_common_args(parser, 'logs and checkpoints')
     parser.add_argument(
         '--resume',
         nargs='?',
@@ -52,28 +46,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         action='store_true',
         help='mixed precision training (fp16 + loss scaling on CUDA, bf16 '
         'on CPU)')
-    parser.add_argument(
-        '--cfg-options',
-        nargs='+',
-        action=DictAction,
-        help='override settings of the config, key=value pairs, e.g. '
-        'train_cfg.max_epochs=10 optim_wrapper.optimizer.lr=0.01')
-    parser.add_argument(
-        '--launcher',
-        choices=LAUNCHERS,
-        default='none',
-        help='job launcher')
-    parser.add_argument(
-        '--allow-unsafe-checkpoint',
-        action='store_true',
-        help='load checkpoints with full unpickling (can run code stored in '
-        'the file; only for checkpoints you trust)')
-    # torch.distributed.launch passes --local_rank / --local-rank
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args(argv)
-    if 'LOCAL_RANK' not in os.environ:
-        os.environ['LOCAL_RANK'] = str(args.local_rank)
-    return args
+    return parser.parse_args(argv)
 
 
 def merge_args(cfg, args):
@@ -86,13 +59,7 @@ def merge_args(cfg, args):
     Returns:
         The updated config.
     """
-    cfg.launcher = args.launcher
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
-    if args.work_dir is not None:
-        cfg.work_dir = args.work_dir
-    elif cfg.get('work_dir', None) is None:
-        cfg.work_dir = default_work_dir(args.config)
+    apply_common_args(cfg, args)
     if args.amp:
         enable_amp(cfg)
     apply_resume(cfg, args.resume)

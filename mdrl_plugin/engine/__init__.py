@@ -21,8 +21,9 @@ from .fileio import AtomicLocalBackend, atomic_write, atomic_write_bytes
 from .hooks import *  # noqa: F401,F403
 from .optimizers import *  # noqa: F401,F403
 from .rng import get_rng_state, set_rng_state
-from .runner_utils import (apply_resume, default_work_dir, enable_amp,
-                           load_config, prepare_determinism)
+from .runner_utils import (add_common_args, apply_common_args, apply_resume,
+                           default_work_dir, enable_amp, load_config,
+                           prepare_determinism)
 
 __all__ = [
     'ALLOWED_CHECKPOINT_GLOBALS', 'CheckpointLoadError',
@@ -32,5 +33,5 @@ __all__ = [
     'setup_distributed', 'teardown_distributed', 'adapt_cfg_for_device',
     'AtomicLocalBackend', 'atomic_write', 'atomic_write_bytes', 'get_rng_state',
     'set_rng_state', 'apply_resume', 'default_work_dir', 'enable_amp',
-    'load_config', 'prepare_determinism'
+    'load_config', 'prepare_determinism', 'add_common_args', 'apply_common_args'
 ] + hooks.__all__ + optimizers.__all__
