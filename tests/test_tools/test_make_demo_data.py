@@ -131,31 +131,52 @@ def test_num_combinations_by_hand():
     assert mdd.num_combinations() == 8_660_520
 
 
-def test_default_split_identities_are_unique_and_separated():
-    identities, notes = mdd.sample_identities(300, [200, 50, 50], 0)
-    assert notes == []
+def _check_split_layout(identities) -> None:
     assert [i.pid for i in identities] == list(range(1, 301))
     assert [i.split for i in identities
             ] == (['train'] * 200 + ['val'] * 50 + ['test'] * 50)
-    keys = [i.key for i in identities]
-    assert len(set(keys)) == 300
-    for split in ('val', 'test'):
-        members = [i for i in identities if i.split == split]
-        assert len({m.colour_pair for m in members}) == len(members)
-        for a in range(len(members)):
-            for b in range(a):
-                diff = sum(x != y
-                           for x, y in zip(members[a].key, members[b].key))
-                assert diff >= 3
+    assert len({i.key for i in identities}) == 300
     for i in identities:
         assert (i.gender, i.upper_type, i.lower_type) in mdd.OUTFITS
         assert (i.item is None) == (i.item_colour is None)
         assert (i.lower_type is None) == (i.lower_colour is None)
 
 
+def _min_pairwise_diff(members) -> int:
+    return min(
+        sum(x != y for x, y in zip(members[a].key, members[b].key))
+        for a in range(len(members)) for b in range(a))
+
+
+def test_default_splits_are_drawn_like_train():
+    identities, notes = mdd.sample_identities(300, [200, 50, 50], 0)
+    assert notes == []
+    _check_split_layout(identities)
+    # no extra separation: with 50 identities drawn like train, some share
+    # their garment colour pair and some differ in fewer than 3 attributes
+    # (the separated variant below forbids both)
+    for split in ('val', 'test'):
+        members = [i for i in identities if i.split == split]
+        assert len({m.colour_pair for m in members}) < len(members)
+    evaluation = [i for i in identities if i.split != 'train']
+    assert _min_pairwise_diff(evaluation) < 3
+
+
+def test_separated_eval_variant_separates_evaluation_splits():
+    identities, notes = mdd.sample_identities(
+        300, [200, 50, 50], 0, separated_eval=True)
+    assert notes == []
+    _check_split_layout(identities)
+    for split in ('val', 'test'):
+        members = [i for i in identities if i.split == split]
+        assert len({m.colour_pair for m in members}) == len(members)
+        assert _min_pairwise_diff(members) >= 3
+
+
 def test_large_test_split_relaxes_separation_with_a_note():
     # 11 x 11 = 121 colour pairs cannot separate 130 test identities
-    identities, notes = mdd.sample_identities(131, [1, 0, 130], 3)
+    identities, notes = mdd.sample_identities(131, [1, 0, 130], 3,
+                                              separated_eval=True)
     assert len({i.key for i in identities}) == 131
     assert notes and notes[0].startswith(
         'test: 130 identities do not fit separation rule (True, 3)')
