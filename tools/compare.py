@@ -462,12 +462,12 @@ class Run:
         done = osp.join(self.dir, 'train_done')
         if osp.isfile(done):
             return
-        found = checkpoints(self.work_dir)
-        mtimes = [os.stat(p).st_mtime for _, p in found['plain'] + found['best']]
-        attempts.close_unfinished(max(mtimes) if mtimes else None)
+        resume_from = self.resume_checkpoint()
+        attempts.close_unfinished(
+            os.stat(resume_from).st_mtime if resume_from else None)
         cmd = [self.config_file, '--work-dir', self.work_dir, *train_args]
         if attempts.items:
-            cmd.append('--resume')
+            cmd += ['--resume'] + ([resume_from] if resume_from else [])
         log(f'[{self.name}] {"resuming" if attempts.items else "training"}')
         item = attempts.start()
         rc = runner.run('train', cmd, osp.join(self.dir, 'train.log'))
@@ -480,6 +480,29 @@ class Run:
         with open(done, 'w') as f:
             f.write('ok\n')
 
+    def resume_checkpoint(self) -> Optional[str]:
+        """The newest complete checkpoint whose validation was logged.
+
+        A run killed between saving epoch N and logging its validation would,
+        resumed from epoch N, never validate epoch N; it is resumed from the
+        newest earlier checkpoint whose validation is logged (or that needs
+        none) when there is one.
+
+        Returns:
+            A checkpoint path, or None (``--resume`` then picks the newest).
+        """
+        from mdrl_plugin.engine import is_complete_checkpoint
+        train_cfg = self.cfg.get('train_cfg', {})
+        due = set(validated_epochs(train_cfg)) if 'max_epochs' in train_cfg \
+            else set()
+        scores = val_scores(self.work_dir, self.metric)
+        for step, path in sorted(checkpoints(self.work_dir)['plain'],
+                                 reverse=True):
+            if (step not in due or step in scores) and \
+                    is_complete_checkpoint(path):
+                return path
+        return None
+
     def select(self) -> dict:
         """The checkpoints to test: best on val overall and up to K epochs."""
         scores = val_scores(self.work_dir, self.metric)
@@ -489,25 +512,27 @@ class Run:
                 f'[{self.name}] no best_{self.metric}_*.pth in '
                 f'{self.work_dir}: did validation run (train_cfg.val_interval'
                 ' <= max_epochs)?')
-        # normally one file; a kill between a save and its validation can
-        # leave an older one, so the scores decide
-        steps = dict(found['best'])
-        step = pick_best(scores, list(steps), self.rule) or max(steps)
-        picks = dict(converged=dict(step=step, ckpt=steps[step],
+        # the best val score among the epochs with a checkpoint (ties: the
+        # earlier): the save_best file of an uninterrupted run; after a
+        # resume the logged scores of all attempts decide
+        files = dict(found['plain'])
+        files.update(found['best'])
+        step = pick_best(scores, list(files), self.rule)
+        if step is None:
+            step = max(dict(found['best']))
+        picks = dict(converged=dict(step=step, ckpt=files[step],
                                     val=scores.get(step)))
         if self.short_epochs is not None:
-            plain = dict(found['plain'])
-            plain.update(steps)
-            early = [s for s in plain if s <= self.short_epochs]
+            early = [s for s in files if s <= self.short_epochs]
             short = pick_best(scores, early, self.rule)
             if short is None:
                 raise CompareError(
                     f'[{self.name}] --short-epochs {self.short_epochs}: no '
                     f'validated checkpoint of epoch <= {self.short_epochs} '
-                    f'in {self.work_dir} (checkpoints: {sorted(plain)}; '
+                    f'in {self.work_dir} (checkpoints: {sorted(files)}; '
                     f'validated: {sorted(scores)}). Checkpoints of a finished'
                     ' run are pruned unless --keep-checkpoints was given.')
-            picks['short'] = dict(step=short, ckpt=plain[short],
+            picks['short'] = dict(step=short, ckpt=files[short],
                                   val=scores.get(short))
         return picks
 

@@ -5,6 +5,7 @@ import importlib.util
 import json
 import os
 import os.path as osp
+import re
 import signal
 import subprocess
 import sys
@@ -156,6 +157,27 @@ def test_attempts_count_up_to_the_resumed_checkpoint(tmp_path):
         'counted_end'] == 130.0
 
 
+def test_resume_skips_a_checkpoint_whose_validation_was_lost(tmp_path):
+    import torch
+    cfg = compare.build_run_config(_demo_cfg(), {'train_cfg.val_interval': 1},
+                                   [], 0, None, 'w')
+    run = compare.Run(str(tmp_path), 'full', 0, cfg, {}, None)
+    os.makedirs(osp.join(run.work_dir, '20260101_000000', 'vis_data'))
+    for epoch in (1, 2):
+        torch.save({'meta': {}}, osp.join(run.work_dir, f'epoch_{epoch}.pth'))
+    # no validation logged at all: nothing qualifies (--resume picks)
+    assert run.resume_checkpoint() is None
+    scalars = osp.join(run.work_dir, '20260101_000000', 'vis_data',
+                       'scalars.json')
+    with open(scalars, 'w') as f:
+        f.write(json.dumps(dict(R1=10.0, step=1)) + '\n')
+    # killed after saving epoch 2 and before validating it: resume from 1
+    assert run.resume_checkpoint() == osp.join(run.work_dir, 'epoch_1.pth')
+    with open(scalars, 'a') as f:
+        f.write(json.dumps(dict(R1=12.0, step=2)) + '\n')
+    assert run.resume_checkpoint() == osp.join(run.work_dir, 'epoch_2.pth')
+
+
 # ------------------------------------------------------------------ report
 def _result(variant, seed, r1, step=2, time_s=10.0):
     test = dict(R1=r1, R5=90.0, R10=100.0, mAP=r1 / 2, mINP=r1 / 4)
@@ -191,7 +213,7 @@ def test_summary_table_and_chart(tmp_path):
 def _tiny_config(tmp_path, bert_dir, data_root) -> str:
     cfg = _demo_cfg()
     shrink_config(cfg, bert_dir, data_root)
-    cfg.train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=2,
+    cfg.train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=3,
                          val_interval=1)
     cfg.default_hooks.checkpoint = dict(
         type='CheckpointHook', interval=1, max_keep_ckpts=1, save_best='R1',
@@ -219,11 +241,11 @@ def test_sweep_killed_resumed_and_skipped(tiny_bert_dir, tiny_pedes_root,
     last = osp.join(sweep, 'runs', 'lw', 'seed_1')
 
     # 1) kill the sweep (SIGTERM, as a scheduler would) while the last run
-    # trains, right after its first checkpoint
+    # trains, once its first epoch is validated
     proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     deadline = time.time() + 1800
-    while not osp.isfile(osp.join(last, 'work', 'epoch_1.pth')):
+    while 1 not in compare.val_scores(osp.join(last, 'work'), 'R1'):
         assert proc.poll() is None, proc.stdout.read()
         assert time.time() < deadline
         time.sleep(0.2)
@@ -240,7 +262,8 @@ def test_sweep_killed_resumed_and_skipped(tiny_bert_dir, tiny_pedes_root,
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.count('finished before, skipped') == 3
     assert '[lw/seed_1] resuming' in proc.stdout
-    assert 'resumed epoch: 1, iter: 3' in open(osp.join(last, 'train.log')).read()
+    assert re.search(r'resumed epoch: [12], iter: [36]\b',
+                     open(osp.join(last, 'train.log')).read())
 
     data = json.loads(open(osp.join(sweep, 'runs.json')).read())
     runs = {(r['variant'], r['seed']): r for r in data['runs']}
@@ -257,10 +280,10 @@ def test_sweep_killed_resumed_and_skipped(tiny_bert_dir, tiny_pedes_root,
         assert cfg.randomness.seed == seed
         assert (cfg.model.image_local is None) == (variant == 'baseline')
         assert r['short']['step'] == 1
-        assert r['converged']['step'] in (1, 2)
+        assert r['converged']['step'] in (1, 2, 3)
         # the converged pick is the best val R1 (ties: the earlier epoch)
         scores = compare.val_scores(osp.join(run_dir, 'work'), 'R1')
-        assert sorted(scores) == [1, 2]
+        assert sorted(scores) == [1, 2, 3]
         assert r['converged']['val'] == max(scores.values())
         assert r['converged']['step'] == min(
             s for s, v in scores.items() if v == max(scores.values()))
@@ -270,11 +293,12 @@ def test_sweep_killed_resumed_and_skipped(tiny_bert_dir, tiny_pedes_root,
         assert r['converged']['test'] == {
             k: metrics[k] for k in ('R1', 'R5', 'R10', 'mAP', 'mINP')}
         assert 0 < r['converged']['time_to_ckpt_s'] <= r['train_time_s']
-        # only the tested checkpoints are kept
-        kept = sorted(f for f in os.listdir(osp.join(run_dir, 'work'))
-                      if f.endswith('.pth'))
-        assert kept == sorted({r['converged']['checkpoint'],
-                               r['short']['checkpoint']})
+        # the tested checkpoints and the save_best file are kept
+        kept = {f for f in os.listdir(osp.join(run_dir, 'work'))
+                if f.endswith('.pth')}
+        picked = {r['converged']['checkpoint'], r['short']['checkpoint']}
+        assert picked <= kept
+        assert {f for f in kept - picked if not f.startswith('best_')} == set()
 
     md = open(osp.join(sweep, 'compare.md')).read()
     for regime in ('converged', 'short'):
