@@ -37,7 +37,6 @@ import math
 import os
 import os.path as osp
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -46,7 +45,7 @@ import traceback
 from collections import OrderedDict
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from mmengine.config import Config, ConfigDict, DictAction
+from mmengine.config import Config, DictAction
 
 TOOLS_DIR = osp.dirname(osp.abspath(__file__))
 
@@ -164,7 +163,18 @@ def parse_overrides(pairs: Sequence[str]) -> dict:
 
 
 def parse_seeds(text: str) -> List[int]:
-    """``'3'`` -> ``[0, 1, 2]``; ``'0,4,7'`` -> ``[0, 4, 7]``."""
+    """Parse ``--seeds``.
+
+    Args:
+        text: A number of seeds (``'3'`` -> ``[0, 1, 2]``) or a comma list
+            (``'0,4,7'``).
+
+    Returns:
+        The distinct seeds in order.
+
+    Raises:
+        CompareError: Not a number or list, or repeated seeds.
+    """
     try:
         if ',' in text:
             seeds = [int(s) for s in text.split(',') if s.strip()]
@@ -265,7 +275,14 @@ def build_run_config(base: Config, cfg_options: dict, overrides: List[str],
 
 
 def validated_epochs(train_cfg: dict) -> List[int]:
-    """Epochs after which ``EpochBasedTrainLoop`` validates."""
+    """Epochs after which ``EpochBasedTrainLoop`` validates.
+
+    Args:
+        train_cfg: ``max_epochs`` and optional ``val_interval``/``val_begin``.
+
+    Returns:
+        The validated epochs (the last epoch always is).
+    """
     max_epochs = int(train_cfg['max_epochs'])
     interval = int(train_cfg.get('val_interval', 1))
     begin = int(train_cfg.get('val_begin', 1))
@@ -275,7 +292,15 @@ def validated_epochs(train_cfg: dict) -> List[int]:
 
 # ----------------------------------------------------------- run artefacts
 def read_json(path: str) -> Optional[dict]:
-    """The JSON object in ``path``, or None when missing or unreadable."""
+    """Read a JSON file.
+
+    Args:
+        path: The file.
+
+    Returns:
+        Its content, or None when it is missing or unreadable (e.g. cut by a
+        kill).
+    """
     try:
         with open(path) as f:
             return json.load(f)
@@ -284,7 +309,12 @@ def read_json(path: str) -> Optional[dict]:
 
 
 def write_json(path: str, obj) -> None:
-    """Write ``obj`` as JSON atomically (never a partial file)."""
+    """Write ``obj`` as JSON atomically (never a partial file).
+
+    Args:
+        path: The file.
+        obj: A JSON-serialisable object.
+    """
     tmp = f'{path}.tmp{os.getpid()}'
     with open(tmp, 'w') as f:
         json.dump(obj, f, indent=2, sort_keys=False)
@@ -323,7 +353,15 @@ def val_scores(work_dir: str, metric: str) -> Dict[int, float]:
 
 
 def checkpoints(work_dir: str) -> Dict[str, List[Tuple[int, str]]]:
-    """``{'plain': [(step, path)], 'best': [(step, path)]}`` of a work dir."""
+    """The checkpoint files of a work dir.
+
+    Args:
+        work_dir: The training work dir.
+
+    Returns:
+        ``{'plain': [(step, path)], 'best': [(step, path)]}`` for
+        ``epoch_N.pth``/``iter_N.pth`` and ``best_<metric>_epoch_N.pth``.
+    """
     found: Dict[str, List[Tuple[int, str]]] = dict(plain=[], best=[])
     if not osp.isdir(work_dir):
         return found
@@ -338,7 +376,17 @@ def checkpoints(work_dir: str) -> Dict[str, List[Tuple[int, str]]]:
 
 def pick_best(scores: Dict[int, float], steps: Sequence[int],
               rule: str) -> Optional[int]:
-    """The step with the best score among ``steps`` (ties: the earliest)."""
+    """The step with the best score among ``steps``.
+
+    Args:
+        scores: Val score per step.
+        steps: Candidate steps (those without a score are ignored).
+        rule: ``'greater'`` or ``'less'`` (as ``CheckpointHook``).
+
+    Returns:
+        The best step (ties: the earliest, as ``save_best`` keeps the first),
+        or None when no candidate has a score.
+    """
     cands = [s for s in sorted(steps) if s in scores]
     if not cands:
         return None
@@ -685,7 +733,15 @@ def tail(path: str, lines: int = 15) -> str:
 
 # ------------------------------------------------------------------ report
 def mean_std(values: Sequence[float]) -> Tuple[float, Optional[float]]:
-    """Mean and sample standard deviation (None for a single value)."""
+    """Mean and sample standard deviation.
+
+    Args:
+        values: At least one value.
+
+    Returns:
+        The mean and the standard deviation with ``n - 1`` (None for one
+        value).
+    """
     n = len(values)
     mean = sum(values) / n
     if n < 2:
@@ -694,7 +750,16 @@ def mean_std(values: Sequence[float]) -> Tuple[float, Optional[float]]:
 
 
 def summarize(results: List[dict], variants: Sequence[str]) -> dict:
-    """``{regime: {variant: {field: {mean, std, n}}}}`` over seeds."""
+    """Statistics over seeds.
+
+    Args:
+        results: Finished runs (``result.json`` contents).
+        variants: Variant names in report order.
+
+    Returns:
+        ``{regime: {variant: {field: dict(mean, std, n), 'seeds': [...],
+        'retrieval_features': str}}}``.
+    """
     summary: dict = {}
     for regime in REGIMES:
         per_variant = OrderedDict()
@@ -730,7 +795,18 @@ def _fmt(stat: dict, digits: int) -> str:
 def markdown_report(summary: dict, title: str, header_lines: List[str],
                     short_epochs: Optional[int],
                     variant_overrides: Dict[str, List[str]]) -> str:
-    """The Markdown tables of ``summary``."""
+    """The Markdown report.
+
+    Args:
+        summary: From :func:`summarize`.
+        title: The heading.
+        header_lines: Lines under the heading.
+        short_epochs: ``--short-epochs`` (for the caption).
+        variant_overrides: Each variant's overrides (listed at the end).
+
+    Returns:
+        The Markdown text.
+    """
     lines = [f'# {title}', ''] + header_lines + ['']
     captions = dict(
         converged='Converged: the checkpoint chosen on val over the whole '
@@ -757,13 +833,24 @@ def markdown_report(summary: dict, title: str, header_lines: List[str],
               'chosen checkpoint was written.', '',
               '## Variants', '']
     for v, ov in variant_overrides.items():
-        lines.append(f"- `{v}`: {', '.join(f'`{o}`' for o in ov) or 'the config as it is'}")
+        shown = ', '.join(f'`{o}`' for o in ov) or 'the config as it is'
+        lines.append(f'- `{v}`: {shown}')
     lines.append('')
     return '\n'.join(lines)
 
 
-def bar_chart(summary: dict, path: str, title: str) -> None:
-    """Grouped bars (one group per metric, one bar per variant) with std."""
+def bar_chart(summary: dict, path: str, title: str,
+              short_epochs: Optional[int] = None) -> None:
+    """Write grouped bars with the standard deviation as error bars.
+
+    One panel per regime, one group per metric, one bar per variant.
+
+    Args:
+        summary: From :func:`summarize`.
+        path: The PNG file.
+        title: The figure title.
+        short_epochs: ``--short-epochs`` (for the panel title).
+    """
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
@@ -785,7 +872,8 @@ def bar_chart(summary: dict, path: str, title: str) -> None:
         ax.set_xticklabels(METRICS)
         ax.set_ylim(0, 105)
         ax.set_ylabel('test score (%)')
-        ax.set_title(regime)
+        ax.set_title('converged (best on val)' if regime == 'converged'
+                     else f'short budget (epochs <= {short_epochs})')
         ax.legend(fontsize=8)
     fig.suptitle(title)
     fig.tight_layout()
@@ -796,7 +884,20 @@ def bar_chart(summary: dict, path: str, title: str) -> None:
 def write_report(root: str, config: str, variants: Dict[str, List[str]],
                  seeds: List[int], short_epochs: Optional[int],
                  results: List[dict], pending: List[str]) -> dict:
-    """Write ``compare.md``, ``compare.png`` and ``runs.json``."""
+    """Write ``compare.md``, ``compare.png`` and ``runs.json``.
+
+    Args:
+        root: The sweep folder.
+        config: The config file.
+        variants: Each variant's overrides.
+        seeds: The seeds.
+        short_epochs: ``--short-epochs`` or None.
+        results: Finished runs.
+        pending: Names of the runs not finished.
+
+    Returns:
+        The summary (see :func:`summarize`).
+    """
     summary = summarize(results, list(variants))
     title = f'Comparison of {osp.basename(config)}'
     header = [f'Config: `{config}`; seeds: {", ".join(map(str, seeds))}; '
@@ -807,7 +908,8 @@ def write_report(root: str, config: str, variants: Dict[str, List[str]],
         f.write(markdown_report(summary, title, header, short_epochs,
                                 variants))
     if summary:
-        bar_chart(summary, osp.join(root, 'compare.png'), title)
+        bar_chart(summary, osp.join(root, 'compare.png'), title,
+                  short_epochs)
     write_json(osp.join(root, 'runs.json'), dict(
         config=config, seeds=seeds, short_epochs=short_epochs,
         variants=variants, runs=results, pending=pending, summary=summary))

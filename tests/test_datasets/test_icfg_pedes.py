@@ -170,3 +170,25 @@ def test_shipped_icfg_configs_hold_out_val():
     assert paper.val_dataloader.dataset.val_from_train is None
     assert paper.val_dataloader.dataset.split == 'test'
     assert paper.model.num_classes == 3102
+
+
+def test_shipped_icfg_config_trains_and_validates_on_held_out_ids(
+        held_out_root, tiny_bert_dir, tmp_path):
+    from mmengine.config import Config
+    from mmengine.runner import Runner
+    from mdrl_test_utils import REPO_ROOT, shrink_config
+    cfg = Config.fromfile(osp.join(REPO_ROOT, 'configs', 'mdrl_vit_bert_icfg.py'))
+    shrink_config(cfg, tiny_bert_dir, held_out_root)
+    held = dict(num_ids=2, seed=1)  # ids 1 and 7 are val, 2 and 5 train
+    cfg.train_dataloader.dataset.val_from_train = held
+    cfg.val_dataloader.dataset.val_from_train = held
+    cfg.train_dataloader.batch_size = 2
+    cfg.model.num_classes = 2
+    cfg.work_dir = str(tmp_path)
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+    assert runner.val_dataloader.dataset.metainfo['num_identities'] == 2
+    metrics = runner.val_loop.run()
+    assert set(metrics) == {'R1', 'R5', 'R10', 'mAP', 'mINP'}
+    # two val images of two ids: R1 is 0, 50 or 100
+    assert metrics['R1'] in (0.0, 50.0, 100.0) and metrics['R5'] == 100.0
