@@ -7,7 +7,7 @@ import numpy as np
 from mmengine.dataset import BaseDataset, force_full_init
 
 from mdrl_plugin.registry import DATASETS, TRANSFORMS
-from .annotation import (check_data_root, find_annotation_file,
+from .annotation import (PedesRecord, check_data_root, find_annotation_file,
                          find_missing_files, format_problems, group_images,
                          load_annotation_json, parse_pedes_records,
                          split_counts)
@@ -188,7 +188,7 @@ class BasePedesDataset(BaseDataset):
         records, problems = parse_pedes_records(raw, self.ALLOWED_SPLITS,
                                                 self._img_dir_name)
         counts = split_counts(records)
-        own = [r for r in records if r.split == self.split]
+        own = self._select_records(records)
         images, conflicts = group_images(own)
         problems = problems + conflicts
         if problems:
@@ -226,6 +226,18 @@ class BasePedesDataset(BaseDataset):
             num_images=len(images),
             num_captions=num_captions)
         return data_list
+
+    def _select_records(self,
+                        records: List[PedesRecord]) -> List[PedesRecord]:
+        """The records of the requested split (subclasses may re-split).
+
+        Args:
+            records: All valid records of the annotation file, in file order.
+
+        Returns:
+            The records whose images make up :attr:`split`.
+        """
+        return [r for r in records if r.split == self.split]
 
     def _check_images_exist(self, img_paths: List[str]) -> None:
         missing = find_missing_files(img_paths)
