@@ -156,8 +156,8 @@ def test_fingerprint_invalidates_and_reuses(tiny_bert_dir, tmp_path):
     write_tiny_bert(tok_dir)
     with open(osp.join(tok_dir, 'vocab.txt'), 'a') as f:
         f.write('umbrella\n')
-    os.remove(osp.join(tok_dir, 'tokenizer.json')) if osp.exists(
-        osp.join(tok_dir, 'tokenizer.json')) else None
+    if osp.exists(osp.join(tok_dir, 'tokenizer.json')):
+        os.remove(osp.join(tok_dir, 'tokenizer.json'))  # rebuilt from vocab.txt
     variants.append(prepare(tok_dir))
     folders = {m.text_encoder.text_cache.folder for m in variants}
     assert len(folders) == 4 and first not in folders
