@@ -20,6 +20,10 @@ custom_hooks = [
     # RNG states in every checkpoint: a resumed run ends like an
     # uninterrupted one (with randomness.deterministic=True)
     dict(type='ExactResumeHook'),
+    # a frozen BERT's outputs are computed once per caption and memory-mapped
+    # from <work_dir>/text_cache (bit-identical to computing them every step;
+    # set cache_dir to share it between runs, enabled=False to turn it off)
+    dict(type='FrozenTextCacheHook'),
 ]
 
 env_cfg = dict(

@@ -3,7 +3,9 @@
 * safe checkpoint loading (:func:`safe_torch_load`, registered as MMEngine's
   loader for local paths) and atomic checkpoint writes (file backend
   ``'local_atomic'``);
-* hooks: :class:`FiniteLossHook`, :class:`ExactResumeHook`;
+* hooks: :class:`FiniteLossHook`, :class:`ExactResumeHook`,
+  :class:`FrozenTextCacheHook` (with :class:`TextFeatureCache`, an exact
+  memory-mapped cache of a frozen BERT's outputs);
 * :class:`MixedPrecisionOptimWrapper` (AMP on CUDA and CPU) and
   :class:`TrainableParamsOptimWrapperConstructor` (frozen parameters stay out
   of the optimizer);
@@ -21,6 +23,7 @@ from .fileio import AtomicLocalBackend, atomic_write, atomic_write_bytes
 from .hooks import *  # noqa: F401,F403
 from .optimizers import *  # noqa: F401,F403
 from .rng import get_rng_state, set_rng_state
+from .text_cache import TextFeatureCache, text_cache_fingerprint
 from .runner_utils import (add_common_args, apply_common_args, apply_resume,
                            default_work_dir, enable_amp, load_config,
                            prepare_determinism)
@@ -33,5 +36,6 @@ __all__ = [
     'setup_distributed', 'teardown_distributed', 'adapt_cfg_for_device',
     'AtomicLocalBackend', 'atomic_write', 'atomic_write_bytes', 'get_rng_state',
     'set_rng_state', 'apply_resume', 'default_work_dir', 'enable_amp',
-    'load_config', 'prepare_determinism', 'add_common_args', 'apply_common_args'
+    'load_config', 'prepare_determinism', 'add_common_args', 'apply_common_args',
+    'TextFeatureCache', 'text_cache_fingerprint'
 ] + hooks.__all__ + optimizers.__all__

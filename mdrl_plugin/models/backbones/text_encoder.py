@@ -1,9 +1,12 @@
 """Frozen BERT followed by learnable transformer encoder layers (LTE)."""
 import os
-from typing import Optional, Tuple
+import warnings
+from typing import List, Optional, Protocol, Sequence, Tuple
 
+import numpy as np
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from mmengine.model import BaseModule
 
 from mdrl_plugin.registry import MODELS
@@ -47,6 +50,27 @@ def load_bert(pretrained: Optional[str], bert_config: Optional[dict]) -> nn.Modu
     return bert
 
 
+class TokenFeatureLookup(Protocol):
+    """What :class:`BertTextEncoder` needs from an attached token cache."""
+
+    def gather(self, seqs: Sequence[np.ndarray]
+               ) -> Tuple[np.ndarray, np.ndarray]:
+        """Look up token-id sequences.
+
+        Args:
+            seqs: Token ids of each caption (real tokens only).
+
+        Returns:
+            tuple: bool ``[len(seqs)]`` (found) and the rows of the found
+            sequences, concatenated in order, ``[sum of their lengths, D]``.
+        """
+
+
+def _is_exporting() -> bool:
+    return torch.jit.is_tracing() or torch.jit.is_scripting() or (
+        torch.onnx.is_in_onnx_export())
+
+
 @MODELS.register_module()
 class BertTextEncoder(BaseModule):
     """Text branch: frozen BERT, then learnable transformer encoder layers.
@@ -54,6 +78,17 @@ class BertTextEncoder(BaseModule):
     The [cls] output of the LTE stack is the global text feature
     :math:`f_g^T`; the other outputs (M tokens, [SEP] included) form the text
     token sequence. Padding is masked in every LTE attention.
+
+    A frozen BERT computes every caption in one canonical shape: the batch is
+    padded to ``max_length`` tokens (right padding, pad id 0 under the mask)
+    before BERT, and BERT's outputs at padding are set to 0. A caption's BERT
+    outputs then do not depend on the batch it comes in (the padded length of
+    a batch changes the floating-point rounding of attention kernels; the
+    batch size, measured on CPU, does not), so a precomputed cache of them
+    (:meth:`attach_text_cache`, built by ``FrozenTextCacheHook``) gives
+    bit-identical features. Under ``torch.onnx`` export / tracing the
+    canonical padding and the cache are skipped (same features up to
+    rounding).
 
     Args:
         pretrained: Local Hugging Face BERT folder (e.g. bert-base-uncased).
@@ -67,6 +102,8 @@ class BertTextEncoder(BaseModule):
         mlp_ratio: LTE MLP ratio.
         dropout: LTE dropout.
         out_channels: If set, a linear projection of all outputs to this width.
+        max_length: Canonical token length of the frozen BERT's input; must be
+            at least the data preprocessor's ``max_length``. Defaults to 64.
         init_cfg: MMEngine init config.
     """
 
@@ -79,10 +116,19 @@ class BertTextEncoder(BaseModule):
                  mlp_ratio: float = 4.0,
                  dropout: float = 0.1,
                  out_channels: Optional[int] = None,
+                 max_length: int = 64,
                  init_cfg: Optional[dict] = None) -> None:
         super().__init__(init_cfg=init_cfg)
         self.bert = load_bert(pretrained, bert_config)
         self.frozen = frozen
+        if max_length > self.bert.config.max_position_embeddings:
+            raise ValueError(
+                f'BertTextEncoder(max_length={max_length}) exceeds the BERT\'s '
+                f'max_position_embeddings={self.bert.config.max_position_embeddings}')
+        self.max_length = max_length
+        self.text_cache: Optional[TokenFeatureLookup] = None
+        self._cache_guard: List[Tuple[torch.Tensor, int]] = []
+        self.cache_stats = dict(hits=0, misses=0)
         width = self.bert.config.hidden_size
         if frozen:
             self.bert.requires_grad_(False)
@@ -108,6 +154,96 @@ class BertTextEncoder(BaseModule):
         if self.init_cfg is not None:
             super().init_weights()
 
+    # ------------------------------------------------------------ frozen BERT
+    @torch.no_grad()
+    def frozen_bert_tokens(self, input_ids: torch.Tensor,
+                           attention_mask: torch.Tensor) -> torch.Tensor:
+        """Frozen BERT's token outputs, computed in the canonical shape.
+
+        Args:
+            input_ids: ``[T, L]`` token ids, ``L <= max_length``.
+            attention_mask: ``[T, L]``, 1 for real tokens, 0 for padding.
+
+        Returns:
+            ``[T, L, D]`` float tensor, 0 at padding. Each row depends only on
+            the row's real tokens (and their positions), not on the batch.
+        """
+        T, L = input_ids.shape
+        if L > self.max_length:
+            raise ValueError(
+                f'BertTextEncoder got captions of {L} tokens but its max_length '
+                f'is {self.max_length}: set model.text_encoder.max_length to at '
+                "least the data preprocessor's max_length")
+        if _is_exporting():  # dynamic shapes: no canonical padding
+            hidden = self.bert(input_ids=input_ids,
+                               attention_mask=attention_mask).last_hidden_state
+            return hidden * attention_mask[..., None].to(hidden.dtype)
+        real = attention_mask.bool()
+        ids = F.pad(input_ids.masked_fill(~real, 0), (0, self.max_length - L))
+        mask = F.pad(real.long(), (0, self.max_length - L))
+        hidden = self.bert(input_ids=ids, attention_mask=mask).last_hidden_state
+        return hidden[:, :L].masked_fill(~real[..., None], 0)
+
+    def attach_text_cache(self, cache: Optional[TokenFeatureLookup]) -> None:
+        """Serve the frozen BERT's outputs from ``cache`` (None detaches).
+
+        The cache must hold :meth:`frozen_bert_tokens` outputs of this BERT's
+        current weights (the caller checks a fingerprint). Any later in-place
+        change of BERT's parameters or buffers (e.g. loading a checkpoint)
+        detaches the cache at the next forward, with a warning.
+
+        Args:
+            cache: Object with ``gather(seqs) -> (found, rows)``.
+        """
+        if cache is not None and not self.frozen:
+            raise ValueError('A text cache needs a frozen BERT (frozen=True)')
+        self.text_cache = cache
+        self._cache_guard = [(t, t._version) for t in
+                             (*self.bert.parameters(), *self.bert.buffers())]
+
+    def text_cache_is_valid(self) -> bool:
+        """Whether BERT is unchanged since the cache was attached.
+
+        Returns:
+            False (after detaching the cache, with a warning) when any BERT
+            parameter or buffer was modified in place since.
+        """
+        if all(t._version == v for t, v in self._cache_guard):
+            return True
+        warnings.warn('BertTextEncoder: BERT weights changed after the text '
+                      'cache was attached; the cache is detached and BERT runs '
+                      'live.')
+        self.attach_text_cache(None)
+        return False
+
+    def _cached_bert_tokens(self, input_ids: torch.Tensor,
+                            attention_mask: torch.Tensor) -> torch.Tensor:
+        """:meth:`frozen_bert_tokens` served from the cache where possible."""
+        T, L = input_ids.shape
+        real = attention_mask.bool()
+        lengths = real.sum(1)
+        # a row's key is its real tokens: only right-padded rows have one
+        rows_with_key = (real.long().cumprod(1).sum(1) == lengths).nonzero()
+        rows_with_key = rows_with_key.flatten().tolist()
+        ids_np = input_ids.cpu().numpy()
+        n_np = lengths.tolist()
+        found, feats = self.text_cache.gather(
+            [ids_np[t, :n_np[t]] for t in rows_with_key])
+        hit = torch.zeros(T, dtype=torch.bool)
+        hit[[t for t, f in zip(rows_with_key, found) if f]] = True
+        hit = hit.to(input_ids.device)
+        hidden = torch.zeros(T, L, self.bert.config.hidden_size,
+                             device=input_ids.device)
+        if hit.any():
+            hidden[real & hit[:, None]] = torch.from_numpy(feats).to(hidden.device)
+        num_hits = int(hit.sum())
+        if num_hits < T:
+            miss = ~hit
+            hidden[miss] = self.frozen_bert_tokens(input_ids[miss],
+                                                   attention_mask[miss])
+        self.cache_stats['hits'] += num_hits
+        self.cache_stats['misses'] += T - num_hits
+        return hidden
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor
                 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Encode tokenised texts.
@@ -120,14 +256,14 @@ class BertTextEncoder(BaseModule):
             tuple: global feature ``[T, C]``, token sequence ``[T, L-1, C]``
             and its padding mask ``[T, L-1]`` (bool, True = padding).
         """
-        if self.frozen:
-            with torch.no_grad():
-                hidden = self.bert(
-                    input_ids=input_ids,
-                    attention_mask=attention_mask).last_hidden_state
-        else:
+        if not self.frozen:
             hidden = self.bert(
                 input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        elif (self.text_cache is not None and not _is_exporting()
+              and self.text_cache_is_valid()):
+            hidden = self._cached_bert_tokens(input_ids, attention_mask)
+        else:
+            hidden = self.frozen_bert_tokens(input_ids, attention_mask)
         padding_mask = attention_mask == 0
         if self.lte is not None:
             hidden = masked_transformer(self.lte, hidden, padding_mask)

@@ -85,6 +85,21 @@ class TextImageDataPreprocessor(BaseDataPreprocessor):
         return dict(input_ids=enc['input_ids'].to(self.device),
                     attention_mask=enc['attention_mask'].to(self.device))
 
+    def token_ids(self, texts: List[str]) -> List[List[int]]:
+        """Token ids of captions as :meth:`tokenize` gives them, unpadded.
+
+        Args:
+            texts: Captions.
+
+        Returns:
+            One list of ids per caption ([CLS] ... [SEP], truncated to
+            ``max_length``).
+        """
+        if len(texts) == 0:
+            return []
+        return self.tokenizer(list(texts), truncation=True,
+                              max_length=self.max_length)['input_ids']
+
     def text_lengths(self, texts: List[str]) -> List[int]:
         """Untruncated token counts (with [CLS]/[SEP]) of captions."""
         return [len(ids) for ids in self.tokenizer(list(texts))['input_ids']]

@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 
@@ -53,6 +54,91 @@ def test_features_do_not_depend_on_amount_of_padding(tiny_bert_dir):
     g2, t2, _ = enc(long, (long != 0).long())
     torch.testing.assert_close(g1, g2, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(t1, t2[:, :3], atol=1e-5, rtol=1e-5)
+
+
+def _padded(seqs, width=None):
+    width = width or max(len(s) for s in seqs)
+    ids = torch.zeros(len(seqs), width, dtype=torch.long)
+    for i, s in enumerate(seqs):
+        ids[i, :len(s)] = torch.tensor(s)
+    return ids, (ids != 0).long()
+
+
+SEQS = [[2, 8, 15, 3], [2, 9, 10, 11, 12, 13, 14, 3], [2, 5, 3],
+        [2] + list(range(5, 40)) + [3], [2, 20, 21, 22, 23, 3]]
+
+
+def test_frozen_bert_rows_are_bitwise_independent_of_the_batch(tiny_bert_dir):
+    """The property the exact cache rests on (canonical shape)."""
+    enc = build(tiny_bert_dir)
+    alone = [enc.frozen_bert_tokens(*_padded([s]))[0] for s in SEQS]
+    for batch in ([0, 1, 2, 3, 4], [4, 2], [1, 3], [2, 0, 1]):
+        for width in (None, 64):  # padded to the longest caption, or further
+            out = enc.frozen_bert_tokens(*_padded([SEQS[i] for i in batch], width))
+            for row, i in enumerate(batch):
+                n = len(SEQS[i])
+                assert torch.equal(out[row, :n], alone[i][:n])
+                assert not out[row, n:].any()  # zeros at padding
+    # without the canonical shape the rounding depends on the padded length
+    # (this is why the encoder pads to max_length before BERT)
+    plain = [enc.bert(*_padded([SEQS[3]], w)).last_hidden_state[0, :len(SEQS[3])]
+             for w in (len(SEQS[3]), 64)]
+    torch.testing.assert_close(plain[0], alone[3][:len(SEQS[3])])
+
+
+def test_longer_inputs_than_max_length_are_a_clear_error(tiny_bert_dir):
+    enc = build(tiny_bert_dir, max_length=8)
+    with pytest.raises(ValueError, match='captions of 9 tokens but its max_length '
+                       'is 8: set model.text_encoder.max_length'):
+        enc(*_padded([list(range(2, 11))]))
+    with pytest.raises(ValueError, match='exceeds the BERT.s max_position_embeddings=128'):
+        build(tiny_bert_dir, max_length=129)
+
+
+class _DictCache:
+    """A cache serving given rows for given sequences (and recording queries)."""
+
+    def __init__(self, table):
+        self.table, self.queries = table, []
+
+    def gather(self, seqs):
+        self.queries.append([list(s) for s in seqs])
+        found = np.array([tuple(s) in self.table for s in seqs], dtype=bool)
+        rows = [self.table[tuple(s)] for s in seqs if tuple(s) in self.table]
+        return found, (np.concatenate(rows) if rows
+                       else np.zeros((0, 32), np.float32))
+
+
+def test_cached_rows_are_served_and_misses_run_live(tiny_bert_dir):
+    enc = build(tiny_bert_dir).eval()
+    ids, mask = _padded(SEQS)
+    live = enc(ids, mask)
+    # serve SEQS[0] and SEQS[3] from a cache that marks its rows with 7s
+    table = {tuple(SEQS[i]): np.full((len(SEQS[i]), 32), 7, np.float32)
+             for i in (0, 3)}
+    enc.attach_text_cache(_DictCache(table))
+    hidden = enc._cached_bert_tokens(ids, mask)
+    assert (hidden[0, :4] == 7).all() and (hidden[3, :37] == 7).all()
+    assert not hidden[0, 4:].any()
+    canon = enc.frozen_bert_tokens(ids, mask)
+    for i in (1, 2, 4):
+        assert torch.equal(hidden[i], canon[i])
+    assert enc.cache_stats == dict(hits=2, misses=3)
+    # a cache holding the true rows gives exactly the live outputs
+    enc.attach_text_cache(_DictCache({
+        tuple(s): canon[i, :len(s)].numpy() for i, s in enumerate(SEQS)}))
+    assert all(torch.equal(a, b) for a, b in zip(enc(ids, mask), live))
+    # a left-padded row has no key: it is computed live, never looked up
+    left = torch.tensor([[0, 0, 2, 8, 15, 3]])
+    enc.attach_text_cache(_DictCache({(2, 8, 15, 3): np.zeros((4, 32), np.float32)}))
+    out = enc._cached_bert_tokens(left, (left != 0).long())
+    assert enc.text_cache.queries == [[]] and out[0, 2:].abs().sum() > 0
+
+
+def test_cache_needs_a_frozen_bert(tiny_bert_dir):
+    enc = build(tiny_bert_dir, frozen=False)
+    with pytest.raises(ValueError, match='needs a frozen BERT'):
+        enc.attach_text_cache(_DictCache({}))
 
 
 def test_init_weights_keeps_pretrained_bert(tiny_bert_dir):

@@ -1,0 +1,194 @@
+"""FrozenTextCacheHook: cached training equals uncached training bit for bit,
+and the cache is invalidated by a different tokenizer, max_length or BERT."""
+import copy
+import json
+import os
+import os.path as osp
+from types import SimpleNamespace
+
+import pytest
+import torch
+from mmengine.logging import MMLogger
+from mmengine.structures import BaseDataElement
+
+from mdrl_test_utils import REPO_ROOT, shrink_config, tiny_mdrl_cfg, write_tiny_bert
+from mdrl_plugin.registry import HOOKS, MODELS
+
+CAPTIONS = [
+    'a man in a red shirt',
+    'the woman wearing a long black dress and white shoes with a bag',
+    'a person with short hair',
+    'she has a blue coat , black pants and a backpack',
+    'a man carrying a green bag',
+    'the woman is walking',
+    'he is wearing a white hat , a yellow jacket and blue pants .',
+    'a woman in a skirt',
+    'a person wearing black shoes and a hat',
+    'she is carrying a red bag on the long walking',
+    'a man',
+]
+#: in no dataset: served live, in a batch with cached captions
+UNSEEN = 'an unseen man with a shirt , shoes , hat and a red long coat'
+
+
+class _Captions:
+    """The part of a dataset the hook reads."""
+
+    def __init__(self, texts):
+        self.texts = texts
+
+    def __len__(self):
+        return len(self.texts)
+
+    def get_data_info(self, idx):
+        return dict(text=self.texts[idx])
+
+
+def _fake_runner(model, work_dir, texts=CAPTIONS):
+    return SimpleNamespace(
+        model=model, work_dir=str(work_dir),
+        logger=MMLogger.get_instance('text_cache_test'),
+        train_dataloader=SimpleNamespace(dataset=_Captions(texts)), val_loop=None)
+
+
+def _batch(model, texts, step):
+    g = torch.Generator().manual_seed(step)
+    images = [torch.randint(0, 256, (3, 32, 16), dtype=torch.uint8, generator=g)
+              for _ in texts]
+    samples = [BaseDataElement(metainfo=dict(text=t, gt_label=i % 4))
+               for i, t in enumerate(texts)]
+    return model.data_preprocessor(dict(inputs=images, data_samples=samples), True)
+
+
+def test_cached_training_equals_uncached_bit_for_bit(tiny_bert_dir, tmp_path):
+    torch.manual_seed(0)
+    plain = MODELS.build(tiny_mdrl_cfg(tiny_bert_dir))
+    cached = copy.deepcopy(plain)
+    hook = HOOKS.build(dict(type='FrozenTextCacheHook', batch_size=3))
+    hook.before_train(_fake_runner(cached, tmp_path))
+    assert cached.text_encoder.text_cache is not None
+    assert len(cached.text_encoder.text_cache) == len(CAPTIONS)
+    assert plain.text_encoder.text_cache is None
+
+    batches = [CAPTIONS[0:4], CAPTIONS[4:8], CAPTIONS[8:11] + [UNSEEN]]
+    opts = [torch.optim.AdamW([p for p in m.parameters() if p.requires_grad],
+                              lr=1e-2) for m in (plain, cached)]
+    for step, texts in enumerate(batches * 2):
+        data = _batch(plain, texts, step)
+        results = []
+        for model, opt in zip((plain, cached), opts):
+            model.train()
+            torch.manual_seed(100 + step)  # DLL's random grouping
+            losses = model.loss(**data)
+            opt.zero_grad()
+            sum(losses.values()).backward()
+            results.append((losses, {n: p.grad.clone() for n, p in
+                                     model.named_parameters() if p.grad is not None}))
+            opt.step()
+        (loss_a, grad_a), (loss_b, grad_b) = results
+        assert loss_a.keys() == loss_b.keys() and len(loss_a) == 5
+        for name in loss_a:
+            assert torch.equal(loss_a[name], loss_b[name]), (step, name)
+        assert grad_a.keys() == grad_b.keys() and len(grad_a) > 20
+        for name in grad_a:
+            assert torch.equal(grad_a[name], grad_b[name]), (step, name)
+    # 6 steps x 4 captions: all cached but UNSEEN (twice), which ran live
+    assert cached.text_encoder.cache_stats == dict(hits=22, misses=2)
+
+    plain.eval(), cached.eval()
+    samples = [BaseDataElement(metainfo=dict(texts=CAPTIONS[:5] + [UNSEEN], pid=1))]
+    data = plain.data_preprocessor(dict(
+        inputs=[torch.zeros(3, 32, 16, dtype=torch.uint8)], data_samples=samples))
+    feats = [m.predict(**copy.deepcopy(data))[0].text_feats for m in (plain, cached)]
+    assert torch.equal(feats[0], feats[1])
+
+
+def test_weights_changed_after_attaching_detach_the_cache(tiny_bert_dir, tmp_path):
+    torch.manual_seed(0)
+    model = MODELS.build(tiny_mdrl_cfg(tiny_bert_dir))
+    HOOKS.build(dict(type='FrozenTextCacheHook')).before_train(
+        _fake_runner(model, tmp_path))
+    enc = model.text_encoder
+    data = _batch(model, CAPTIONS[:2], 0)
+    with torch.no_grad():
+        enc.bert.embeddings.word_embeddings.weight.mul_(2)  # e.g. a checkpoint load
+    with pytest.warns(UserWarning, match='BERT weights changed'):
+        out = enc(data['inputs']['input_ids'], data['inputs']['attention_mask'])
+    assert enc.text_cache is None
+    live = enc(data['inputs']['input_ids'], data['inputs']['attention_mask'])
+    assert torch.equal(out[0], live[0])
+
+
+def _cache_dirs(root):
+    return sorted(d for d in os.listdir(root) if not d.startswith('.'))
+
+
+def test_fingerprint_invalidates_and_reuses(tiny_bert_dir, tmp_path):
+    """Another tokenizer, max_length or BERT checkpoint -> another folder."""
+    cache_dir = str(tmp_path / 'cache')
+
+    def prepare(bert_dir, preproc_max=16, enc_max=64, seed=0):
+        cfg = tiny_mdrl_cfg(bert_dir)
+        cfg['data_preprocessor']['max_length'] = preproc_max
+        cfg['text_encoder']['max_length'] = enc_max
+        torch.manual_seed(seed)
+        model = MODELS.build(cfg)
+        HOOKS.build(dict(type='FrozenTextCacheHook', cache_dir=cache_dir)
+                    ).before_train(_fake_runner(model, tmp_path))
+        return model
+
+    base = prepare(tiny_bert_dir)
+    first = base.text_encoder.text_cache.folder
+    assert _cache_dirs(cache_dir) == [osp.basename(first)]
+    meta = json.load(open(osp.join(first, 'meta.json')))
+    assert meta['tokenizer_max_length'] == 16 and meta['bert_max_length'] == 64
+    shards = _cache_dirs(first)
+    # same fingerprint: reused, nothing recomputed (no new shard)
+    again = prepare(tiny_bert_dir, seed=1)  # LTE seed does not matter
+    assert again.text_encoder.text_cache.folder == first
+    assert _cache_dirs(first) == shards
+
+    other_bert = write_tiny_bert(str(tmp_path / 'other_bert'), seed=1)
+    variants = [prepare(other_bert), prepare(tiny_bert_dir, preproc_max=8),
+                prepare(tiny_bert_dir, enc_max=32)]
+    # another tokenizer: the same BERT weights, one more word in the vocabulary
+    tok_dir = str(tmp_path / 'other_tok')
+    write_tiny_bert(tok_dir)
+    with open(osp.join(tok_dir, 'vocab.txt'), 'a') as f:
+        f.write('umbrella\n')
+    if osp.exists(osp.join(tok_dir, 'tokenizer.json')):
+        os.remove(osp.join(tok_dir, 'tokenizer.json'))  # rebuilt from vocab.txt
+    variants.append(prepare(tok_dir))
+    folders = {m.text_encoder.text_cache.folder for m in variants}
+    assert len(folders) == 4 and first not in folders
+    assert len(_cache_dirs(cache_dir)) == 5
+    # never stale: every variant's cached features are its own BERT's
+    for model in variants:
+        data = _batch(model, CAPTIONS[:4], 0)
+        ids, mask = data['inputs']['input_ids'], data['inputs']['attention_mask']
+        enc = model.text_encoder
+        cached = enc(ids, mask)
+        hits = enc.cache_stats['hits']
+        enc.attach_text_cache(None)
+        assert hits == 4
+        assert all(torch.equal(a, b) for a, b in zip(cached, enc(ids, mask)))
+
+
+def test_runner_trains_and_tests_with_the_cache(tiny_bert_dir, tiny_pedes_root, tmp_path):
+    from mmengine.config import Config
+    from mmengine.runner import Runner
+    cfg = Config.fromfile(osp.join(REPO_ROOT, 'configs', 'mdrl_demo.py'))
+    assert any(h['type'] == 'FrozenTextCacheHook' for h in cfg.custom_hooks)
+    shrink_config(cfg, tiny_bert_dir, tiny_pedes_root)
+    cfg.work_dir = str(tmp_path)
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+    enc = runner.model.text_encoder
+    cache = enc.text_cache
+    assert cache is not None and cache.folder.startswith(str(tmp_path / 'text_cache'))
+    # 6 training identities x 3 images x 2 captions, and 9 val images x 2
+    assert len(cache) == 36 + 18
+    assert enc.cache_stats['misses'] == 0
+    runner.test()  # test captions are added as a second shard
+    assert len(enc.text_cache) == 36 + 18 + 18
+    assert len([d for d in os.listdir(cache.folder) if d.startswith('shard-')]) == 2
