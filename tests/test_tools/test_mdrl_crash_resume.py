@@ -123,9 +123,19 @@ def _train_logs(run):
 
 
 def _val_metrics(run):
-    """Per validated iteration: the retrieval metrics."""
-    return {e['step']: {k: e[k] for k in ('R1', 'R5', 'R10', 'mAP', 'mINP')}
-            for e in run if 'R1' in e}
+    """Per validated iteration: the retrieval metrics.
+
+    The validation entries carry ``step=epoch`` (0 here), so they are keyed
+    by the iteration of the training entry before them.
+    """
+    metrics, last_iter = {}, None
+    for e in run:
+        if 'loss' in e:
+            last_iter = e['iter']
+        elif 'R1' in e:
+            metrics[last_iter] = {
+                k: e[k] for k in ('R1', 'R5', 'R10', 'mAP', 'mINP')}
+    return metrics
 
 
 def test_sigkill_twice_then_resume_matches_an_uninterrupted_run(
