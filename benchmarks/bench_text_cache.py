@@ -47,7 +47,7 @@ sys.path.insert(0, osp.join(REPO, 'benchmarks'))
 from bench_train_step import model_cfg  # noqa: E402
 
 
-def demo_setup(batch: int):
+def demo_setup(batch: int, repeat: int, cache_all: bool):
     cfg = Config.fromfile(osp.join(REPO, 'configs', 'mdrl_demo.py'))
     model = MODELS.build(cfg.model)
     ann = osp.join(REPO, cfg.data_root, 'reid_raw.json')
@@ -61,17 +61,23 @@ def demo_setup(batch: int):
                     for _ in range(1600)]
     img_size = tuple(cfg.img_size)
 
-    def make_batch(step: int):
+    def batch_texts(step: int):
         rng = np.random.default_rng(step)
-        texts = [captions[i] for i in rng.choice(len(captions), batch, replace=False)]
+        return [captions[i] for i in rng.choice(len(captions), batch, replace=False)]
+
+    def make_batch(step: int):
+        texts = batch_texts(step)
         images = [torch.randint(0, 256, (3, *img_size), dtype=torch.uint8)
                   for _ in texts]
         samples = [BaseDataElement(metainfo=dict(text=t, gt_label=i % model.num_classes))
                    for i, t in enumerate(texts)]
         return model.data_preprocessor(dict(inputs=images, data_samples=samples), True)
 
+    # the captions of the timed steps (all: --cache-all)
+    used = captions if cache_all else [t for i in range(repeat + 1)
+                                       for t in batch_texts(i)]
     seqs = [np.asarray(s, np.int32) for s in
-            model.data_preprocessor.token_ids(list(dict.fromkeys(captions)))]
+            model.data_preprocessor.token_ids(list(dict.fromkeys(used)))]
     return model, make_batch, seqs
 
 
@@ -99,6 +105,30 @@ def paper_setup(batch: int, repeat: int):
     return model, make_batch, seqs
 
 
+def text_only(enc, cache, make_batch, repeat: int) -> None:
+    """Time frozen BERT (canonical shape) against the cache for one batch."""
+    def run(mode: str, i: int) -> float:
+        inputs = make_batch(i)['inputs']
+        ids, mask = inputs['input_ids'], inputs['attention_mask']
+        enc.attach_text_cache(cache if mode == 'cached' else None)
+        t0 = time.perf_counter()
+        if mode == 'cached':
+            enc._cached_bert_tokens(ids, mask)
+        else:
+            enc.frozen_bert_tokens(ids, mask)
+        return time.perf_counter() - t0
+
+    times = {'cached': [], 'live': []}
+    run('cached', 0), run('live', 0)
+    for r in range(repeat):
+        for mode in (('cached', 'live') if r % 2 else ('live', 'cached')):
+            times[mode].append(run(mode, r + 1))
+    for mode, t in times.items():
+        print(f'text part only, {mode:6s} median {statistics.median(t):.4f} s '
+              f'min {min(t):.4f}  all {["%.4f" % x for x in t]}')
+    enc.attach_text_cache(None)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--size', choices=['demo', 'paper'], default='demo')
@@ -106,12 +136,18 @@ def main() -> None:
                         help='default: 32 (demo), 8 (paper)')
     parser.add_argument('--repeat', type=int, default=5)
     parser.add_argument('--threads', type=int, default=2)
+    parser.add_argument('--cache-all', action='store_true',
+                        help='demo: cache all training captions, not only the '
+                        'timed batches (build time at the demo size)')
+    parser.add_argument('--text-only', action='store_true',
+                        help='time only the frozen BERT against the cache '
+                        'lookup (the part of a step the cache replaces)')
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     batch = args.batch or (32 if args.size == 'demo' else 8)
     if args.size == 'demo':
-        model, make_batch, seqs = demo_setup(batch)
+        model, make_batch, seqs = demo_setup(batch, args.repeat, args.cache_all)
     else:
         model, make_batch, seqs = paper_setup(batch, args.repeat)
     model.train()
@@ -130,6 +166,9 @@ def main() -> None:
               f'{build_s:.1f} s ({cache.nbytes / 2**20:.1f} MiB, mean '
               f'{mean_len:.1f} tokens, width {enc.embed_dims}); torch threads '
               f'{args.threads}')
+
+        if args.text_only:
+            return text_only(enc, cache, make_batch, args.repeat)
 
         def step(mode: str, i: int) -> float:
             t0 = time.perf_counter()
