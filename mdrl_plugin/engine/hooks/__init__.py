@@ -1,7 +1,8 @@
 """Runner hooks of mdrl-plugin (in ``mdrl_plugin.registry.HOOKS``)."""
+from .checkpoint_loading_hook import CheckpointLoadingHook
 from .exact_resume_hook import ExactResumeHook
 from .finite_loss_hook import FiniteLossHook, NonFiniteLossError
-from .num_classes_check_hook import NumClassesCheckHook
+from .num_classes_check_hook import NumClassesCheckHook, NumClassesMismatchError
 
-__all__ = ['ExactResumeHook', 'FiniteLossHook', 'NonFiniteLossError',
-           'NumClassesCheckHook']
+__all__ = ['CheckpointLoadingHook', 'ExactResumeHook', 'FiniteLossHook', 'NonFiniteLossError',
+           'NumClassesCheckHook', 'NumClassesMismatchError']
