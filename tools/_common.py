@@ -21,7 +21,7 @@ from mdrl_plugin.datasets.errors import (AnnotationFormatError,
                                          AnnotationNotFoundError,
                                          DatasetNotFoundError, EmptySplitError,
                                          MissingImagesError)
-from mdrl_plugin.engine import (LAUNCHERS, CheckpointLoadError,
+from mdrl_plugin.engine import (LAUNCHERS, AtomicWriteError, CheckpointLoadError,
                                 CheckpointMismatchError, NumClassesMismatchError,
                                 default_work_dir,
                                 disable_safe_checkpoint_loading,
@@ -46,7 +46,7 @@ class InputError(ValueError):
 #: Errors that come from what the user gave, not from a bug: reported as one
 #: paragraph, without a traceback (unless --debug).
 USER_ERRORS: Tuple[Type[BaseException], ...] = (
-    InputError, CheckpointLoadError, CheckpointMismatchError,
+    InputError, AtomicWriteError, CheckpointLoadError, CheckpointMismatchError,
     NumClassesMismatchError, DatasetNotFoundError, AnnotationNotFoundError,
     AnnotationFormatError, MissingImagesError, EmptySplitError)
 

@@ -26,7 +26,8 @@ from .checkpoint import (ALLOWED_CHECKPOINT_GLOBALS, CheckpointLoadError,
                          unsafe_checkpoints_allowed)
 from .dist import (LAUNCHERS, adapt_cfg_for_device, setup_distributed,
                    teardown_distributed)
-from .fileio import AtomicLocalBackend, atomic_write, atomic_write_bytes
+from .fileio import (AtomicLocalBackend, AtomicWriteError, atomic_write,
+                     atomic_write_bytes)
 from .hooks import *  # noqa: F401,F403
 from .optimizers import *  # noqa: F401,F403
 from .rng import get_rng_state, set_rng_state
@@ -39,7 +40,7 @@ __all__ = [
     'unsafe_checkpoints_allowed', 'load_from_local_safe',
     'find_resumable_checkpoint', 'is_complete_checkpoint', 'LAUNCHERS',
     'setup_distributed', 'teardown_distributed', 'adapt_cfg_for_device',
-    'AtomicLocalBackend', 'atomic_write', 'atomic_write_bytes', 'get_rng_state',
+    'AtomicLocalBackend', 'AtomicWriteError', 'atomic_write', 'atomic_write_bytes', 'get_rng_state',
     'set_rng_state', 'apply_resume', 'default_work_dir', 'enable_amp',
     'load_config', 'prepare_determinism', 'CheckpointMismatchError',
     'StateDictMatch', 'check_state_dict', 'match_state_dict',
