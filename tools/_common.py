@@ -21,8 +21,9 @@ from mdrl_plugin.datasets.errors import (AnnotationFormatError,
                                          AnnotationNotFoundError,
                                          DatasetNotFoundError, EmptySplitError,
                                          MissingImagesError)
-from mdrl_plugin.engine import (LAUNCHERS, AtomicWriteError, CheckpointLoadError,
-                                CheckpointMismatchError, NumClassesMismatchError,
+from mdrl_plugin.engine import (LAUNCHERS, AtomicWriteError,
+                                CheckpointLoadError, CheckpointMismatchError,
+                                NumClassesMismatchError,
                                 default_work_dir,
                                 disable_safe_checkpoint_loading,
                                 enable_safe_checkpoint_loading,
@@ -46,7 +47,8 @@ class InputError(ValueError):
 #: Errors that come from what the user gave, not from a bug: reported as one
 #: paragraph, without a traceback (unless --debug).
 USER_ERRORS: Tuple[Type[BaseException], ...] = (
-    InputError, AtomicWriteError, CheckpointLoadError, CheckpointMismatchError,
+    InputError, AtomicWriteError, CheckpointLoadError,
+    CheckpointMismatchError,
     NumClassesMismatchError, DatasetNotFoundError, AnnotationNotFoundError,
     AnnotationFormatError, MissingImagesError, EmptySplitError)
 
@@ -171,7 +173,8 @@ def check_file(path: str, what: str, hint: str = '') -> str:
     if not osp.isfile(path):
         state = 'is a folder, not a file' if osp.isdir(path) else \
             'does not exist'
-        raise InputError(f"{what} '{path}' {state}.{' ' + hint if hint else ''}")
+        raise InputError(
+            f"{what} '{path}' {state}.{' ' + hint if hint else ''}")
     return path
 
 
@@ -196,7 +199,8 @@ def check_checkpoint(path: str, what: str = 'checkpoint file') -> str:
     return path
 
 
-def _dataset_cfgs(cfg: Config, loaders: Iterable[str]) -> Iterator[Tuple[str, dict]]:
+def _dataset_cfgs(cfg: Config,
+                  loaders: Iterable[str]) -> Iterator[Tuple[str, dict]]:
     for loader in loaders:
         loader_cfg = cfg.get(loader, None)
         dataset = loader_cfg.get('dataset', None) if loader_cfg else None
@@ -224,8 +228,8 @@ def check_data_roots(cfg: Config, loaders: Sequence[str]) -> None:
                 f"{loader}.dataset.data_root '{root}' {state} (working "
                 f"directory '{os.getcwd()}'). Point it at the dataset folder "
                 '(holding imgs/ and the annotation JSON), e.g. with '
-                f'--cfg-options {loader}.dataset.data_root=PATH, or create the '
-                'demo data with tools/make_demo_data.py.')
+                f'--cfg-options {loader}.dataset.data_root=PATH, or create '
+                'the demo data with tools/make_demo_data.py.')
         ann = dataset.get('ann_file', None)
         if root and isinstance(ann, str) and ann:
             full = ann if osp.isabs(ann) else osp.join(root, ann)

@@ -161,7 +161,8 @@ def test_hook_switches_the_safe_loader_on_for_the_run_only(tmp_path):
 
     def spy(runner, checkpoint):
         seen.append((safe_checkpoint_loading_enabled(),
-                     toy_components.ToyInterrupt in ckpt_module._EXTRA_GLOBALS))
+                     toy_components.ToyInterrupt
+                     in ckpt_module._EXTRA_GLOBALS))
         original(runner, checkpoint)
 
     hook.after_load_checkpoint = spy

@@ -139,4 +139,5 @@ def test_check_dataset_reports_a_missing_root(tmp_path):
     p = tool('check_dataset', 'CUHKPEDES', tmp_path / 'nowhere', cwd=tmp_path)
     assert p.returncode == 1 and 'Traceback' not in p.stderr
     assert "data_root '" in p.stdout and 'does not exist' in p.stdout
-    assert p.stdout.rstrip().endswith('RESULT: NOT usable (see the error above)')
+    assert p.stdout.rstrip().endswith(
+        'RESULT: NOT usable (see the error above)')

@@ -11,17 +11,18 @@ class NumClassesMismatchError(ValueError):
     """``model.num_classes`` differs from the training split's identities."""
 
 
-
 @HOOKS.register_module()
 class NumClassesCheckHook(Hook):
     """Stop before training when ``model.num_classes`` does not match the data.
 
     This hook owns the invariant ``model.num_classes ==
-    dataset.metainfo['num_classes']``. The identity classifiers need exactly
-    as many classes as the training split has identities (``dataset.metainfo['num_classes']``). Too few classes would
-    fail at the first out-of-range label; too many would train silently with
-    unused classes. Either way this hook stops before the first iteration with a
-    message naming both numbers and the config key to change.
+    dataset.metainfo['num_classes']``: the identity classifiers need exactly
+    as many classes as the training split has identities. Too few classes
+    would fail at the first out-of-range label (``IDLoss`` checks the labels
+    against its logits); too many would train silently with unused classes.
+    Either way this hook stops before the first iteration with
+    :class:`NumClassesMismatchError`, naming both numbers and the config key
+    to change.
     """
 
     priority = 'VERY_HIGH'
