@@ -7,7 +7,7 @@ Usage::
         --query "a woman in a red coat and black trousers" [--query ...] \\
         [--topk 10] [--save-index PATH] [--out result.png] [--labels FILE] \\
         [--query-pid PID [--query-pid PID ...]] [--device cpu]
-        [--cfg-options KEY=VALUE ...]
+        [--cfg-options KEY=VALUE ...] [--allow-partial-checkpoint] [--debug]
 
 ``--gallery`` is a folder (scanned recursively for images and encoded) or an
 index file written earlier with ``--save-index`` (reused when it was made by
@@ -16,6 +16,12 @@ printed (rank, score, label, path) and a picture with the query and its top-k
 images is written to ``--out``. With ``--labels`` (a JSON ``{image path:
 pid}`` or a CUHK-PEDES / ICFG-PEDES / RSTPReid annotation file) and
 ``--query-pid``, hits of the query's identity are framed green and others red.
+
+Every argument (config, checkpoint, gallery, queries, labels, output paths)
+is checked before the model is built or an image encoded; a mistake prints
+one paragraph and exits with status 2 (a traceback only with ``--debug``).
+A checkpoint that does not fit the config's model is refused unless
+``--allow-partial-checkpoint`` is given.
 """
 import argparse
 import os
@@ -25,6 +31,14 @@ import warnings
 from typing import List, Optional, Sequence
 
 from mmengine.config import Config, DictAction
+
+sys.path.insert(0, osp.dirname(osp.abspath(__file__)))  # tools/_common.py
+
+from _common import (USER_ERRORS, InputError,  # noqa: E402
+                     add_partial_and_debug_args, check_checkpoint, check_file,
+                     check_output_path, report_user_error)
+
+PROG = 'tools/search.py'
 
 __all__ = ['parse_args', 'main', 'format_results']
 
@@ -69,6 +83,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config settings, e.g. '
                         'model.data_preprocessor.tokenizer=path/to/bert')
+    add_partial_and_debug_args(parser)
     args = parser.parse_args(argv)
     if args.topk < 1:
         parser.error(f'--topk must be >= 1, got {args.topk}')
@@ -119,9 +134,42 @@ def format_results(queries: Sequence[str], results: Sequence[Sequence],
     return '\n'.join(lines)
 
 
+def check_inputs(args: argparse.Namespace) -> None:
+    """Check every argument before the model is built.
+
+    Args:
+        args: Parsed arguments.
+
+    Raises:
+        InputError: An argument is unusable (the message names it).
+    """
+    check_file(args.config, 'config file')
+    check_checkpoint(args.checkpoint)
+    for i, query in enumerate(args.query):
+        if not query.strip():
+            raise InputError(
+                f'Query texts[{i}] is empty: describe the person, e.g. '
+                '"a woman in a red coat and black trousers".')
+    if not osp.exists(args.gallery):
+        raise InputError(
+            f'--gallery {args.gallery!r} does not exist (expected an image '
+            'folder or an index file).')
+    if args.labels:
+        check_file(args.labels, '--labels file')
+    if args.save_index:
+        check_output_path(args.save_index, (), '--save-index')
+    if args.out and args.out.lower() != 'none':
+        check_output_path(args.out, (), '--out')
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the search; return the exit status (2 on a clear input error)."""
     args = parse_args(argv)
+    try:
+        check_inputs(args)
+    except USER_ERRORS as err:
+        report_user_error(PROG, err, args.debug)
+        return 2
     from mdrl_plugin.apis import (IndexFormatError, IndexMismatchError,
                                   PersonSearcher, StaleIndexError,
                                   draw_search_results)
@@ -134,38 +182,32 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         config = args.config
         if args.cfg_options:
-            if not osp.isfile(config):
-                raise FileNotFoundError(
-                    f'Config file {config!r} does not exist.')
             config = Config.fromfile(config)
             config.merge_from_dict(args.cfg_options)
         searcher = PersonSearcher(
             config, args.checkpoint, device=args.device,
             batch_size=args.batch_size, num_workers=args.num_workers,
-            backend=args.backend, progress=not args.no_progress)
+            backend=args.backend, progress=not args.no_progress,
+            allow_partial_checkpoint=args.allow_partial_checkpoint)
         if osp.isdir(args.gallery):
             print(f'Encoding the images of {args.gallery} ...',
                   file=sys.stderr)
             searcher.build_index(args.gallery, labels=args.labels)
-        elif osp.isfile(args.gallery):
+        else:
             searcher.load_index(args.gallery)
             print(f'Loaded index {args.gallery} ({searcher.num_images} '
                   'images).', file=sys.stderr)
             if args.labels:
                 searcher.set_labels(args.labels)
-        else:
-            raise FileNotFoundError(
-                f'--gallery {args.gallery!r} does not exist (expected an image '
-                'folder or an index file).')
         if args.save_index:
             path = searcher.save_index(args.save_index)
             print(f'Saved the index of {searcher.num_images} images to {path}',
                   file=sys.stderr)
         results = searcher.search(args.query, topk=args.topk)
     except (FileNotFoundError, ValueError, KeyError, ImportError,
-            IndexFormatError, IndexMismatchError, StaleIndexError) as err:
-        msg = err.args[0] if isinstance(err, KeyError) and err.args else err
-        print(f'error: {msg}', file=sys.stderr)
+            IndexFormatError, IndexMismatchError,
+            StaleIndexError) + USER_ERRORS as err:
+        report_user_error(PROG, err, args.debug)
         return 2
 
     if args.query_pid is None:

@@ -4,7 +4,14 @@ Usage::
 
     python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out FILE.json]
         [--cfg-options key=value ...] [--launcher none|pytorch|slurm|mpi]
-        [--allow-unsafe-checkpoint]
+        [--allow-unsafe-checkpoint] [--allow-partial-checkpoint] [--debug]
+
+The config, the checkpoint (it must exist and be a PyTorch file), ``--out``,
+the work dir and the test data root are checked before anything is built
+(status 2). A checkpoint whose keys or shapes do not match the model is
+refused (status 1) unless ``--allow-partial-checkpoint`` is given; then what
+was left uninitialised is logged. Tracebacks of such errors only with
+``--debug``.
 
 Distributed: ``tools/dist_test.sh CONFIG CHECKPOINT N [args]``.
 """
@@ -16,12 +23,18 @@ import os.path as osp
 import sys
 from typing import Any
 
-import mdrl_plugin  # noqa: F401  (registries, safe checkpoint loading)
-from mdrl_plugin.engine import (CheckpointLoadError, add_common_args,
-                                adapt_cfg_for_device, apply_common_args,
+sys.path.insert(0, osp.dirname(osp.abspath(__file__)))  # tools/_common.py
+
+import mdrl_plugin  # noqa: E402,F401  (registries)
+from _common import (USER_ERRORS, add_common_args,  # noqa: E402
+                     apply_common_args, check_checkpoint, check_data_roots,
+                     check_output_path, check_work_dir, report_user_error,
+                     safe_checkpoint_loading)
+from mdrl_plugin.engine import (adapt_cfg_for_device,  # noqa: E402
                                 load_config, prepare_determinism,
-                                set_allow_unsafe_checkpoints,
                                 setup_distributed, teardown_distributed)
+
+PROG = 'tools/test.py'
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -87,36 +100,38 @@ def main(argv=None) -> int:
         The exit status.
     """
     args = parse_args(argv)
+    with safe_checkpoint_loading(args.allow_unsafe_checkpoint):
+        return _run(args)
+
+
+def _run(args) -> int:
     try:
         cfg = load_config(args.config)
-    except (FileNotFoundError, ValueError) as e:
-        print(f'tools/test.py: error: {e}', file=sys.stderr)
+        check_checkpoint(args.checkpoint)
+        if args.out is not None:
+            check_output_path(args.out, ('.json', ), '--out')
+        cfg = merge_args(cfg, args)
+        check_work_dir(cfg.work_dir)
+        check_data_roots(cfg, ['test_dataloader'])
+    except (FileNotFoundError, ValueError, SyntaxError) + USER_ERRORS as e:
+        if args.debug:
+            raise
+        print(f'{PROG}: error: {e}', file=sys.stderr)
         return 2
-    if '://' not in args.checkpoint and not osp.isfile(args.checkpoint):
-        print(f"tools/test.py: error: checkpoint file '{args.checkpoint}' "
-              'does not exist.', file=sys.stderr)
-        return 2
-    if args.out is not None and not args.out.endswith('.json'):
-        print(f"tools/test.py: error: --out '{args.out}' must be a .json "
-              'file.', file=sys.stderr)
-        return 2
-    if args.allow_unsafe_checkpoint:
-        set_allow_unsafe_checkpoints(True)
-    cfg = merge_args(cfg, args)
     setup_distributed(args.launcher)
 
     from mmengine.dist import is_main_process
     from mmengine.registry import RUNNERS
     from mmengine.runner import Runner
-    if 'runner_type' not in cfg:
-        runner = Runner.from_cfg(cfg)
-    else:
-        runner = RUNNERS.build(cfg)
     try:
+        if 'runner_type' not in cfg:
+            runner = Runner.from_cfg(cfg)
+        else:
+            runner = RUNNERS.build(cfg)
         metrics = runner.test()
-    except CheckpointLoadError as e:  # unsafe or unreadable checkpoint
+    except USER_ERRORS as e:  # unsafe, unreadable or unfitting checkpoint
         teardown_distributed(barrier=False)
-        print(f'tools/test.py: error: {e}', file=sys.stderr)
+        report_user_error(PROG, e, args.debug)
         return 1
     except BaseException:
         teardown_distributed(barrier=False)

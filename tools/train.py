@@ -4,7 +4,13 @@ Usage::
 
     python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT]] [--amp]
         [--cfg-options key=value ...] [--launcher none|pytorch|slurm|mpi]
-        [--allow-unsafe-checkpoint]
+        [--allow-unsafe-checkpoint] [--allow-partial-checkpoint] [--debug]
+
+The config, the work dir, ``load_from`` / ``--resume`` checkpoints and the
+data roots are checked before anything is built; such mistakes print one
+paragraph and exit with status 2 (errors found while running, such as a
+checkpoint that does not fit the model: status 1), with a traceback only
+under ``--debug``.
 
 Distributed: ``tools/dist_train.sh CONFIG N [args]`` (torchrun) or
 ``tools/slurm_train.sh PARTITION JOB CONFIG WORK_DIR [args]``.
@@ -13,13 +19,19 @@ import argparse
 import os.path as osp
 import sys
 
-import mdrl_plugin  # noqa: F401  (registries, safe checkpoint loading)
-from mdrl_plugin.engine import (CheckpointLoadError, add_common_args,
-                                adapt_cfg_for_device, apply_common_args,
+sys.path.insert(0, osp.dirname(osp.abspath(__file__)))  # tools/_common.py
+
+import mdrl_plugin  # noqa: E402,F401  (registries)
+from _common import (USER_ERRORS, add_common_args,  # noqa: E402
+                     apply_common_args, check_checkpoint, check_data_roots,
+                     check_work_dir, report_user_error,
+                     safe_checkpoint_loading)
+from mdrl_plugin.engine import (adapt_cfg_for_device,  # noqa: E402
                                 apply_resume, enable_amp, load_config,
-                                prepare_determinism,
-                                set_allow_unsafe_checkpoints,
-                                setup_distributed, teardown_distributed)
+                                prepare_determinism, setup_distributed,
+                                teardown_distributed)
+
+PROG = 'tools/train.py'
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -68,6 +80,27 @@ def merge_args(cfg, args):
     return cfg
 
 
+def check_inputs(cfg) -> None:
+    """Check the paths a training run needs, before anything is built.
+
+    Args:
+        cfg: The merged config.
+
+    Raises:
+        InputError: A path is unusable.
+    """
+    check_work_dir(cfg.work_dir)
+    load_from = cfg.get('load_from', None)
+    if load_from:
+        what = 'resume checkpoint' if cfg.get('resume', False) else \
+            'load_from checkpoint'
+        check_checkpoint(load_from, what)
+    loaders = ['train_dataloader']
+    if cfg.get('val_cfg', None) and cfg.get('val_dataloader', None):
+        loaders.append('val_dataloader')
+    check_data_roots(cfg, loaders)
+
+
 def main(argv=None) -> int:
     """Run training.
 
@@ -78,31 +111,33 @@ def main(argv=None) -> int:
         The exit status.
     """
     args = parse_args(argv)
+    with safe_checkpoint_loading(args.allow_unsafe_checkpoint):
+        return _run(args)
+
+
+def _run(args) -> int:
     try:
         cfg = load_config(args.config)
-    except (FileNotFoundError, ValueError) as e:
-        print(f'tools/train.py: error: {e}', file=sys.stderr)
-        return 2
-    if args.allow_unsafe_checkpoint:
-        set_allow_unsafe_checkpoints(True)
-    try:
         cfg = merge_args(cfg, args)
-    except (FileNotFoundError, ValueError) as e:
-        print(f'tools/train.py: error: {e}', file=sys.stderr)
+        check_inputs(cfg)
+    except (FileNotFoundError, ValueError, SyntaxError) + USER_ERRORS as e:
+        if args.debug:
+            raise
+        print(f'{PROG}: error: {e}', file=sys.stderr)
         return 2
     setup_distributed(args.launcher)
 
     from mmengine.registry import RUNNERS
     from mmengine.runner import Runner
-    if 'runner_type' not in cfg:
-        runner = Runner.from_cfg(cfg)
-    else:
-        runner = RUNNERS.build(cfg)
     try:
+        if 'runner_type' not in cfg:
+            runner = Runner.from_cfg(cfg)
+        else:
+            runner = RUNNERS.build(cfg)
         runner.train()
-    except CheckpointLoadError as e:  # unsafe or unreadable checkpoint
+    except USER_ERRORS as e:  # a checkpoint or dataset that does not fit
         teardown_distributed(barrier=False)
-        print(f'tools/train.py: error: {e}', file=sys.stderr)
+        report_user_error(PROG, e, args.debug)
         return 1
     except BaseException:
         teardown_distributed(barrier=False)

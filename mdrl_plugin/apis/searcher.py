@@ -159,6 +159,10 @@ class PersonSearcher:
         backend_options: Options of the backend (FAISS: ``factory``,
             ``nprobe``).
         progress: Show a progress bar (on stderr) while encoding a gallery.
+        allow_partial_checkpoint: Load a checkpoint whose keys or shapes do
+            not all match the model (what does not fit keeps its random
+            initialisation and is logged); by default it is refused with
+            :class:`~mdrl_plugin.engine.CheckpointMismatchError`.
     """
 
     def __init__(self,
@@ -169,7 +173,8 @@ class PersonSearcher:
                  num_workers: int = 0,
                  backend: str = 'torch',
                  backend_options: Optional[Dict[str, Any]] = None,
-                 progress: bool = True) -> None:
+                 progress: bool = True,
+                 allow_partial_checkpoint: bool = False) -> None:
         import mdrl_plugin  # noqa: F401  (registers the components)
         if batch_size < 1:
             raise ValueError(f'batch_size must be >= 1, got {batch_size}')
@@ -210,6 +215,7 @@ class PersonSearcher:
         self.backend = backend
         self.backend_options = dict(backend_options or {})
         self.progress = progress
+        self.allow_partial_checkpoint = allow_partial_checkpoint
         self.scope = cfg.get('default_scope', 'mdrl_plugin')
 
         pipeline_cfg = self._pipeline_cfg(cfg)
@@ -257,8 +263,7 @@ class PersonSearcher:
                 for t in pipeline]
 
     def _build_model(self, cfg: Config) -> torch.nn.Module:
-        from mmengine.runner import load_checkpoint
-
+        from mdrl_plugin.engine import load_model_weights
         from mdrl_plugin.registry import MODELS
         model_cfg = copy.deepcopy(cfg.model)
         # The checkpoint holds every weight: do not read the ImageNet weights.
@@ -266,18 +271,8 @@ class PersonSearcher:
         if isinstance(enc, dict) and enc.get('pretrained') is not None:
             enc['pretrained'] = None
         model = MODELS.build(model_cfg)
-        try:
-            load_checkpoint(model, self.checkpoint, map_location='cpu',
-                            strict=True, logger='silent')
-        except RuntimeError as err:
-            raise RuntimeError(
-                f'Checkpoint {self.checkpoint!r} does not fit the model of '
-                f'config {self.config_name!r} (was it trained with another '
-                f'config?): {err}') from err
-        except Exception as err:
-            raise RuntimeError(
-                f'Cannot read checkpoint {self.checkpoint!r}: '
-                f'{type(err).__name__}: {err}') from err
+        load_model_weights(model, self.checkpoint, config=self.config_name,
+                           allow_partial=self.allow_partial_checkpoint)
         return model.to(self.device).eval()
 
     # ------------------------------------------------------------ encoding

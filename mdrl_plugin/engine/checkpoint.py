@@ -23,9 +23,16 @@ offending global. Trusted files can still be loaded with full unpickling, by
 :func:`set_allow_unsafe_checkpoints` (the tools'
 ``--allow-unsafe-checkpoint``).
 
-Importing this module registers :func:`load_from_local_safe` as MMEngine's
-loader for local paths, so ``Runner.resume``, ``load_from`` and
-``mmengine.runner.load_checkpoint`` all go through :func:`safe_torch_load`.
+Importing this module changes nothing. :func:`enable_safe_checkpoint_loading`
+(called by the plugin's tools, by :class:`CheckpointLoadingHook` from a config,
+or by a user in one line) registers :func:`load_from_local_safe` as MMEngine's
+loader for local paths, so that ``Runner.resume``, ``load_from`` and
+``mmengine.runner.load_checkpoint`` go through :func:`safe_torch_load`; it can
+add the user's own classes to the allow-list.
+
+:func:`load_model_weights` loads a checkpoint into a model and refuses one
+whose keys or shapes do not match (:class:`CheckpointMismatchError`) unless
+``allow_partial=True``.
 """
 import _compat_pickle
 import logging
@@ -34,18 +41,26 @@ import os.path as osp
 import pickle
 import re
 import zipfile
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+from collections import OrderedDict
+from typing import (Any, Callable, Dict, Iterable, List, NamedTuple, Optional,
+                    Sequence, Tuple, Union)
 
 import numpy as np
 import torch
 from mmengine.logging import HistoryBuffer, print_log
-from mmengine.runner.checkpoint import CheckpointLoader
+from mmengine.runner.checkpoint import (CheckpointLoader, _load_checkpoint,
+                                        _load_checkpoint_to_model)
+from mmengine.utils import get_object_from_string
 
 __all__ = [
     'CheckpointLoadError', 'UnsafeCheckpointError', 'safe_torch_load',
     'set_allow_unsafe_checkpoints', 'unsafe_checkpoints_allowed',
     'load_from_local_safe', 'find_resumable_checkpoint',
-    'is_complete_checkpoint', 'ALLOWED_CHECKPOINT_GLOBALS'
+    'is_complete_checkpoint', 'ALLOWED_CHECKPOINT_GLOBALS',
+    'enable_safe_checkpoint_loading', 'disable_safe_checkpoint_loading',
+    'safe_checkpoint_loading_enabled', 'CheckpointMismatchError',
+    'StateDictMatch', 'match_state_dict', 'check_state_dict',
+    'load_model_weights'
 ]
 
 MapLocation = Union[None, str, torch.device, Callable, Dict[str, str]]
@@ -54,6 +69,16 @@ MapLocation = Union[None, str, torch.device, Callable, Dict[str, str]]
 HISTORY_BUFFER_STATISTICS = frozenset({'min', 'max', 'mean', 'current'})
 
 _ALLOW_UNSAFE = False
+#: Globals added by users through :func:`enable_safe_checkpoint_loading`.
+_EXTRA_GLOBALS: List[Any] = []
+#: MMEngine's loader for local paths, kept while the safe one is registered.
+_REPLACED_LOADER: Optional[Callable] = None
+
+_EXTEND_HINT = (
+    'If the file is yours and holds a class you trust, add it to the allow-'
+    'list: mdrl_plugin.engine.enable_safe_checkpoint_loading(allow_globals='
+    "['module.Name']), or in a config custom_hooks=[dict(type="
+    "'CheckpointLoadingHook', allow_globals=['module.Name'])].")
 
 _OPT_IN_HINT = (
     'If you trust this file, load it with full unpickling: pass '
@@ -101,7 +126,7 @@ class UnsafeCheckpointError(CheckpointLoadError):
             what = ('objects the safe loader could not verify ('
                     f'{detail.strip().splitlines()[-1] if detail else "?"})')
         message = (f"Refusing to load checkpoint '{path}': it contains "
-                   f'{what}. {_OPT_IN_HINT}')
+                   f'{what}. {_EXTEND_HINT} {_OPT_IN_HINT}')
         RuntimeError.__init__(self, message)
         self.reason = message
 
@@ -211,6 +236,33 @@ def unsafe_checkpoints_allowed() -> bool:
     return _ALLOW_UNSAFE
 
 
+def _allowed_globals() -> List[Any]:
+    """The built-in allow-list plus the user's additions."""
+    return list(ALLOWED_CHECKPOINT_GLOBALS) + _EXTRA_GLOBALS
+
+
+#: How files written by ``torch.save`` start: a zip archive (the default
+#: since torch 1.6) or a pickle (the legacy format, protocol 2 or higher).
+_TORCH_FILE_HEADERS = (b'PK\x03\x04', b'\x80')
+
+
+def _check_torch_file_header(path: str) -> None:
+    """Refuse a file that ``torch.save`` cannot have written.
+
+    Raises:
+        CheckpointLoadError: Naming the file and what it starts with.
+    """
+    with open(path, 'rb') as f:
+        head = f.read(8)
+    if not head.startswith(_TORCH_FILE_HEADERS):
+        what = f'starts with {head!r}' if head else 'is empty'
+        raise CheckpointLoadError(
+            path, 'it is not a PyTorch checkpoint (a file written by '
+            'torch.save is a zip archive or a pickle; this one '
+            f'{what}). Check the path: it should name a .pth file written '
+            'by training.')
+
+
 def _python3_name(full_name: str) -> str:
     """Map a protocol-2 pickle name (``commands.Popen``) to Python 3's."""
     module, _, name = full_name.rpartition('.')
@@ -225,7 +277,7 @@ def _find_refused_globals(path: str, message: str) -> List[str]:
     """Names of the globals that the restricted unpickler refuses."""
     names: List[str] = []
     try:
-        with torch.serialization.safe_globals(ALLOWED_CHECKPOINT_GLOBALS):
+        with torch.serialization.safe_globals(_allowed_globals()):
             names = sorted(
                 torch.serialization.get_unsafe_globals_in_checkpoint(path))
     except Exception:  # legacy (non-zip) format or an unreadable pickle
@@ -269,7 +321,8 @@ def safe_torch_load(path: Union[str, os.PathLike],
     Raises:
         FileNotFoundError: ``path`` is not a file.
         UnsafeCheckpointError: The file holds a global outside the allow-list.
-        CheckpointLoadError: The file is truncated or not a checkpoint.
+        CheckpointLoadError: The file is truncated or not a PyTorch
+            checkpoint at all.
     """
     path = osp.expanduser(os.fspath(path))
     if not osp.isfile(path):
@@ -277,6 +330,7 @@ def safe_torch_load(path: Union[str, os.PathLike],
             f"Checkpoint file '{path}' does not exist or is not a file.")
     if path.endswith('.safetensors'):
         return _load_safetensors(path, map_location)
+    _check_torch_file_header(path)
     if allow_unsafe or _ALLOW_UNSAFE:
         try:
             return torch.load(
@@ -284,7 +338,7 @@ def safe_torch_load(path: Union[str, os.PathLike],
         except (RuntimeError, EOFError, OSError, pickle.UnpicklingError,
                 zipfile.BadZipFile) as e:
             raise CheckpointLoadError(path, str(e)) from e
-    with torch.serialization.safe_globals(ALLOWED_CHECKPOINT_GLOBALS):
+    with torch.serialization.safe_globals(_allowed_globals()):
         try:
             return torch.load(
                 path, map_location=map_location, weights_only=True)
@@ -303,8 +357,8 @@ def safe_torch_load(path: Union[str, os.PathLike],
 def load_from_local_safe(filename: str, map_location: MapLocation) -> Any:
     """MMEngine ``CheckpointLoader`` scheme for local paths (prefix ``''``).
 
-    Registered when :mod:`mdrl_plugin` is imported; replaces MMEngine's
-    ``load_from_local``.
+    Registered by :func:`enable_safe_checkpoint_loading` in place of
+    MMEngine's ``load_from_local``.
 
     Args:
         filename: Local checkpoint path.
@@ -319,8 +373,79 @@ def load_from_local_safe(filename: str, map_location: MapLocation) -> Any:
     return safe_torch_load(filename, map_location=map_location)
 
 
-CheckpointLoader.register_scheme(
-    prefixes='', loader=load_from_local_safe, force=True)
+def _resolve_global(item: Union[str, Any]) -> Any:
+    """``'module.Name'`` -> the object; an object stays as it is."""
+    if not isinstance(item, str):
+        return item
+    obj = get_object_from_string(item)
+    if obj is None:
+        raise ValueError(
+            f'allow_globals: cannot import {item!r}; give the full '
+            "'module.Name' of a class or function you trust.")
+    return obj
+
+
+def enable_safe_checkpoint_loading(
+        allow_globals: Iterable[Union[str, Any]] = (),
+        allow_unsafe: bool = False) -> None:
+    """Load every local MMEngine checkpoint with :func:`safe_torch_load`.
+
+    Registers :func:`load_from_local_safe` as MMEngine's ``CheckpointLoader``
+    scheme for local paths (what ``load_from``, ``Runner.resume`` and
+    ``mmengine.runner.load_checkpoint`` use). Needed with torch >= 2.6, whose
+    default ``weights_only`` loader cannot read MMEngine 0.10.7 checkpoints.
+    The plugin's tools call it; importing the plugin does not. One line::
+
+        mdrl_plugin.engine.enable_safe_checkpoint_loading()
+
+    Calling it again adds ``allow_globals``; it is undone by
+    :func:`disable_safe_checkpoint_loading`.
+
+    Args:
+        allow_globals: Extra classes/functions that checkpoints may hold, as
+            objects or ``'module.Name'`` strings (only ones you trust:
+            unpickling calls them).
+        allow_unsafe: Also switch full unpickling on process-wide (see
+            :func:`set_allow_unsafe_checkpoints`).
+
+    Raises:
+        ValueError: A ``'module.Name'`` cannot be imported.
+    """
+    global _REPLACED_LOADER
+    for item in allow_globals:
+        obj = _resolve_global(item)
+        if obj not in _EXTRA_GLOBALS:
+            _EXTRA_GLOBALS.append(obj)
+    current = CheckpointLoader._schemes.get('')
+    if current is not load_from_local_safe:
+        _REPLACED_LOADER = current
+        CheckpointLoader.register_scheme(
+            prefixes='', loader=load_from_local_safe, force=True)
+    if allow_unsafe:
+        set_allow_unsafe_checkpoints(True)
+
+
+def disable_safe_checkpoint_loading() -> None:
+    """Undo :func:`enable_safe_checkpoint_loading`.
+
+    Puts MMEngine's previous local loader back and empties the user's
+    allow-list additions.
+    """
+    global _REPLACED_LOADER
+    if CheckpointLoader._schemes.get('') is load_from_local_safe and \
+            _REPLACED_LOADER is not None:
+        CheckpointLoader._schemes[''] = _REPLACED_LOADER
+    _REPLACED_LOADER = None
+    _EXTRA_GLOBALS.clear()
+
+
+def safe_checkpoint_loading_enabled() -> bool:
+    """Whether MMEngine's local checkpoint loader is the safe one.
+
+    Returns:
+        ``True`` after :func:`enable_safe_checkpoint_loading`.
+    """
+    return CheckpointLoader._schemes.get('') is load_from_local_safe
 
 
 def is_complete_checkpoint(path: str) -> bool:
@@ -386,3 +511,190 @@ def find_resumable_checkpoint(work_dir: str) -> Optional[str]:
         print_log(f"Skipping incomplete checkpoint '{full}'.",
                   logger='current', level=logging.WARNING)
     return None
+
+
+class StateDictMatch(NamedTuple):
+    """How a checkpoint's ``state_dict`` fits a model.
+
+    Attributes:
+        mismatched: ``(key, checkpoint shape, model shape)`` of the weights
+            whose shapes differ.
+        missing: Model keys the checkpoint lacks.
+        unexpected: Checkpoint keys the model does not have.
+    """
+    mismatched: List[Tuple[str, Tuple[int, ...], Tuple[int, ...]]]
+    missing: List[str]
+    unexpected: List[str]
+
+    @property
+    def fits(self) -> bool:
+        """Whether every weight of the model is in the checkpoint."""
+        return not (self.mismatched or self.missing or self.unexpected)
+
+    def uninitialised(self) -> List[str]:
+        """Model keys that the checkpoint does not fill."""
+        return sorted(self.missing + [k for k, _, _ in self.mismatched])
+
+
+class CheckpointMismatchError(ValueError, RuntimeError):
+    """A checkpoint's weights do not fit the model (another config?).
+
+    A ``ValueError``; also a ``RuntimeError``, which is what MMEngine's
+    ``load_checkpoint(..., strict=True)`` raises, so code catching that keeps
+    working.
+
+    Args:
+        filename: The checkpoint.
+        match: The comparison of :func:`match_state_dict`.
+        config: The model's config file, named in the message if given.
+        show: How many keys of each kind the message names.
+    """
+
+    def __init__(self, filename: str, match: StateDictMatch,
+                 config: Optional[str] = None, show: int = 3) -> None:
+        self.filename = filename
+        self.match = match
+        self.config = config
+        parts = []
+        if match.mismatched:
+            shapes = '; '.join(
+                f'{k}: checkpoint {tuple(c)} vs model {tuple(m)}'
+                for k, c, m in match.mismatched[:show])
+            more = (f' and {len(match.mismatched) - show} more'
+                    if len(match.mismatched) > show else '')
+            parts.append(f'{len(match.mismatched)} weight(s) of another '
+                         f'shape ({shapes}{more})')
+        parts.append(f'{len(match.missing)} missing key(s)' +
+                     (f' (e.g. {", ".join(match.missing[:show])})'
+                      if match.missing else ''))
+        parts.append(f'{len(match.unexpected)} unexpected key(s)' +
+                     (f' (e.g. {", ".join(match.unexpected[:show])})'
+                      if match.unexpected else ''))
+        super().__init__(
+            f'Checkpoint {filename!r} does not fit the model'
+            f'{f" of config {config!r}" if config else ""}: '
+            f'{", ".join(parts)}. It was most likely written for another '
+            'config (another model, width or number of identities): use the '
+            'config it was trained with. To load only the weights that fit '
+            'and keep the others at their initialisation, pass '
+            '--allow-partial-checkpoint (tools) or allow_partial=True.')
+
+
+def _model_of(model: torch.nn.Module) -> torch.nn.Module:
+    from mmengine.model import is_model_wrapper
+    return model.module if is_model_wrapper(model) else model
+
+
+def match_state_dict(model: torch.nn.Module,
+                     state_dict: Dict[str, Any]) -> StateDictMatch:
+    """Compare a ``state_dict``'s keys and shapes with a model's.
+
+    A ``module.`` prefix (a checkpoint of a wrapped model) is ignored, as in
+    MMEngine's loader, and so are BatchNorm's ``num_batches_tracked``
+    counters.
+
+    Args:
+        model: The model (a model wrapper is unwrapped).
+        state_dict: Weights by key.
+
+    Returns:
+        The comparison.
+    """
+    expected = _model_of(model).state_dict()
+    given = {re.sub(r'^module\.', '', k): v for k, v in state_dict.items()}
+    mismatched = [(k, tuple(given[k].shape), tuple(v.shape))
+                  for k, v in expected.items()
+                  if k in given and hasattr(given[k], 'shape')
+                  and tuple(given[k].shape) != tuple(v.shape)]
+    missing = [k for k in expected
+               if k not in given and not k.endswith('num_batches_tracked')]
+    unexpected = [k for k in given if k not in expected]
+    return StateDictMatch(mismatched, missing, unexpected)
+
+
+def check_state_dict(model: torch.nn.Module,
+                     state_dict: Dict[str, Any],
+                     filename: str,
+                     allow_partial: bool = False,
+                     logger: Union[str, logging.Logger] = 'current',
+                     config: Optional[str] = None) -> StateDictMatch:
+    """Refuse (or, if allowed, report) a ``state_dict`` that does not fit.
+
+    Args:
+        model: The model.
+        state_dict: The checkpoint's weights.
+        filename: The checkpoint, for the messages.
+        allow_partial: Log what stays uninitialised instead of raising.
+        logger: Where the partial-load report goes (``print_log``'s logger).
+        config: The model's config file, for the message.
+
+    Returns:
+        The comparison.
+
+    Raises:
+        CheckpointMismatchError: The weights do not fit and
+            ``allow_partial`` is ``False``.
+    """
+    match = match_state_dict(model, state_dict)
+    if match.fits:
+        return match
+    if not allow_partial:
+        raise CheckpointMismatchError(filename, match, config)
+    left = match.uninitialised()
+    print_log(
+        f"Partial checkpoint '{filename}' (allowed): {len(left)} model "
+        f'weight(s) left uninitialised: {", ".join(left) or "none"}; '
+        f'{len(match.unexpected)} checkpoint key(s) ignored'
+        + (f': {", ".join(match.unexpected)}' if match.unexpected else '')
+        + '.', logger=logger, level=logging.WARNING)
+    return match
+
+
+def load_model_weights(model: torch.nn.Module,
+                       filename: str,
+                       *,
+                       allow_partial: bool = False,
+                       map_location: MapLocation = 'cpu',
+                       logger: Union[str, logging.Logger] = 'current',
+                       config: Optional[str] = None) -> Dict[str, Any]:
+    """Load a checkpoint's weights into ``model``, strictly by default.
+
+    Local files are read with :func:`safe_torch_load` (whether or not
+    :func:`enable_safe_checkpoint_loading` was called), other URIs with
+    MMEngine's ``CheckpointLoader``. The weights must match the model's keys
+    and shapes exactly unless ``allow_partial=True``, in which case what
+    fits is loaded and the rest is logged.
+
+    Args:
+        model: The model (a model wrapper is unwrapped).
+        filename: Checkpoint path or URI; the weights are its
+            ``'state_dict'`` (MMEngine) or the whole dict (plain state dict).
+        allow_partial: Load a checkpoint that does not fit.
+        map_location: As in :func:`torch.load`.
+        logger: Where the partial-load report goes.
+        config: The model's config file, for the error message.
+
+    Returns:
+        The loaded checkpoint.
+
+    Raises:
+        FileNotFoundError: A local ``filename`` does not exist.
+        CheckpointLoadError: The file is not a readable checkpoint.
+        CheckpointMismatchError: The weights do not fit the model.
+    """
+    filename = os.fspath(filename)
+    if '://' in filename:
+        checkpoint = _load_checkpoint(filename, map_location=map_location)
+    else:
+        checkpoint = safe_torch_load(filename, map_location=map_location)
+    if not isinstance(checkpoint, dict):
+        raise CheckpointLoadError(
+            filename, f'expected a dict of weights, got '
+            f'{type(checkpoint).__name__}')
+    state_dict = checkpoint.get('state_dict', checkpoint)
+    check_state_dict(model, state_dict, filename, allow_partial, logger,
+                     config)
+    _load_checkpoint_to_model(
+        _model_of(model), OrderedDict(state_dict=state_dict),
+        strict=not allow_partial, logger='silent')
+    return checkpoint

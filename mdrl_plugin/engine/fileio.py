@@ -23,12 +23,37 @@ from typing import BinaryIO, Callable, Union
 from mmengine.fileio import LocalBackend, register_backend
 
 __all__ = [
-    'AtomicLocalBackend', 'atomic_write', 'atomic_write_bytes', 'TEMP_FILE_PATTERN'
+    'AtomicLocalBackend', 'AtomicWriteError', 'atomic_write',
+    'atomic_write_bytes', 'TEMP_FILE_PATTERN'
 ]
 
 #: Name pattern of the temporary files (``.<target>.<pid>.<hex>.part``).
 TEMP_FILE_PATTERN = re.compile(r'^\.(?P<target>.+)\.(?P<pid>\d+)\.[0-9a-f]{8}'
                                r'\.part$')
+
+
+class AtomicWriteError(OSError):
+    """A file could not be written (full disk, read-only folder...).
+
+    The target was not touched: its previous version (for checkpoints, the
+    last complete one) is still whole.
+
+    Args:
+        filepath: The file that was being written.
+        error: The operating system's error.
+    """
+
+    def __init__(self, filepath: str, error: OSError) -> None:
+        super().__init__(
+            error.errno,
+            f"Could not write '{filepath}': {error.strerror or error}. "
+            'Nothing was replaced: the previous version of the file (for a '
+            'checkpoint, the last complete one) is untouched and usable. '
+            'Free disk space or choose a writable --work-dir, then continue '
+            'with tools/train.py --resume.', filepath)
+
+    def __str__(self) -> str:
+        return self.strerror
 
 
 def _pid_alive(pid: int) -> bool:
@@ -84,8 +109,21 @@ def atomic_write(filepath: Union[str, Path],
     Args:
         filepath: Destination; its folder is created if needed.
         write: Called with the open binary temporary file.
+
+    Raises:
+        AtomicWriteError: The folder or the temporary file could not be
+            written (no space left, read-only, permission denied).
     """
     filepath = osp.abspath(os.fspath(filepath))
+    try:
+        _atomic_write(filepath, write)
+    except AtomicWriteError:
+        raise
+    except OSError as e:
+        raise AtomicWriteError(filepath, e) from e
+
+
+def _atomic_write(filepath: str, write: Callable[[BinaryIO], None]) -> None:
     folder = osp.dirname(filepath)
     os.makedirs(folder, exist_ok=True)
     _remove_stale_temp_files(folder)

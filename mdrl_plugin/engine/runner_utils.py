@@ -1,19 +1,20 @@
-"""Config helpers shared by ``tools/train.py`` and ``tools/test.py``."""
-import argparse
+"""Config helpers used by ``tools/train.py`` and ``tools/test.py``.
+
+The command-line options themselves live in ``tools/_common.py``.
+"""
 import logging
 import os
 import os.path as osp
 from typing import Optional
 
-from mmengine.config import Config, DictAction
+from mmengine.config import Config
 from mmengine.logging import print_log
 
 from .checkpoint import find_resumable_checkpoint
-from .dist import LAUNCHERS
 
 __all__ = [
     'load_config', 'enable_amp', 'apply_resume', 'default_work_dir',
-    'prepare_determinism', 'add_common_args', 'apply_common_args'
+    'prepare_determinism'
 ]
 
 _PLAIN_WRAPPERS = ('OptimWrapper', 'mmengine.OptimWrapper', 'AmpOptimWrapper',
@@ -151,61 +152,4 @@ def prepare_determinism(cfg: Config) -> Config:
     randomness = cfg.get('randomness', None) or {}
     if randomness.get('deterministic', False):
         os.environ.setdefault('CUBLAS_WORKSPACE_CONFIG', ':4096:8')
-    return cfg
-
-
-def add_common_args(parser: argparse.ArgumentParser, work_dir_help: str) -> None:
-    """Add the options ``tools/train.py`` and ``tools/test.py`` share.
-
-    ``--work-dir``, ``--cfg-options``, ``--launcher``,
-    ``--allow-unsafe-checkpoint`` and ``--local_rank`` (as passed by
-    ``torch.distributed.launch``).
-
-    Args:
-        parser: The tool's parser.
-        work_dir_help: What the work dir holds, for the help text.
-    """
-    parser.add_argument(
-        '--work-dir',
-        help=f'the dir to save {work_dir_help} (default: the config\'s '
-        'work_dir, else work_dirs/<config name>)')
-    parser.add_argument(
-        '--cfg-options',
-        nargs='+',
-        action=DictAction,
-        help='override settings of the config, key=value pairs, e.g. '
-        'train_cfg.max_epochs=10 optim_wrapper.optimizer.lr=0.01')
-    parser.add_argument(
-        '--launcher', choices=LAUNCHERS, default='none', help='job launcher')
-    parser.add_argument(
-        '--allow-unsafe-checkpoint',
-        action='store_true',
-        help='load checkpoints with full unpickling (can run code stored in '
-        'the file; only for checkpoints you trust)')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-
-
-def apply_common_args(cfg: Config, args: argparse.Namespace) -> Config:
-    """Apply the options of :func:`add_common_args` to ``cfg``.
-
-    Sets the launcher, merges ``--cfg-options``, chooses the work dir (the
-    flag, else the config's, else ``work_dirs/<config name>``) and exports
-    ``LOCAL_RANK`` for launchers that pass ``--local_rank``.
-
-    Args:
-        cfg: The config.
-        args: Parsed arguments (with ``config``).
-
-    Returns:
-        The updated config.
-    """
-    if 'LOCAL_RANK' not in os.environ:
-        os.environ['LOCAL_RANK'] = str(args.local_rank)
-    cfg.launcher = args.launcher
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
-    if args.work_dir is not None:
-        cfg.work_dir = args.work_dir
-    elif cfg.get('work_dir', None) is None:
-        cfg.work_dir = default_work_dir(args.config)
     return cfg

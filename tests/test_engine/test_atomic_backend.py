@@ -101,3 +101,62 @@ def test_checkpoint_hook_saves_through_it(tmp_path, monkeypatch):
     run_toy(make_toy_cfg(work, **{'train_cfg.max_iters': 4}))
     assert saved == ['iter_2.pth', 'iter_4.pth']
     assert (work / 'last_checkpoint').read_text() == str(work / 'iter_4.pth')
+
+
+@pytest.mark.parametrize('errno_, reason', [
+    (28, 'No space left on device'),
+    (30, 'Read-only file system'),
+])
+def test_a_save_that_fails_halfway_keeps_the_last_checkpoint_resumable(
+        tmp_path, monkeypatch, errno_, reason):
+    """The disk fills up (or turns read-only) while iter_4.pth is written."""
+    from mdrl_plugin.engine import (AtomicWriteError,
+                                    find_resumable_checkpoint,
+                                    is_complete_checkpoint, safe_torch_load)
+    from mdrl_plugin.engine import fileio
+    from toy_helpers import state_dicts_equal
+    full = run_toy(make_toy_cfg(tmp_path / 'full',
+                                **{'train_cfg.max_iters': 6}))
+    assert full.iter == 6
+
+    real_atomic_write = fileio.atomic_write
+
+    def write_half_then_fail(data, filepath):
+        if os.path.basename(str(filepath)) != 'iter_4.pth':
+            return real_atomic_write(filepath, lambda f: f.write(data))
+
+        def half(f):
+            f.write(data[:len(data) // 2])
+            f.flush()
+            raise OSError(errno_, reason)
+        return real_atomic_write(filepath, half)
+
+    monkeypatch.setattr(fileio, 'atomic_write_bytes', write_half_then_fail)
+    work = tmp_path / 'cut'
+    with pytest.raises(AtomicWriteError) as info:
+        run_toy(make_toy_cfg(work, **{'train_cfg.max_iters': 6}))
+    target = str(work / 'iter_4.pth')
+    assert str(info.value) == (
+        f"Could not write '{target}': {reason}. Nothing was replaced: the "
+        'previous version of the file (for a checkpoint, the last complete '
+        'one) is untouched and usable. Free disk space or choose a writable '
+        '--work-dir, then continue with tools/train.py --resume.')
+    assert info.value.errno == errno_
+    # no partial iter_4.pth, no temp file; iter_2.pth whole and pointed to
+    names = [n for n in _entries(work) if n.endswith('.pth') or
+             TEMP_FILE_PATTERN.match(n)]
+    assert names == ['iter_2.pth']
+    assert is_complete_checkpoint(str(work / 'iter_2.pth'))
+    assert safe_torch_load(str(work / 'iter_2.pth'))['meta']['iter'] == 2
+    assert (work / 'last_checkpoint').read_text() == str(work / 'iter_2.pth')
+
+    # space is back: --resume continues from iter_2 and ends like `full`
+    monkeypatch.undo()
+    resume_from = find_resumable_checkpoint(str(work))
+    assert resume_from == str(work / 'iter_2.pth')
+    cfg = make_toy_cfg(work, **{'train_cfg.max_iters': 6})
+    cfg.resume, cfg.load_from = True, resume_from
+    run_toy(cfg)
+    assert state_dicts_equal(
+        safe_torch_load(str(tmp_path / 'full' / 'iter_6.pth'))['state_dict'],
+        safe_torch_load(str(work / 'iter_6.pth'))['state_dict'])

@@ -1,6 +1,7 @@
 """Safe checkpoint loading: allow-list, refusals, opt-in, MMEngine wiring."""
 import os
 import pickle
+import re
 import subprocess
 import zipfile
 
@@ -13,10 +14,19 @@ from mmengine.runner.checkpoint import CheckpointLoader, _load_checkpoint
 
 from mdrl_plugin.engine import (ALLOWED_CHECKPOINT_GLOBALS,
                                 CheckpointLoadError, UnsafeCheckpointError,
+                                disable_safe_checkpoint_loading,
+                                enable_safe_checkpoint_loading,
                                 find_resumable_checkpoint,
                                 is_complete_checkpoint, load_from_local_safe,
+                                safe_checkpoint_loading_enabled,
                                 safe_torch_load, set_allow_unsafe_checkpoints,
                                 unsafe_checkpoints_allowed)
+
+EXTEND = (
+    'If the file is yours and holds a class you trust, add it to the allow-'
+    'list: mdrl_plugin.engine.enable_safe_checkpoint_loading(allow_globals='
+    "['module.Name']), or in a config custom_hooks=[dict(type="
+    "'CheckpointLoadingHook', allow_globals=['module.Name'])]. ")
 
 OPT_IN = (
     'If you trust this file, load it with full unpickling: pass '
@@ -93,7 +103,7 @@ def test_refuses_os_system(tmp_path):
         f"Refusing to load checkpoint '{path}': it contains the pickled "
         'global(s) posix.system, which the safe loader does not allow (a '
         'pickled callable or class can run code while it is loaded). '
-        + OPT_IN)
+        + EXTEND + OPT_IN)
     assert info.value.path == path
     assert info.value.offending == ['posix.system']
     assert not marker.exists()
@@ -212,6 +222,7 @@ def test_safetensors_files(tmp_path):
 
 def test_mmengine_loads_go_through_the_safe_loader(tmp_path,
                                                    mmengine_checkpoint):
+    enable_safe_checkpoint_loading()
     assert CheckpointLoader._get_checkpoint_loader('/a/b.pth') is \
         load_from_local_safe
     assert CheckpointLoader._get_checkpoint_loader('rel/b.pth') is \
@@ -275,3 +286,58 @@ def test_is_complete_checkpoint_rejects_non_checkpoints(tmp_path):
         zf.writestr('readme.txt', 'hi')
     assert not is_complete_checkpoint(str(plain))
     assert not is_complete_checkpoint(str(tmp_path / 'missing.pth'))
+
+
+def test_a_text_file_is_not_a_pytorch_checkpoint(tmp_path):
+    path = tmp_path / 'x.pth'
+    path.write_text('hello, I am a text file\n')
+    for allow_unsafe in (False, True):
+        with pytest.raises(CheckpointLoadError) as info:
+            safe_torch_load(str(path), allow_unsafe=allow_unsafe)
+        assert not isinstance(info.value, UnsafeCheckpointError)
+        assert str(info.value) == (
+            f"Could not load checkpoint '{path}': it is not a PyTorch "
+            'checkpoint (a file written by torch.save is a zip archive or a '
+            "pickle; this one starts with b'hello, I'). Check the path: it "
+            'should name a .pth file written by training.')
+    empty = tmp_path / 'empty.pth'
+    empty.write_bytes(b'')
+    with pytest.raises(CheckpointLoadError, match='this one is empty'):
+        safe_torch_load(str(empty))
+    # the legacy (pickle) torch.save format still loads
+    legacy = str(tmp_path / 'legacy.pth')
+    torch.save({'w': torch.ones(2)}, legacy,
+               _use_new_zipfile_serialization=False)
+    assert torch.equal(safe_torch_load(legacy)['w'], torch.ones(2))
+
+
+def test_enable_and_disable_switch_mmengines_local_loader():
+    from mmengine.runner.checkpoint import load_from_local
+    disable_safe_checkpoint_loading()
+    assert CheckpointLoader._schemes[''] is load_from_local
+    assert not safe_checkpoint_loading_enabled()
+    before = list(CheckpointLoader._schemes.items())
+    enable_safe_checkpoint_loading()
+    enable_safe_checkpoint_loading()  # twice: still undone by one call
+    assert CheckpointLoader._schemes[''] is load_from_local_safe
+    assert safe_checkpoint_loading_enabled()
+    disable_safe_checkpoint_loading()
+    assert list(CheckpointLoader._schemes.items()) == before
+
+
+def test_users_extend_the_allow_list(tmp_path):
+    path = _save(tmp_path, 'cls.pth', {'obj': Arbitrary(7)})
+    with pytest.raises(UnsafeCheckpointError, match=re.escape(
+            "enable_safe_checkpoint_loading(allow_globals=['module.Name'])")):
+        safe_torch_load(path)
+    try:
+        enable_safe_checkpoint_loading(
+            allow_globals=[f'{__name__}.Arbitrary'])
+        assert safe_torch_load(path)['obj'].value == 7
+        assert _load_checkpoint(path)['obj'].value == 7  # MMEngine's path
+    finally:
+        disable_safe_checkpoint_loading()
+    with pytest.raises(UnsafeCheckpointError):
+        safe_torch_load(path)  # the addition is gone again
+    with pytest.raises(ValueError, match="cannot import 'no_such.Thing'"):
+        enable_safe_checkpoint_loading(allow_globals=['no_such.Thing'])

@@ -4,18 +4,25 @@ from mmengine.model import is_model_wrapper
 
 from mdrl_plugin.registry import HOOKS
 
-__all__ = ['NumClassesCheckHook']
+__all__ = ['NumClassesCheckHook', 'NumClassesMismatchError']
+
+
+class NumClassesMismatchError(ValueError):
+    """``model.num_classes`` differs from the training split's identities."""
 
 
 @HOOKS.register_module()
 class NumClassesCheckHook(Hook):
     """Stop before training when ``model.num_classes`` does not match the data.
 
-    The identity classifiers need exactly as many classes as the training split
-    has identities (``dataset.metainfo['num_classes']``). Too few classes would
-    fail at the first out-of-range label; too many would train silently with
-    unused classes. Either way this hook stops before the first iteration with a
-    message naming both numbers and the config key to change.
+    This hook owns the invariant ``model.num_classes ==
+    dataset.metainfo['num_classes']``: the identity classifiers need exactly
+    as many classes as the training split has identities. Too few classes
+    would fail at the first out-of-range label (``IDLoss`` checks the labels
+    against its logits); too many would train silently with unused classes.
+    Either way this hook stops before the first iteration with
+    :class:`NumClassesMismatchError`, naming both numbers and the config key
+    to change.
     """
 
     priority = 'VERY_HIGH'
@@ -31,7 +38,7 @@ class NumClassesCheckHook(Hook):
         actual = getattr(model, 'num_classes', None)
         if expected is None or actual is None or expected == actual:
             return
-        raise ValueError(
+        raise NumClassesMismatchError(
             f'model.num_classes={actual} but the training dataset '
             f'({type(runner.train_dataloader.dataset).__name__}, split '
             f"{runner.train_dataloader.dataset.metainfo.get('split')!r}) has "

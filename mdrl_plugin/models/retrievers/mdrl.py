@@ -233,14 +233,9 @@ class MDRL(BaseModel):
         except AttributeError as err:
             raise KeyError('MDRL.loss needs `gt_label` in every data sample; '
                            'build the training dataset with split="train"') from err
-        labels = torch.as_tensor(labels, device=self.image_classifier.fc.weight.device)
-        if labels.numel() and (labels.min() < 0 or labels.max() >= self.num_classes):
-            raise ValueError(
-                f'MDRL(num_classes={self.num_classes}) got identity label '
-                f'{int(labels.max() if labels.max() >= self.num_classes else labels.min())}; '
-                "set model.num_classes to the training dataset's "
-                "metainfo['num_classes']")
-        return labels
+        # the label range is checked once, by IDLoss (the classifier's owner);
+        # NumClassesCheckHook compares num_classes with the dataset up front
+        return torch.as_tensor(labels, device=self.image_classifier.fc.weight.device)
 
     def loss(self, inputs: Dict[str, torch.Tensor],
              data_samples: List[BaseDataElement]) -> Dict[str, torch.Tensor]:

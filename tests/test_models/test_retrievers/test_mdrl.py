@@ -93,7 +93,7 @@ def test_text_features_do_not_depend_on_padding(tiny_bert_dir, retrieval):
 def test_labels_beyond_num_classes_are_a_clear_error(tiny_mdrl):
     data, _ = train_batch(tiny_mdrl)
     data['data_samples'][0].set_metainfo(dict(gt_label=11))
-    with pytest.raises(ValueError, match=r"num_classes=4\) got identity label 11.*metainfo\['num_classes'\]"):
+    with pytest.raises(ValueError, match=r"classifier has 4 classes but a label of 11.*metainfo\['num_classes'\]"):
         tiny_mdrl(**data, mode='loss')
 
 
