@@ -64,6 +64,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--backend', default='torch',
                         choices=['torch', 'faiss'],
                         help='ranking backend (faiss only when installed)')
+    parser.add_argument('--onnx', metavar='EXPORT_DIR',
+                        help='encode with an export folder of tools/export.py '
+                        '(ONNX Runtime; CONFIG and CHECKPOINT are then not '
+                        'loaded); same index files and rankings')
     parser.add_argument('--no-progress', action='store_true',
                         help='hide the progress bar')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
@@ -139,10 +143,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                     f'Config file {config!r} does not exist.')
             config = Config.fromfile(config)
             config.merge_from_dict(args.cfg_options)
-        searcher = PersonSearcher(
-            config, args.checkpoint, device=args.device,
-            batch_size=args.batch_size, num_workers=args.num_workers,
-            backend=args.backend, progress=not args.no_progress)
+        if args.onnx:
+            from mdrl_deploy import OrtSearcher
+            if args.labels:
+                raise ValueError('--labels is not supported with --onnx')
+            searcher = OrtSearcher(args.onnx, batch_size=args.batch_size,
+                                   progress=not args.no_progress)
+        else:
+            searcher = PersonSearcher(
+                config, args.checkpoint, device=args.device,
+                batch_size=args.batch_size, num_workers=args.num_workers,
+                backend=args.backend, progress=not args.no_progress)
         if osp.isdir(args.gallery):
             print(f'Encoding the images of {args.gallery} ...',
                   file=sys.stderr)
