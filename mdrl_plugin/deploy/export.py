@@ -287,7 +287,7 @@ def _max_diff(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.abs(a - b).max()) if a.size else 0.0
 
 
-def _text_probes(tokenizer, max_length: int) -> List[List[str]]:
+def _text_probes(max_length: int) -> List[List[str]]:
     """Caption batches of different sizes/lengths for tracing and checking."""
     long = ' '.join(['a person with a bag'] * max_length)
     return [['a person walking with a bag and a hat', 'a man'],
@@ -374,7 +374,7 @@ def export_onnx(config: Union[str, Config],
         _export_graph(image_branch, (images, ), osp.join(work, IMAGE_ONNX),
                       ['images'], {'images': {0: 'batch'},
                                    'features': {0: 'batch'}}, opset, 'image')
-        probes = _text_probes(dp.tokenizer, dp.max_length)
+        probes = _text_probes(dp.max_length)
         text_branch = TextRetrievalBranch(model).eval()
         tok = dp.tokenize(probes[0])
         _export_graph(text_branch, (tok['input_ids'], tok['attention_mask']),
