@@ -3,7 +3,7 @@
 Routes:
 
 * ``GET /``: the page (type a description, see the top-k images with score
-  and file name);
+  and file name); ``/?q=...&topk=...`` searches on load;
 * ``POST /search`` with ``{"query": str, "topk": int}``: the ranking as JSON;
 * ``GET /images/<path relative to the gallery>``: an indexed image;
 * ``GET /health``: ``{"status": "ok", "num_images": N, ...}``.
@@ -105,6 +105,13 @@ form.addEventListener('submit', async (event) => {
     results.append(fig);
   }
 });
+// /?q=...&topk=... fills the form and searches (links, screenshots)
+const params = new URLSearchParams(window.location.search);
+if (params.get('q')) {
+  document.getElementById('query').value = params.get('q');
+  if (params.get('topk')) document.getElementById('topk').value = params.get('topk');
+  form.requestSubmit();
+}
 </script>
 </body></html>
 """

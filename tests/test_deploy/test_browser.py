@@ -84,6 +84,17 @@ def test_page_shows_results_in_api_order(browser, deploy_model, deploy_gallery,
         page.fill('#query', QUERY)
         page.click('#submit')
         page.wait_for_selector('figure.hit')
+        # a link with ?q= searches on load
+        import urllib.parse
+        page.goto(url + '/?topk=3&q=' + urllib.parse.quote(QUERY))
+        page.wait_for_selector('figure.hit', timeout=60000)
+        assert [f.get_attribute('data-path') for f in
+                page.locator('figure.hit').all()] == expected[:3]
+        page.fill('#topk', '6')
+        page.click('#submit')
+        page.wait_for_function(
+            "() => document.querySelectorAll('figure.hit').length == 6",
+            timeout=60000)
         shot = os.path.join(SCREENSHOT_DIR or str(tmp_path), 'search_page.png')
         os.makedirs(os.path.dirname(shot), exist_ok=True)
         page.screenshot(path=shot, full_page=True)
