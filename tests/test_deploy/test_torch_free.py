@@ -43,6 +43,8 @@ CHILD = BLOCKER + textwrap.dedent('''
     built = [[h.path for h in q] for q in s.search(queries, topk=10)]
     s.load_index(torch_index)   # an index written by PersonSearcher
     loaded = [[h.path for h in q] for q in s.search(queries, topk=10)]
+    from mdrl_deploy.server import create_app  # the server too
+    create_app(s)
     bad = sorted(m for m in sys.modules
                  if m.split('.')[0] in ('torch', 'mmengine', 'mdrl_plugin'))
     print(json.dumps(dict(built=built, loaded=loaded, bad=bad)))
