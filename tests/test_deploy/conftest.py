@@ -1,11 +1,18 @@
 """Fixtures of the deployment tests: a tiny model, its export, a gallery."""
+import os
 import os.path as osp
 
 import pytest
 
 from test_apis.search_testdata import write_gallery, write_model
 
-pytest.importorskip('onnxruntime')
+try:  # the optional extra .[deploy]; `make test` installs it
+    import fastapi  # noqa: F401
+    import onnxruntime  # noqa: F401
+except ImportError:
+    if os.environ.get('CI'):
+        raise
+    collect_ignore_glob = ['test_*.py']
 
 
 def _train_a_little(model: dict, steps: int = 5) -> None:

@@ -4,14 +4,12 @@ import os
 import shutil
 from concurrent.futures import ThreadPoolExecutor
 
+import httpx
 import pytest
 
 from mdrl_deploy import OrtSearcher
 from mdrl_deploy.server import MAX_BODY_BYTES, create_app
 from .serving import start_server
-
-pytest.importorskip('fastapi')
-httpx = pytest.importorskip('httpx')
 
 QUERY = 'a woman with a blue bag and long hair'
 
