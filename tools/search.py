@@ -47,8 +47,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     """Parse the command line."""
     parser = argparse.ArgumentParser(
         description='Text-to-image person search over a folder of images.')
-    parser.add_argument('config', help='model config file')
-    parser.add_argument('checkpoint', help='model checkpoint file')
+    parser.add_argument('config', help='model config file ("-" with --onnx)')
+    parser.add_argument('checkpoint', help='model checkpoint file ("-" with --onnx)')
     parser.add_argument('--gallery', required=True,
                         help='image folder (scanned recursively) or an index '
                         'file written by --save-index')
@@ -78,6 +78,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--backend', default='torch',
                         choices=['torch', 'faiss'],
                         help='ranking backend (faiss only when installed)')
+    parser.add_argument('--onnx', metavar='EXPORT_DIR',
+                        help='encode with an export folder of tools/export.py '
+                        '(ONNX Runtime; CONFIG and CHECKPOINT are then not '
+                        'loaded); same index files and rankings')
     parser.add_argument('--no-progress', action='store_true',
                         help='hide the progress bar')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
@@ -143,8 +147,16 @@ def check_inputs(args: argparse.Namespace) -> None:
     Raises:
         InputError: An argument is unusable (the message names it).
     """
-    check_file(args.config, 'config file')
-    check_checkpoint(args.checkpoint)
+    if args.onnx:
+        if not osp.isdir(args.onnx):
+            raise InputError(
+                f'--onnx {args.onnx!r} is not a folder (expected the export '
+                'folder written by tools/export.py).')
+        if args.labels:
+            raise InputError('--labels is not supported with --onnx.')
+    else:
+        check_file(args.config, 'config file')
+        check_checkpoint(args.checkpoint)
     for i, query in enumerate(args.query):
         if not query.strip():
             raise InputError(
@@ -184,11 +196,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.cfg_options:
             config = Config.fromfile(config)
             config.merge_from_dict(args.cfg_options)
-        searcher = PersonSearcher(
-            config, args.checkpoint, device=args.device,
-            batch_size=args.batch_size, num_workers=args.num_workers,
-            backend=args.backend, progress=not args.no_progress,
-            allow_partial_checkpoint=args.allow_partial_checkpoint)
+        if args.onnx:
+            from mdrl_deploy import OrtSearcher
+            searcher = OrtSearcher(args.onnx, batch_size=args.batch_size,
+                                   progress=not args.no_progress)
+        else:
+            searcher = PersonSearcher(
+                config, args.checkpoint, device=args.device,
+                batch_size=args.batch_size, num_workers=args.num_workers,
+                backend=args.backend, progress=not args.no_progress,
+                allow_partial_checkpoint=args.allow_partial_checkpoint)
         if osp.isdir(args.gallery):
             print(f'Encoding the images of {args.gallery} ...',
                   file=sys.stderr)

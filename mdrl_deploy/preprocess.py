@@ -1,0 +1,189 @@
+"""Image and text preprocessing of the export, without torch.
+
+The PyTorch test pipeline of the shipped configs is ``LoadPersonImage``
+(``cv2.imdecode``, BGR) -> ``Resize`` (mmcv, ``cv2.resize`` with
+``INTER_LINEAR``, ``keep_ratio=False``) -> ``PackTextImageInputs`` -> data
+preprocessor (BGR -> RGB, ``(x - mean) / std``). :class:`ImagePreprocessor`
+repeats it:
+
+* ``backend='cv2'`` (default when OpenCV is installed; it is a runtime
+  dependency of the plugin) makes the same calls and gives bit-identical
+  inputs, hence features equal to PyTorch's up to the graph's float error;
+* ``backend='pillow'`` decodes with Pillow and resizes with a NumPy port of
+  OpenCV's bilinear resize (half-pixel centres, no antialiasing), for
+  machines without OpenCV. Pixels differ from OpenCV's by at most one grey
+  level (OpenCV rounds in fixed point); see ``docs/deploy.md`` for the
+  measured feature difference.
+
+Pillow's own ``Image.resize(BILINEAR)`` antialiases when shrinking and so
+differs from the training pipeline by far more; it is not used.
+"""
+import os
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+__all__ = ['ImagePreprocessor', 'TextTokenizer', 'resize_bilinear']
+
+
+def _axis_weights(out_size: int, in_size: int
+                  ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Source indices and weights of OpenCV's INTER_LINEAR along one axis."""
+    scale = in_size / out_size
+    src = (np.arange(out_size, dtype=np.float64) + 0.5) * scale - 0.5
+    i0 = np.floor(src)
+    frac = src - i0
+    i0 = i0.astype(np.int64)
+    # OpenCV clamps at the borders (replicate)
+    frac = np.where(i0 < 0, 0.0, frac)
+    i0 = np.clip(i0, 0, in_size - 1)
+    i1 = np.clip(i0 + 1, 0, in_size - 1)
+    frac = np.where(i0 >= in_size - 1, 0.0, frac)
+    return i0, i1, frac
+
+
+def resize_bilinear(img: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Resize ``uint8 [H, W, C]`` like ``cv2.resize(..., INTER_LINEAR)``.
+
+    Args:
+        img: The image.
+        width: Output width.
+        height: Output height.
+
+    Returns:
+        ``uint8 [height, width, C]``.
+    """
+    y0, y1, fy = _axis_weights(height, img.shape[0])
+    x0, x1, fx = _axis_weights(width, img.shape[1])
+    src = img.astype(np.float32)
+    fx = fx.astype(np.float32)[None, :, None]
+    fy = fy.astype(np.float32)[:, None, None]
+    rows = src[y0] * (1 - fy) + src[y1] * fy
+    out = rows[:, x0] * (1 - fx) + rows[:, x1] * fx
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+class ImagePreprocessor:
+    """Read image files into the normalised ``float32 [B, 3, H, W]`` input.
+
+    Args:
+        height: Network input height.
+        width: Network input width.
+        mean: Per-channel mean (0-255 scale), in ``channel_order``.
+        std: Per-channel std (0-255 scale), in ``channel_order``.
+        channel_order: ``'rgb'`` or ``'bgr'``: the order the graph expects.
+        backend: ``'cv2'``, ``'pillow'`` or None (cv2 when installed).
+    """
+
+    def __init__(self, height: int, width: int, mean: Sequence[float],
+                 std: Sequence[float], channel_order: str = 'rgb',
+                 backend: Optional[str] = None) -> None:
+        if channel_order not in ('rgb', 'bgr'):
+            raise ValueError("channel_order must be 'rgb' or 'bgr', got "
+                             f'{channel_order!r}')
+        if backend is None:
+            try:
+                import cv2  # noqa: F401
+                backend = 'cv2'
+            except ImportError:
+                backend = 'pillow'
+        if backend not in ('cv2', 'pillow'):
+            raise ValueError(f"backend must be 'cv2' or 'pillow', got "
+                             f'{backend!r}')
+        self.height, self.width = int(height), int(width)
+        self.mean = np.asarray(mean, np.float32).reshape(3, 1, 1)
+        self.std = np.asarray(std, np.float32).reshape(3, 1, 1)
+        self.channel_order = channel_order
+        self.backend = backend
+
+    def read(self, path: str) -> np.ndarray:
+        """Decode and resize one file to ``uint8 [H, W, 3]`` in RGB order.
+
+        Raises:
+            FileNotFoundError: If the file does not exist.
+            ValueError: If it is empty or cannot be decoded (names the file).
+        """
+        with open(path, 'rb') as f:
+            content = f.read()
+        if not content:
+            raise ValueError(f'image file {path!r} is empty (0 bytes)')
+        if self.backend == 'cv2':
+            import cv2
+            img = cv2.imdecode(np.frombuffer(content, np.uint8),
+                               cv2.IMREAD_COLOR)
+            if img is None:
+                raise ValueError(f'image file {path!r} could not be decoded '
+                                 'by OpenCV')
+            img = cv2.resize(img, (self.width, self.height),
+                             interpolation=cv2.INTER_LINEAR)
+            return img[..., ::-1]
+        import io
+
+        from PIL import Image, ImageOps
+        try:
+            with Image.open(io.BytesIO(content)) as im:
+                im = ImageOps.exif_transpose(im).convert('RGB')
+                img = np.asarray(im)
+        except Exception as err:  # Pillow raises many types
+            raise ValueError(f'image file {path!r} could not be decoded by '
+                             f'Pillow: {type(err).__name__}: {err}') from err
+        return resize_bilinear(img, self.width, self.height)
+
+    def __call__(self, paths: Sequence[str]) -> np.ndarray:
+        """Normalised ``float32 [B, 3, H, W]`` of image files."""
+        batch = []
+        for path in paths:
+            img = np.ascontiguousarray(self.read(path).transpose(2, 0, 1))
+            if self.channel_order == 'bgr':
+                img = img[::-1]
+            batch.append((img.astype(np.float32) - self.mean) / self.std)
+        if not batch:
+            return np.zeros((0, 3, self.height, self.width), np.float32)
+        return np.stack(batch).astype(np.float32)
+
+
+class TextTokenizer:
+    """The exported fast tokenizer (``tokenizers``), as the model tokenises.
+
+    Truncates to ``max_length`` tokens ([CLS] and [SEP] included) and pads a
+    batch to its longest caption, like ``TextImageDataPreprocessor``.
+
+    Args:
+        folder: The export's tokenizer folder (holds ``tokenizer.json``).
+        max_length: Text length of the model.
+        pad_token_id: Id written at padded places (masked out).
+    """
+
+    def __init__(self, folder: str, max_length: int,
+                 pad_token_id: int = 0) -> None:
+        from tokenizers import Tokenizer
+        file = os.path.join(folder, 'tokenizer.json')
+        if not os.path.isfile(file):
+            raise FileNotFoundError(
+                f'{folder!r} has no tokenizer.json (fast tokenizer file); '
+                'export the checkpoint again with tools/export.py.')
+        self.max_length = int(max_length)
+        self.pad_token_id = int(pad_token_id)
+        # two instances, configured once: encode_batch is then safe to call
+        # from several threads (the server's worker threads)
+        self._full = Tokenizer.from_file(file)
+        self._full.no_padding()
+        self._full.no_truncation()
+        self._cut = Tokenizer.from_file(file)
+        self._cut.no_padding()
+        self._cut.enable_truncation(self.max_length)
+
+    def lengths(self, texts: Sequence[str]) -> List[int]:
+        """Untruncated token counts (special tokens included)."""
+        return [len(e.ids) for e in self._full.encode_batch(list(texts))]
+
+    def __call__(self, texts: Sequence[str]) -> Dict[str, np.ndarray]:
+        """``input_ids`` and ``attention_mask``, ``int64 [T, L]``."""
+        ids = [e.ids for e in self._cut.encode_batch(list(texts))]
+        length = max(len(i) for i in ids)
+        input_ids = np.full((len(ids), length), self.pad_token_id, np.int64)
+        mask = np.zeros((len(ids), length), np.int64)
+        for row, seq in enumerate(ids):
+            input_ids[row, :len(seq)] = seq
+            mask[row, :len(seq)] = 1
+        return dict(input_ids=input_ids, attention_mask=mask)

@@ -1,0 +1,11 @@
+"""ONNX export of the retrieval paths (needs torch; the runtime is mdrl_deploy)."""
+from .export import (DEFAULT_OPSET, ExportError, ImageRetrievalBranch,
+                     TextRetrievalBranch, describe_test_pipeline, export_onnx,
+                     fixed_group_tokens)
+from .parity import split_parity
+
+__all__ = [
+    'DEFAULT_OPSET', 'ExportError', 'ImageRetrievalBranch',
+    'TextRetrievalBranch', 'describe_test_pipeline', 'export_onnx',
+    'fixed_group_tokens', 'split_parity'
+]

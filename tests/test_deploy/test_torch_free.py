@@ -1,0 +1,92 @@
+"""The ONNX search path runs where importing torch or mmengine fails."""
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+
+from mdrl_plugin.apis import PersonSearcher
+from mdrl_test_utils import REPO_ROOT
+
+QUERIES = ['a man in a red shirt', 'a woman with a blue bag']
+
+#: Run first in the child: any import of these packages raises.
+BLOCKER = textwrap.dedent('''
+    import importlib.abc, sys
+    BLOCKED = ('torch', 'mmengine', 'mmcv', 'transformers', 'torchvision',
+               'timm', 'mdrl_plugin')
+
+    class Blocker(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name.split('.')[0] in BLOCKED:
+                raise ImportError(f'{name} is blocked in this test')
+            return None
+
+    sys.meta_path.insert(0, Blocker())
+''')
+
+CHILD = BLOCKER + textwrap.dedent('''
+    import json, sys, warnings
+    try:
+        import torch  # noqa: F401
+        raise SystemExit('the blocker did not block torch')
+    except ImportError:
+        pass
+    from mdrl_deploy import OrtSearcher
+    export, gallery, index_out, torch_index, queries, backend = sys.argv[1:7]
+    queries = json.loads(queries)
+    s = OrtSearcher(export, num_threads=1, image_backend=backend)
+    s.build_index(gallery)
+    s.save_index(index_out)
+    built = [[h.path for h in q] for q in s.search(queries, topk=10)]
+    s.load_index(torch_index)   # an index written by PersonSearcher
+    loaded = [[h.path for h in q] for q in s.search(queries, topk=10)]
+    from mdrl_deploy.server import create_app  # the server too
+    create_app(s)
+    bad = sorted(m for m in sys.modules
+                 if m.split('.')[0] in ('torch', 'mmengine', 'mdrl_plugin'))
+    print(json.dumps(dict(built=built, loaded=loaded, bad=bad)))
+''')
+
+
+def run_child(deploy_model, gallery, tmp_path, torch_index, backend):
+    out = str(tmp_path / f'ort_{backend}.npz')
+    env = dict(os.environ, PYTHONPATH=REPO_ROOT, OMP_NUM_THREADS='1')
+    proc = subprocess.run(
+        [sys.executable, '-c', CHILD, deploy_model['export'], gallery, out,
+         torch_index, json.dumps(QUERIES), backend],
+        capture_output=True, text=True, env=env, cwd=str(tmp_path),
+        timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1]), out
+
+
+def test_search_without_torch_matches_person_searcher(deploy_model,
+                                                      deploy_gallery,
+                                                      tmp_path):
+    torch_s = PersonSearcher(deploy_model['config'], deploy_model['checkpoint'],
+                             progress=False)
+    torch_s.build_index(deploy_gallery)
+    torch_index = torch_s.save_index(str(tmp_path / 'torch.npz'))
+    expected = [[h.path for h in q] for q in torch_s.search(QUERIES, topk=10)]
+
+    for backend in ('cv2', 'pillow'):
+        result, ort_index = run_child(deploy_model, deploy_gallery, tmp_path,
+                                      torch_index, backend)
+        assert result['bad'] == []
+        assert result['built'] == expected, backend
+        assert result['loaded'] == expected, backend
+        # PersonSearcher reads the index written without torch
+        torch_s.load_index(ort_index)
+        assert [[h.path for h in q] for q in
+                torch_s.search(QUERIES, topk=10)] == expected
+        assert torch_s.index.fingerprint['encoder'] == 'onnxruntime'
+
+
+def test_blocker_really_blocks(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, '-c', BLOCKER + 'import mmengine'],
+        capture_output=True, text=True, cwd=str(tmp_path))
+    assert proc.returncode != 0 and 'mmengine is blocked' in proc.stderr

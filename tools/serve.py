@@ -1,0 +1,99 @@
+#!/usr/bin/env python
+"""Serve a person-search web page and JSON API over a gallery index.
+
+Usage::
+
+    python tools/serve.py --index gallery.npz --model EXPORT_DIR \\
+        [--host 127.0.0.1] [--port 8000] [--threads N]
+    python tools/serve.py --index gallery.npz --model CKPT --config CONFIG
+
+``--model`` is an export folder (``tools/export.py``; torch-free search with
+ONNX Runtime) or a checkpoint (needs ``--config``; search with PyTorch).
+With ``--gallery DIR`` and an ``--index`` that does not exist yet, the
+gallery is encoded and the index saved first. The server binds to
+127.0.0.1 unless ``--host`` says otherwise. Open http://HOST:PORT/ .
+"""
+import argparse
+import os
+import os.path as osp
+import sys
+from typing import Optional, Sequence
+
+
+__all__ = ['parse_args', 'build_searcher', 'main']
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    """Parse the command line."""
+    from mdrl_deploy.server import MAX_QUERY_CHARS, MAX_TOPK
+    parser = argparse.ArgumentParser(
+        description='Serve a text-based person search page over an index.')
+    parser.add_argument('--index', required=True,
+                        help='index file (tools/search.py --save-index, '
+                        'OrtSearcher.save_index)')
+    parser.add_argument('--model', required=True,
+                        help='export folder (tools/export.py) or checkpoint')
+    parser.add_argument('--config', help='model config (with a checkpoint)')
+    parser.add_argument('--gallery', help='image folder to index when '
+                        '--index does not exist yet')
+    parser.add_argument('--host', default='127.0.0.1',
+                        help='address to bind (default 127.0.0.1: this '
+                        'machine only)')
+    parser.add_argument('--port', type=int, default=8000)
+    parser.add_argument('--threads', type=int, default=None,
+                        help='ONNX Runtime threads per query (default: '
+                        'its own choice)')
+    parser.add_argument('--max-topk', type=int, default=MAX_TOPK)
+    parser.add_argument('--max-query-chars', type=int,
+                        default=MAX_QUERY_CHARS)
+    args = parser.parse_args(argv)
+    if not osp.isdir(args.model) and not args.config:
+        parser.error('--model is not an export folder, so it is taken as a '
+                     'checkpoint and needs --config CONFIG')
+    if not 1 <= args.port <= 65535:
+        parser.error(f'--port must be 1..65535, got {args.port}')
+    return args
+
+
+def build_searcher(args: argparse.Namespace):
+    """The searcher with its index (built and saved first if needed)."""
+    if osp.isdir(args.model):
+        from mdrl_deploy import OrtSearcher
+        searcher = OrtSearcher(args.model, num_threads=args.threads,
+                               progress=True)
+    else:
+        from mdrl_plugin.apis import PersonSearcher
+        searcher = PersonSearcher(args.config, args.model)
+    if not osp.exists(args.index) and args.gallery:
+        print(f'Encoding {args.gallery} ...', file=sys.stderr)
+        searcher.build_index(args.gallery)
+        searcher.save_index(args.index)
+        print(f'Saved the index to {args.index}', file=sys.stderr)
+    else:
+        searcher.load_index(args.index)
+    return searcher
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Start the server; returns the exit status (2 on an input error)."""
+    args = parse_args(argv)
+    try:
+        searcher = build_searcher(args)
+    except (FileNotFoundError, ValueError, KeyError) as err:
+        print(f'error: {err}', file=sys.stderr)
+        return 2
+    import uvicorn
+
+    from mdrl_deploy.server import create_app
+    app = create_app(searcher, max_query_chars=args.max_query_chars,
+                     max_topk=args.max_topk)
+    print(f'Serving {searcher.num_images} images at '
+          f'http://{args.host}:{args.port}/', file=sys.stderr, flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level='warning',
+                access_log=False)
+    return 0
+
+
+if __name__ == '__main__':
+    os.environ.setdefault('HF_HUB_OFFLINE', '1')
+    sys.exit(main())
