@@ -3,13 +3,14 @@ import json
 import os.path as osp
 from typing import Dict, List, Mapping, Optional, Sequence, Union
 
+from mdrl_plugin.datasets.annotation import (PATH_FIELDS, AnnotationProblem,
+                                             group_images,
+                                             parse_pedes_records)
+
 __all__ = ['load_labels', 'resolve_label_map', 'label_candidates',
            'check_label']
 
 Label = Union[int, str]
-
-#: Record fields that may hold the image path in PEDES annotation files.
-_PATH_FIELDS = ('file_path', 'img_path')
 
 
 def check_label(value, where: str) -> Label:
@@ -95,34 +96,51 @@ def resolve_label_map(mapping: Mapping[str, Label], root: Optional[str],
     return secondary
 
 
+_NEEDS = ('a PEDES annotation record needs "file_path" (CUHK-PEDES, '
+          'ICFG-PEDES) or "img_path" (RSTPReid) and "id"')
+
+
 def _pedes_records(records: Sequence, path: str) -> Dict[str, Label]:
-    mapping: Dict[str, Label] = {}
-    for i, rec in enumerate(records):
-        if not isinstance(rec, dict):
-            raise ValueError(
-                f'{path}: record {i} is {type(rec).__name__}, expected an '
+    """``{image path: id}`` of a PEDES annotation list.
+
+    The records are parsed by the datasets' parser
+    (:func:`~mdrl_plugin.datasets.annotation.parse_pedes_records`, any
+    split, captions not read); its first problem becomes the error.
+    """
+    parsed, problems = parse_pedes_records(
+        list(records), allowed_splits=None, img_dir_name='',
+        require_captions=False)
+    if problems:
+        raise ValueError(_explain(problems[0], records[problems[0].index],
+                                  path))
+    images, conflicts = group_images(parsed)
+    mapping = {img.path: img.pid for img in images}
+    if conflicts:
+        clash = conflicts[0]
+        pid = next(r.pid for r in parsed if r.index == clash.index)
+        raise ValueError(
+            f'{path}: image {clash.file_path!r} is listed with ids '
+            f'{mapping[clash.file_path]!r} and {pid!r} (record '
+            f'{clash.index}); expected one id per image')
+    return mapping
+
+
+def _explain(problem: AnnotationProblem, rec, path: str) -> str:
+    """The labels reader's message for the parser's ``problem``."""
+    i = problem.index
+    if problem.kind == 'record':
+        return (f'{path}: record {i} is {type(rec).__name__}, expected an '
                 'object with "file_path" (CUHK-PEDES, ICFG-PEDES) or '
                 '"img_path" (RSTPReid) and "id"')
-        field = next((k for k in _PATH_FIELDS if k in rec), None)
-        if field is None or 'id' not in rec:
-            raise ValueError(
-                f'{path}: record {i} has fields {sorted(rec)}; a PEDES '
-                'annotation record needs "file_path" (CUHK-PEDES, ICFG-PEDES) '
-                'or "img_path" (RSTPReid) and "id"')
-        img = rec[field]
-        if not isinstance(img, str) or not img.strip():
-            raise ValueError(f'{path}: record {i}: {field!r} must be a '
-                             f'non-empty string, got {img!r}')
-        pid = rec['id']
-        if isinstance(pid, str) and pid.strip().isdigit():
-            pid = int(pid)
-        pid = check_label(pid, f'{path}, record {i} ({img!r}) field "id"')
-        if img in mapping and mapping[img] != pid:
-            raise ValueError(
-                f'{path}: image {img!r} is listed with ids {mapping[img]!r} '
-                f'and {pid!r} (record {i}); expected one id per image')
-        mapping[img] = pid
-    return mapping
+    has_path = any(k in rec for k in PATH_FIELDS)
+    if not has_path or 'id' not in rec:
+        return f'{path}: record {i} has fields {sorted(rec)}; {_NEEDS}'
+    if problem.kind == 'id':
+        where = f'{path}, record {i} ({problem.file_path!r}) field "id"'
+        check_label(rec['id'], where)  # raises for a non-label
+        return (f'{where}: a PEDES identity must be an integer (or a string '
+                f'of digits), got {rec["id"]!r}')
+    return f'{path}: {problem}'
 
 
 def load_labels(path: str, root: Optional[str] = None) -> Dict[str, Label]:

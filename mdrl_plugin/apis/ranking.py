@@ -4,6 +4,8 @@ from typing import Optional, Tuple
 import numpy as np
 import torch
 
+from mdrl_plugin.evaluation.functional import rows_per_chunk, similarity_chunks
+
 __all__ = ['topk_cosine', 'TorchRanker', 'FaissRanker', 'build_ranker',
            'RANKERS']
 
@@ -27,7 +29,9 @@ def topk_cosine(queries: torch.Tensor, gallery: torch.Tensor, k: int,
     """Rank a gallery for each query by inner product (cosine on unit vectors).
 
     One matrix product ``queries @ gallery.T`` and one ``torch.topk`` per
-    chunk of queries; the gallery is never sorted in full and never looped
+    chunk of queries (chunks from
+    :func:`~mdrl_plugin.evaluation.functional.similarity_chunks`, shared with
+    the retrieval metric); the gallery is never sorted in full and never looped
     over in Python. Memory beyond the inputs is at most ``max_scores``
     floats (plus the ``[T, k]`` outputs).
 
@@ -54,10 +58,9 @@ def topk_cosine(queries: torch.Tensor, gallery: torch.Tensor, k: int,
         raise ValueError(f'topk must be >= 1, got {k}')
     k = min(int(k), gallery.shape[0])
     queries = queries.to(gallery.dtype)
-    chunk = max(1, max_scores // max(1, gallery.shape[0]))
     scores, indices = [], []
-    for start in range(0, queries.shape[0], chunk):
-        sims = queries[start:start + chunk] @ gallery.T
+    for _, sims in similarity_chunks(
+            queries, gallery.T, rows_per_chunk(gallery.shape[0], max_scores)):
         s, i = torch.topk(sims, k, dim=1, largest=True, sorted=True)
         s, i = _ties_by_index(s, i)
         scores.append(s)

@@ -39,14 +39,15 @@ class PedesRecord:
 
     Attributes:
         index: Position of the record in the JSON list (0-based).
-        split: Split name of the record.
+        split: Split name of the record (None when the parser accepted
+            any split and the record has none).
         pid: Raw identity id.
         path: Normalised image path, relative to the image folder (or
             absolute when the file gives an absolute path).
         captions: Stripped, non-empty captions.
     """
     index: int
-    split: str
+    split: Optional[str]
     pid: int
     path: str
     captions: List[str]
@@ -243,8 +244,9 @@ def _parse_id(value) -> Optional[int]:
 
 def parse_pedes_records(
         raw_records: list,
-        allowed_splits: Sequence[str],
-        img_dir_name: str = 'imgs'
+        allowed_splits: Optional[Sequence[str]],
+        img_dir_name: str = 'imgs',
+        require_captions: bool = True
 ) -> Tuple[List[PedesRecord], List[AnnotationProblem]]:
     """Validate and normalise the records of an annotation file.
 
@@ -253,17 +255,26 @@ def parse_pedes_records(
     ``captions`` (a non-empty list of non-empty strings). Captions are
     stripped; other fields such as ``processed_tokens`` are ignored.
 
+    This is the one parser of PEDES records: the datasets and
+    ``tools/check_dataset.py`` use it with the defaults, the search API's
+    labels reader (:func:`mdrl_plugin.apis.load_labels`, which needs only
+    the image path and the id) with ``allowed_splits=None`` and
+    ``require_captions=False``.
+
     Args:
         raw_records: The JSON list.
-        allowed_splits: Split values a record may have.
+        allowed_splits: Split values a record may have; None accepts any
+            split, or none (the record's ``split`` is then None).
         img_dir_name: Passed to :func:`normalize_image_path`.
+        require_captions: Check ``captions``; when False the field is not
+            read (every record gets ``captions=[]``).
 
     Returns:
         The valid records and the problems found. A record with a blank
         caption among valid ones is kept with its other captions and also
         reported; every other problem drops the record.
     """
-    allowed = tuple(allowed_splits)
+    allowed = None if allowed_splits is None else tuple(allowed_splits)
     records: List[PedesRecord] = []
     problems: List[AnnotationProblem] = []
     for i, rec in enumerate(raw_records):
@@ -294,7 +305,7 @@ def parse_pedes_records(
                 f'{raw_path!r}'))
             ok = False
         split = rec.get('split')
-        if split not in allowed:
+        if allowed is not None and split not in allowed:
             if 'split' not in rec:
                 msg = 'no \'split\' field'
             else:
@@ -311,7 +322,9 @@ def parse_pedes_records(
                 f'expected an integer identity in \'id\', got {got}'))
             ok = False
         caps = rec.get('captions')
-        if 'captions' not in rec:
+        if not require_captions:
+            captions = []
+        elif 'captions' not in rec:
             problems.append(AnnotationProblem(
                 'captions', i, shown_path,
                 'no \'captions\' field; expected a non-empty list of '

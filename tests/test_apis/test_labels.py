@@ -107,3 +107,30 @@ def test_pedes_file_labels_a_subfolder_of_imgs(tmp_path):
     # via the gallery root: <gallery>/p6.jpg (wins over <ds>/p6.jpg)
     assert labels[str(gallery / 'p6.jpg')] == 6
     assert labels[str(ds / 'imgs' / 'p6.jpg')] == 6
+
+
+def test_pedes_records_use_the_datasets_parser(tmp_path, monkeypatch):
+    from mdrl_plugin.apis import labels as labels_module
+    from mdrl_plugin.datasets import annotation
+    calls = []
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs)
+        return annotation.parse_pedes_records(*args, **kwargs)
+
+    monkeypatch.setattr(labels_module, 'parse_pedes_records', spy)
+    f = tmp_path / 'ann.json'
+    # ids must be integers, as for the datasets
+    f.write_text(json.dumps([{'file_path': 'a.jpg', 'id': 'alice'}]))
+    with pytest.raises(ValueError, match=re.escape(
+            "record 0 ('a.jpg') field \"id\": a PEDES identity must be an "
+            "integer (or a string of digits), got 'alice'")):
+        load_labels(str(f), root=str(tmp_path))
+    assert calls == [dict(allowed_splits=None, img_dir_name='',
+                          require_captions=False)]
+    # paths are normalised by the parser: './a.jpg' is 'a.jpg'
+    f.write_text(json.dumps([{'file_path': 'a.jpg', 'id': 1},
+                             {'file_path': './a.jpg', 'id': 2}]))
+    with pytest.raises(ValueError, match=re.escape(
+            "image 'a.jpg' is listed with ids 1 and 2 (record 1)")):
+        load_labels(str(f), root=str(tmp_path))

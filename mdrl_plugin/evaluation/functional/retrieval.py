@@ -33,11 +33,13 @@ Without ties this is the usual ``1 + #{h : s_h > s_g}``. A constant similarity
 row therefore puts every match last: tied scores earn no credit.
 """
 import warnings
-from typing import Callable, Dict, Optional, Sequence, Tuple, Union
+from typing import Dict, Iterator, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 from torch import Tensor
+
+from .similarity import rows_per_chunk, similarity_chunks
 
 __all__ = ['rank_metrics', 'rank_metrics_from_features']
 
@@ -93,7 +95,7 @@ def _check_pids(pids: Tensor, name: str, length: int, what: str) -> None:
 def _resolve_chunk_size(chunk_size: Optional[int], num_gallery: int) -> int:
     """Validate ``chunk_size``; ``None`` gives ``CHUNK_ELEMENTS // G`` rows."""
     if chunk_size is None:
-        return max(1, CHUNK_ELEMENTS // num_gallery)
+        return rows_per_chunk(num_gallery, CHUNK_ELEMENTS)
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) \
             or chunk_size < 1:
         raise ValueError(
@@ -327,20 +329,16 @@ def _finish(sums: Dict[str, Tensor], num_valid: int, num_query: int,
             for key, val in out.items()}
 
 
-def _run(similarity_rows: Callable[[Tensor], Tensor], table: _MatchTable,
+def _run(chunks: Iterator[Tuple[Tensor, Tensor]], table: _MatchTable,
          ks: Tuple[int, ...], num_query: int, chunk_size: int,
          device: torch.device) -> Dict[str, float]:
-    """Shared driver: iterate query chunks, rank, accumulate.
-
-    ``similarity_rows(queries)`` returns the ``[B, G]`` similarity rows of
-    the query indices ``queries``.
-    """
+    """Shared driver: rank the chunks of :func:`similarity_chunks` over
+    ``table.query_order`` (``chunk_size`` rows each) and accumulate."""
     sums = {key: torch.zeros((), dtype=torch.float64, device=device)
             for key in [f'R{k}' for k in ks] + ['mAP', 'mINP']}
-    for start in range(0, table.num_valid, chunk_size):
-        queries, index, valid, counts = table.gather(start,
-                                                     start + chunk_size)
-        sim = similarity_rows(queries)
+    for start, (_, sim) in zip(range(0, table.num_valid, chunk_size),
+                               chunks):
+        _, index, valid, counts = table.gather(start, start + chunk_size)
         if sim.dtype in (torch.float16, torch.bfloat16):
             sim = sim.float()  # exact: order and ties are preserved
         ranks = _chunk_ranks(sim.contiguous(), index, valid, counts,
@@ -404,8 +402,10 @@ def rank_metrics(similarity: Tensor,
     device = similarity.device
     similarity = similarity.detach()
     table = _MatchTable(query_pids, gallery_pids, device)
-    return _run(lambda rows: similarity[rows], table, ks, num_query,
-                _resolve_chunk_size(None, num_gallery), device)
+    chunk_size = _resolve_chunk_size(None, num_gallery)
+    return _run(
+        similarity_chunks(similarity, None, chunk_size, table.query_order),
+        table, ks, num_query, chunk_size, device)
 
 
 def rank_metrics_from_features(
@@ -474,5 +474,6 @@ def rank_metrics_from_features(
         if not torch.isfinite(feats).all():
             raise ValueError(f'{name} contains NaN or infinite values')
     table = _MatchTable(query_pids, gallery_pids, device)
-    return _run(lambda rows: query[rows] @ gallery_t, table, ks, num_query,
-                chunk_size, device)
+    return _run(
+        similarity_chunks(query, gallery_t, chunk_size, table.query_order),
+        table, ks, num_query, chunk_size, device)
