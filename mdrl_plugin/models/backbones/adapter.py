@@ -1,4 +1,5 @@
 """Any registered backbone or timm model as MDRL's image encoder."""
+import importlib.util
 from typing import Any, Optional, Sequence, Tuple
 
 import timm
@@ -152,9 +153,15 @@ class BackboneAdapter(BaseModule):
             self.num_prefix_tokens = getattr(self.backbone, 'num_prefix_tokens', 0)
             self.channels_last = getattr(self.backbone, 'output_fmt', 'NCHW') == 'NHWC'
         else:
-            self.backbone = MODELS.build(backbone)
             name = backbone['type']
             self.backbone_type = name if isinstance(name, str) else name.__name__
+            scope = name.split('.')[0] if isinstance(name, str) and '.' in name else None
+            if scope is not None and importlib.util.find_spec(scope) is None:
+                raise ImportError(
+                    f'BackboneAdapter: backbone type {name!r} comes from the '
+                    f'package {scope!r}, which is not installed (for mmpretrain: '
+                    "pip install -e '.[mmpretrain]')")
+            self.backbone = MODELS.build(backbone)
             self.num_prefix_tokens = getattr(self.backbone, 'num_extra_tokens',
                                              getattr(self.backbone,
                                                      'num_prefix_tokens', 0))

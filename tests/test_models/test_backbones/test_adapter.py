@@ -103,6 +103,12 @@ def test_unreadable_output_names_type_and_shapes():
         adapter(backbone=dict(type=PooledBackbone))
 
 
+def test_backbone_of_a_missing_library_says_what_to_install():
+    with pytest.raises(ImportError, match="'nolib_mdrl_test.ViT' comes from the "
+                       "package 'nolib_mdrl_test', which is not installed"):
+        adapter(backbone=dict(type='nolib_mdrl_test.ViT'))
+
+
 def test_exactly_one_source():
     with pytest.raises(ValueError, match='exactly one of `backbone`'):
         MODELS.build(dict(type='BackboneAdapter'))
