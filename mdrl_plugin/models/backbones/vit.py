@@ -31,8 +31,9 @@ class TimmVisionTransformer(BaseModule):
         pretrained: ``None`` (random init), a local checkpoint file
             (``.pth``/``.bin``/``.safetensors``, read by timm's
             ``load_checkpoint``; position embeddings are resized from the
-            checkpoint's grid by timm's ``checkpoint_filter_fn``), or ``'timm'`` to let timm fetch the
-            weights of ``arch`` (needs the Hugging Face hub).
+            checkpoint's grid by timm's ``checkpoint_filter_fn``), or
+            ``'timm'`` to let timm fetch the weights of ``arch`` (needs the
+            Hugging Face hub).
         out_channels: If set, a linear projection of all outputs to this width.
         drop_path_rate: Stochastic depth rate.
         arch_kwargs: Extra arguments of ``timm.create_model`` (e.g.
