@@ -56,6 +56,9 @@ def load_timm_checkpoint(model: nn.Module,
     MMLogger.get_current_instance().info(
         f'Loaded {what} from {path}; missing keys: {missing or "none"}; '
         f'unexpected keys: {unexpected or "none"}')
-    if len(missing) == len(model.state_dict()):
+    # BatchNorm's num_batches_tracked is filled in silently when absent
+    loaded = [key for key in model.state_dict() if key not in set(missing)
+              and not key.endswith('num_batches_tracked')]
+    if not loaded:
         raise ValueError(f'{what} {path!r}: no key matches the model; is this '
                          'a checkpoint of the same architecture?')
