@@ -21,7 +21,7 @@ def write_mmpretrain_vit_checkpoint(path: str) -> dict:
     from mmpretrain.registry import MODELS as MMPRETRAIN_MODELS
     torch.manual_seed(7)
     classifier = MMPRETRAIN_MODELS.build(dict(
-        type='ImageClassifier',
+        type='ImageClassifier', _scope_='mmpretrain',  # whatever the default scope
         backbone=dict(type='VisionTransformer', arch=TINY_VIT, img_size=(32, 16),
                       patch_size=8),
         head=dict(type='VisionTransformerClsHead', num_classes=5, in_channels=32)))
@@ -59,8 +59,23 @@ def test_mdrl_with_mmpretrain_vit_loads_its_checkpoint_trains_and_evaluates(
     assert all(0.0 <= v <= 100.0 for v in metrics.values())
 
 
-def test_mmpretrain_classifier_with_plugin_dataset_and_sampler(tiny_pedes_root,
-                                                               tmp_path):
+@pytest.fixture
+def restore_default_scope():
+    """A Runner with default_scope='mmpretrain' leaves mmpretrain the current
+    scope of the process, which would send the other tests' unscoped builds to
+    mmpretrain's registries: put the previous scope (or the plugin's) back."""
+    import time
+
+    from mmengine.registry import DefaultScope
+    before = DefaultScope.get_current_instance()
+    yield
+    DefaultScope.get_instance(
+        f'restore-{time.time_ns()}',
+        scope_name=before.scope_name if before is not None else 'mdrl_plugin')
+
+
+def test_mmpretrain_classifier_with_plugin_dataset_and_sampler(
+        tiny_pedes_root, tmp_path, restore_default_scope):
     cfg = Config.fromfile(os.path.join(
         REPO_ROOT, 'configs', 'mmpretrain', 'resnet18_person_id_classifier_demo.py'))
     assert cfg.default_scope == 'mmpretrain'

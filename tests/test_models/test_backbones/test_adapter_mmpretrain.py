@@ -67,7 +67,7 @@ def test_loads_an_mmpretrain_classifier_checkpoint_with_backbone_prefix(tmp_path
     from mmpretrain.registry import MODELS as MMPRETRAIN_MODELS
     torch.manual_seed(5)
     classifier = MMPRETRAIN_MODELS.build(dict(
-        type='ImageClassifier',
+        type='ImageClassifier', _scope_='mmpretrain',  # whatever the default scope
         backbone=dict(type='VisionTransformer', arch=TINY_VIT, img_size=(64, 32),
                       patch_size=16),
         head=dict(type='VisionTransformerClsHead', num_classes=3, in_channels=32)))
