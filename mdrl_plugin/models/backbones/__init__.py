@@ -1,5 +1,7 @@
+from .adapter import BackboneAdapter, read_tokens
 from .cnn import TimmCNNEncoder
 from .text_encoder import BertTextEncoder
 from .vit import TimmVisionTransformer
 
-__all__ = ['TimmVisionTransformer', 'TimmCNNEncoder', 'BertTextEncoder']
+__all__ = ['BackboneAdapter', 'read_tokens', 'TimmVisionTransformer',
+           'TimmCNNEncoder', 'BertTextEncoder']

@@ -7,7 +7,7 @@ import torch.nn as nn
 from mmengine.model import BaseModule
 
 from mdrl_plugin.registry import MODELS
-from .weights import load_state_dict_file
+from .weights import load_timm_checkpoint
 
 __all__ = ['TimmCNNEncoder']
 
@@ -22,7 +22,8 @@ class TimmCNNEncoder(BaseModule):
 
     Args:
         arch: timm model name, e.g. ``'resnet50'``.
-        pretrained: ``None``, a local checkpoint file, or ``'timm'`` (hub).
+        pretrained: ``None``, a local checkpoint file (read by timm's
+            ``load_checkpoint``, non-strict), or ``'timm'`` (hub).
         out_channels: If set, a linear projection of all outputs to this width.
         arch_kwargs: Extra arguments of ``timm.create_model``.
         init_cfg: MMEngine init config.
@@ -39,8 +40,7 @@ class TimmCNNEncoder(BaseModule):
             arch, pretrained=pretrained == 'timm', num_classes=0,
             **(arch_kwargs or {}))
         if pretrained not in (None, 'timm'):
-            state = load_state_dict_file(pretrained, what='CNN pretrained weights')
-            self.cnn.load_state_dict(state, strict=False)
+            load_timm_checkpoint(self.cnn, pretrained, what='CNN pretrained weights')
         self.embed_dims = self.cnn.num_features
         self.proj = (nn.Linear(self.embed_dims, out_channels)
                      if out_channels else nn.Identity())

@@ -4,12 +4,11 @@ from typing import Optional, Sequence, Tuple, Union
 import timm
 import torch
 import torch.nn as nn
-from mmengine.logging import MMLogger
 from mmengine.model import BaseModule
 from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_fn
 
 from mdrl_plugin.registry import MODELS
-from .weights import load_state_dict_file
+from .weights import load_timm_checkpoint
 
 __all__ = ['TimmVisionTransformer']
 
@@ -30,9 +29,11 @@ class TimmVisionTransformer(BaseModule):
         stride: Patch stride; smaller than ``patch_size`` gives overlapping
             patches. Defaults to ``patch_size``.
         pretrained: ``None`` (random init), a local checkpoint file
-            (``.pth``/``.bin``/``.safetensors``; position embeddings are resized
-            from the checkpoint's grid), or ``'timm'`` to let timm fetch the
-            weights of ``arch`` (needs the Hugging Face hub).
+            (``.pth``/``.bin``/``.safetensors``, read by timm's
+            ``load_checkpoint``; position embeddings are resized from the
+            checkpoint's grid by timm's ``checkpoint_filter_fn``), or
+            ``'timm'`` to let timm fetch the weights of ``arch`` (needs the
+            Hugging Face hub).
         out_channels: If set, a linear projection of all outputs to this width.
         drop_path_rate: Stochastic depth rate.
         arch_kwargs: Extra arguments of ``timm.create_model`` (e.g.
@@ -103,15 +104,8 @@ class TimmVisionTransformer(BaseModule):
         nn.init.trunc_normal_(self.vit.pos_embed, std=0.02)
 
     def _load_pretrained(self, path: str) -> None:
-        state = load_state_dict_file(path, what='ViT pretrained weights')
-        state = checkpoint_filter_fn(state, self.vit)
-        missing, unexpected = self.vit.load_state_dict(state, strict=False)
-        logger = MMLogger.get_current_instance()
-        logger.info(f'Loaded ViT weights from {path}; missing keys: '
-                    f'{missing or "none"}; unexpected keys: {unexpected or "none"}')
-        if len(missing) == len(self.vit.state_dict()):
-            raise ValueError(f'ViT pretrained weights {path!r}: no key matches '
-                             'the model; is this a ViT checkpoint?')
+        load_timm_checkpoint(self.vit, path, what='ViT pretrained weights',
+                             filter_fn=checkpoint_filter_fn)
 
     def init_weights(self) -> None:
         """Keep timm's (or the pretrained) initialisation of the ViT."""

@@ -1,0 +1,208 @@
+"""Any registered backbone or timm model as MDRL's image encoder."""
+import importlib.util
+from typing import Any, Optional, Sequence, Tuple
+
+import timm
+import torch
+import torch.nn as nn
+from mmengine.model import BaseModule
+
+from mdrl_plugin.registry import MODELS
+from .weights import check_checkpoint_file
+
+__all__ = ['BackboneAdapter', 'read_tokens']
+
+
+def _describe(out: Any) -> str:
+    """Shapes of a backbone output, e.g. ``'tuple[(2, 192)]'``."""
+    if isinstance(out, torch.Tensor):
+        return str(tuple(out.shape))
+    if isinstance(out, (tuple, list)):
+        return f'{type(out).__name__}[{", ".join(_describe(o) for o in out)}]'
+    return type(out).__name__
+
+
+def read_tokens(out: Any,
+                num_prefix_tokens: int = 0,
+                channels_last: bool = False
+                ) -> Optional[Tuple[torch.Tensor, torch.Tensor]]:
+    """Read a backbone output as a global feature and a token sequence.
+
+    Rules, in this order:
+
+    * a pair ``(global [B, C], tokens [B, N, C])`` (the plugin's own image
+      encoders) is returned as it is;
+    * any other tuple/list (the stages of an MMEngine backbone, e.g.
+      ``out_indices``) is read from its last element;
+    * a feature map ``[B, C, h, w]`` (``[B, h, w, C]`` with
+      ``channels_last``, timm's NHWC models such as Swin) gives ``h * w``
+      tokens, and the global feature is their mean (average pooling);
+    * a sequence ``[B, L, C]`` whose first ``num_prefix_tokens`` entries are
+      prefix tokens (a ViT's [cls], distillation or register tokens) gives the
+      other ``L - num_prefix_tokens`` tokens; the global feature is the first
+      prefix token ([cls]) if there is one, else the tokens' mean.
+
+    Args:
+        out: The backbone output.
+        num_prefix_tokens: Number of leading non-patch tokens of a
+            ``[B, L, C]`` sequence.
+        channels_last: A 4-D map is ``[B, h, w, C]``.
+
+    Returns:
+        ``(global [B, C], tokens [B, N, C])``, or None if ``out`` cannot be
+        read this way.
+    """
+    if isinstance(out, (tuple, list)):
+        if (len(out) == 2 and all(isinstance(o, torch.Tensor) for o in out)
+                and out[0].dim() == 2 and out[1].dim() == 3
+                and out[0].shape[-1] == out[1].shape[-1]):
+            return out[0], out[1]
+        return read_tokens(out[-1], num_prefix_tokens, channels_last) if out else None
+    if not isinstance(out, torch.Tensor):
+        return None
+    if out.dim() == 4:
+        tokens = out.flatten(1, 2) if channels_last else out.flatten(2).transpose(1, 2)
+        return tokens.mean(dim=1), tokens
+    if out.dim() == 3 and out.shape[1] > num_prefix_tokens:
+        tokens = out[:, num_prefix_tokens:]
+        global_feat = out[:, 0] if num_prefix_tokens else tokens.mean(dim=1)
+        return global_feat, tokens
+    return None
+
+
+@MODELS.register_module()
+class BackboneAdapter(BaseModule):
+    """Turn any registered backbone or timm model into MDRL's image encoder.
+
+    MDRL's image encoder maps images ``[B, 3, H, W]`` to a global feature
+    ``[B, C]`` and a token sequence ``[B, N, C]`` and has ``out_channels``.
+    This adapter builds
+
+    * ``backbone``: any config MMEngine's registries can build, scoped types
+      included (``'mmpretrain.VisionTransformer'`` with ``out_type='raw'`` or
+      ``'featmap'``, ``'mmpretrain.ResNet'``, ``'mmpretrain.SwinTransformer'``,
+      or the plugin's own ``'TimmVisionTransformer'``/``'TimmCNNEncoder'``),
+      called as ``backbone(images)``; or
+    * ``timm_model``: a timm model by name, created with ``num_classes=0`` and
+      called as ``model.forward_features(images)``,
+
+    and reads its output with :func:`read_tokens`: the last stage's map
+    flattened into tokens with its mean as global feature (CNNs, Swin), or a
+    ViT's patch tokens with its [cls] output as global feature (the mean when
+    it has no [cls]). The number of prefix tokens is read from the backbone
+    (``num_extra_tokens`` for mmpretrain, ``num_prefix_tokens`` for timm).
+
+    ``out_channels`` is discovered by one forward pass of a zero image of size
+    ``probe_size`` at build time (eval mode, no gradients), which also checks
+    that the output can be read as tokens: a backbone whose output cannot
+    (e.g. pooled vectors only) fails at build time with an error naming its
+    type and the shapes it returned.
+
+    Weights: an MMEngine backbone loads its library's model-zoo checkpoint
+    through its own ``init_cfg``, e.g. for a checkpoint of an mmpretrain
+    ``ImageClassifier`` ``init_cfg=dict(type='Pretrained', checkpoint=path,
+    prefix='backbone.')`` (applied by ``init_weights``, which the Runner
+    calls). A timm model loads a local timm state dict with timm's own loader
+    (``timm_checkpoint``: ``timm.create_model(..., pretrained=True,
+    pretrained_cfg_overlay=dict(file=path))``, strict, the classifier dropped
+    and ViT position embeddings resized by timm); ``init_weights`` then leaves
+    it alone.
+
+    Args:
+        backbone: Config of a registered backbone (exclusive with
+            ``timm_model``).
+        timm_model: timm model name, e.g. ``'resnet18'``.
+        timm_kwargs: Extra arguments of ``timm.create_model``.
+        timm_checkpoint: Local timm checkpoint file of ``timm_model``.
+        out_channels: If set, a linear projection of both outputs to this
+            width; else the backbone's width.
+        probe_size: ``(H, W)`` of the probe image; set it to the training size
+            when the backbone accepts only one size.
+        init_cfg: MMEngine init config of the adapter.
+    """
+
+    def __init__(self,
+                 backbone: Optional[dict] = None,
+                 timm_model: Optional[str] = None,
+                 timm_kwargs: Optional[dict] = None,
+                 timm_checkpoint: Optional[str] = None,
+                 out_channels: Optional[int] = None,
+                 probe_size: Sequence[int] = (224, 224),
+                 init_cfg: Optional[dict] = None) -> None:
+        super().__init__(init_cfg=init_cfg)
+        if (backbone is None) == (timm_model is None):
+            raise ValueError('BackboneAdapter needs exactly one of `backbone` '
+                             '(a registered backbone config) and `timm_model` '
+                             '(a timm model name)')
+        if timm_model is None and (timm_kwargs or timm_checkpoint):
+            raise ValueError('BackboneAdapter: timm_kwargs and timm_checkpoint '
+                             'apply to `timm_model` only; a registered backbone '
+                             'takes its arguments and init_cfg in `backbone`')
+        self.from_timm = timm_model is not None
+        if self.from_timm:
+            kwargs = dict(num_classes=0, **(timm_kwargs or {}))
+            if timm_checkpoint is not None:
+                check_checkpoint_file(timm_checkpoint, f'timm {timm_model!r} weights')
+                kwargs.update(pretrained=True,
+                              pretrained_cfg_overlay=dict(file=timm_checkpoint))
+            self.backbone = timm.create_model(timm_model, **kwargs)
+            # timm initialises (and loads) its models at construction;
+            # MMEngine's init_weights skips modules marked as initialised
+            self.backbone.is_init = True
+            self.backbone_type = f'timm {timm_model!r}'
+            self.num_prefix_tokens = getattr(self.backbone, 'num_prefix_tokens', 0)
+            self.channels_last = getattr(self.backbone, 'output_fmt', 'NCHW') == 'NHWC'
+        else:
+            name = backbone['type']
+            self.backbone_type = name if isinstance(name, str) else name.__name__
+            scope = name.split('.')[0] if isinstance(name, str) and '.' in name else None
+            if scope is not None and importlib.util.find_spec(scope) is None:
+                raise ImportError(
+                    f'BackboneAdapter: backbone type {name!r} comes from the '
+                    f'package {scope!r}, which is not installed (for mmpretrain: '
+                    "pip install -e '.[mmpretrain]')")
+            self.backbone = MODELS.build(backbone)
+            self.num_prefix_tokens = getattr(self.backbone, 'num_extra_tokens',
+                                             getattr(self.backbone,
+                                                     'num_prefix_tokens', 0))
+            self.channels_last = False
+        self.embed_dims = self._probe(tuple(probe_size))
+        self.proj = (nn.Linear(self.embed_dims, out_channels)
+                     if out_channels else nn.Identity())
+        self.out_channels = out_channels or self.embed_dims
+
+    def _probe(self, size: Tuple[int, int]) -> int:
+        was_training = self.backbone.training
+        self.backbone.eval()
+        with torch.no_grad():
+            _, tokens = self._features(torch.zeros(1, 3, *size))
+        self.backbone.train(was_training)
+        return tokens.shape[-1]
+
+    def _features(self, images: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        out = (self.backbone.forward_features(images)
+               if self.from_timm else self.backbone(images))
+        read = read_tokens(out, self.num_prefix_tokens, self.channels_last)
+        if read is None:
+            raise ValueError(
+                f'BackboneAdapter: the output of {self.backbone_type} cannot be '
+                f'read as tokens; it returned {_describe(out)} for images of '
+                f'shape {tuple(images.shape)}. Expected a feature map '
+                '[B, C, h, w], a token sequence [B, L, C], a tuple of stages '
+                'ending with one of those, or a pair (global [B, C], tokens '
+                "[B, N, C]); e.g. set out_type='raw' or 'featmap' for an "
+                'mmpretrain VisionTransformer instead of pooled outputs.')
+        return read
+
+    def forward(self, images: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Encode images.
+
+        Args:
+            images: ``[B, 3, H, W]`` normalised images.
+
+        Returns:
+            tuple: global feature ``[B, C]`` and tokens ``[B, N, C]``,
+            ``C = out_channels``.
+        """
+        global_feat, tokens = self._features(images)
+        return self.proj(global_feat), self.proj(tokens)
