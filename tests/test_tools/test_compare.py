@@ -97,7 +97,11 @@ def test_run_config_applies_options_variant_and_seed():
 
 
 def test_short_epochs_keeps_every_validated_checkpoint():
-    cfg = compare.build_run_config(_demo_cfg(), {}, [], seed=0,
+    base = _demo_cfg()
+    # a fixed schedule, whatever the demo config's: 16 epochs, val every 4
+    base.train_cfg.max_epochs, base.train_cfg.val_interval = 16, 4
+    base.default_hooks.checkpoint.interval = 2
+    cfg = compare.build_run_config(base, {}, [], seed=0,
                                    short_epochs=8, where='w')
     ckpt = cfg.default_hooks.checkpoint
     assert (ckpt.interval, ckpt.max_keep_ckpts, ckpt.save_best) == (4, -1, 'R1')
@@ -106,7 +110,7 @@ def test_short_epochs_keeps_every_validated_checkpoint():
         dict(max_epochs=10, val_interval=4, val_begin=5)) == [8, 10]
     with pytest.raises(compare.CompareError,
                        match='no validation at or before epoch 3'):
-        compare.build_run_config(_demo_cfg(), {}, [], 0, 3, 'w')
+        compare.build_run_config(base, {}, [], 0, 3, 'w')
 
 
 def test_run_config_errors():
