@@ -160,16 +160,16 @@ def test_each_search_path_is_taken(search_path, monkeypatch):
 
     outcomes = []
     if search_path == 'sparse':
-        original = retrieval._sparse_block
+        original = retrieval._sparse_at_least
 
         def spy(*args):
             outcomes.append(original(*args))
             return outcomes[-1]
 
-        monkeypatch.setattr(retrieval, '_sparse_block', spy)
-        monkeypatch.setattr(retrieval, '_batched_histogram', fail)
+        monkeypatch.setattr(retrieval, '_sparse_at_least', spy)
+        monkeypatch.setattr(retrieval, '_batched_at_least', fail)
     else:
-        monkeypatch.setattr(retrieval, '_sparse_block', fail)
+        monkeypatch.setattr(retrieval, '_sparse_at_least', fail)
     query, gallery, query_pids, gallery_pids = random_case(
         9, 20, 3, seed=8, dtype=torch.float32)
     gallery_pids[:3] = torch.arange(3)
@@ -200,14 +200,14 @@ def test_sparse_falls_back_to_dense_per_chunk(search_path, monkeypatch):
         pytest.skip('one run is enough')
     monkeypatch.setattr(retrieval, 'SPARSE_MAX_FRACTION', 0.5)
     outcomes = []
-    original = retrieval._sparse_block
+    original = retrieval._sparse_at_least
 
     def spy(*args):
         result = original(*args)
         outcomes.append(result is not None)
         return result
 
-    monkeypatch.setattr(retrieval, '_sparse_block', spy)
+    monkeypatch.setattr(retrieval, '_sparse_at_least', spy)
     gen = torch.Generator().manual_seed(11)
     sim = torch.rand(40, 30, generator=gen)
     gallery_pids = torch.arange(30) % 3
