@@ -183,6 +183,29 @@ def test_each_search_path_is_taken(search_path, monkeypatch):
         assert all(block is not None for block in outcomes)
 
 
+def test_sparse_counts_equal_brute_force(search_path):
+    if search_path != 'sparse':
+        pytest.skip('one run is enough')
+    # negative and positive scores, signed zeros, ties with the thresholds,
+    # +inf padding thresholds, rows where only the matches qualify
+    gen = torch.Generator().manual_seed(12)
+    sim = torch.randint(-4, 5, (6, 25), generator=gen).float() / 4
+    sim[0, :5] = torch.tensor([-0.0, 0.0, -0.0, 0.0, -0.0])
+    thresholds = torch.sort(sim[:, :4], dim=1).values
+    thresholds[0] = torch.tensor([-0.0, 0.0, 0.0, float('inf')])
+    thresholds[1, 1:] = float('inf')  # one real match, padded
+    sim[2] = -1.0
+    sim[2, 0] = 1.0
+    thresholds[2] = torch.tensor([1.0, 1.0, float('inf'), float('inf')])
+    expected = (sim[:, None, :] >= thresholds[:, :, None]).sum(2)
+    out = retrieval._sparse_at_least(sim.numpy(), thresholds.numpy(), 1.0)
+    assert out.tolist() == expected.tolist()
+    assert out[2].tolist() == [1, 1, 0, 0]
+    assert out[0, 0] == (sim[0] >= 0).sum()
+    assert retrieval._batched_at_least(sim, thresholds).tolist() == \
+        expected.tolist()
+
+
 def test_int64_bucket_indices(monkeypatch):
     # batched chunks whose row offsets do not fit int32 use int64 indices
     monkeypatch.setattr(retrieval, '_INT32_LIMIT', 8)
