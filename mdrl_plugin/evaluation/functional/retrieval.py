@@ -34,6 +34,7 @@ Without ties this is the usual ``1 + #{h : s_h > s_g}``. A constant similarity
 row therefore puts every match last: tied scores earn no credit.
 """
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from typing import Dict, Iterator, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -233,8 +234,9 @@ def _at_least(sim: Tensor, thresholds: Tensor,
 
     On the CPU, float32 chunks where at most ``sparse_fraction`` of the
     scores reach their row's lowest match score use the sort of those scores
-    (numpy, single-threaded: many small multi-threaded torch calls stall when
-    other processes load the cores); all others use one batched
+    (numpy; the chunk's rows are split among ``torch.get_num_threads()``
+    Python threads, since numpy releases the GIL in the heavy steps); all
+    others use one batched
     ``torch.searchsorted``.
 
     Returns:
@@ -242,10 +244,23 @@ def _at_least(sim: Tensor, thresholds: Tensor,
     """
     if sparse_fraction > 0 and sim.device.type == 'cpu' \
             and sim.dtype == torch.float32:
-        block = _sparse_at_least(sim.numpy(), thresholds.numpy(),
-                                 sparse_fraction)
-        if block is not None:
-            return torch.from_numpy(block)
+        sim_np, thresholds_np = sim.numpy(), thresholds.numpy()
+        parts = min(torch.get_num_threads(), sim.shape[0])
+        if parts > 1:
+            # numpy releases the GIL in its comparisons, copies and sort
+            bounds = np.linspace(0, sim.shape[0], parts + 1).astype(int)
+            with ThreadPoolExecutor(parts) as pool:
+                blocks = list(pool.map(
+                    lambda lo_hi: _sparse_at_least(
+                        sim_np[lo_hi[0]:lo_hi[1]],
+                        thresholds_np[lo_hi[0]:lo_hi[1]], sparse_fraction),
+                    zip(bounds[:-1], bounds[1:])))
+            if all(block is not None for block in blocks):
+                return torch.from_numpy(np.concatenate(blocks))
+        else:
+            block = _sparse_at_least(sim_np, thresholds_np, sparse_fraction)
+            if block is not None:
+                return torch.from_numpy(block)
     return _batched_at_least(sim, thresholds)
 
 
