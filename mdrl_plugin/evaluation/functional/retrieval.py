@@ -5,13 +5,14 @@ row. For a query with ``m`` matches it
 
 1. gathers the ``m`` match scores of the row and sorts only them (``t``,
    ascending),
-2. finds, for every gallery score ``x`` of the row, how many match scores are
-   ``<= x`` with one batched :func:`torch.searchsorted` (``O(G log m)``) --
-   or, on the CPU when few scores reach the row's lowest match score (as with
-   a trained model), searches only those scores (see ``_sparse_block``),
-3. histograms those bucket indices, so a suffix sum gives, for every match
-   score ``t_j``, the number of gallery items scoring ``>= t_j``,
-4. turns these counts into the rank of every match under the tie rule below.
+2. counts, for every match score ``t_j``, the gallery items scoring
+   ``>= t_j``: with one batched :func:`torch.searchsorted` of every score
+   in ``t`` (``O(G log m)``), a histogram of the bucket indices and a suffix
+   sum -- or, on the CPU when at most half of the scores reach the row's
+   lowest match score (as with a trained model), by sorting only those
+   scores once and binary-searching ``t`` in them (see
+   ``_sparse_at_least``),
+3. turns these counts into the rank of every match under the tie rule below.
 
 Queries are processed in order of their number of matches (so a chunk pads
 its match lists to similar lengths); queries without a match are skipped.
@@ -33,6 +34,7 @@ Without ties this is the usual ``1 + #{h : s_h > s_g}``. A constant similarity
 row therefore puts every match last: tied scores earn no credit.
 """
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from typing import Dict, Iterator, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -50,10 +52,12 @@ __all__ = ['rank_metrics', 'rank_metrics_from_features']
 #: indices and a bool mask; about 110 MB for 2**23 scores).
 CHUNK_ELEMENTS = 2**23
 
-#: On the CPU, a chunk uses the sparse search (``_sparse_block``) when at most
-#: this fraction of its scores reach their row's lowest match score (typical
-#: of trained models); otherwise the batched search is cheaper.
-SPARSE_MAX_FRACTION = 0.1
+#: On the CPU, a chunk uses the sparse search (``_sparse_at_least``) when at
+#: most this fraction of its scores reach their row's lowest match score
+#: (typical of trained models: sorting a kept score costs about twice as
+#: much as searching one score, measured on one ICFG-size chunk);
+#: otherwise the batched search is cheaper.
+SPARSE_MAX_FRACTION = 0.5
 
 #: Batched search: bucket indices (plus row offsets) below this use int32.
 _INT32_LIMIT = 2**31
@@ -164,47 +168,51 @@ def _sortable_key(values: np.ndarray) -> np.ndarray:
     Equal floats (``-0.0`` and ``+0.0`` included) get equal keys; NaN must not
     occur.
     """
-    bits = (values + np.float32(0.0)).view(np.int32).astype(np.int64)
-    return np.where(bits >= 0, bits, bits ^ 0x7FFFFFFF) + 2**31
+    bits = (values + np.float32(0.0)).view(np.int32)  # -0.0 -> +0.0
+    # negative floats: flip the magnitude bits so that they sort reversed
+    bits ^= (bits >> 31) & np.int32(0x7FFFFFFF)
+    return bits.astype(np.int64) + 2**31
 
 
-def _sparse_block(sim: np.ndarray, thresholds: np.ndarray,
-                  max_fraction: float) -> Optional[np.ndarray]:
-    """Bucket counts of a chunk, searching only the scores that reach their
-    row's lowest match score.
+def _sparse_at_least(sim: np.ndarray, thresholds: np.ndarray,
+                     max_fraction: float) -> Optional[np.ndarray]:
+    """``#{g : sim[b, g] >= thresholds[b, j]}`` from the scores that reach
+    their row's lowest match score, sorted once.
 
-    Only scores ``>= thresholds[b, 0]`` can land above bucket 0, and with a
-    trained model they are few. They are gathered and turned into one int64
-    key each (row in the high 32 bits, an order-preserving image of the
-    float32 value in the low 32), and all of them are searched at once in the
-    sorted keys of all rows' thresholds. Bucket 0 is left at 0 (no rank needs
-    it).
+    Only scores ``>= thresholds[b, 0]`` count for any ``j``. They are
+    gathered and turned into one int64 key each (row in the high 32 bits, an
+    order-preserving image of the float32 value in the low 32), the keys of
+    the whole chunk are sorted with one :func:`numpy.sort` (vectorised), and
+    every count is a difference of two positions found by a binary search of
+    the ``n * m`` threshold keys in the sorted keys (``O(n m log K)``, not
+    per score). Equal floats have equal keys, so the counts are exact.
 
     Returns:
-        np.ndarray | None: ``[n, m + 1]`` int64 counts, or None when more
-        than ``max_fraction`` of the scores qualify (use the dense search).
+        np.ndarray | None: ``[n, m]`` int64 counts, or None when more than
+        ``max_fraction`` of the scores qualify (use the dense search).
     """
-    num_rows, num_cols = sim.shape
+    num_rows = sim.shape[0]
     m = thresholds.shape[1]
     mask = sim >= thresholds[:, :1]
-    if np.count_nonzero(mask) > max_fraction * sim.size:
+    per_row = np.count_nonzero(mask, axis=1)
+    if per_row.sum() > max_fraction * sim.size:
         return None
-    flat = np.flatnonzero(mask)
-    rows = flat // num_cols
-    keys = _sortable_key(sim.reshape(-1)[flat]) + (rows << 32)
-    threshold_keys = (_sortable_key(thresholds) +
-                      (np.arange(num_rows, dtype=np.int64)[:, None] << 32))
-    # #{all threshold keys <= key} = rows * m + #{j : t[row, j] <= value}
-    position = np.searchsorted(threshold_keys.reshape(-1), keys, side='right')
-    return np.bincount(
-        position + rows, minlength=num_rows * (m + 1)).reshape(
-            num_rows, m + 1)
+    rows = np.arange(num_rows, dtype=np.int64) << 32
+    keys = _sortable_key(sim[mask])
+    keys += np.repeat(rows, per_row)
+    keys.sort()
+    threshold_keys = _sortable_key(thresholds) + rows[:, None]
+    # keys of row b are the sorted block keys[row_end[b] - per_row[b]:...]
+    row_end = np.cumsum(per_row)
+    below = np.searchsorted(keys, threshold_keys.reshape(-1),
+                            side='left').reshape(num_rows, m)
+    return row_end[:, None] - below
 
 
-def _batched_histogram(sim: Tensor, thresholds: Tensor) -> Tensor:
-    """Bucket counts with one batched ``torch.searchsorted`` (``O(G log m)``
-    per row) and one bincount of the bucket indices offset by
-    ``row * (m + 1)``."""
+def _batched_at_least(sim: Tensor, thresholds: Tensor) -> Tensor:
+    """``#{g : sim[b, g] >= thresholds[b, j]}`` with one batched
+    ``torch.searchsorted`` (``O(G log m)`` per row), one bincount of the
+    bucket indices offset by ``row * (m + 1)`` and a suffix sum."""
     num_rows, m = thresholds.shape
     # int32 halves the memory traffic; int64 when the offsets need it
     small = num_rows * (m + 1) < _INT32_LIMIT
@@ -214,32 +222,46 @@ def _batched_histogram(sim: Tensor, thresholds: Tensor) -> Tensor:
         torch.arange(
             0, num_rows * (m + 1), m + 1, dtype=bucket.dtype,
             device=sim.device)[:, None])
-    return torch.bincount(
+    hist = torch.bincount(
         bucket.view(-1), minlength=num_rows * (m + 1)).view(num_rows, m + 1)
+    # hist[b, i] = #{g : #{j : t[b, j] <= sim[b, g]} == i}
+    return hist[:, 1:].flip(1).cumsum(1).flip(1)
 
 
-def _histogram(sim: Tensor, thresholds: Tensor,
-               sparse_fraction: float) -> Tensor:
-    """Bucket counts of a chunk of similarity rows.
+def _at_least(sim: Tensor, thresholds: Tensor,
+              sparse_fraction: float) -> Tensor:
+    """``at_least[b, j] = #{g : sim[b, g] >= thresholds[b, j]}`` of a chunk.
 
     On the CPU, float32 chunks where at most ``sparse_fraction`` of the
-    scores reach their row's lowest match score use the sparse search
-    (numpy, single-threaded: many small multi-threaded torch calls stall when
-    other processes load the cores); all others use one batched
+    scores reach their row's lowest match score use the sort of those scores
+    (numpy; the chunk's rows are split among ``torch.get_num_threads()``
+    Python threads, since numpy releases the GIL in the heavy steps); all
+    others use one batched
     ``torch.searchsorted``.
 
     Returns:
-        Tensor: ``hist`` ``[B, m + 1]`` int64 with, for ``i >= 1``,
-        ``hist[b, i] = #{g : #{j : thresholds[b, j] <= sim[b, g]} == i}``
-        (``hist[:, 0]`` is not needed and may be 0).
+        Tensor: ``[B, m]`` int64 counts.
     """
     if sparse_fraction > 0 and sim.device.type == 'cpu' \
             and sim.dtype == torch.float32:
-        block = _sparse_block(sim.numpy(), thresholds.numpy(),
-                              sparse_fraction)
-        if block is not None:
-            return torch.from_numpy(block)
-    return _batched_histogram(sim, thresholds)
+        sim_np, thresholds_np = sim.numpy(), thresholds.numpy()
+        parts = min(torch.get_num_threads(), sim.shape[0])
+        if parts > 1:
+            # numpy releases the GIL in its comparisons, copies and sort
+            bounds = np.linspace(0, sim.shape[0], parts + 1).astype(int)
+            with ThreadPoolExecutor(parts) as pool:
+                blocks = list(pool.map(
+                    lambda lo_hi: _sparse_at_least(
+                        sim_np[lo_hi[0]:lo_hi[1]],
+                        thresholds_np[lo_hi[0]:lo_hi[1]], sparse_fraction),
+                    zip(bounds[:-1], bounds[1:])))
+            if all(block is not None for block in blocks):
+                return torch.from_numpy(np.concatenate(blocks))
+        else:
+            block = _sparse_at_least(sim_np, thresholds_np, sparse_fraction)
+            if block is not None:
+                return torch.from_numpy(block)
+    return _batched_at_least(sim, thresholds)
 
 
 def _chunk_ranks(sim: Tensor,
@@ -271,9 +293,8 @@ def _chunk_ranks(sim: Tensor,
     # Padding sorts last (+inf), so the first counts[b] entries are the real
     # match scores whatever they are (+inf included).
     thresholds = torch.sort(scores, dim=1).values
-    hist = _histogram(sim, thresholds, sparse_fraction)
     # at_least[b, j] = #{g : sim[b, g] >= thresholds[b, j]}
-    at_least = hist[:, 1:].flip(1).cumsum(1).flip(1)
+    at_least = _at_least(sim, thresholds, sparse_fraction)
     # matches_at_least[b, j] = #{real j' : t[b, j'] >= t[b, j]}
     #                        = counts[b] - (first position of t[b, j])
     arange = torch.arange(m, device=sim.device)

@@ -160,16 +160,16 @@ def test_each_search_path_is_taken(search_path, monkeypatch):
 
     outcomes = []
     if search_path == 'sparse':
-        original = retrieval._sparse_block
+        original = retrieval._sparse_at_least
 
         def spy(*args):
             outcomes.append(original(*args))
             return outcomes[-1]
 
-        monkeypatch.setattr(retrieval, '_sparse_block', spy)
-        monkeypatch.setattr(retrieval, '_batched_histogram', fail)
+        monkeypatch.setattr(retrieval, '_sparse_at_least', spy)
+        monkeypatch.setattr(retrieval, '_batched_at_least', fail)
     else:
-        monkeypatch.setattr(retrieval, '_sparse_block', fail)
+        monkeypatch.setattr(retrieval, '_sparse_at_least', fail)
     query, gallery, query_pids, gallery_pids = random_case(
         9, 20, 3, seed=8, dtype=torch.float32)
     gallery_pids[:3] = torch.arange(3)
@@ -179,8 +179,32 @@ def test_each_search_path_is_taken(search_path, monkeypatch):
                                    chunk_size=4),
         reference_metrics(query @ gallery.T, query_pids, gallery_pids))
     if search_path == 'sparse':
-        assert len(outcomes) == 3  # 9 queries in chunks of 4
+        # 9 queries, in chunks of 4 (split among threads): every row once
+        assert sum(block.shape[0] for block in outcomes) == 9
         assert all(block is not None for block in outcomes)
+
+
+def test_sparse_counts_equal_brute_force(search_path):
+    if search_path != 'sparse':
+        pytest.skip('one run is enough')
+    # negative and positive scores, signed zeros, ties with the thresholds,
+    # +inf padding thresholds, rows where only the matches qualify
+    gen = torch.Generator().manual_seed(12)
+    sim = torch.randint(-4, 5, (6, 25), generator=gen).float() / 4
+    sim[0, :5] = torch.tensor([-0.0, 0.0, -0.0, 0.0, -0.0])
+    thresholds = torch.sort(sim[:, :4], dim=1).values
+    thresholds[0] = torch.tensor([-0.0, 0.0, 0.0, float('inf')])
+    thresholds[1, 1:] = float('inf')  # one real match, padded
+    sim[2] = -1.0
+    sim[2, 0] = 1.0
+    thresholds[2] = torch.tensor([1.0, 1.0, float('inf'), float('inf')])
+    expected = (sim[:, None, :] >= thresholds[:, :, None]).sum(2)
+    out = retrieval._sparse_at_least(sim.numpy(), thresholds.numpy(), 1.0)
+    assert out.tolist() == expected.tolist()
+    assert out[2].tolist() == [1, 1, 0, 0]
+    assert out[0, 0] == (sim[0] >= 0).sum()
+    assert retrieval._batched_at_least(sim, thresholds).tolist() == \
+        expected.tolist()
 
 
 def test_int64_bucket_indices(monkeypatch):
@@ -199,15 +223,17 @@ def test_sparse_falls_back_to_dense_per_chunk(search_path, monkeypatch):
     if search_path != 'dense':
         pytest.skip('one run is enough')
     monkeypatch.setattr(retrieval, 'SPARSE_MAX_FRACTION', 0.5)
+    # one sparse call per chunk (no split of the rows among threads)
+    monkeypatch.setattr(torch, 'get_num_threads', lambda: 1)
     outcomes = []
-    original = retrieval._sparse_block
+    original = retrieval._sparse_at_least
 
     def spy(*args):
         result = original(*args)
         outcomes.append(result is not None)
         return result
 
-    monkeypatch.setattr(retrieval, '_sparse_block', spy)
+    monkeypatch.setattr(retrieval, '_sparse_at_least', spy)
     gen = torch.Generator().manual_seed(11)
     sim = torch.rand(40, 30, generator=gen)
     gallery_pids = torch.arange(30) % 3
