@@ -1,11 +1,9 @@
 """The gallery feature index, torch-free: features, paths, labels, fingerprint.
 
-This is the format of :mod:`mdrl_plugin.apis.index` (``PersonSearcher``'s
-``save_index``/``load_index``), readable and writable without torch, mmengine
-or the plugin, so that the ONNX search path (:mod:`mdrl_deploy.ort_search`)
-and ``PersonSearcher`` share index files. The two implementations are kept
-equal by ``tests/test_deploy/test_index_compat.py`` (files written by one are
-read by the other).
+The one implementation of the index of ``PersonSearcher``
+(``save_index``/``load_index``; :mod:`mdrl_plugin.apis.index` re-exports it)
+and of the ONNX search path (:mod:`mdrl_deploy.ort_search`), written without
+torch, mmengine or the plugin so that both share index files.
 
 An index file is one uncompressed ``.npz`` archive (read with
 ``allow_pickle=False``) with two arrays:

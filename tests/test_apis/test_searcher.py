@@ -269,7 +269,7 @@ def test_rewritten_image_same_mtime_other_size_is_detected(searcher, gallery,
 
 def test_atomic_save_leaves_no_partial_file(searcher, gallery, tmp_path,
                                             monkeypatch):
-    import mdrl_plugin.apis.index as index_mod
+    import mdrl_deploy.index as index_mod  # the one implementation
     searcher.build_index(gallery)
     out_dir = tmp_path / 'out'
     out_dir.mkdir()
