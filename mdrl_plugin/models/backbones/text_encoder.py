@@ -102,6 +102,10 @@ class BertTextEncoder(BaseModule):
         mlp_ratio: LTE MLP ratio.
         dropout: LTE dropout.
         out_channels: If set, a linear projection of all outputs to this width.
+        project_first: Apply the ``out_channels`` projection to BERT's
+            outputs before the LTE instead of after it, so that the LTE runs
+            at ``out_channels`` width (cheaper when BERT is wider). Defaults
+            to False (LTE at BERT's width, as in the paper).
         max_length: Canonical token length of the frozen BERT's input; must be
             at least the data preprocessor's ``max_length``. Defaults to 64.
         init_cfg: MMEngine init config.
@@ -116,6 +120,7 @@ class BertTextEncoder(BaseModule):
                  mlp_ratio: float = 4.0,
                  dropout: float = 0.1,
                  out_channels: Optional[int] = None,
+                 project_first: bool = False,
                  max_length: int = 64,
                  init_cfg: Optional[dict] = None) -> None:
         super().__init__(init_cfg=init_cfg)
@@ -133,10 +138,15 @@ class BertTextEncoder(BaseModule):
         if frozen:
             self.bert.requires_grad_(False)
             self.bert.eval()
+        if project_first and not out_channels:
+            raise ValueError('BertTextEncoder(project_first=True) needs '
+                             'out_channels')
+        self.project_first = project_first
+        lte_width = out_channels if project_first else width
         self.lte = None
         if num_lte_layers > 0:
             self.lte = build_transformer_encoder(
-                width, num_lte_layers, num_heads or max(1, width // 64),
+                lte_width, num_lte_layers, num_heads or max(1, lte_width // 64),
                 mlp_ratio, dropout)
         self.proj = nn.Linear(width, out_channels) if out_channels else nn.Identity()
         self.embed_dims = width
@@ -265,7 +275,10 @@ class BertTextEncoder(BaseModule):
         else:
             hidden = self.frozen_bert_tokens(input_ids, attention_mask)
         padding_mask = attention_mask == 0
+        if self.project_first:
+            hidden = self.proj(hidden)
         if self.lte is not None:
             hidden = masked_transformer(self.lte, hidden, padding_mask)
-        hidden = self.proj(hidden)
+        if not self.project_first:
+            hidden = self.proj(hidden)
         return hidden[:, 0], hidden[:, 1:], padding_mask[:, 1:]

@@ -46,6 +46,26 @@ def test_shapes_and_padding_mask(tiny_bert_dir):
                             [False, False, False, False, False]]
 
 
+
+def test_project_first_runs_the_lte_at_the_projected_width(tiny_bert_dir):
+    enc = build(tiny_bert_dir, out_channels=8, project_first=True)
+    assert enc.lte.layers[0].linear1.in_features == 8
+    assert enc.proj.weight.shape == (8, enc.bert.config.hidden_size)
+    enc.train()
+    ids = torch.tensor([[2, 8, 15, 3, 0], [2, 9, 10, 11, 3]])
+    mask = (ids != 0).long()
+    g, tokens, pad = enc(ids, mask)
+    assert g.shape == (2, 8) and tokens.shape == (2, 4, 8)
+    # the same computation by hand: projection, then the LTE
+    from mdrl_plugin.models.utils import masked_transformer
+    hidden = enc.proj(enc.frozen_bert_tokens(ids, mask))
+    expected = masked_transformer(enc.lte, hidden, mask == 0)
+    torch.testing.assert_close(g, expected[:, 0])
+    g.sum().backward()
+    assert enc.proj.weight.grad is not None
+    with pytest.raises(ValueError, match='project_first=True.*out_channels'):
+        build(tiny_bert_dir, project_first=True)
+
 def test_features_do_not_depend_on_amount_of_padding(tiny_bert_dir):
     enc = build(tiny_bert_dir).eval()
     short = torch.tensor([[2, 8, 15, 3]])
