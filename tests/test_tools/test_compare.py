@@ -90,8 +90,8 @@ def test_iteration_based_config_is_refused(tmp_path, capsys):
                          'default_hooks.checkpoint.save_best=None']) == 2
     assert "save_best must name one val metric (e.g. save_best='R1', " \
         "rule='greater'), got None." in capsys.readouterr().err
-    assert compare.main([TOY_EPOCH_CONFIG, '--cfg-options',
-                         'default_hooks.logger.log_metric_by_epoch=False']) == 2
+    assert compare.main([TOY_EPOCH_CONFIG, '--cfg-options', 'default_hooks.'
+                         'logger.log_metric_by_epoch=False']) == 2
     assert 'logger.log_metric_by_epoch must be True' in \
         capsys.readouterr().err
 
