@@ -18,7 +18,7 @@ import signal
 import subprocess
 import sys
 import time
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from mmengine.config import Config, DictAction
 
@@ -268,10 +268,9 @@ def fmt(values: Sequence[float], digits: int = 2, sign: str = '') -> str:
                                         if len(values) > 1 else '')
 
 
-def regime(records: Sequence[dict]) -> str:
+def regime(epochs: Iterable[int]) -> str:
     """``'8 epochs'`` (several lengths: ``'8 / 24 epochs'``)."""
-    return ' / '.join(str(e) for e in sorted({r['epochs'] for r in records})
-                      ) + ' epochs'
+    return ' / '.join(str(e) for e in sorted(set(epochs))) + ' epochs'
 
 
 def paired(records: Sequence[dict], a: str, b: str,
@@ -284,9 +283,10 @@ def paired(records: Sequence[dict], a: str, b: str,
 
 
 def markdown(records: List[dict], configs: List[str], metrics: List[str],
-             pair: Optional[Sequence[str]], pending: List[str]) -> str:
-    """The report: a table over seeds, then the per-seed ``A - B``."""
-    title = regime(records) if records else 'no run finished'
+             pair: Optional[Sequence[str]], pending: List[str],
+             title: str) -> str:
+    """The report (``title``: the regime): a table over seeds, then the
+    per-seed ``A - B``."""
     lines = [f'# Test scores at the epoch chosen on val: {title}', '',
              f'{len(records)} finished run(s).' +
              (f" Not finished: {', '.join(pending)}." if pending else ''), '',
@@ -297,7 +297,7 @@ def markdown(records: List[dict], configs: List[str], metrics: List[str],
         rs = [r for r in records if r['config'] == c]
         if rs:
             lines.append('| ' + ' | '.join(
-                [c, regime(rs).split(' epochs')[0],
+                [c, regime(r['epochs'] for r in rs).split(' epochs')[0],
                  ','.join(str(r['seed']) for r in rs)] +
                 [fmt([r['test'][m] for r in rs]) for m in metrics] +
                 [fmt([r['picked_epoch'] for r in rs], 1),
@@ -320,7 +320,7 @@ def markdown(records: List[dict], configs: List[str], metrics: List[str],
 
 
 def chart(records: List[dict], configs: List[str], metrics: List[str],
-          path: str) -> None:
+          title: str, path: str) -> None:
     """Bars of the mean per metric and config, the std as error bars."""
     from matplotlib.figure import Figure  # no pyplot: no GUI backend
     fig = Figure(figsize=(7, 4))
@@ -336,7 +336,7 @@ def chart(records: List[dict], configs: List[str], metrics: List[str],
                label=f'{c} (n={len(rs)})')
     ax.set(xticks=range(len(metrics)), xticklabels=metrics, ylim=(0, 105),
            ylabel='test score (%)',
-           title=f'Test, epoch chosen on val, {regime(records)} '
+           title=f'Test, epoch chosen on val, {title} '
            '(mean ± std over seeds)')
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -433,13 +433,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
               f"{sorted(records[0]['test'])}.", file=sys.stderr)
         return 2
     names = list(dict.fromkeys(run.variant for run in runs))
+    title = regime(run.info['epochs'] for run in runs)
     pair = args.paired or (('full', 'baseline') if {'full', 'baseline'}
                            <= set(names) else None)
     os.makedirs(out, exist_ok=True)
     with open(osp.join(out, 'compare.md'), 'w') as f:
-        f.write(markdown(records, names, args.metrics, pair, pending))
+        f.write(markdown(records, names, args.metrics, pair, pending, title))
     if records:
-        chart(records, names, args.metrics, osp.join(out, 'compare.png'))
+        chart(records, names, args.metrics, title,
+              osp.join(out, 'compare.png'))
     log(f"report: {osp.join(out, 'compare.md')}")
     return status
 
