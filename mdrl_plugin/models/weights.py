@@ -19,6 +19,7 @@ and the command that fetches it. :func:`check_weights` does this for a whole
 config before anything is built.
 """
 import inspect
+import os
 import os.path as osp
 from dataclasses import dataclass
 from typing import Callable, List, Optional, Tuple
@@ -142,7 +143,7 @@ class WeightSource:
                 if path:
                     return path
             return None
-        # 'hf': the files from_pretrained reads, all from one snapshot
+        # 'hf': one of each group of the files from_pretrained reads
         needs = ([_TOKENIZER_FILES, ('tokenizer_config.json', 'config.json')]
                  if self.role == 'tokenizer' else
                  [('config.json', ), _MODEL_FILES])
@@ -154,13 +155,19 @@ class WeightSource:
             return None
         return osp.dirname(found[0])
 
+    def cache_path(self) -> str:
+        """Where a download of these weights goes (for messages)."""
+        if self.kind == 'url':
+            return _torch_hub_file(self.url)
+        return _hf_repo_folder(self.repo_id)
+
     def looked_in(self) -> str:
         """Where :meth:`locate` looked, for messages."""
         if self.kind == 'path':
             return f'the local path {osp.abspath(self.name)!r}'
         if self.kind == 'url':
-            return f'the torch hub cache (TORCH_HOME): {_torch_hub_file(self.url)}'
-        where = f'the Hugging Face cache (HF_HOME): {_hf_repo_folder(self.repo_id)}'
+            return f'the torch hub cache (TORCH_HOME): {self.cache_path()}'
+        where = f'the Hugging Face cache (HF_HOME): {self.cache_path()}'
         if self.kind == 'timm':
             return f'{" or ".join(self.filenames)} of {self.repo_id!r} in {where}'
         return f'the local folder {osp.abspath(self.name)!r} and {where}'
@@ -182,6 +189,7 @@ class WeightSource:
         if self.kind == 'url':
             import torch.hub
             path = _torch_hub_file(self.url)
+            os.makedirs(osp.dirname(path), exist_ok=True)
             torch.hub.download_url_to_file(self.url, path)  # via a temp file
             return path
         if self.kind == 'timm':
@@ -429,7 +437,7 @@ def check_weights(cfg) -> None:
                 still_missing.append(src)
                 continue
             print_log(f'Downloading the {src.role} weights {src.name!r} into '
-                      f'{src.looked_in().split(": ", 1)[-1]}', logger='current')
+                      f'{src.cache_path()}', logger='current')
             try:
                 src.fetch()
             except Exception as err:  # network, authorisation, unknown id

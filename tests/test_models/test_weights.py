@@ -85,7 +85,19 @@ def test_checkpoint_of_another_model_is_refused(tmp_path):
 
 
 # ------------------------------------------------------------ hub ids, offline
-def test_bert_and_tokenizer_resolve_by_id_from_the_cache(offline_hub, tmp_path):
+@pytest.fixture(params=['HF_HUB_OFFLINE=1', 'no network'])
+def hub(request, offline_hub, monkeypatch):
+    """The empty cache, offline; or online mode with every connection refused
+    (a cached id must not even try the network)."""
+    if request.param == 'no network':
+        from huggingface_hub import constants
+        monkeypatch.setattr(constants, 'HF_HUB_OFFLINE', False)
+        monkeypatch.delenv('HF_HUB_OFFLINE')
+    return offline_hub
+
+
+def test_bert_and_tokenizer_resolve_by_id_from_the_cache(hub, tmp_path):
+    offline_hub = hub
     folder = write_tiny_bert(str(tmp_path / 'tiny'), seed=7)
     put_in_hub_cache(offline_hub, 'mdrl-tests/tiny-bert', folder_files(folder))
     encoder = MODELS.build(dict(type='BertTextEncoder',
@@ -112,7 +124,8 @@ def test_a_local_folder_wins_over_a_cached_id(offline_hub, tmp_path, monkeypatch
                        local.embeddings.word_embeddings.weight)
 
 
-def test_vit_loads_a_timm_tag_from_the_cache(offline_hub):
+def test_vit_loads_a_timm_tag_from_the_cache(hub):
+    offline_hub = hub
     src = cache_timm_model(offline_hub, 'test_vit.r160_in1k')
     vit = MODELS.build(dict(type='TimmVisionTransformer', arch='test_vit',
                             pretrained='test_vit.r160_in1k', img_size=(32, 16),
@@ -131,7 +144,7 @@ def test_adapter_loads_the_default_timm_tag_with_timms_loader(offline_hub):
         assert torch.equal(value, src.state_dict()[key]), key
 
 
-def test_urls_resolve_from_the_torch_hub_cache(offline_hub, tmp_path):
+def test_urls_resolve_from_the_torch_hub_cache(hub, tmp_path):
     url = 'https://example.invalid/weights/test_resnet-0123.pth'
     folder = tmp_path / 'torch_home' / 'hub' / 'checkpoints'
     folder.mkdir(parents=True)
@@ -151,6 +164,19 @@ def test_urls_resolve_from_the_torch_hub_cache(offline_hub, tmp_path):
     for key, value in enc.cnn.state_dict().items():
         assert torch.equal(value, src.state_dict()[key]), key
     check_weights(Config(dict(model=dict(type='MDRL', image_encoder=cfg))))
+
+
+def test_a_fetched_url_lands_where_mmengine_looks(offline_hub, tmp_path):
+    """fetch() downloads into the torch hub cache (a file:// URL here)."""
+    torch.save({'w': torch.arange(3)}, tmp_path / 'w-01.pth')
+    src = WeightSource('image encoder', 'w', 'url', url=(tmp_path / 'w-01.pth').as_uri())
+    assert src.locate() is None
+    path = src.fetch()
+    assert path == str(tmp_path / 'torch_home' / 'hub' / 'checkpoints' / 'w-01.pth')
+    assert src.locate() == path
+    from mmengine.runner.checkpoint import CheckpointLoader
+    loaded = CheckpointLoader.load_checkpoint('https://example.invalid/a/w-01.pth')
+    assert torch.equal(loaded['w'], torch.arange(3))
 
 
 # ------------------------------------------------------------ what is missing
