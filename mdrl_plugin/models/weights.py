@@ -273,7 +273,7 @@ def image_source(name: str, arch: str, role: str = 'image encoder',
         name: A local checkpoint file; a timm tag of ``arch``
             (``'<arch>.<tag>'``), or ``'timm'`` for the default tag of
             ``arch``; or an ``http(s)://`` URL.
-        arch: The timm architecture the weights are for.
+        arch: The timm architecture the weights are for (needed for tags).
         role: For messages.
         key: Where the config names it (for messages).
 
@@ -292,6 +292,9 @@ def image_source(name: str, arch: str, role: str = 'image encoder',
     model_name, tag = split_model_name_tag(name)
     if name != 'timm' and ('/' in name or not tag or not is_model(model_name)):
         return WeightSource(role, name, 'path', key)
+    if not arch:
+        raise ValueError(f'{key or role}: the timm tag {name!r} needs the '
+                         'timm architecture it is for')
     arch_name = split_model_name_tag(arch)[0]
     if name != 'timm' and model_name != arch_name:
         raise ValueError(f'{key or role}: {name!r} is a timm tag of '
