@@ -11,36 +11,46 @@ from mmengine.model import BaseModule
 
 from mdrl_plugin.registry import MODELS
 from ..utils import build_transformer_encoder, masked_transformer
+from ..weights import hf_source
 
 __all__ = ['BertTextEncoder']
 
 
 def load_bert(pretrained: Optional[str], bert_config: Optional[dict]) -> nn.Module:
-    """Load a Hugging Face BERT from a local folder or build it from a config.
+    """Load a Hugging Face BERT from a local folder or a hub id, or build one.
 
     Args:
-        pretrained: Local folder holding ``config.json`` and the weights.
+        pretrained: A local model folder (``config.json`` and the weights) or
+            a Hugging Face id such as ``'bert-base-uncased'`` (a folder that
+            exists wins). A cached id loads without network access; one that
+            is not cached is downloaded unless ``HF_HUB_OFFLINE=1``.
         bert_config: ``transformers.BertConfig`` arguments (random weights).
 
     Returns:
         A ``transformers.BertModel``.
+
+    Raises:
+        FileNotFoundError: A missing or unusable folder, or an id that is not
+            cached and cannot be downloaded (:class:`WeightsNotFoundError`).
     """
     from transformers import BertConfig, BertModel
     if (pretrained is None) == (bert_config is None):
         raise ValueError('BertTextEncoder needs exactly one of `pretrained` '
-                         '(a local model folder) and `bert_config`')
+                         '(a model folder or Hugging Face id) and `bert_config`')
     if bert_config is not None:
         bert = BertModel(BertConfig(**bert_config))
         bert.pooler = None  # unused: features come from the token outputs
         return bert
-    if not os.path.isdir(pretrained):
+    source = hf_source(pretrained, 'text encoder')
+    if source.kind == 'hf':
+        source.resolve()  # cached, or downloaded now, or a clear error
+    elif not os.path.isdir(pretrained):
         raise FileNotFoundError(
-            f'BERT folder {pretrained!r} does not exist. Put a Hugging Face BERT '
-            'model folder there (config.json, model.safetensors or '
-            'pytorch_model.bin, vocab.txt), e.g. one saved with '
-            "BertModel.from_pretrained('bert-base-uncased').save_pretrained(path) "
-            'on a machine with internet access, and set its path in the config.')
-    if not os.path.isfile(os.path.join(pretrained, 'config.json')):
+            f'BERT folder {pretrained!r} does not exist. Name a Hugging Face '
+            "id (e.g. 'bert-base-uncased') or put a Hugging Face BERT model "
+            'folder there (config.json, model.safetensors or '
+            'pytorch_model.bin, vocab.txt) and set its path in the config.')
+    elif not os.path.isfile(os.path.join(pretrained, 'config.json')):
         raise FileNotFoundError(
             f'BERT folder {pretrained!r} has no config.json: it is not a Hugging '
             'Face model folder.')
@@ -91,7 +101,8 @@ class BertTextEncoder(BaseModule):
     rounding).
 
     Args:
-        pretrained: Local Hugging Face BERT folder (e.g. bert-base-uncased).
+        pretrained: Hugging Face BERT: a local model folder or a hub id
+            (e.g. ``'bert-base-uncased'``), see :func:`load_bert`.
         bert_config: Instead of ``pretrained``: ``BertConfig`` arguments for a
             randomly initialised BERT (tests, ablations).
         frozen: Freeze BERT (no gradients, dropout off, no autograd graph).
