@@ -1,25 +1,19 @@
 """Compute a frozen text encoder's BERT outputs once per caption and reuse them."""
-import json
-import os
 import os.path as osp
-from typing import Dict, Iterable, List, Optional, Set, Tuple
+import socket
+from contextlib import nullcontext
+from typing import Dict, List, Optional, Set, Tuple
 
-from mmengine.dist import barrier, get_local_rank, get_rank
+from mmengine.dist import all_gather_object, get_rank
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
+from mmengine.optim import OptimWrapper, OptimWrapperDict
+from mmengine.runner.amp import autocast
 
 from mdrl_plugin.registry import HOOKS
-from ..fileio import atomic_write_bytes
-from ..text_cache import TextFeatureCache, text_cache_fingerprint
+from ..text_cache import TextFeatureCache, numeric_mode, text_cache_fingerprint
 
 __all__ = ['FrozenTextCacheHook']
-
-
-def _local_rank() -> int:
-    try:
-        return get_local_rank()
-    except RuntimeError:  # process group set up without MMEngine's local group
-        return int(os.environ.get('LOCAL_RANK', get_rank()))
 
 
 def _dataset_captions(dataset) -> List[str]:
@@ -37,25 +31,22 @@ def _dataset_captions(dataset) -> List[str]:
 class FrozenTextCacheHook(Hook):
     """Serve a frozen BERT's token outputs from an exact on-disk cache.
 
-    Before training (for the train and val captions), validation and testing
-    (their captions), every frozen ``BertTextEncoder`` of the model gets a
-    :class:`~mdrl_plugin.engine.text_cache.TextFeatureCache` with the
-    outputs of :meth:`BertTextEncoder.frozen_bert_tokens` for every caption of
-    the datasets, keyed by token ids. Captions not in the cache (e.g. changed
-    by a text transform) are computed live, so the cache changes speed, never
-    results: cached features equal uncached ones bit for bit.
+    Before training, validation and testing, every frozen ``BertTextEncoder``
+    gets a :class:`~mdrl_plugin.engine.text_cache.TextFeatureCache` holding
+    :meth:`BertTextEncoder.frozen_bert_tokens` of every caption of the
+    loop's dataset, computed in the numeric mode that loop runs BERT in: under
+    the optimizer wrapper's autocast for training (``--amp``), under the
+    loop's ``fp16`` setting for validation and testing. A forward in any
+    other mode runs BERT live (logged once), as do captions not in the cache,
+    so the cache changes speed, never results.
 
     The cache lives in ``<cache_dir>/<fingerprint>/``; the fingerprint covers
-    the BERT weights and config, the tokenizer, both ``max_length`` values,
-    the torch version and the device type, so any of them changing uses
-    another folder (never stale features), and a later run with the same
-    fingerprint reuses the files. On each node, local rank 0 computes what is
-    missing while the other ranks wait; then every rank memory-maps the
-    files read-only.
-
-    Nothing happens for a model without a frozen ``BertTextEncoder`` or
-    without a data preprocessor that has ``token_ids`` (the
-    ``TextImageDataPreprocessor``).
+    the BERT weights and config, the tokenizer, both ``max_length`` values and
+    the numeric mode (:func:`~mdrl_plugin.engine.text_cache.numeric_mode`).
+    All ranks take part in every collective. The lowest rank of each folder
+    computes what is missing; then the lowest rank of each host that still
+    misses captions (a folder not shared between nodes) does; a failed build
+    switches the cache off on the ranks of that folder, with a warning.
 
     Args:
         cache_dir: Cache folder. Defaults to ``<work_dir>/text_cache``; point
@@ -73,82 +64,116 @@ class FrozenTextCacheHook(Hook):
         self.cache_dir = cache_dir
         self.batch_size = batch_size
         self.enabled = enabled
-        self._prepared: Set[Tuple[int, int]] = set()
+        self._prepared: Set[Tuple[int, int, str]] = set()
 
     # ---------------------------------------------------------------- hooks
     def before_train(self, runner) -> None:
-        """Cache the train and val captions."""
-        datasets = [runner.train_dataloader.dataset]
+        """Cache the train captions (and the val captions)."""
+        wrapper = getattr(runner, 'optim_wrapper', None)
+        use = (isinstance(wrapper, OptimWrapper)
+               and not isinstance(wrapper, OptimWrapperDict))
+        self._prepare(runner, runner.train_dataloader.dataset,
+                      wrapper.optim_context if use else lambda _: nullcontext())
         if runner.val_loop is not None:
-            datasets.append(runner.val_loop.dataloader.dataset)
-        self._prepare(runner, datasets)
+            self.before_val(runner)
 
     def before_val(self, runner) -> None:
         """Cache the val captions (a no-op when already done)."""
-        self._prepare(runner, [runner.val_loop.dataloader.dataset])
+        loop = runner.val_loop
+        self._prepare(runner, loop.dataloader.dataset,
+                      lambda _: autocast(enabled=getattr(loop, 'fp16', False)))
 
     def before_test(self, runner) -> None:
         """Cache the test captions."""
-        self._prepare(runner, [runner.test_loop.dataloader.dataset])
+        loop = runner.test_loop
+        self._prepare(runner, loop.dataloader.dataset,
+                      lambda _: autocast(enabled=getattr(loop, 'fp16', False)))
 
     def after_train_epoch(self, runner) -> None:
         """Log the epoch's cache hits and misses."""
-        for encoder in self._encoders(runner):
+        for encoder in self._encoders(self._model(runner)):
             stats = encoder.cache_stats
-            if encoder.text_cache is not None and stats['misses']:
+            if encoder.text_caches and stats['misses']:
                 runner.logger.info(
                     f'Frozen text cache: {stats["hits"]} hits, '
                     f'{stats["misses"]} misses (computed live) this epoch')
             encoder.cache_stats = dict(hits=0, misses=0)
 
     # ---------------------------------------------------------------- work
-    def _encoders(self, runner) -> list:
+    @staticmethod
+    def _model(runner):
+        return runner.model.module if is_model_wrapper(runner.model) else runner.model
+
+    @staticmethod
+    def _encoders(model) -> list:
         from mdrl_plugin.models.backbones import BertTextEncoder
-        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
         return [m for m in model.modules()
                 if isinstance(m, BertTextEncoder) and m.frozen]
 
-    def _prepare(self, runner, datasets: Iterable) -> None:
-        if not self.enabled:
-            return
-        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+    def _prepare(self, runner, dataset, context) -> None:
+        """Build and attach the caches of ``dataset`` in the numeric mode of
+        ``context(model)``. Every rank makes the same collective calls."""
+        model = self._model(runner)
         preprocessor = getattr(model, 'data_preprocessor', None)
-        encoders = self._encoders(runner)
-        if not encoders or not hasattr(preprocessor, 'token_ids'):
+        if not self.enabled or not hasattr(preprocessor, 'token_ids'):
             return
-        for encoder in encoders:
-            todo = [d for d in datasets
-                    if (id(encoder), id(d)) not in self._prepared
-                    or encoder.text_cache is None
-                    or not encoder.text_cache_is_valid()]
-            if todo:
-                self._prepare_encoder(runner, encoder, preprocessor, todo)
-            self._prepared.update((id(encoder), id(d)) for d in todo)
+        for encoder in self._encoders(model):
+            device = next(encoder.bert.parameters()).device
+            with context(model):
+                mode = numeric_mode(device)
+            key = (id(encoder), id(dataset), str(sorted(mode.items())))
+            folder = None  # None: this rank needs nothing
+            if (not encoder.text_cache_is_valid() or key not in self._prepared
+                    or mode not in [c.mode for c in encoder.text_caches.values()]):
+                fingerprint, parts = text_cache_fingerprint(
+                    encoder, preprocessor.tokenizer, preprocessor.max_length,
+                    mode)
+                folder = osp.join(self.cache_dir or osp.join(
+                    runner.work_dir, 'text_cache'), fingerprint)
+            host, rank = socket.gethostname(), get_rank()
+            ranks = all_gather_object((host, folder))
+            if not any(f for _, f in ranks):
+                continue
+            first = {f: r for r, (_, f) in reversed(list(enumerate(ranks)))}
+            first_here = {(h, f): r for r, (h, f)
+                          in reversed(list(enumerate(ranks)))}
+            errors = []
+            for builds in (first.get(folder) == rank,  # once per folder,
+                           # then once per node where the folder is not shared
+                           first_here.get((host, folder)) == rank != first[folder]):
+                error = None
+                if folder and builds:
+                    with context(model):
+                        error = self._build(runner, encoder, preprocessor,
+                                            dataset, folder, parts, device)
+                errors += all_gather_object((folder, error))
+            failed = [e for f, e in errors if e and f == folder]
+            if folder and failed:
+                runner.logger.warning(f'Frozen text cache {folder} is off: '
+                                      f'building it failed: {failed[0]}')
+            elif folder:
+                cache = TextFeatureCache(folder)
+                if cache.mode is not None:
+                    encoder.attach_text_cache(cache)
+                    runner.logger.info(
+                        f'Frozen text cache {folder}: {len(cache)} captions, '
+                        f'{cache.nbytes / 2**20:.1f} MiB (memory-mapped)')
+                self._prepared.add(key)
 
-    def _prepare_encoder(self, runner, encoder, preprocessor, datasets) -> None:
-        device = next(encoder.bert.parameters()).device
-        fingerprint, parts = text_cache_fingerprint(
-            encoder, preprocessor.tokenizer, preprocessor.max_length, device)
-        folder = osp.join(self.cache_dir or osp.join(runner.work_dir, 'text_cache'),
-                          fingerprint)
-        if _local_rank() == 0:
-            captions = [c for d in datasets for c in _dataset_captions(d)]
+    def _build(self, runner, encoder, preprocessor, dataset, folder: str,
+               parts: dict, device) -> Optional[str]:
+        """Write the captions ``folder`` misses; returns the error, if any."""
+        try:
+            captions = _dataset_captions(dataset)
             missing = TextFeatureCache(folder).missing(
                 preprocessor.token_ids(captions))
             if missing:
                 runner.logger.info(
                     f'Frozen text cache {folder}: computing {len(missing)} of '
                     f'{len(captions)} captions')
-                os.makedirs(folder, exist_ok=True)
-                if not osp.exists(osp.join(folder, 'meta.json')):
-                    atomic_write_bytes(json.dumps(parts, indent=1).encode(),
-                                       osp.join(folder, 'meta.json'))
                 TextFeatureCache.write_shard(
                     folder, missing, encoder.frozen_bert_tokens,
-                    self.batch_size, device)
-        barrier()
-        cache = TextFeatureCache(folder)
-        encoder.attach_text_cache(cache)
-        runner.logger.info(
-            f'Frozen text cache {folder}: {len(cache)} captions, '
-            f'{cache.nbytes / 2**20:.1f} MiB of features (memory-mapped)')
+                    self.batch_size, device, meta=parts)
+        except Exception as e:  # noqa: BLE001 (other ranks must not hang)
+            return f'{type(e).__name__}: {e}'
+        return None

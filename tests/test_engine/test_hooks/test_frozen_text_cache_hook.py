@@ -12,7 +12,7 @@ from mmengine.logging import MMLogger
 from mmengine.structures import BaseDataElement
 
 from mdrl_test_utils import REPO_ROOT, shrink_config, tiny_mdrl_cfg, write_tiny_bert
-from mdrl_plugin.registry import HOOKS, MODELS
+from mdrl_plugin.registry import HOOKS, MODELS, OPTIM_WRAPPERS
 
 CAPTIONS = [
     'a man in a red shirt',
@@ -44,11 +44,13 @@ class _Captions:
         return dict(text=self.texts[idx])
 
 
-def _fake_runner(model, work_dir, texts=CAPTIONS):
+def _fake_runner(model, work_dir, texts=CAPTIONS, optim_wrapper=None, val=None):
     return SimpleNamespace(
-        model=model, work_dir=str(work_dir),
+        model=model, work_dir=str(work_dir), optim_wrapper=optim_wrapper,
         logger=MMLogger.get_instance('text_cache_test'),
-        train_dataloader=SimpleNamespace(dataset=_Captions(texts)), val_loop=None)
+        train_dataloader=SimpleNamespace(dataset=_Captions(texts)),
+        val_loop=val and SimpleNamespace(dataloader=SimpleNamespace(
+            dataset=_Captions(val))))
 
 
 def _batch(model, texts, step):
@@ -60,31 +62,31 @@ def _batch(model, texts, step):
     return model.data_preprocessor(dict(inputs=images, data_samples=samples), True)
 
 
-def test_cached_training_equals_uncached_bit_for_bit(tiny_bert_dir, tmp_path):
-    torch.manual_seed(0)
-    plain = MODELS.build(tiny_mdrl_cfg(tiny_bert_dir))
-    cached = copy.deepcopy(plain)
-    hook = HOOKS.build(dict(type='FrozenTextCacheHook', batch_size=3))
-    hook.before_train(_fake_runner(cached, tmp_path))
-    assert cached.text_encoder.text_cache is not None
-    assert len(cached.text_encoder.text_cache) == len(CAPTIONS)
-    assert plain.text_encoder.text_cache is None
+def _optim_wrappers(models, amp):
+    cfg = dict(type='MixedPrecisionOptimWrapper', dtype='bfloat16',
+               device_type='cpu') if amp else dict(type='OptimWrapper')
+    return [OPTIM_WRAPPERS.build(dict(cfg, optimizer=torch.optim.AdamW(
+        [p for p in m.parameters() if p.requires_grad], lr=1e-2)))
+        for m in models]
 
+
+def _train_both_ways(plain, cached, wrappers, steps=6):
+    """Train two copies side by side (each on its own deep copy of every
+    batch) and require bit-identical losses and gradients."""
     batches = [CAPTIONS[0:4], CAPTIONS[4:8], CAPTIONS[8:11] + [UNSEEN]]
-    opts = [torch.optim.AdamW([p for p in m.parameters() if p.requires_grad],
-                              lr=1e-2) for m in (plain, cached)]
-    for step, texts in enumerate(batches * 2):
-        data = _batch(plain, texts, step)
+    for step in range(steps):
+        data = _batch(plain, batches[step % 3], step)
         results = []
-        for model, opt in zip((plain, cached), opts):
+        for model, wrapper in zip((plain, cached), wrappers):
             model.train()
             torch.manual_seed(100 + step)  # DLL's random grouping
-            losses = model.loss(**data)
-            opt.zero_grad()
-            sum(losses.values()).backward()
+            with wrapper.optim_context(model):
+                losses = model.loss(**copy.deepcopy(data))
+            wrapper.backward(sum(losses.values()))
             results.append((losses, {n: p.grad.clone() for n, p in
                                      model.named_parameters() if p.grad is not None}))
-            opt.step()
+            wrapper.step()
+            wrapper.zero_grad()
         (loss_a, grad_a), (loss_b, grad_b) = results
         assert loss_a.keys() == loss_b.keys() and len(loss_a) == 5
         for name in loss_a:
@@ -92,6 +94,23 @@ def test_cached_training_equals_uncached_bit_for_bit(tiny_bert_dir, tmp_path):
         assert grad_a.keys() == grad_b.keys() and len(grad_a) > 20
         for name in grad_a:
             assert torch.equal(grad_a[name], grad_b[name]), (step, name)
+
+
+def _only_cache(encoder):
+    assert len(encoder.text_caches) == 1
+    return next(iter(encoder.text_caches.values()))
+
+
+def test_cached_training_equals_uncached_bit_for_bit(tiny_bert_dir, tmp_path):
+    torch.manual_seed(0)
+    plain = MODELS.build(tiny_mdrl_cfg(tiny_bert_dir))
+    cached = copy.deepcopy(plain)
+    hook = HOOKS.build(dict(type='FrozenTextCacheHook', batch_size=3))
+    wrappers = _optim_wrappers((plain, cached), amp=False)
+    hook.before_train(_fake_runner(cached, tmp_path, optim_wrapper=wrappers[1]))
+    assert len(_only_cache(cached.text_encoder)) == len(CAPTIONS)
+    assert plain.text_encoder.text_caches == {}
+    _train_both_ways(plain, cached, wrappers)
     # 6 steps x 4 captions: all cached but UNSEEN (twice), which ran live
     assert cached.text_encoder.cache_stats == dict(hits=22, misses=2)
 
@@ -101,6 +120,52 @@ def test_cached_training_equals_uncached_bit_for_bit(tiny_bert_dir, tmp_path):
         inputs=[torch.zeros(3, 32, 16, dtype=torch.uint8)], data_samples=samples))
     feats = [m.predict(**copy.deepcopy(data))[0].text_feats for m in (plain, cached)]
     assert torch.equal(feats[0], feats[1])
+
+
+def test_amp_training_is_served_by_a_cache_built_under_its_autocast(
+        tiny_bert_dir, tmp_path):
+    """``--amp`` on CPU (bf16 autocast): the hook builds the training cache
+    under the optimizer wrapper's autocast and the validation cache without
+    it; cached and uncached training match bit for bit, and so do
+    the features of an evaluation forward (no autocast)."""
+    torch.manual_seed(0)
+    plain = MODELS.build(tiny_mdrl_cfg(tiny_bert_dir))
+    cached = copy.deepcopy(plain)
+    wrappers = _optim_wrappers((plain, cached), amp=True)
+    HOOKS.build(dict(type='FrozenTextCacheHook')).before_train(_fake_runner(
+        cached, tmp_path, optim_wrapper=wrappers[1], val=CAPTIONS[:5]))
+    caches = {c.mode['autocast']: c for c in cached.text_encoder.text_caches.values()}
+    assert sorted(caches) == ['off', 'torch.bfloat16']
+    assert len(caches['torch.bfloat16']) == len(CAPTIONS) and len(caches['off']) == 5
+    assert caches['off'].folder != caches['torch.bfloat16'].folder
+    _train_both_ways(plain, cached, wrappers)
+    assert cached.text_encoder.cache_stats == dict(hits=22, misses=2)
+    ids = plain.data_preprocessor.tokenize(CAPTIONS[:5])
+    outs = [m.eval().text_encoder(**ids) for m in (plain, cached)]
+    assert all(torch.equal(a, b) for a, b in zip(*outs))
+    assert cached.text_encoder.cache_stats == dict(hits=27, misses=2)
+
+
+def test_a_forward_in_another_mode_runs_live_and_says_why(
+        tiny_bert_dir, tmp_path, monkeypatch):
+    """A cache built without autocast serves no bf16 autocast forward: BERT
+    runs live, the losses and gradients equal the uncached ones, one line."""
+    import mdrl_plugin.models.backbones.text_encoder as module
+    records = []
+    monkeypatch.setattr(module, 'print_log', lambda msg, logger, level:
+                        records.append(msg))
+    torch.manual_seed(0)
+    plain = MODELS.build(tiny_mdrl_cfg(tiny_bert_dir))
+    cached = copy.deepcopy(plain)
+    HOOKS.build(dict(type='FrozenTextCacheHook')).before_train(
+        _fake_runner(cached, tmp_path))  # no optimizer wrapper: no autocast
+    assert _only_cache(cached.text_encoder).mode['autocast'] == 'off'
+    _train_both_ways(plain, cached, _optim_wrappers((plain, cached), amp=True),
+                     steps=3)
+    assert cached.text_encoder.cache_stats == dict(hits=0, misses=0)
+    assert records == [
+        'BertTextEncoder: frozen text cache off for this forward (BERT runs '
+        'live): autocast=off in the cache but torch.bfloat16 now']
 
 
 def test_weights_changed_after_attaching_detach_the_cache(tiny_bert_dir, tmp_path):
@@ -114,7 +179,7 @@ def test_weights_changed_after_attaching_detach_the_cache(tiny_bert_dir, tmp_pat
         enc.bert.embeddings.word_embeddings.weight.mul_(2)  # e.g. a checkpoint load
     with pytest.warns(UserWarning, match='BERT weights changed'):
         out = enc(data['inputs']['input_ids'], data['inputs']['attention_mask'])
-    assert enc.text_cache is None
+    assert enc.text_caches == {}
     live = enc(data['inputs']['input_ids'], data['inputs']['attention_mask'])
     assert torch.equal(out[0], live[0])
 
@@ -138,14 +203,14 @@ def test_fingerprint_invalidates_and_reuses(tiny_bert_dir, tmp_path):
         return model
 
     base = prepare(tiny_bert_dir)
-    first = base.text_encoder.text_cache.folder
+    first = _only_cache(base.text_encoder).folder
     assert _cache_dirs(cache_dir) == [osp.basename(first)]
     meta = json.load(open(osp.join(first, 'meta.json')))
     assert meta['tokenizer_max_length'] == 16 and meta['bert_max_length'] == 64
     shards = _cache_dirs(first)
     # same fingerprint: reused, nothing recomputed (no new shard)
     again = prepare(tiny_bert_dir, seed=1)  # LTE seed does not matter
-    assert again.text_encoder.text_cache.folder == first
+    assert _only_cache(again.text_encoder).folder == first
     assert _cache_dirs(first) == shards
 
     other_bert = write_tiny_bert(str(tmp_path / 'other_bert'), seed=1)
@@ -159,7 +224,7 @@ def test_fingerprint_invalidates_and_reuses(tiny_bert_dir, tmp_path):
     if osp.exists(osp.join(tok_dir, 'tokenizer.json')):
         os.remove(osp.join(tok_dir, 'tokenizer.json'))  # rebuilt from vocab.txt
     variants.append(prepare(tok_dir))
-    folders = {m.text_encoder.text_cache.folder for m in variants}
+    folders = {_only_cache(m.text_encoder).folder for m in variants}
     assert len(folders) == 4 and first not in folders
     assert len(_cache_dirs(cache_dir)) == 5
     # never stale: every variant's cached features are its own BERT's
@@ -184,11 +249,11 @@ def test_runner_trains_and_tests_with_the_cache(tiny_bert_dir, tiny_pedes_root, 
     runner = Runner.from_cfg(cfg)
     runner.train()
     enc = runner.model.text_encoder
-    cache = enc.text_cache
-    assert cache is not None and cache.folder.startswith(str(tmp_path / 'text_cache'))
+    cache = _only_cache(enc)
+    assert cache.folder.startswith(str(tmp_path / 'text_cache'))
     # 6 training identities x 3 images x 2 captions, and 9 val images x 2
     assert len(cache) == 36 + 18
     assert enc.cache_stats['misses'] == 0
-    runner.test()  # test captions are added as a second shard
-    assert len(enc.text_cache) == 36 + 18 + 18
-    assert len([d for d in os.listdir(cache.folder) if d.startswith('shard-')]) == 2
+    runner.test()  # test captions are added as a third shard
+    assert len(_only_cache(enc)) == 36 + 18 + 18
+    assert len([d for d in os.listdir(cache.folder) if d.startswith('shard-')]) == 3
