@@ -42,7 +42,7 @@ def test_write_and_gather_real_tokens_only(tmp_path):
     assert cache.mismatch('cpu') is None
     assert len(cache) == 4
     assert cache.nbytes == sum(len(s) for s in SEQS) * 3 * 4  # no padding stored
-    assert isinstance(cache.shards[0].features, np.memmap)
+    assert all(isinstance(a, np.memmap) for a in cache.shards[0])
     query = [SEQS[3], np.array([2, 9, 3]), SEQS[0], SEQS[2]]
     found, rows = cache.gather(query)
     assert found.tolist() == [True, False, True, True]
@@ -86,39 +86,32 @@ def test_copies_of_a_model_share_the_cache(tmp_path):
     assert copy.deepcopy(cache) is cache
 
 
-@pytest.mark.parametrize('change', ['weights', 'max_length', 'tokenizer_max'])
-def test_fingerprint_covers_weights_and_lengths(tiny_bert_dir, change):
-    from mdrl_plugin.models.data_preprocessors.text_image import load_tokenizer
+@pytest.mark.parametrize('change', ['weights', 'max_length', 'mode'])
+def test_fingerprint_covers_weights_length_and_mode(tiny_bert_dir, change):
     from mdrl_plugin.registry import MODELS
     enc = MODELS.build(dict(type='BertTextEncoder', pretrained=tiny_bert_dir))
-    tok = load_tokenizer(tiny_bert_dir)
     mode = tc.numeric_mode('cpu')
-    fp, parts = tc.text_cache_fingerprint(enc, tok, 16, mode)
-    assert parts['mode'] == mode
-    assert tc.text_cache_fingerprint(enc, tok, 16, tc.numeric_mode('cpu'))[0] == fp
-    tok_max = 16
+    fp, parts = tc.text_cache_fingerprint(enc, mode)
+    assert parts['mode'] == mode and parts['bert_max_length'] == 64
+    assert tc.text_cache_fingerprint(enc, tc.numeric_mode('cpu'))[0] == fp
     if change == 'weights':
         with torch.no_grad():
             enc.bert.encoder.layer[0].output.dense.bias[0] += 1e-6
     elif change == 'max_length':
         enc.max_length = 32
     else:
-        tok_max = 17
-    assert tc.text_cache_fingerprint(enc, tok, tok_max, mode)[0] != fp
+        mode = dict(mode, autocast='torch.bfloat16')
+    assert tc.text_cache_fingerprint(enc, mode)[0] != fp
 
 
 @pytest.fixture
 def restore_precision():
-    names = ('cuda.matmul.fp32_precision', 'mkldnn.matmul.fp32_precision',
-             'mkldnn.fp32_precision')
-    saved = [tc._setting(n) for n in names]
+    owners = (torch.backends.cuda.matmul, torch.backends.mkldnn.matmul,
+              torch.backends.mkldnn)
+    saved = [owner.fp32_precision for owner in owners]
     yield
-    for name, value in zip(names, saved):
-        parent, attr = name.rsplit('.', 1)
-        obj = torch.backends
-        for part in parent.split('.'):
-            obj = getattr(obj, part)
-        setattr(obj, attr, value)
+    for owner, value in zip(owners, saved):
+        owner.fp32_precision = value
 
 
 def test_numeric_mode_covers_autocast_and_precision(restore_precision):
@@ -133,11 +126,11 @@ def test_numeric_mode_covers_autocast_and_precision(restore_precision):
     assert amp['autocast'] == 'torch.bfloat16'
     torch.set_float32_matmul_precision('medium')  # oneDNN may use bf16
     medium = tc.numeric_mode('cpu')
-    assert medium['mkldnn.matmul.fp32_precision'] == 'bf16'
-    assert medium['matmul_precision'] == 'medium'
+    assert medium['backends.mkldnn.matmul.fp32_precision'] == 'bf16'
+    assert medium['get_float32_matmul_precision'] == 'medium'
     torch.backends.mkldnn.matmul.fp32_precision = 'none'
     torch.backends.mkldnn.fp32_precision = 'tf32'
-    assert tc.numeric_mode('cpu')['mkldnn.fp32_precision'] == 'tf32'
+    assert tc.numeric_mode('cpu')['backends.mkldnn.fp32_precision'] == 'tf32'
     # a cache built in the base mode does not serve a bf16 autocast forward
     cache = TextFeatureCache.__new__(TextFeatureCache)
     cache.mode = base

@@ -104,9 +104,10 @@ class BertTextEncoder(BaseModule):
     a batch changes the floating-point rounding of attention kernels; the
     batch size, measured on CPU, does not), so a precomputed cache of them
     (:meth:`attach_text_cache`, built by ``FrozenTextCacheHook``) gives
-    bit-identical features. Under ``torch.onnx`` export / tracing the
-    canonical padding and the cache are skipped (same features up to
-    rounding).
+    bit-identical features; a cache serves only forwards in the numeric mode
+    (autocast, matmul precision...) it was built in. Under ``torch.onnx``
+    export / tracing the canonical padding and the cache are skipped (same
+    features up to rounding).
 
     Args:
         pretrained: Local Hugging Face BERT folder (e.g. bert-base-uncased).
