@@ -1,12 +1,15 @@
 """Frozen BERT followed by learnable transformer encoder layers (LTE)."""
+import json
+import logging
 import os
 import warnings
-from typing import List, Optional, Protocol, Sequence, Tuple
+from typing import Dict, List, Optional, Protocol, Sequence, Set, Tuple
 
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from mmengine.logging import print_log
 from mmengine.model import BaseModule
 
 from mdrl_plugin.registry import MODELS
@@ -63,6 +66,21 @@ def load_bert(pretrained: Optional[str], bert_config: Optional[dict]) -> nn.Modu
 class TokenFeatureLookup(Protocol):
     """What :class:`BertTextEncoder` needs from an attached token cache."""
 
+    #: the numeric mode its rows were computed in (one cache per mode)
+    mode: dict
+    #: dtype of BERT's live outputs in that mode
+    dtype: torch.dtype
+
+    def mismatch(self, device: torch.device) -> Optional[str]:
+        """Why a forward on ``device`` now would not compute the cached rows.
+
+        Args:
+            device: Where BERT runs.
+
+        Returns:
+            None when the cache may serve this forward, else the reason.
+        """
+
     def gather(self, seqs: Sequence[np.ndarray]
                ) -> Tuple[np.ndarray, np.ndarray]:
         """Look up token-id sequences.
@@ -96,9 +114,10 @@ class BertTextEncoder(BaseModule):
     a batch changes the floating-point rounding of attention kernels; the
     batch size, measured on CPU, does not), so a precomputed cache of them
     (:meth:`attach_text_cache`, built by ``FrozenTextCacheHook``) gives
-    bit-identical features. Under ``torch.onnx`` export / tracing the
-    canonical padding and the cache are skipped (same features up to
-    rounding).
+    bit-identical features; a cache serves only forwards in the numeric mode
+    (autocast, matmul precision...) it was built in. Under ``torch.onnx``
+    export / tracing the canonical padding and the cache are skipped (same
+    features up to rounding).
 
     Args:
         pretrained: Hugging Face BERT: a local model folder or a hub id
@@ -142,8 +161,9 @@ class BertTextEncoder(BaseModule):
                 f'BertTextEncoder(max_length={max_length}) exceeds the BERT\'s '
                 f'max_position_embeddings={self.bert.config.max_position_embeddings}')
         self.max_length = max_length
-        self.text_cache: Optional[TokenFeatureLookup] = None
+        self.text_caches: Dict[str, TokenFeatureLookup] = {}
         self._cache_guard: List[Tuple[torch.Tensor, int]] = []
+        self._cache_notes: Set[str] = set()
         self.cache_stats = dict(hits=0, misses=0)
         width = self.bert.config.hidden_size
         if frozen:
@@ -206,27 +226,33 @@ class BertTextEncoder(BaseModule):
         return hidden[:, :L].masked_fill(~real[..., None], 0)
 
     def attach_text_cache(self, cache: Optional[TokenFeatureLookup]) -> None:
-        """Serve the frozen BERT's outputs from ``cache`` (None detaches).
+        """Serve the frozen BERT's outputs from ``cache`` (None detaches all).
 
         The cache must hold :meth:`frozen_bert_tokens` outputs of this BERT's
-        current weights (the caller checks a fingerprint). Any later in-place
-        change of BERT's parameters or buffers (e.g. loading a checkpoint)
-        detaches the cache at the next forward, with a warning.
+        current weights (the caller checks a fingerprint). It replaces the
+        cache of the same numeric mode and serves only forwards in that mode
+        (others run live, logged once). Any later in-place change of BERT's
+        parameters or buffers (e.g. loading a checkpoint) detaches all caches
+        at the next forward, with a warning.
 
         Args:
-            cache: Object with ``gather(seqs) -> (found, rows)``.
+            cache: A :class:`TokenFeatureLookup`.
         """
-        if cache is not None and not self.frozen:
+        if cache is None:
+            self.text_caches = {}
+        elif not self.frozen:
             raise ValueError('A text cache needs a frozen BERT (frozen=True)')
-        self.text_cache = cache
+        else:
+            self.text_cache_is_valid()  # drop caches of older weights first
+            self.text_caches[json.dumps(cache.mode, sort_keys=True)] = cache
         self._cache_guard = [(t, t._version) for t in
                              (*self.bert.parameters(), *self.bert.buffers())]
 
     def text_cache_is_valid(self) -> bool:
-        """Whether BERT is unchanged since the cache was attached.
+        """Whether BERT is unchanged since the caches were attached.
 
         Returns:
-            False (after detaching the cache, with a warning) when any BERT
+            False (after detaching the caches, with a warning) when any BERT
             parameter or buffer was modified in place since.
         """
         if all(t._version == v for t, v in self._cache_guard):
@@ -237,9 +263,27 @@ class BertTextEncoder(BaseModule):
         self.attach_text_cache(None)
         return False
 
+    def _matching_cache(self, device: torch.device
+                        ) -> Optional[TokenFeatureLookup]:
+        """The cache of this forward's numeric mode; else None, logged once."""
+        reasons = []
+        for cache in self.text_caches.values():
+            reason = cache.mismatch(device)
+            if reason is None:
+                return cache
+            reasons.append(reason)
+        note = '; '.join(reasons)
+        if note not in self._cache_notes:
+            self._cache_notes.add(note)
+            print_log('BertTextEncoder: frozen text cache off for this forward '
+                      f'(BERT runs live): {note}', logger='current',
+                      level=logging.WARNING)
+        return None
+
     def _cached_bert_tokens(self, input_ids: torch.Tensor,
-                            attention_mask: torch.Tensor) -> torch.Tensor:
-        """:meth:`frozen_bert_tokens` served from the cache where possible."""
+                            attention_mask: torch.Tensor,
+                            cache: TokenFeatureLookup) -> torch.Tensor:
+        """:meth:`frozen_bert_tokens` served from ``cache`` where possible."""
         T, L = input_ids.shape
         real = attention_mask.bool()
         lengths = real.sum(1)
@@ -248,15 +292,15 @@ class BertTextEncoder(BaseModule):
         rows_with_key = rows_with_key.flatten().tolist()
         ids_np = input_ids.cpu().numpy()
         n_np = lengths.tolist()
-        found, feats = self.text_cache.gather(
+        found, feats = cache.gather(
             [ids_np[t, :n_np[t]] for t in rows_with_key])
         hit = torch.zeros(T, dtype=torch.bool)
         hit[[t for t, f in zip(rows_with_key, found) if f]] = True
         hit = hit.to(input_ids.device)
         hidden = torch.zeros(T, L, self.bert.config.hidden_size,
-                             device=input_ids.device)
+                             dtype=cache.dtype, device=input_ids.device)
         if hit.any():
-            hidden[real & hit[:, None]] = torch.from_numpy(feats).to(hidden.device)
+            hidden[real & hit[:, None]] = torch.from_numpy(feats).to(hidden)
         num_hits = int(hit.sum())
         if num_hits < T:
             miss = ~hit
@@ -265,6 +309,7 @@ class BertTextEncoder(BaseModule):
         self.cache_stats['hits'] += num_hits
         self.cache_stats['misses'] += T - num_hits
         return hidden
+
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor
                 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Encode tokenised texts.
@@ -277,12 +322,15 @@ class BertTextEncoder(BaseModule):
             tuple: global feature ``[T, C]``, token sequence ``[T, L-1, C]``
             and its padding mask ``[T, L-1]`` (bool, True = padding).
         """
+        cache = None
+        if (self.frozen and self.text_caches and not _is_exporting()
+                and self.text_cache_is_valid()):
+            cache = self._matching_cache(input_ids.device)
         if not self.frozen:
             hidden = self.bert(
                 input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        elif (self.text_cache is not None and not _is_exporting()
-              and self.text_cache_is_valid()):
-            hidden = self._cached_bert_tokens(input_ids, attention_mask)
+        elif cache is not None:
+            hidden = self._cached_bert_tokens(input_ids, attention_mask, cache)
         else:
             hidden = self.frozen_bert_tokens(input_ids, attention_mask)
         padding_mask = attention_mask == 0

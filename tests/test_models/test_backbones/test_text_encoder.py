@@ -118,8 +118,12 @@ def test_longer_inputs_than_max_length_are_a_clear_error(tiny_bert_dir):
 class _DictCache:
     """A cache serving given rows for given sequences (and recording queries)."""
 
-    def __init__(self, table):
+    def __init__(self, table, mode=None, reason=None):
         self.table, self.queries = table, []
+        self.mode, self.dtype, self.reason = mode or {}, torch.float32, reason
+
+    def mismatch(self, device):
+        return self.reason
 
     def gather(self, seqs):
         self.queries.append([list(s) for s in seqs])
@@ -136,8 +140,7 @@ def test_cached_rows_are_served_and_misses_run_live(tiny_bert_dir):
     # serve SEQS[0] and SEQS[3] from a cache that marks its rows with 7s
     table = {tuple(SEQS[i]): np.full((len(SEQS[i]), 32), 7, np.float32)
              for i in (0, 3)}
-    enc.attach_text_cache(_DictCache(table))
-    hidden = enc._cached_bert_tokens(ids, mask)
+    hidden = enc._cached_bert_tokens(ids, mask, _DictCache(table))
     assert (hidden[0, :4] == 7).all() and (hidden[3, :37] == 7).all()
     assert not hidden[0, 4:].any()
     canon = enc.frozen_bert_tokens(ids, mask)
@@ -148,11 +151,44 @@ def test_cached_rows_are_served_and_misses_run_live(tiny_bert_dir):
     enc.attach_text_cache(_DictCache({
         tuple(s): canon[i, :len(s)].numpy() for i, s in enumerate(SEQS)}))
     assert all(torch.equal(a, b) for a, b in zip(enc(ids, mask), live))
+    assert enc.cache_stats == dict(hits=7, misses=3)
     # a left-padded row has no key: it is computed live, never looked up
     left = torch.tensor([[0, 0, 2, 8, 15, 3]])
-    enc.attach_text_cache(_DictCache({(2, 8, 15, 3): np.zeros((4, 32), np.float32)}))
-    out = enc._cached_bert_tokens(left, (left != 0).long())
-    assert enc.text_cache.queries == [[]] and out[0, 2:].abs().sum() > 0
+    cache = _DictCache({(2, 8, 15, 3): np.zeros((4, 32), np.float32)})
+    out = enc._cached_bert_tokens(left, (left != 0).long(), cache)
+    assert cache.queries == [[]] and out[0, 2:].abs().sum() > 0
+
+
+def test_only_the_cache_of_the_forwards_mode_serves(tiny_bert_dir, monkeypatch):
+    """One cache per numeric mode; a forward no cache matches runs live and
+    says why, once."""
+    import logging
+
+    import mdrl_plugin.models.backbones.text_encoder as module
+    records = []
+    monkeypatch.setattr(module, 'print_log', lambda msg, logger, level:
+                        records.append((level, logger, msg)))
+    enc = build(tiny_bert_dir).eval()
+    ids, mask = _padded(SEQS[:2])
+    live = enc(ids, mask)
+    zeros = {tuple(s): np.zeros((len(s), 32), np.float32) for s in SEQS[:2]}
+    off = _DictCache(zeros, dict(autocast='off'), reason='autocast=off in '
+                     'the cache but torch.bfloat16 now')
+    enc.attach_text_cache(off)
+    for _ in range(3):
+        assert all(torch.equal(a, b) for a, b in zip(enc(ids, mask), live))
+    assert records == [(logging.WARNING, 'current',
+                         'BertTextEncoder: frozen text cache off for this '
+                         'forward (BERT runs live): autocast=off in the cache '
+                         'but torch.bfloat16 now')]
+    assert off.queries == [] and enc.cache_stats == dict(hits=0, misses=0)
+    # a second mode's cache is kept beside the first, and the matching one serves
+    bf16 = _DictCache(zeros, dict(autocast='torch.bfloat16'))
+    enc.attach_text_cache(bf16)
+    assert list(enc.text_caches.values()) == [off, bf16]
+    assert not enc(ids, mask)[1].equal(live[1]) and len(bf16.queries) == 1
+    enc.attach_text_cache(None)
+    assert enc.text_caches == {}
 
 
 def test_cache_needs_a_frozen_bert(tiny_bert_dir):
