@@ -90,7 +90,7 @@ def _module_digest(module: torch.nn.Module) -> str:
 
 def text_cache_fingerprint(encoder, mode: dict) -> Tuple[str, dict]:
     """Fingerprint of what a cached feature depends on besides its token ids
-    (the keys): BERT's weights and config, the encoder's ``max_length``, mode.
+    (the keys): BERT's weights and config, its canonical lengths, the mode.
 
     Args:
         encoder: The ``BertTextEncoder``.
@@ -103,7 +103,8 @@ def text_cache_fingerprint(encoder, mode: dict) -> Tuple[str, dict]:
         format=CACHE_FORMAT, bert_weights=_module_digest(encoder.bert),
         bert_config=encoder.bert.config.to_json_string(use_diff=False),
         attn_implementation=str(encoder.bert.config._attn_implementation),
-        bert_max_length=int(encoder.max_length), mode=mode)
+        bert_max_length=int(encoder.max_length), mode=mode,
+        pad_to_multiple_of=int(encoder.pad_to_multiple_of))
     digest = hashlib.sha256(json.dumps(parts, sort_keys=True).encode())
     return digest.hexdigest()[:20], parts
 

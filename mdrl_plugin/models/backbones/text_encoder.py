@@ -107,12 +107,13 @@ class BertTextEncoder(BaseModule):
     :math:`f_g^T`; the other outputs (M tokens, [SEP] included) form the text
     token sequence. Padding is masked in every LTE attention.
 
-    A frozen BERT computes every caption in one canonical shape: the batch is
-    padded to ``max_length`` tokens (right padding, pad id 0 under the mask)
-    before BERT, and BERT's outputs at padding are set to 0. A caption's BERT
-    outputs then do not depend on the batch it comes in (the padded length of
-    a batch changes the floating-point rounding of attention kernels; the
-    batch size, measured on CPU, does not), so a precomputed cache of them
+    A frozen BERT computes every caption in one canonical shape: each caption
+    is right-padded (pad id 0 under the mask) to the next multiple of
+    ``pad_to_multiple_of`` tokens (at most ``max_length``), captions of one
+    padded length go through BERT together, and BERT's outputs at padding are
+    set to 0. A caption's BERT outputs then do not depend on the batch it
+    comes in (the padded length changes the floating-point rounding of
+    attention kernels; the batch size, measured on CPU, does not), so a precomputed cache of them
     (:meth:`attach_text_cache`, built by ``FrozenTextCacheHook``) gives
     bit-identical features; a cache serves only forwards in the numeric mode
     (autocast, matmul precision...) it was built in. Under ``torch.onnx``
@@ -136,8 +137,13 @@ class BertTextEncoder(BaseModule):
             outputs before the LTE instead of after it, so that the LTE runs
             at ``out_channels`` width (cheaper when BERT is wider). Defaults
             to False (LTE at BERT's width, as in the paper).
-        max_length: Canonical token length of the frozen BERT's input; must be
-            at least the data preprocessor's ``max_length``. Defaults to 64.
+        max_length: Longest canonical token length of the frozen BERT's
+            input; must be at least the data preprocessor's ``max_length``.
+            Defaults to 64.
+        pad_to_multiple_of: A frozen BERT runs each caption padded to the
+            next multiple of this many tokens (``max_length`` pads them all
+            to ``max_length``). Defaults to 8: BERT's cost follows the padded
+            length, and demo captions average 30 tokens.
         init_cfg: MMEngine init config.
     """
 
@@ -152,6 +158,7 @@ class BertTextEncoder(BaseModule):
                  out_channels: Optional[int] = None,
                  project_first: bool = False,
                  max_length: int = 64,
+                 pad_to_multiple_of: int = 8,
                  init_cfg: Optional[dict] = None) -> None:
         super().__init__(init_cfg=init_cfg)
         self.bert = load_bert(pretrained, bert_config)
@@ -161,6 +168,10 @@ class BertTextEncoder(BaseModule):
                 f'BertTextEncoder(max_length={max_length}) exceeds the BERT\'s '
                 f'max_position_embeddings={self.bert.config.max_position_embeddings}')
         self.max_length = max_length
+        if pad_to_multiple_of < 1:
+            raise ValueError('BertTextEncoder: pad_to_multiple_of must be >= 1, '
+                             f'got {pad_to_multiple_of}')
+        self.pad_to_multiple_of = pad_to_multiple_of
         self.text_caches: Dict[str, TokenFeatureLookup] = {}
         self._cache_guard: List[Tuple[torch.Tensor, int]] = []
         self._cache_notes: Set[str] = set()
@@ -220,10 +231,26 @@ class BertTextEncoder(BaseModule):
                                attention_mask=attention_mask).last_hidden_state
             return hidden * attention_mask[..., None].to(hidden.dtype)
         real = attention_mask.bool()
-        ids = F.pad(input_ids.masked_fill(~real, 0), (0, self.max_length - L))
-        mask = F.pad(real.long(), (0, self.max_length - L))
-        hidden = self.bert(input_ids=ids, attention_mask=mask).last_hidden_state
-        return hidden[:, :L].masked_fill(~real[..., None], 0)
+        ids = input_ids.masked_fill(~real, 0)
+        # canonical width of each row: its real tokens rounded up
+        ends = (real * torch.arange(1, L + 1, device=real.device)).amax(1)
+        step = self.pad_to_multiple_of
+        widths = ((ends + step - 1) // step * step).clamp(step, self.max_length)
+        hidden = None
+        for width in widths.unique().tolist():
+            rows = (widths == width).nonzero().flatten()
+            keep = min(width, L)
+            out = self.bert(
+                input_ids=F.pad(ids[rows, :keep], (0, width - keep)),
+                attention_mask=F.pad(real[rows, :keep].long(), (0, width - keep))
+            ).last_hidden_state
+            if hidden is None:
+                hidden = out.new_zeros(T, L, out.shape[-1])
+            hidden[rows, :keep] = out[:, :keep]
+        if hidden is None:  # no captions
+            return input_ids.new_zeros(T, L, self.bert.config.hidden_size,
+                                       dtype=torch.float)
+        return hidden.masked_fill(~real[..., None], 0)
 
     def attach_text_cache(self, cache: Optional[TokenFeatureLookup]) -> None:
         """Serve the frozen BERT's outputs from ``cache`` (None detaches all).

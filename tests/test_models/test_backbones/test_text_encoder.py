@@ -100,11 +100,26 @@ def test_frozen_bert_rows_are_bitwise_independent_of_the_batch(tiny_bert_dir):
                 assert torch.equal(out[row, :n], alone[i][:n])
                 assert not out[row, n:].any()  # zeros at padding
     # without the canonical shape the rounding depends on the padded length
-    # (this is why the encoder pads to max_length before BERT)
+    # (this is why the encoder pads to a canonical length before BERT)
     plain = [enc.bert(*_padded([SEQS[3]], w)).last_hidden_state[0, :len(SEQS[3])]
              for w in (len(SEQS[3]), 64)]
     torch.testing.assert_close(plain[0], alone[3][:len(SEQS[3])])
 
+
+
+@pytest.mark.parametrize('multiple', [8, 64])
+def test_canonical_shape_is_the_next_multiple_of_pad_to_multiple_of(
+        tiny_bert_dir, multiple):
+    enc = build(tiny_bert_dir, pad_to_multiple_of=multiple)
+    out = enc.frozen_bert_tokens(*_padded(SEQS))
+    for row, seq in enumerate(SEQS):
+        n = len(seq)
+        width = min(64, -(-n // multiple) * multiple)  # 8, 8, 8, 40, 8 or 64
+        with torch.no_grad():
+            direct = enc.bert(*_padded([seq], width)).last_hidden_state[0, :n]
+        assert torch.equal(out[row, :n], direct)
+    with pytest.raises(ValueError, match='pad_to_multiple_of must be >= 1'):
+        build(tiny_bert_dir, pad_to_multiple_of=0)
 
 def test_longer_inputs_than_max_length_are_a_clear_error(tiny_bert_dir):
     enc = build(tiny_bert_dir, max_length=8)
