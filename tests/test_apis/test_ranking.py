@@ -1,12 +1,19 @@
-"""topk_cosine and the ranking backends on hand-computed cases."""
+"""Ranking: the NumPy top-k and shortlist of mdrl_deploy, the torch backend."""
 import numpy as np
 import pytest
 import torch
 
-from mdrl_plugin.apis import build_ranker, topk_cosine
+from mdrl_deploy.ranking import Ranker, summarize
+from mdrl_plugin.apis import build_ranker, topk_cosine, torch_topk_cosine
 
-GALLERY = torch.tensor([[1.0, 0.0], [0.6, 0.8], [0.0, 1.0], [-1.0, 0.0]])
-QUERIES = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-0.6, 0.8]])
+GALLERY = np.array([[1.0, 0.0], [0.6, 0.8], [0.0, 1.0], [-1.0, 0.0]],
+                   np.float32)
+QUERIES = np.array([[1.0, 0.0], [0.0, 1.0], [-0.6, 0.8]], np.float32)
+
+
+def unit(rows, dim, seed):
+    x = np.random.default_rng(seed).standard_normal((rows, dim))
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
 
 
 def test_hand_computed_ranking():
@@ -14,62 +21,141 @@ def test_hand_computed_ranking():
     # q0 . g = [1, .6, 0, -1]; q1 . g = [0, .8, 1, 0];
     # q2 . g = [-.6, -.36+.64=.28, .8, .6]
     assert idx.tolist() == [[0, 1], [2, 1], [2, 3]]
-    torch.testing.assert_close(
-        scores, torch.tensor([[1.0, 0.6], [1.0, 0.8], [0.8, 0.6]]))
+    assert idx.dtype == np.int64 and scores.dtype == np.float32
+    np.testing.assert_allclose(scores, [[1.0, 0.6], [1.0, 0.8], [0.8, 0.6]],
+                               atol=1e-6)
 
 
 def test_k_is_clipped_to_the_gallery():
     scores, idx = topk_cosine(QUERIES[:1], GALLERY, 100)
     assert idx.tolist() == [[0, 1, 2, 3]]
-    torch.testing.assert_close(scores, torch.tensor([[1.0, 0.6, 0.0, -1.0]]))
+    np.testing.assert_allclose(scores, [[1.0, 0.6, 0.0, -1.0]], atol=1e-6)
 
 
-@pytest.mark.parametrize('max_scores', [1, 4, 5, 9, 1 << 20])
-def test_chunking_does_not_change_the_result(max_scores):
-    g = torch.nn.functional.normalize(torch.randn(50, 8, generator=torch.
-                                                  Generator().manual_seed(0)),
-                                      dim=1)
-    q = torch.nn.functional.normalize(torch.randn(7, 8, generator=torch.
-                                                  Generator().manual_seed(1)),
-                                      dim=1)
-    ref_s, ref_i = topk_cosine(q, g, 5, max_scores=1 << 30)
-    s, i = topk_cosine(q, g, 5, max_scores=max_scores)
-    assert torch.equal(i, ref_i)
-    torch.testing.assert_close(s, ref_s)
-    full = (q @ g.T).argsort(dim=1, descending=True)[:, :5]
-    assert torch.equal(ref_i, full)
+@pytest.mark.parametrize('max_elements', [1, 8, 9, 40, 1 << 20])
+def test_blocks_do_not_change_the_result(max_elements):
+    g, q = unit(50, 8, 0), unit(7, 8, 1)
+    s, i = topk_cosine(q, g, 5, max_elements=max_elements)
+    full = np.argsort(-(q @ g.T), axis=1, kind='stable')[:, :5]
+    assert i.tolist() == full.tolist()
+    np.testing.assert_allclose(s, np.take_along_axis(q @ g.T, full, 1),
+                               atol=1e-6)
+
+
+def test_memory_ceiling_holds_for_a_memory_map(tmp_path, monkeypatch):
+    """No block holds more than max_elements values (a map is never read
+    whole)."""
+    g = np.lib.format.open_memmap(str(tmp_path / 'g.npy'), 'w+', np.float32,
+                                  (1000, 8))
+    g[:] = unit(1000, 8, 2)
+    seen = []
+    real_asarray = np.asarray
+
+    def spy(a, *args, **kwargs):
+        out = real_asarray(a, *args, **kwargs)
+        if isinstance(a, np.memmap):
+            seen.append(out.size)
+        return out
+
+    monkeypatch.setattr(np, 'asarray', spy)
+    s, i = topk_cosine(unit(3, 8, 3), g, 4, max_elements=64)
+    monkeypatch.undo()
+    assert seen and max(seen) <= 64 and sum(seen) == 8000
+    ref = np.argsort(-(unit(3, 8, 3) @ np.asarray(g).T), axis=1,
+                     kind='stable')[:, :4]
+    assert i.tolist() == ref.tolist()
 
 
 def test_errors():
     with pytest.raises(ValueError, match='Query features are 3-d but the '
                        'gallery features are 2-d'):
-        topk_cosine(torch.zeros(1, 3), GALLERY, 1)
+        topk_cosine(np.zeros((1, 3)), GALLERY, 1)
     with pytest.raises(ValueError, match='topk must be >= 1, got 0'):
         topk_cosine(QUERIES, GALLERY, 0)
     with pytest.raises(ValueError, match=r'needs \[T, D\] queries'):
-        topk_cosine(torch.zeros(3), GALLERY, 1)
+        topk_cosine(np.zeros(3), GALLERY, 1)
     with pytest.raises(ValueError, match="Unknown search backend 'hnsw'"):
-        build_ranker('hnsw', GALLERY.numpy())
-
-
-def test_torch_ranker_returns_cpu_tensors():
-    ranker = build_ranker('torch', GALLERY.numpy().astype(np.float64))
-    assert ranker.gallery.dtype == torch.float32
-    s, i = ranker.search(QUERIES, 1)
-    assert i.tolist() == [[0], [2], [2]]
-    assert s.device.type == 'cpu'
+        build_ranker('hnsw', GALLERY)
 
 
 def test_equal_scores_come_in_gallery_order():
     # rows 1, 3 and 4 are duplicates of one feature; row 0 is the best
-    g = torch.tensor([[1.0, 0.0], [0.6, 0.8], [-1.0, 0.0], [0.6, 0.8],
-                      [0.6, 0.8]])
-    q = torch.tensor([[0.8, 0.6]])  # . g = [.8, .96, -.8, .96, .96]
-    for max_scores in (1, 1 << 20):
-        s, i = topk_cosine(q, g, 5, max_scores=max_scores)
+    g = np.array([[1.0, 0.0], [0.6, 0.8], [-1.0, 0.0], [0.6, 0.8],
+                  [0.6, 0.8]], np.float32)
+    q = np.array([[0.8, 0.6]], np.float32)  # . g = [.8, .96, -.8, .96, .96]
+    for max_elements in (1, 1 << 20):
+        s, i = topk_cosine(q, g, 5, max_elements=max_elements)
         assert i.tolist() == [[1, 3, 4, 0, 2]]
-        torch.testing.assert_close(
-            s, torch.tensor([[0.96, 0.96, 0.96, 0.8, -0.8]]))
+        np.testing.assert_allclose(s, [[0.96, 0.96, 0.96, 0.8, -0.8]],
+                                   atol=1e-6)
+        # the tie at the k-th place keeps the lowest indices
+        assert topk_cosine(q, g, 2, max_elements=max_elements)[1].tolist() \
+            == [[1, 3]]
     # reversed gallery: still ascending index among the ties
-    s, i = topk_cosine(q, g.flip(0), 4)
+    s, i = topk_cosine(q, g[::-1], 4)
     assert i.tolist() == [[0, 1, 3, 4]]
+
+
+def test_torch_backend_matches():
+    ranker = build_ranker('torch', GALLERY.astype(np.float64))
+    assert ranker.gallery.dtype == torch.float32
+    s, i = ranker.search(QUERIES, 2)
+    assert isinstance(s, np.ndarray) and i.tolist() == [[0, 1], [2, 1],
+                                                        [2, 3]]
+    ts, ti = torch_topk_cosine(torch.from_numpy(QUERIES),
+                               torch.from_numpy(GALLERY), 2)
+    assert ti.tolist() == i.tolist()
+
+
+def global_local(num, seed, noise, parts=4, dim=16):
+    """``[g, l_1 .. l_P] / sqrt(P + 1)`` unit features whose local parts are
+    ``g`` plus ``noise`` (small noise: like a trained model's)."""
+    rng = np.random.default_rng(seed)
+    g = unit(num, dim, seed)[:, None]
+    local = g + noise * rng.standard_normal((num, parts, dim)) / dim ** 0.5
+    feats = np.concatenate([g, local], 1)
+    feats /= np.linalg.norm(feats, axis=2, keepdims=True)
+    return (feats / np.sqrt(parts + 1)).reshape(num, -1).astype(np.float32)
+
+
+def test_summary_and_spread_by_hand():
+    # one image, G = 2, P = 2: B_0 = [1, 0], B_1 = [0, 1], B_2 = [0, -1]
+    feats = np.array([[1, 0, 0, 1, 0, -1]], np.float32) / np.sqrt(3)
+    summary, spread = summarize(feats, 2)
+    np.testing.assert_allclose(summary, [[1 / np.sqrt(3), 0, 0, 0]],
+                               atol=1e-7)
+    np.testing.assert_allclose(spread, [[1 / np.sqrt(3)] * 2], atol=1e-7)
+    with pytest.raises(ValueError, match='not global \\+ local parts'):
+        summarize(feats, 4)
+
+
+@pytest.mark.parametrize('noise', [0.05, 0.5, 3.0])
+@pytest.mark.parametrize('max_elements, max_candidates', [
+    (1 << 22, 1 << 18), (64, 1 << 18), (64, 12)])
+def test_ranker_is_exactly_the_full_ranking(noise, max_elements,
+                                            max_candidates):
+    """Tight bounds (trained-like features), loose ones (local parts
+    unrelated to the global one: most images kept, or a full scan), small
+    blocks and a small candidate buffer: always topk_cosine's result."""
+    feats = global_local(600, 0, noise)
+    feats[[7, 300, 599]] = feats[11]  # duplicates: ties across blocks
+    queries = np.concatenate([global_local(9, 1, 0.05), feats[[11, 40]]])
+    ranker = Ranker(feats, *summarize(feats, 16), max_elements=max_elements,
+                    max_candidates=max_candidates)
+    for k in (1, 4, 10, 600):
+        s, i = ranker.search(queries, k)
+        exact_s, exact_i = topk_cosine(queries, feats, k)
+        assert i.tolist() == exact_i.tolist()
+        np.testing.assert_allclose(s, exact_s, atol=1e-6)
+    assert ranker.search(queries, 5)[1][-2][:4].tolist() == [7, 11, 300, 599]
+
+
+def test_ranker_reads_the_summary_not_the_features():
+    """With tight bounds only a few images are ranked with their features."""
+    feats = global_local(5000, 2, noise=0.05)
+    ranker = Ranker(feats, *summarize(feats, 16))
+    queries = global_local(5, 3, noise=0.05)
+    ranker.search(queries, 10)
+    assert len(ranker.last_candidates) == 5
+    assert all(10 <= n < 250 for n in ranker.last_candidates)
+    assert Ranker(feats, *summarize(feats, 16), exact=True).summary is None
