@@ -1,4 +1,6 @@
-"""Ranking: the NumPy top-k and shortlist of mdrl_deploy, the torch backend."""
+"""Ranking: the exact NumPy top-k and Ranker of mdrl_deploy, the torch backend."""
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -159,3 +161,38 @@ def test_ranker_reads_the_summary_not_the_features():
     assert len(ranker.last_candidates) == 5
     assert all(10 <= n < 250 for n in ranker.last_candidates)
     assert Ranker(feats, *summarize(feats, 16), exact=True).summary is None
+
+
+def test_demo_test_queries_get_the_exact_top10(tiny_bert_dir, tiny_pedes_root,
+                                               tmp_path):
+    """The captions of a demo dataset (tools/make_demo_data.py) against all
+    its images, global+local features: the searcher's ranking (summary scan
+    + re-rank, or the full-scan fallback) equals the exact top-10."""
+    import json
+
+    from mmengine import Config
+
+    from mdrl_plugin.apis import PersonSearcher
+    from mdrl_test_utils import tiny_mdrl_cfg
+    from test_apis.search_testdata import write_model
+    model = write_model(str(tmp_path), tiny_bert_dir, seed=3)
+    cfg = Config.fromfile(model['config'])
+    cfg.model = tiny_mdrl_cfg(tiny_bert_dir, retrieval_features='global+local')
+    cfg.dump(model['config'])
+    torch.manual_seed(3)
+    from mdrl_plugin.registry import MODELS
+    torch.save({'state_dict': MODELS.build(cfg.model).state_dict()},
+               model['checkpoint'])
+    searcher = PersonSearcher(model['config'], model['checkpoint'],
+                              progress=False)
+    index = searcher.build_index(os.path.join(tiny_pedes_root, 'imgs'))
+    assert index.global_dim == 32 and index.summary.shape == (36, 64)
+    with open(os.path.join(tiny_pedes_root, 'reid_raw.json')) as f:
+        captions = [c for r in json.load(f) if r['split'] == 'test'
+                    for c in r['captions']]
+    assert len(captions) == 18
+    queries = searcher.encode_queries(captions)
+    for k in (1, 10):
+        hits = searcher.search_features(queries, k)
+        _, exact = topk_cosine(queries, index.features, k)
+        assert [[h.index for h in q] for q in hits] == exact.tolist()
