@@ -141,6 +141,7 @@ def make_index(searcher, num, work):
 def breakdown(searcher, tokenize, encode, repeat):
     """Median ms of tokenise, encode, rank (summary + exact re-rank, and
     a full scan) and JSON; images re-ranked with their features."""
+    import numpy as np
     from fastapi.encoders import jsonable_encoder
     from fastapi.responses import JSONResponse
 
@@ -149,7 +150,10 @@ def breakdown(searcher, tokenize, encode, repeat):
     feat = encode(tok)
     full = Ranker(searcher.index.features)
     hits = searcher.search_features(feat, 10)[0]
-    kept = searcher._ranker.last_candidates[0]
+    ranker = searcher._ranker
+    rows = ranker.shortlist(np.asarray(feat, np.float32), 10)[0] \
+        if getattr(ranker, 'summary', None) is not None else None
+    kept = -1 if rows is None else len(rows)  # -1: a full scan
     reply = dict(query=QUERY, topk=10, milliseconds=1.0, results=[dict(
         rank=h.rank, score=round(h.score, 6), path=h.path, name='x.png',
         label=None, image_url='images/' + h.path) for h in hits])

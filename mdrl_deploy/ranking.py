@@ -24,9 +24,11 @@ upper bound ``e + r`` reaches the k-th largest lower bound ``e - r``, and
 ranks them with their full features. Every image of the exact top-k is
 kept (its score is at least the k-th largest score, which is at least the
 k-th largest lower bound), so the result *is* the exact ranking, ties
-included; only the time depends on how tight the bounds are. When a query
-would keep more than ``max_candidates`` images, or a quarter of the
-gallery, it is ranked by a full scan.
+included; only the time depends on how tight the bounds are. Float32
+rounding is covered by a slack of ``4 D 2**-24`` on every bound (twice the
+worst-case error of a dot product of unit vectors). When a query would keep
+more than ``max_candidates`` images, or ``max_fraction`` of the gallery, it
+is ranked by a full scan.
 """
 from typing import List, Optional, Tuple
 
@@ -191,8 +193,10 @@ class Ranker:
             None: every search scans ``features``.
         exact: Always scan the full features (the result is the same).
         max_elements: Memory ceiling of one block (see :func:`topk_cosine`).
-        max_candidates: Candidates per query (and at most a quarter of the
-            gallery) before that query is ranked by a full scan.
+        max_candidates: Candidates per query before that query is ranked by
+            a full scan.
+        max_fraction: Fraction of the gallery past which a query is ranked
+            by a full scan (gathering rows then costs more than a scan).
     """
 
     def __init__(self, features: np.ndarray,
@@ -200,14 +204,14 @@ class Ranker:
                  spread: Optional[np.ndarray] = None,
                  exact: bool = False,
                  max_elements: int = MAX_ELEMENTS,
-                 max_candidates: int = MAX_CANDIDATES) -> None:
+                 max_candidates: int = MAX_CANDIDATES,
+                 max_fraction: float = 0.25) -> None:
         self.features = features
         self.summary = None if exact or spread is None else summary
         self.spread = spread
         self.max_elements = max_elements
         self.max_candidates = max_candidates
-        #: Candidates kept by the last search, per query (for benchmarks).
-        self.last_candidates: List[int] = []
+        self.max_fraction = max_fraction
 
     def search(self, queries: np.ndarray,
                k: int) -> Tuple[np.ndarray, np.ndarray]:
@@ -217,9 +221,7 @@ class Ranker:
         k = _check(queries, self.features, k)
         if self.summary is None:
             return topk_cosine(queries, self.features, k, self.max_elements)
-        cands = self._candidates(queries, k)
-        self.last_candidates = [len(c) if c is not None else -1
-                                for c in cands]
+        cands = self.shortlist(queries, k)
         scores = np.empty((len(queries), k), np.float32)
         indices = np.empty((len(queries), k), np.int64)
         dim = self.features.shape[1]
@@ -238,10 +240,24 @@ class Ranker:
             scores[q], indices[q] = _final(self.features, queries[q], near, k)
         return scores, indices
 
-    def _candidates(self, queries: np.ndarray,
-                    k: int) -> List[Optional[np.ndarray]]:
-        """Per query, the images whose upper bound reaches the k-th largest
-        lower bound (None: more than ``max_candidates``)."""
+    def shortlist(self, queries: np.ndarray,
+                  k: int) -> List[Optional[np.ndarray]]:
+        """The images :meth:`search` re-ranks with their full features.
+
+        Args:
+            queries: ``float32 [T, D]`` L2-normalised query features.
+            k: Hits per query (at most the gallery size).
+
+        Returns:
+            Per query, the rows whose upper bound reaches the k-th largest
+            lower bound (a superset of the exact top-k), or None when there
+            are too many (``max_candidates``, ``max_fraction``): that query is
+            ranked by a full scan.
+        """
+        if self.summary is None:
+            raise ValueError('This Ranker has no summary: it always scans '
+                             'the full features.')
+        queries = np.asarray(queries, dtype=np.float32)
         gdim = self.summary.shape[1] // 2
         parts = _parts(queries, gdim)
         mean = parts[:, 1:].mean(axis=1)
@@ -254,10 +270,11 @@ class Ranker:
         keep_u: List[list] = [[] for _ in range(t)]
         keep_i: List[list] = [[] for _ in range(t)]
         kept = [0] * t
-        # past a quarter of the gallery, gathering rows costs more than a scan
-        limit = min(self.max_candidates, max(num // 4, k))
+        limit = min(self.max_candidates, max(int(num * self.max_fraction), k))
         rows = max(1, self.max_elements // max(2 * gdim, t))
         for start in range(0, num, rows):
+            if max(kept) < 0:
+                break  # every query is ranked by a full scan
             est = q_sum @ np.asarray(self.summary[start:start + rows],
                                      np.float32).T
             bound = q_dev @ np.asarray(self.spread[start:start + rows],

@@ -157,17 +157,83 @@ def test_ranker_reads_the_summary_not_the_features():
     feats = global_local(5000, 2, noise=0.05)
     ranker = Ranker(feats, *summarize(feats, 16))
     queries = global_local(5, 3, noise=0.05)
-    ranker.search(queries, 10)
-    assert len(ranker.last_candidates) == 5
-    assert all(10 <= n < 250 for n in ranker.last_candidates)
+    kept = [len(rows) for rows in ranker.shortlist(queries, 10)]
+    assert all(10 <= n < 250 for n in kept), kept
     assert Ranker(feats, *summarize(feats, 16), exact=True).summary is None
+    with pytest.raises(ValueError, match='no summary'):
+        Ranker(feats).shortlist(queries, 10)
+    # loose bounds: past max_fraction of the gallery, a full scan
+    assert Ranker(feats, *summarize(feats, 16), max_fraction=0.001
+                  ).shortlist(global_local(2, 4, noise=3.0), 10) == [None] * 2
+
+
+def adversarial(seed, groups=16, dim=4):
+    """A query and a gallery on which the bounds are reached, at near-ties.
+
+    Features have a global and P = 2 local parts of width ``dim``. Image
+    deviations ``B_l - M`` are multiples of the query's ``Q_l - Qm``, so
+    Cauchy-Schwarz is an equality: each image's score is exactly its upper
+    bound (positive multiple) or its lower bound (negative one). Each group
+    holds an image ``x`` at its upper bound, a duplicate of it, and images at
+    their lower bound scoring ``S_x - delta`` (six with delta 0, then 1e-7,
+    1e-5, 1e-3): in real arithmetic the k-th lower bound equals, or nearly
+    equals, an upper bound, so only the float32 slack keeps ``x``.
+    """
+    rng = np.random.default_rng(seed)
+    q = rng.standard_normal((3, dim))
+    q /= np.linalg.norm(q)
+    q_dev = q[1:] - q[1:].mean(axis=0)
+    d2 = (q_dev ** 2).sum()
+    rows = []
+    for _ in range(groups):
+        glob, mean = rng.standard_normal((2, dim)) * 0.3
+        c = rng.uniform(0.5, 1.5)
+        x = np.concatenate([glob[None], mean + c * q_dev])
+        rows += [x, x]
+        for delta in (0.0,) * 6 + (1e-7, 1e-5, 1e-3):
+            c_j = rng.uniform(0.5, 1.5)  # score = est_j - c_j * d2
+            shift = (c + c_j) * d2 - delta  # est_j = est_x + shift
+            glob_j = glob + shift * q[0] / (q[0] ** 2).sum()
+            rows.append(np.concatenate([glob_j[None], mean - c_j * q_dev]))
+    feats = np.stack(rows).reshape(len(rows), -1)
+    feats /= np.linalg.norm(feats, axis=1).max()
+    return (q.reshape(1, -1).astype(np.float32), feats.astype(np.float32))
+
+
+@pytest.mark.parametrize('seed', range(6))
+def test_ranker_is_exact_where_bounds_are_reached(seed):
+    """Brute force against the shortlist where the bounds hold with equality
+    and upper bounds (nearly) equal lower bounds, with exact ties, at every
+    k: the same ranking, made by the shortlist (not a full scan). With
+    bounds 1 % too small every seed fails, without the float32 slack most
+    seeds do."""
+    query, feats = adversarial(seed)
+    num = len(feats)
+    summary, spread = summarize(feats, 4)
+    est = np.concatenate([query[0, :4], query[0, 4:].reshape(2, 4).mean(0)]
+                         ) @ summary.T
+    exact = feats.astype(np.float64) @ query[0].astype(np.float64)
+    bound = np.linalg.norm(
+        query[0, 4:].reshape(2, 4) - query[0, 4:].reshape(2, 4).mean(0),
+        axis=1) @ spread.T
+    assert np.allclose(np.abs(exact - est), bound, atol=1e-6)  # reached
+    ranker = Ranker(feats, summary, spread, max_fraction=1.0,
+                    max_elements=24)
+    for k in range(1, num + 1):
+        rows = ranker.shortlist(query, k)[0]
+        assert rows is not None and len(rows) >= k
+        s, i = ranker.search(query, k)
+        exact_s, exact_i = topk_cosine(query, feats, k)
+        assert i.tolist() == exact_i.tolist(), k
+        assert s.tolist() == exact_s.tolist(), k
 
 
 def test_demo_test_queries_get_the_exact_top10(tiny_bert_dir, tiny_pedes_root,
                                                tmp_path):
     """The captions of a demo dataset (tools/make_demo_data.py) against all
-    its images, global+local features: the searcher's ranking (summary scan
-    + re-rank, or the full-scan fallback) equals the exact top-10."""
+    its images, global+local features of a seeded random model: the
+    searcher's ranking, and the shortlist + re-rank path forced on every
+    query, equal the exact top-k."""
     import json
 
     from mmengine import Config
@@ -192,7 +258,12 @@ def test_demo_test_queries_get_the_exact_top10(tiny_bert_dir, tiny_pedes_root,
                     for c in r['captions']]
     assert len(captions) == 18
     queries = searcher.encode_queries(captions)
-    for k in (1, 10):
+    ranker = Ranker(index.features, index.summary, index.spread,
+                    max_fraction=1.0)
+    for k in (1, 5, 10):
         hits = searcher.search_features(queries, k)
-        _, exact = topk_cosine(queries, index.features, k)
+        exact_s, exact = topk_cosine(queries, index.features, k)
         assert [[h.index for h in q] for q in hits] == exact.tolist()
+        assert all(rows is not None for rows in ranker.shortlist(queries, k))
+        s, i = ranker.search(queries, k)
+        assert i.tolist() == exact.tolist() and s.tolist() == exact_s.tolist()
