@@ -113,6 +113,7 @@ def _run(args) -> int:
         cfg = merge_args(cfg, args)
         check_work_dir(cfg.work_dir)
         check_data_roots(cfg, ['test_dataloader'])
+        mdrl_plugin.models.check_weights(cfg)  # pretrained weights, one message
     except (FileNotFoundError, ValueError, SyntaxError) + USER_ERRORS as e:
         if args.debug:
             raise

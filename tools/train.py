@@ -99,6 +99,7 @@ def check_inputs(cfg) -> None:
     if cfg.get('val_cfg', None) and cfg.get('val_dataloader', None):
         loaders.append('val_dataloader')
     check_data_roots(cfg, loaders)
+    mdrl_plugin.models.check_weights(cfg)  # pretrained weights, one message
 
 
 def main(argv=None) -> int:

@@ -1,21 +1,17 @@
-"""A local file backend whose writes are atomic.
+"""Atomic writes, host-aware temp cleanup, and the ``'local_atomic'`` backend.
 
-MMEngine's ``save_checkpoint`` serialises a checkpoint to bytes and hands them
-to the file backend's ``put``; the stock ``LocalBackend`` opens the target with
-``'wb'`` and writes, so a kill during the write leaves a truncated file under
-the final name. :class:`AtomicLocalBackend` writes to a temporary file in the
-same folder, flushes and ``fsync``\\ s it, then ``os.replace``\\ s it onto the
-target (atomic on POSIX and Windows) and ``fsync``\\ s the folder. A reader
-sees the old file or the new file, never a partial one.
-
-Select it for checkpoints with the checkpoint hook's backend arguments::
-
-    default_hooks = dict(checkpoint=dict(
-        type='CheckpointHook', backend_args=dict(backend='local_atomic')))
+A file is written to a sibling temp entry ``.<name>.<host>.<pid>.<8 hex>.tmp``,
+flushed, ``fsync``-ed and ``os.replace``-d onto its name, then the folder is
+``fsync``-ed: a reader sees the old file or the new one, never a partial one.
+Select it for checkpoints with ``CheckpointHook(backend_args=dict(
+backend='local_atomic'))``.
 """
 import os
 import os.path as osp
 import re
+import shutil
+import socket
+import time
 import uuid
 from pathlib import Path
 from typing import BinaryIO, Callable, Union
@@ -24,19 +20,98 @@ from mmengine.fileio import LocalBackend, register_backend
 
 __all__ = [
     'AtomicLocalBackend', 'AtomicWriteError', 'atomic_write',
-    'atomic_write_bytes', 'TEMP_FILE_PATTERN'
+    'atomic_write_bytes', 'fsync_dir', 'remove_stale_temps', 'temp_path',
+    'TEMP_FILE_PATTERN'
 ]
 
-#: Name pattern of the temporary files (``.<target>.<pid>.<hex>.part``).
-TEMP_FILE_PATTERN = re.compile(r'^\.(?P<target>.+)\.(?P<pid>\d+)\.[0-9a-f]{8}'
-                               r'\.part$')
+#: Temp entries: ``.<target>.<host>.<pid>.<hex>.tmp``; before 0.2 the name
+#: was ``.<target>.<pid>.<hex>.part`` (no host: removed by age only).
+TEMP_FILE_PATTERN = re.compile(
+    r'^\.(?P<target>.+?)(\.(?P<host>[\w-]+)\.(?P<pid>\d+)\.[0-9a-f]{8}\.tmp'
+    r'|\.\d+\.[0-9a-f]{8}\.part)$')
+
+
+def _host() -> str:
+    return re.sub(r'[^\w-]', '_', socket.gethostname()) or 'host'
+
+
+def temp_path(target: str) -> str:
+    """A unique sibling temp name for ``target`` (a file or a folder).
+
+    Args:
+        target: The final path.
+
+    Returns:
+        ``<folder>/.<name>.<host>.<pid>.<8 hex>.tmp``.
+    """
+    folder, name = osp.split(osp.abspath(os.fspath(target)))
+    return osp.join(folder, f'.{name}.{_host()}.{os.getpid()}.'
+                    f'{uuid.uuid4().hex[:8]}.tmp')
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # e.g. another user's live process
+        pass
+    return True
+
+
+def remove_stale_temps(folder: str, max_age_s: float = 6 * 3600) -> None:
+    """Remove temp entries that no live writer owns.
+
+    An entry goes when this host wrote it and its pid is dead, or (from any
+    host, and old ``.part`` files) when it is older than ``max_age_s``. Live
+    temp entries of other nodes sharing the folder survive.
+
+    Args:
+        folder: The folder to clean; a missing one is ignored.
+        max_age_s: Age (by mtime) after which any temp entry is stale.
+    """
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return
+    host, now = _host(), time.time()
+    for name in names:
+        match = TEMP_FILE_PATTERN.match(name)
+        path = osp.join(folder, name)
+        try:
+            stale = (match is not None and (
+                (match['host'] == host and not _pid_alive(int(match['pid'])))
+                or now - os.lstat(path).st_mtime > max_age_s))
+            if stale and osp.isdir(path) and not osp.islink(path):
+                shutil.rmtree(path, ignore_errors=True)
+            elif stale:
+                os.unlink(path)
+        except OSError:  # removed meanwhile by another cleaner
+            pass
+
+
+def fsync_dir(folder: str) -> None:
+    """``fsync`` a folder so that a rename in it is durable (no-op where
+    folders cannot be opened, e.g. Windows).
+
+    Args:
+        folder: The folder.
+    """
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 class AtomicWriteError(OSError):
-    """A file could not be written (full disk, read-only folder...).
-
-    The target was not touched: its previous version (for checkpoints, the
-    last complete one) is still whole.
+    """A file could not be written (full disk, read-only folder...); the
+    previous version of the target is untouched.
 
     Args:
         filepath: The file that was being written.
@@ -56,99 +131,44 @@ class AtomicWriteError(OSError):
         return self.strerror
 
 
-def _pid_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's live process
-        return True
-    except OSError:
-        return True
-    return True
-
-
-def _remove_stale_temp_files(folder: str) -> None:
-    """Delete temp files left by killed writers (their pid is gone)."""
-    try:
-        names = os.listdir(folder)
-    except OSError:
-        return
-    for name in names:
-        match = TEMP_FILE_PATTERN.match(name)
-        if match and not _pid_alive(int(match.group('pid'))):
-            try:
-                os.unlink(osp.join(folder, name))
-            except OSError:
-                pass
-
-
-def _fsync_dir(folder: str) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # e.g. Windows cannot open folders
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def atomic_write(filepath: Union[str, Path],
                  write: Callable[[BinaryIO], None]) -> None:
     """Write a file through ``write(f)`` so that it is never seen partial.
 
-    ``write`` fills a temporary file in the target's folder, which is then
-    flushed, ``fsync``-ed and ``os.replace``-d onto ``filepath``; on any error
-    the temporary file is removed and the old target is left untouched.
-
     Args:
         filepath: Destination; its folder is created if needed.
-        write: Called with the open binary temporary file.
+        write: Fills the open binary temp file.
 
     Raises:
-        AtomicWriteError: The folder or the temporary file could not be
-            written (no space left, read-only, permission denied).
+        AtomicWriteError: The folder or the temp file could not be written;
+            the temp file is removed and the old target left untouched.
     """
     filepath = osp.abspath(os.fspath(filepath))
+    folder, tmp = osp.dirname(filepath), temp_path(filepath)
     try:
-        _atomic_write(filepath, write)
+        os.makedirs(folder, exist_ok=True)
+        remove_stale_temps(folder)
+        # 0o666 minus the umask, like a plain open(..., 'wb')
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        try:
+            with os.fdopen(fd, 'wb') as f:
+                write(f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, filepath)
+        except BaseException:
+            if osp.exists(tmp):
+                os.unlink(tmp)
+            raise
+        fsync_dir(folder)
     except AtomicWriteError:
         raise
     except OSError as e:
         raise AtomicWriteError(filepath, e) from e
 
 
-def _atomic_write(filepath: str, write: Callable[[BinaryIO], None]) -> None:
-    folder = osp.dirname(filepath)
-    os.makedirs(folder, exist_ok=True)
-    _remove_stale_temp_files(folder)
-    tmp = osp.join(
-        folder,
-        f'.{osp.basename(filepath)}.{os.getpid()}.{uuid.uuid4().hex[:8]}.part')
-    # 0o666 minus the umask, like a plain open(..., 'wb')
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, filepath)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    _fsync_dir(folder)
-
-
 def atomic_write_bytes(data: bytes, filepath: Union[str, Path]) -> None:
-    """Write ``data`` to ``filepath`` so that the file is never partial.
+    """Write ``data`` to ``filepath`` atomically (see :func:`atomic_write`).
 
     Args:
         data: The bytes to write.
@@ -159,15 +179,10 @@ def atomic_write_bytes(data: bytes, filepath: Union[str, Path]) -> None:
 
 @register_backend('local_atomic')
 class AtomicLocalBackend(LocalBackend):
-    """``LocalBackend`` whose ``put``/``put_text`` replace files atomically.
-
-    Registered as MMEngine file backend ``'local_atomic'``; select it with
-    ``backend_args=dict(backend='local_atomic')``. Reading, listing and
-    removing behave as in ``LocalBackend``.
-    """
+    """MMEngine's ``LocalBackend`` whose ``put``/``put_text`` are atomic."""
 
     def put(self, obj: bytes, filepath: Union[str, Path]) -> None:
-        """Write bytes atomically (temp file, fsync, ``os.replace``).
+        """Write bytes atomically.
 
         Args:
             obj: Data to be written.

@@ -1,6 +1,7 @@
 """The atomic local file backend used for checkpoints."""
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -11,7 +12,8 @@ from mmengine.fileio import get_file_backend
 from toy_helpers import make_toy_cfg, run_toy
 
 from mdrl_plugin.engine import AtomicLocalBackend, atomic_write_bytes
-from mdrl_plugin.engine.fileio import TEMP_FILE_PATTERN
+from mdrl_plugin.engine.fileio import (TEMP_FILE_PATTERN, remove_stale_temps,
+                                        temp_path)
 
 
 def _entries(folder):
@@ -81,7 +83,9 @@ def test_sigkill_during_a_write_never_exposes_a_partial_file(tmp_path):
             proc.kill()
     assert target.read_bytes() == b'old checkpoint'
     temps = [n for n in _entries(tmp_path) if TEMP_FILE_PATTERN.match(n)]
-    assert len(temps) == 1 and temps[0].startswith(f'.iter_4.pth.{proc.pid}.')
+    host = socket.gethostname().replace('.', '_')
+    assert len(temps) == 1 and temps[0].startswith(
+        f'.iter_4.pth.{host}.{proc.pid}.') and temps[0].endswith('.tmp')
     # the next write into the folder removes the dead writer's temp file
     atomic_write_bytes(b'new checkpoint', target)
     assert target.read_bytes() == b'new checkpoint'
@@ -160,3 +164,52 @@ def test_a_save_that_fails_halfway_keeps_the_last_checkpoint_resumable(
     assert state_dicts_equal(
         safe_torch_load(str(tmp_path / 'full' / 'iter_6.pth'))['state_dict'],
         safe_torch_load(str(work / 'iter_6.pth'))['state_dict'])
+
+
+def test_temp_path_names_host_and_pid(tmp_path):
+    host = socket.gethostname().replace('.', '_')
+    name = os.path.basename(temp_path(str(tmp_path / 'a.b.pth')))
+    match = TEMP_FILE_PATTERN.match(name)
+    assert name.startswith(f'.a.b.pth.{host}.{os.getpid()}.')
+    assert (match['target'], match['host'], match['pid']) == (
+        'a.b.pth', host, str(os.getpid()))
+    assert temp_path(str(tmp_path / 'a')) != temp_path(str(tmp_path / 'a'))
+
+
+def _dead_pid():
+    proc = subprocess.Popen([sys.executable, '-c', 'pass'])
+    proc.wait()
+    return proc.pid
+
+
+def test_stale_temps_are_removed_by_host_and_age_only(tmp_path):
+    """On a shared folder, another node's live temp entry survives even
+    though its pid does not exist here (the old cleanup removed it)."""
+    host = socket.gethostname().replace('.', '_')
+    dead = _dead_pid()
+    names = {
+        'mine_dead': f'.ckpt.pth.{host}.{dead}.0123abcd.tmp',
+        'mine_live': f'.ckpt.pth.{host}.{os.getpid()}.0123abcd.tmp',
+        'other_node': f'.ckpt.pth.othernode.{dead}.0123abcd.tmp',
+        'other_old': f'.ckpt.pth.othernode.{dead}.4567abcd.tmp',
+        'old_part': f'.ckpt.pth.{dead}.0123abcd.part',
+        'old_part_new': f'.ckpt.pth.{dead}.4567abcd.part',
+        'folder_dead': f'.shards.{host}.{dead}.89abcdef.tmp',
+        'plain': '.ckpt.pth.notatemp',
+    }
+    for key, name in names.items():
+        if key.startswith('folder'):
+            (tmp_path / name).mkdir()
+            (tmp_path / name / 'shard.npy').write_bytes(b'x')
+        else:
+            (tmp_path / name).write_bytes(b'x')
+    old = time.time() - 7 * 3600
+    for key in ('other_old', 'old_part'):
+        os.utime(tmp_path / names[key], (old, old))
+    remove_stale_temps(str(tmp_path))
+    assert _entries(tmp_path) == sorted(
+        names[k] for k in ('mine_live', 'other_node', 'old_part_new',
+                           'plain'))
+    remove_stale_temps(str(tmp_path), max_age_s=0)  # everything is old now
+    assert _entries(tmp_path) == [names['plain']]
+    remove_stale_temps(str(tmp_path / 'missing'))  # no error
