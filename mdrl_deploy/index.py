@@ -9,8 +9,9 @@ An index file is an uncompressed zip of ``.npy`` arrays (an ``.npz`` that
 ``np.load`` opens, read with ``allow_pickle=False``). Version 2 holds:
 
 * ``features``: ``float32 [N, D]``, one L2-normalised feature per image;
-* ``summary``: ``float32 [N, 2G]`` and ``spread``: ``float32 [N, P]``, only
-  for ``global+local`` features (``global_dim`` G set, P local parts): what
+* ``summary``: ``float32 [2G, N]`` and ``spread``: ``float32 [P, N]`` (one
+  column per image), only for ``global+local`` features (``global_dim`` G
+  set, P local parts): what
   :class:`~mdrl_deploy.ranking.Ranker` scans to rank exactly while reading
   less (:func:`~mdrl_deploy.ranking.summarize`);
 * ``sizes``, ``mtime_ns``: ``int64 [N]``, each file's size and modification
@@ -261,8 +262,8 @@ class GalleryIndex:
         global_dim: Width ``G`` of the global part at the start of each
             feature (``global+local`` layout), None when the features are
             global only.
-        summary: ``float32 [N, 2G]`` and
-        spread: ``float32 [N, P]`` of
+        summary: ``float32 [2G, N]`` and
+        spread: ``float32 [P, N]`` of
             :func:`~mdrl_deploy.ranking.summarize` (made when None and
             ``global_dim`` is set).
     """
@@ -312,12 +313,12 @@ class GalleryIndex:
             self.summary = self.spread = None
         elif self.summary is None or self.spread is None:
             self.summary, self.spread = summarize(feats, self.global_dim)
-        elif self.summary.shape != (n, 2 * self.global_dim) or \
-                self.spread.shape != (n, dim // self.global_dim - 1):
+        elif self.summary.shape != (2 * self.global_dim, n) or \
+                self.spread.shape != (dim // self.global_dim - 1, n):
             raise ValueError(
-                f'GalleryIndex: summary and spread must be [{n}, '
-                f'{2 * self.global_dim}] and [{n}, '
-                f'{dim // self.global_dim - 1}], got '
+                f'GalleryIndex: summary and spread must be '
+                f'[{2 * self.global_dim}, {n}] and '
+                f'[{dim // self.global_dim - 1}, {n}], got '
                 f'{tuple(self.summary.shape)} and {tuple(self.spread.shape)}')
 
     def __len__(self) -> int:

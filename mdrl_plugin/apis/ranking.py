@@ -176,8 +176,8 @@ def build_ranker(name: str, features: np.ndarray, device: str = 'cpu',
             ``'torch'`` (exact, on ``device``) or ``'faiss'``.
         features: ``float32 [N, D]`` gallery features.
         device: Device of the torch backend.
-        summary: ``[N, 2G]`` and
-        spread: ``[N, P]`` of global+local features, which the NumPy
+        summary: ``[2G, N]`` and
+        spread: ``[P, N]`` of global+local features, which the NumPy
             backend scans instead of all features (same result).
         **kwargs: Backend arguments (``factory``, ``nprobe`` for FAISS).
 

@@ -61,6 +61,12 @@ def test_features_are_memory_mapped_and_aligned(tmp_path):
     np.testing.assert_array_equal(loaded.features, feats)
     np.testing.assert_array_equal(loaded.summary, summary)
     np.testing.assert_array_equal(loaded.spread, spread)
+    assert loaded.spread.shape == (2, 4)  # [P, N]: one column per image
+    with pytest.raises(ValueError, match=r'summary and spread must be '
+                       r'\[4, 4\] and \[2, 4\], got \(4, 4\) and \(4, 2\)'):
+        GalleryIndex(index.paths, feats, index.fingerprint, index.sizes,
+                     index.mtimes_ns, global_dim=2, summary=summary,
+                     spread=spread.T)
     # still an ordinary .npz for NumPy
     with np.load(str(tmp_path / 'i.npz')) as data:
         assert sorted(data.files) == ['features', 'header', 'mtime_ns',

@@ -124,9 +124,19 @@ def test_summary_and_spread_by_hand():
     # one image, G = 2, P = 2: B_0 = [1, 0], B_1 = [0, 1], B_2 = [0, -1]
     feats = np.array([[1, 0, 0, 1, 0, -1]], np.float32) / np.sqrt(3)
     summary, spread = summarize(feats, 2)
-    np.testing.assert_allclose(summary, [[1 / np.sqrt(3), 0, 0, 0]],
+    np.testing.assert_allclose(summary, [[1 / np.sqrt(3)], [0], [0], [0]],
                                atol=1e-7)
-    np.testing.assert_allclose(spread, [[1 / np.sqrt(3)] * 2], atol=1e-7)
+    np.testing.assert_allclose(spread, [[1 / np.sqrt(3)]] * 2, atol=1e-7)
+    # one column per image, whatever the block size
+    more = global_local(10, 5, noise=0.3, parts=3, dim=4)
+    summary, spread = summarize(more, 4, max_elements=16)
+    assert summary.shape == (8, 10) and spread.shape == (3, 10)
+    b = more.reshape(10, 4, 4)
+    np.testing.assert_allclose(summary[:4], b[:, 0].T)
+    np.testing.assert_allclose(summary[4:], b[:, 1:].sum(1).T, atol=1e-6)
+    np.testing.assert_allclose(
+        spread, np.linalg.norm(b[:, 1:] - b[:, 1:].mean(1, keepdims=True),
+                               axis=2).T, atol=1e-6)
     with pytest.raises(ValueError, match='not global \\+ local parts'):
         summarize(feats, 4)
 
@@ -211,11 +221,11 @@ def test_ranker_is_exact_where_bounds_are_reached(seed):
     num = len(feats)
     summary, spread = summarize(feats, 4)
     est = np.concatenate([query[0, :4], query[0, 4:].reshape(2, 4).mean(0)]
-                         ) @ summary.T
+                         ) @ summary
     exact = feats.astype(np.float64) @ query[0].astype(np.float64)
     bound = np.linalg.norm(
         query[0, 4:].reshape(2, 4) - query[0, 4:].reshape(2, 4).mean(0),
-        axis=1) @ spread.T
+        axis=1) @ spread
     assert np.allclose(np.abs(exact - est), bound, atol=1e-6)  # reached
     ranker = Ranker(feats, summary, spread, max_fraction=1.0,
                     max_elements=24)
@@ -252,7 +262,7 @@ def test_demo_test_queries_get_the_exact_top10(tiny_bert_dir, tiny_pedes_root,
     searcher = PersonSearcher(model['config'], model['checkpoint'],
                               progress=False)
     index = searcher.build_index(os.path.join(tiny_pedes_root, 'imgs'))
-    assert index.global_dim == 32 and index.summary.shape == (36, 64)
+    assert index.global_dim == 32 and index.summary.shape == (64, 36)
     with open(os.path.join(tiny_pedes_root, 'reid_raw.json')) as f:
         captions = [c for r in json.load(f) if r['split'] == 'test'
                     for c in r['captions']]
