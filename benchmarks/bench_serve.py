@@ -102,8 +102,12 @@ def make_index(searcher, num, work):
     from mdrl_deploy import GalleryIndex
     sha = searcher.fingerprint['checkpoint_sha256'][:8]
     path = osp.join(work, f'index_{num}_{sha}.npz')
-    if osp.isfile(path):
-        return path
+    if osp.isfile(path):  # reused if this version reads it with a summary
+        try:
+            if GalleryIndex.load(path).global_dim == searcher.global_dim:
+                return path
+        except ValueError:
+            pass
     gallery = osp.join(work, f'gallery_{num}')
     source = osp.join(work, 'person.png')
     if not osp.isfile(source):
