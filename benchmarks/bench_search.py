@@ -2,9 +2,11 @@
 
 For a gallery of ``--num`` (default 100,000) random L2-normalised float32
 features of each width in ``--dims`` (default 512, 768 = the paper's
-ViT-B/BERT-base width, 256 = the demo model's width), it times the ranking
-that :class:`mdrl_plugin.apis.PersonSearcher` runs after encoding the query:
-:func:`mdrl_plugin.apis.topk_cosine` (one matrix product + ``torch.topk``):
+ViT-B/BERT-base width, 256 = the demo model's width), it times the exact
+full scan that both searchers fall back to:
+:func:`mdrl_deploy.ranking.topk_cosine` (blocks of rows, a running top-k,
+NumPy); ``benchmarks/bench_serve.py`` times the default ranking of
+global+local features (summary scan + re-rank) in the server:
 
 * ``1 query``: a ``[1, D]`` query against the index, top-``--topk``;
 * ``batch``: ``--batch`` queries at once, reported per query.
@@ -61,20 +63,18 @@ def timed(fn, repeat: int):
 
 
 def child(args) -> dict:
-    import torch
+    import numpy as np
 
-    from mdrl_plugin.apis import topk_cosine
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    from mdrl_deploy.ranking import topk_cosine
     n, d = args.num, args.dim
-    gen = torch.Generator().manual_seed(0)
-    gallery = torch.empty(n, d)
+    rng = np.random.default_rng(0)
+    gallery = np.empty((n, d), np.float32)
     for s in range(0, n, 1000):  # chunked: no full-size temporaries
-        block = torch.randn(min(1000, n - s), d, generator=gen)
-        gallery[s:s + block.shape[0]] = torch.nn.functional.normalize(block,
-                                                                      dim=1)
-    queries = torch.nn.functional.normalize(
-        torch.randn(args.batch, d, generator=gen), dim=1)
+        block = rng.standard_normal((min(1000, n - s), d), dtype=np.float32)
+        gallery[s:s + len(block)] = block / np.linalg.norm(
+            block, axis=1, keepdims=True)
+    queries = rng.standard_normal((args.batch, d), dtype=np.float32)
+    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
     topk_cosine(queries[:1], gallery, args.topk)  # warm-up
     base = rss_mb()
     one_med, one_min = timed(
@@ -84,10 +84,10 @@ def child(args) -> dict:
         max(3, args.repeat // 4))
     # sanity: equals the full argsort ranking
     s, i = topk_cosine(queries[:4], gallery, args.topk)
-    ref = (queries[:4] @ gallery.T).argsort(dim=1, descending=True)[:, :10]
-    assert torch.equal(i[:, :10], ref[:, :i.shape[1]][:, :10])
-    out = dict(num=n, dim=d, threads=torch.get_num_threads(),
-               index_mb=gallery.numel() * 4 / 2**20,
+    ref = np.argsort(-(queries[:4] @ gallery.T), axis=1, kind='stable')
+    assert (i[:, :10] == ref[:, :i.shape[1]][:, :10]).all()
+    out = dict(num=n, dim=d, threads=args.threads or 0,
+               index_mb=gallery.nbytes / 2**20,
                one_ms=one_med, one_min_ms=one_min,
                batch=args.batch, batch_ms_per_query=batch_med / args.batch,
                batch_min_ms_per_query=batch_min / args.batch,
@@ -96,7 +96,7 @@ def child(args) -> dict:
         import faiss  # noqa: F401
 
         from mdrl_plugin.apis import FaissRanker
-        ranker = FaissRanker(gallery.numpy())
+        ranker = FaissRanker(gallery)
         ranker.search(queries[:1], args.topk)
         out['faiss_one_ms'], _ = timed(
             lambda: ranker.search(queries[:1], args.topk), args.repeat)
@@ -154,11 +154,13 @@ def main() -> None:
     parser.add_argument('--batch', type=int, default=64)
     parser.add_argument('--repeat', type=int, default=20)
     parser.add_argument('--threads', type=int, default=0,
-                        help='torch threads (0: torch default)')
+                        help='BLAS threads (OMP_NUM_THREADS; 0: default)')
     parser.add_argument('--no-text', action='store_true')
     parser.add_argument('--child', choices=['rank', 'text'])
     parser.add_argument('--dim', type=int)
     args = parser.parse_args()
+    if args.threads and not args.child:  # the children's BLAS threads
+        os.environ['OMP_NUM_THREADS'] = str(args.threads)
     if args.child == 'rank':
         print(json.dumps(child(args)))
         return
@@ -170,7 +172,7 @@ def main() -> None:
               str(args.batch), '--repeat', str(args.repeat), '--threads',
               str(args.threads)]
     print(f'Ranking {args.num:,} gallery features (float32, L2-normalised), '
-          f'top-{args.topk}: one matrix product + torch.topk')
+          f'top-{args.topk}: mdrl_deploy.ranking.topk_cosine (NumPy, blocks)')
     print(f'{"D":>5} {"threads":>7} {"index MiB":>10} {"1 query ms":>11} '
           f'{"(min)":>7} {"batch/q ms":>11} {"(min)":>7} '
           f'{"extra peak MiB":>15} {"faiss 1q ms":>12}')

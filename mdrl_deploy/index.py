@@ -5,46 +5,69 @@ The one implementation of the index of ``PersonSearcher``
 and of the ONNX search path (:mod:`mdrl_deploy.ort_search`), written without
 torch, mmengine or the plugin so that both share index files.
 
-An index file is one uncompressed ``.npz`` archive (read with
-``allow_pickle=False``) with two arrays:
+An index file is an uncompressed zip of ``.npy`` arrays (an ``.npz`` that
+``np.load`` opens, read with ``allow_pickle=False``). Version 2 holds:
 
 * ``features``: ``float32 [N, D]``, one L2-normalised feature per image;
+* ``summary``: ``float32 [2G, N]`` and ``spread``: ``float32 [P, N]`` (one
+  column per image), only for ``global+local`` features (``global_dim`` G
+  set, P local parts): what
+  :class:`~mdrl_deploy.ranking.Ranker` scans to rank exactly while reading
+  less (:func:`~mdrl_deploy.ranking.summarize`);
+* ``sizes``, ``mtime_ns``: ``int64 [N]``, each file's size and modification
+  time when it was encoded;
 * ``header``: ``uint8`` bytes of a UTF-8 JSON object::
 
-    {"format": "mdrl-search-index", "version": 1,
-     "num_images": N, "feature_dim": D, "root": "/abs/gallery" | null,
+    {"format": "mdrl-search-index", "version": 2,
+     "num_images": N, "feature_dim": D, "global_dim": G | null,
+     "root": "/abs/gallery" | null,
      "fingerprint": {"config_sha256": ..., "checkpoint_sha256": ...,
                      "feature_dim": D, "config": ..., "checkpoint": ...},
-     "paths": [abs path, ...], "sizes": [bytes, ...],
-     "mtime_ns": [int, ...], "labels": [int | str | null, ...] | null,
+     "paths": [abs path, ...], "labels": [int | str | null, ...] | null,
      "created": "2026-01-01T12:00:00+00:00"}
 
-Nothing in it is unpickled, so loading an index from an untrusted source
+The data of every array starts at a multiple of 64 bytes in the file, so the
+feature arrays are memory-mapped on load, not read: a gallery larger than
+RAM is searched through the page cache. Version 1 files (``features`` and
+``header`` only, sizes and times in the header) still load, also mapped.
+Nothing in a file is unpickled, so loading an index from an untrusted source
 cannot run code.
 """
 import datetime
 import hashlib
+import io
 import json
 import os
 import os.path as osp
+import struct
 import tempfile
+import zipfile
 from dataclasses import dataclass, field
 from typing import (Any, BinaryIO, Callable, Dict, List, Optional,
                     Sequence, Tuple, Union)
 
 import numpy as np
 
+from .ranking import summarize
+
 
 __all__ = [
     'GalleryIndex', 'IndexFormatError', 'IndexMismatchError',
-    'StaleIndexError', 'INDEX_FORMAT', 'INDEX_VERSION', 'FINGERPRINT_KEYS',
+    'StaleIndexError', 'INDEX_FORMAT', 'INDEX_VERSION', 'READ_VERSIONS',
+    'FINGERPRINT_KEYS',
     'file_sha256', 'config_sha256', 'file_stat', 'atomic_write'
 ]
 
 #: ``format`` field of the JSON header.
 INDEX_FORMAT = 'mdrl-search-index'
-#: ``version`` field of the JSON header.
-INDEX_VERSION = 1
+#: ``version`` field of the JSON header written by :meth:`GalleryIndex.save`.
+INDEX_VERSION = 2
+#: Versions :meth:`GalleryIndex.load` reads.
+READ_VERSIONS = (1, 2)
+#: Array data in an index file starts at a multiple of this many bytes.
+ALIGN = 64
+#: Bytes written per block when saving (no full-size temporary copies).
+_WRITE_BYTES = 1 << 24
 #: Fingerprint fields that must be equal for an index to be reused.
 FINGERPRINT_KEYS: Tuple[str, ...] = ('config_sha256', 'checkpoint_sha256',
                                      'feature_dim')
@@ -145,13 +168,87 @@ def _rebuild_hint(index_path: Optional[str]) -> str:
             'followed by save_index).')
 
 
+def _write_member(zf: zipfile.ZipFile, name: str, array: np.ndarray) -> None:
+    """Write ``array`` as ``name.npy``, data aligned to :data:`ALIGN` bytes.
+
+    The local file header gets a padding extra field (zip readers skip
+    unknown fields) so that the array data lands on an aligned offset.
+    Rows are written in blocks, so a memory map is never copied whole.
+    """
+    fname = name + '.npy'
+    meta = np.lib.format.header_data_from_array_1_0(array)
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, meta)  # padded to ALIGN
+    # local header: 30 bytes + name + extra (padding, 4 + n) + zip64 (20)
+    n = -(zf.start_dir + 30 + len(fname) + 4 + 20) % ALIGN
+    info = zipfile.ZipInfo(fname, date_time=(1980, 1, 1, 0, 0, 0))
+    info.compress_type = zipfile.ZIP_STORED
+    info.extra = struct.pack('<HH', 0x6d64, n) + bytes(n)
+    info.file_size = len(buf.getvalue()) + array.nbytes
+    with zf.open(info, 'w', force_zip64=True) as f:
+        f.write(buf.getvalue())
+        row_bytes = array.itemsize * int(np.prod(array.shape[1:]))
+        rows = max(1, _WRITE_BYTES // max(row_bytes, 1))
+        for start in range(0, len(array), rows):
+            block = np.ascontiguousarray(array[start:start + rows])
+            f.write(memoryview(block).cast('B'))
+
+
+def _read_member(path: str, zf: zipfile.ZipFile, name: str,
+                 mmap: bool) -> np.ndarray:
+    """The array ``name.npy`` of an index file, memory-mapped when stored.
+
+    Raises:
+        IndexFormatError: If the member is missing, not a plain ``.npy`` or
+            holds objects.
+    """
+    fname = name + '.npy'
+    try:
+        info = zf.getinfo(fname)
+    except KeyError:
+        raise IndexFormatError(
+            f'{path!r} is not an MDRL search index: it has no array '
+            f'{name!r} (arrays: {sorted(n[:-4] for n in zf.namelist())}).'
+        ) from None
+    if not mmap or info.compress_type != zipfile.ZIP_STORED:
+        with zf.open(info) as f:
+            return np.lib.format.read_array(f, allow_pickle=False)
+    with open(path, 'rb') as f:
+        f.seek(info.header_offset)
+        local = f.read(30)
+        if len(local) != 30 or local[:4] != b'PK\x03\x04':
+            raise IndexFormatError(f'{path!r}: damaged zip entry {fname!r}.')
+        name_len, extra_len = struct.unpack('<HH', local[26:30])
+        start = info.header_offset + 30 + name_len + extra_len
+        f.seek(start)
+        version = np.lib.format.read_magic(f)
+        read = {(1, 0): np.lib.format.read_array_header_1_0,
+                (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+        if read is None:
+            raise IndexFormatError(f'{path!r}: array {name!r} has .npy '
+                                   f'version {version}, expected 1.0 or 2.0.')
+        shape, fortran, dtype = read(f)
+        offset = f.tell()
+    if dtype.hasobject:
+        raise IndexFormatError(f'{path!r}: array {name!r} holds Python '
+                               'objects; an index never does.')
+    size = int(np.prod(shape)) * dtype.itemsize
+    if offset - start + size != info.file_size:
+        raise IndexFormatError(f'{path!r}: array {name!r} is truncated.')
+    if size == 0:
+        return np.zeros(shape, dtype)
+    return np.memmap(path, dtype=dtype, mode='r', offset=offset, shape=shape,
+                     order='F' if fortran else 'C')
+
+
 @dataclass
 class GalleryIndex:
     """Features of a gallery of images and what is needed to trust them.
 
     Args:
         paths: Absolute image paths, one per row of ``features``.
-        features: ``float32 [N, D]`` L2-normalised image features.
+        features: ``float32 [N, D]`` L2-normalised image features (an
+            in-memory array or a read-only ``np.memmap``).
         fingerprint: The model that made the features: ``config_sha256``,
             ``checkpoint_sha256``, ``feature_dim`` (compared) and
             ``config``/``checkpoint`` names (informational).
@@ -162,24 +259,41 @@ class GalleryIndex:
         root: The gallery folder (relative label paths are resolved against
             it), or None.
         created: ISO-8601 creation time (UTC).
+        global_dim: Width ``G`` of the global part at the start of each
+            feature (``global+local`` layout), None when the features are
+            global only.
+        summary: ``float32 [2G, N]`` and
+        spread: ``float32 [P, N]`` of
+            :func:`~mdrl_deploy.ranking.summarize` (made when None and
+            ``global_dim`` is set).
     """
     paths: List[str]
     features: np.ndarray
     fingerprint: Dict[str, Any]
-    sizes: List[int]
-    mtimes_ns: List[int]
+    sizes: Sequence[int]
+    mtimes_ns: Sequence[int]
     labels: Optional[List[Optional[Label]]] = None
     root: Optional[str] = None
     created: str = field(default_factory=lambda: datetime.datetime.now(
         datetime.timezone.utc).isoformat(timespec='seconds'))
+    global_dim: Optional[int] = None
+    summary: Optional[np.ndarray] = None
+    spread: Optional[np.ndarray] = None
 
     def __post_init__(self) -> None:
-        feats = np.asarray(self.features)
+        feats = self.features
+        if not isinstance(feats, np.ndarray):
+            feats = np.asarray(feats)
         if feats.ndim != 2:
             raise ValueError(f'GalleryIndex: features must be [N, D], got '
                              f'shape {tuple(feats.shape)}')
-        self.features = np.ascontiguousarray(feats, dtype=np.float32)
-        n = self.features.shape[0]
+        if feats.dtype != np.float32 or not feats.flags.c_contiguous:
+            feats = np.ascontiguousarray(feats, dtype=np.float32)
+        self.features = feats
+        n, dim = feats.shape
+        self.sizes = np.asarray(self.sizes, dtype=np.int64).reshape(-1)
+        self.mtimes_ns = np.asarray(self.mtimes_ns,
+                                    dtype=np.int64).reshape(-1)
         for name in ('paths', 'sizes', 'mtimes_ns'):
             if len(getattr(self, name)) != n:
                 raise ValueError(
@@ -188,6 +302,24 @@ class GalleryIndex:
         if self.labels is not None and len(self.labels) != n:
             raise ValueError(f'GalleryIndex: labels has {len(self.labels)} '
                              f'entries for {n} feature rows')
+        if self.global_dim is not None:
+            self.global_dim = int(self.global_dim)
+            if self.global_dim < 1 or dim % self.global_dim:
+                raise ValueError(f'GalleryIndex: global_dim must divide the '
+                                 f'feature width {dim}, got {self.global_dim}')
+            if self.global_dim == dim:
+                self.global_dim = None
+        if self.global_dim is None:
+            self.summary = self.spread = None
+        elif self.summary is None or self.spread is None:
+            self.summary, self.spread = summarize(feats, self.global_dim)
+        elif self.summary.shape != (2 * self.global_dim, n) or \
+                self.spread.shape != (dim // self.global_dim - 1, n):
+            raise ValueError(
+                f'GalleryIndex: summary and spread must be '
+                f'[{2 * self.global_dim}, {n}] and '
+                f'[{dim // self.global_dim - 1}, {n}], got '
+                f'{tuple(self.summary.shape)} and {tuple(self.spread.shape)}')
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -196,6 +328,12 @@ class GalleryIndex:
     def feature_dim(self) -> int:
         """Width ``D`` of the features."""
         return int(self.features.shape[1])
+
+    @property
+    def is_mapped(self) -> bool:
+        """Whether the features are memory-mapped from the index file."""
+        return isinstance(self.features, np.memmap) or \
+            isinstance(self.features.base, np.memmap)
 
     # ------------------------------------------------------------ checks
     def check_fingerprint(self, fingerprint: Dict[str, Any],
@@ -245,7 +383,8 @@ class GalleryIndex:
                 files, and saying how to rebuild.
         """
         missing, changed = [], []
-        for path, size, mtime in zip(self.paths, self.sizes, self.mtimes_ns):
+        for path, size, mtime in zip(self.paths, self.sizes.tolist(),
+                                     self.mtimes_ns.tolist()):
             try:
                 now = file_stat(path)
             except FileNotFoundError:
@@ -278,21 +417,21 @@ class GalleryIndex:
             version=INDEX_VERSION,
             num_images=len(self),
             feature_dim=self.feature_dim,
+            global_dim=self.global_dim,
             root=self.root,
             fingerprint=self.fingerprint,
             created=self.created,
             paths=list(self.paths),
-            sizes=[int(s) for s in self.sizes],
-            mtime_ns=[int(m) for m in self.mtimes_ns],
             labels=None if self.labels is None else list(self.labels))
 
     def save(self, path: str) -> str:
-        """Write the index atomically.
+        """Write the index atomically (format version 2).
 
         The archive goes to a temporary file in the destination folder, is
         flushed to disk, and then replaces ``path`` with ``os.replace``; on
         any error the temporary file is removed and an existing ``path`` is
-        left untouched.
+        left untouched. Features are written in blocks of rows, so a mapped
+        index can be saved without reading it into memory.
 
         Args:
             path: Destination file (``.npz`` recommended; the name is used as
@@ -308,17 +447,28 @@ class GalleryIndex:
                 f'Cannot save the index to {path!r}: folder {folder!r} does '
                 'not exist.')
         header = json.dumps(self.header(), ensure_ascii=False).encode('utf-8')
-        atomic_write(path, lambda f: np.savez(
-            f, features=self.features,
-            header=np.frombuffer(header, dtype=np.uint8)))
+        arrays = dict(header=np.frombuffer(header, dtype=np.uint8),
+                      sizes=self.sizes, mtime_ns=self.mtimes_ns,
+                      features=self.features)
+        if self.summary is not None:
+            arrays.update(summary=self.summary, spread=self.spread)
+
+        def write(f: BinaryIO) -> None:
+            with zipfile.ZipFile(f, 'w', zipfile.ZIP_STORED) as zf:
+                for name, array in arrays.items():
+                    _write_member(zf, name, array)
+
+        atomic_write(path, write)
         return path
 
     @classmethod
-    def load(cls, path: str) -> 'GalleryIndex':
+    def load(cls, path: str, mmap: bool = True) -> 'GalleryIndex':
         """Read an index written by :meth:`save` (no unpickling).
 
         Args:
-            path: The index file.
+            path: The index file (format version 1 or 2).
+            mmap: Memory-map the feature arrays (read-only) instead of
+                reading them into memory.
 
         Returns:
             The index (not yet checked against a model or the files; see
@@ -331,52 +481,68 @@ class GalleryIndex:
         if not osp.isfile(path):
             raise FileNotFoundError(f'Index file {path!r} does not exist.')
         try:
-            with np.load(path, allow_pickle=False) as data:
-                keys = set(data.files)
-                if not {'features', 'header'} <= keys:
+            with zipfile.ZipFile(path) as zf:
+                names = {n[:-4] for n in zf.namelist() if n.endswith('.npy')}
+                if not {'features', 'header'} <= names:
                     raise IndexFormatError(
                         f'{path!r} is not an MDRL search index: expected the '
                         f'arrays "features" and "header", found '
-                        f'{sorted(keys)}.')
-                features = data['features']
-                raw_header = data['header']
+                        f'{sorted(names)}.')
+                header = _parse_header(
+                    path, _read_member(path, zf, 'header', mmap=False))
+                arrays = {name: _read_member(path, zf, name, mmap=mmap)
+                          for name in ('features', 'summary', 'spread')
+                          if name in names}
+                if header['version'] >= 2:
+                    for name in ('sizes', 'mtime_ns'):
+                        arrays[name] = _read_member(path, zf, name, mmap=False)
         except IndexFormatError:
             raise
         except Exception as err:  # zipfile/numpy raise many types
             raise IndexFormatError(
                 f'{path!r} is not an MDRL search index (a .npz archive written '
                 f'by save_index): {type(err).__name__}: {err}') from err
-        try:
-            header = json.loads(raw_header.astype(np.uint8).tobytes()
-                                .decode('utf-8'))
-        except (ValueError, UnicodeDecodeError) as err:
-            raise IndexFormatError(
-                f'{path!r}: the index header is not UTF-8 JSON: {err}') from err
-        if not isinstance(header, dict) or header.get('format') != INDEX_FORMAT:
-            raise IndexFormatError(
-                f'{path!r} is not an MDRL search index: header format is '
-                f'{header.get("format") if isinstance(header, dict) else None!r}'
-                f', expected {INDEX_FORMAT!r}.')
-        if header.get('version') != INDEX_VERSION:
-            raise IndexFormatError(
-                f'{path!r}: index version {header.get("version")!r} is not '
-                f'supported (this code reads version {INDEX_VERSION}); '
-                + _rebuild_hint(path))
+        features = arrays['features']
         if features.dtype != np.float32 or features.ndim != 2:
             raise IndexFormatError(
                 f'{path!r}: features must be float32 [N, D], got '
                 f'{features.dtype} {tuple(features.shape)}.')
-        missing = [k for k in ('paths', 'sizes', 'mtime_ns', 'fingerprint')
-                   if k not in header]
-        if missing:
-            raise IndexFormatError(
-                f'{path!r}: the index header lacks {missing}.')
+        if header['version'] == 1:
+            arrays['sizes'], arrays['mtime_ns'] = header['sizes'], \
+                header['mtime_ns']
         try:
             return cls(paths=list(header['paths']), features=features,
                        fingerprint=dict(header['fingerprint']),
-                       sizes=list(header['sizes']),
-                       mtimes_ns=list(header['mtime_ns']),
+                       sizes=arrays['sizes'], mtimes_ns=arrays['mtime_ns'],
                        labels=header.get('labels'), root=header.get('root'),
-                       created=header.get('created', ''))
-        except ValueError as err:
+                       created=header.get('created', ''),
+                       global_dim=header.get('global_dim'),
+                       summary=arrays.get('summary'),
+                       spread=arrays.get('spread'))
+        except (ValueError, TypeError) as err:
             raise IndexFormatError(f'{path!r}: {err}') from err
+
+
+def _parse_header(path: str, raw: np.ndarray) -> Dict[str, Any]:
+    """The JSON header of an index file, checked for format and version."""
+    try:
+        header = json.loads(raw.astype(np.uint8).tobytes().decode('utf-8'))
+    except (ValueError, UnicodeDecodeError) as err:
+        raise IndexFormatError(
+            f'{path!r}: the index header is not UTF-8 JSON: {err}') from err
+    if not isinstance(header, dict) or header.get('format') != INDEX_FORMAT:
+        raise IndexFormatError(
+            f'{path!r} is not an MDRL search index: header format is '
+            f'{header.get("format") if isinstance(header, dict) else None!r}'
+            f', expected {INDEX_FORMAT!r}.')
+    if header.get('version') not in READ_VERSIONS:
+        raise IndexFormatError(
+            f'{path!r}: index version {header.get("version")!r} is not '
+            f'supported (this code reads versions '
+            f'{", ".join(map(str, READ_VERSIONS))}); ' + _rebuild_hint(path))
+    needed = ['paths', 'fingerprint'] + (
+        ['sizes', 'mtime_ns'] if header['version'] == 1 else [])
+    missing = [k for k in needed if k not in header]
+    if missing:
+        raise IndexFormatError(f'{path!r}: the index header lacks {missing}.')
+    return header

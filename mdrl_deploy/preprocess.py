@@ -143,33 +143,67 @@ class ImagePreprocessor:
 
 
 class TextTokenizer:
-    """The exported fast tokenizer (``tokenizers``), as the model tokenises.
+    """A fast tokenizer (``tokenizers``), as the model tokenises, thread-safe.
 
     Truncates to ``max_length`` tokens ([CLS] and [SEP] included) and pads a
-    batch to its longest caption, like ``TextImageDataPreprocessor``.
+    batch to its longest caption (or to ``max_length``), like
+    ``TextImageDataPreprocessor``, whose ``tokenize`` uses this class too.
+
+    Hugging Face tokenizers keep truncation and padding as state of the Rust
+    tokenizer, and changing it while another thread encodes fails ("Already
+    borrowed") or encodes with the other thread's settings. So this class
+    holds two copies configured once (truncating, and not truncating for
+    :meth:`lengths`), pads with NumPy, and never changes them afterwards:
+    any number of threads may call it at once.
 
     Args:
-        folder: The export's tokenizer folder (holds ``tokenizer.json``).
+        folder: A tokenizer folder holding ``tokenizer.json`` (the export's).
         max_length: Text length of the model.
         pad_token_id: Id written at padded places (masked out).
+        pad_to_max_length: Pad every batch to ``max_length`` instead of to
+            its longest caption.
     """
 
-    def __init__(self, folder: str, max_length: int,
-                 pad_token_id: int = 0) -> None:
-        from tokenizers import Tokenizer
+    def __init__(self, folder: str, max_length: int, pad_token_id: int = 0,
+                 pad_to_max_length: bool = False) -> None:
         file = os.path.join(folder, 'tokenizer.json')
         if not os.path.isfile(file):
             raise FileNotFoundError(
                 f'{folder!r} has no tokenizer.json (fast tokenizer file); '
                 'export the checkpoint again with tools/export.py.')
+        with open(file, encoding='utf-8') as f:
+            self._setup(f.read(), max_length, pad_token_id, pad_to_max_length)
+
+    @classmethod
+    def from_backend(cls, backend, max_length: int, pad_token_id: int = 0,
+                     pad_to_max_length: bool = False) -> 'TextTokenizer':
+        """Copy a ``tokenizers.Tokenizer`` (e.g. a Hugging Face fast
+        tokenizer's ``backend_tokenizer``); the original is not changed.
+
+        Args:
+            backend: The ``tokenizers.Tokenizer``.
+            max_length: Text length of the model.
+            pad_token_id: Id written at padded places.
+            pad_to_max_length: See the class.
+
+        Returns:
+            The tokenizer.
+        """
+        self = cls.__new__(cls)
+        self._setup(backend.to_str(), max_length, pad_token_id,
+                    pad_to_max_length)
+        return self
+
+    def _setup(self, spec: str, max_length: int, pad_token_id: int,
+               pad_to_max_length: bool) -> None:
+        from tokenizers import Tokenizer
         self.max_length = int(max_length)
         self.pad_token_id = int(pad_token_id)
-        # two instances, configured once: encode_batch is then safe to call
-        # from several threads (the server's worker threads)
-        self._full = Tokenizer.from_file(file)
+        self.pad_to_max_length = bool(pad_to_max_length)
+        self._full = Tokenizer.from_str(spec)
         self._full.no_padding()
         self._full.no_truncation()
-        self._cut = Tokenizer.from_file(file)
+        self._cut = Tokenizer.from_str(spec)
         self._cut.no_padding()
         self._cut.enable_truncation(self.max_length)
 
@@ -177,10 +211,15 @@ class TextTokenizer:
         """Untruncated token counts (special tokens included)."""
         return [len(e.ids) for e in self._full.encode_batch(list(texts))]
 
+    def ids(self, texts: Sequence[str]) -> List[List[int]]:
+        """Token ids of each text, truncated to ``max_length``, unpadded."""
+        return [e.ids for e in self._cut.encode_batch(list(texts))]
+
     def __call__(self, texts: Sequence[str]) -> Dict[str, np.ndarray]:
         """``input_ids`` and ``attention_mask``, ``int64 [T, L]``."""
-        ids = [e.ids for e in self._cut.encode_batch(list(texts))]
-        length = max(len(i) for i in ids)
+        ids = self.ids(texts)
+        length = self.max_length if self.pad_to_max_length else \
+            max((len(i) for i in ids), default=0)
         input_ids = np.full((len(ids), length), self.pad_token_id, np.int64)
         mask = np.zeros((len(ids), length), np.int64)
         for row, seq in enumerate(ids):

@@ -2,23 +2,40 @@
 
 Routes:
 
-* ``GET /``: the page (type a description, see the top-k images with score
-  and file name); ``/?q=...&topk=...`` searches on load;
-* ``POST /search`` with ``{"query": str, "topk": int}``: the ranking as JSON;
+* ``GET /``: the page (``static/search.html``, a static file: type a
+  description, see the top-k images with score and file name);
+  ``/?q=...&topk=...`` searches on load;
+* ``POST /search`` with ``{"query": str, "topk": int}`` (``Content-Type:
+  application/json``): the ranking as JSON;
 * ``GET /images/<path relative to the gallery>``: an indexed image;
-* ``GET /health``: ``{"status": "ok", "num_images": N, ...}``.
+* ``GET /health``: ``{"status": "ok", "num_images": N, ...}`` with the
+  limits and the searches running and waiting.
 
-Bad input gets a JSON ``{"error": ...}`` with status 400/404/413/422, never
-a traceback. Only files of the index are served, and only when their real
-path (symlinks resolved) lies inside the gallery folder.
+Safe under load and bad requests:
+
+* the body is read as a stream and refused past :data:`MAX_BODY_BYTES` (413),
+  chunked or not; a body that is not ``application/json`` gets 415;
+* the body is validated by a Pydantic model; user errors are JSON
+  ``{"error": ...}`` with a 4xx status (a 500 is a bug, logged);
+* ``Host`` headers are checked (``TrustedHostMiddleware``, default: the
+  local names), so a DNS-rebinding page cannot read the gallery;
+* at most ``max_running`` searches run at once (threads) and at most
+  ``max_waiting`` more wait; past that the answer is 503 with
+  ``Retry-After``, never unbounded memory;
+* only files of the index are served, and only when their real path
+  (symlinks resolved) lies inside the gallery folder.
 """
-import html
+import logging
 import os
 import os.path as osp
+import threading
+import time
 import urllib.parse
-from typing import Any, Dict, Optional
+from importlib import resources
+from typing import Any, Dict, Optional, Sequence
 
-__all__ = ['create_app', 'MAX_QUERY_CHARS', 'MAX_TOPK', 'MAX_BODY_BYTES']
+__all__ = ['create_app', 'allowed_hosts_for', 'MAX_QUERY_CHARS', 'MAX_TOPK',
+           'MAX_BODY_BYTES', 'MAX_RUNNING', 'MAX_WAITING', 'LOCAL_HOSTS']
 
 #: Longest accepted query (characters).
 MAX_QUERY_CHARS = 500
@@ -26,149 +43,157 @@ MAX_QUERY_CHARS = 500
 MAX_TOPK = 100
 #: Largest accepted request body.
 MAX_BODY_BYTES = 16 * 1024
-
-_PAGE = """<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8">
-<title>MDRL person search</title>
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<style>
-body{font-family:system-ui,sans-serif;margin:1.5em;background:#fafafa;color:#222}
-form{display:flex;gap:.5em;flex-wrap:wrap;margin-bottom:1em}
-#query{flex:1;min-width:20em;font-size:1.1em;padding:.4em}
-#topk{width:4em;font-size:1.1em}
-button{font-size:1.1em;padding:.4em 1em}
-#results{display:flex;flex-wrap:wrap;gap:.8em}
-figure{margin:0;background:#fff;border:1px solid #ddd;padding:.4em;
- text-align:center;width:9em}
-figure img{height:12em;max-width:100%;object-fit:contain;image-rendering:pixelated}
-figcaption{font-size:.8em;word-break:break-all}
-.score{font-weight:bold}
-#status{color:#555;margin-bottom:.8em;min-height:1.2em}
-.error{color:#b00}
-</style></head>
-<body>
-<h1>MDRL person search</h1>
-<p>__INFO__</p>
-<form id="form">
- <input id="query" name="query" type="text" maxlength="__MAXCHARS__"
-  placeholder="a woman in a red coat with a black backpack" autofocus>
- <label>top-k <input id="topk" name="topk" type="number" min="1"
-  max="__MAXTOPK__" value="10"></label>
- <button id="submit" type="submit">Search</button>
-</form>
-<div id="status"></div>
-<div id="results"></div>
-<script>
-const form = document.getElementById('form');
-const statusBox = document.getElementById('status');
-const results = document.getElementById('results');
-form.addEventListener('submit', async (event) => {
-  event.preventDefault();
-  statusBox.textContent = 'Searching...';
-  statusBox.className = '';
-  results.replaceChildren();
-  const body = {query: document.getElementById('query').value,
-                topk: parseInt(document.getElementById('topk').value, 10)};
-  let reply;
-  try {
-    const response = await fetch('search', {method: 'POST',
-      headers: {'Content-Type': 'application/json'},
-      body: JSON.stringify(body)});
-    reply = await response.json();
-  } catch (err) {
-    reply = {error: String(err)};
-  }
-  if (reply.error) {
-    statusBox.textContent = reply.error;
-    statusBox.className = 'error';
-    return;
-  }
-  statusBox.textContent = reply.results.length + ' results for "' +
-    reply.query + '" (' + reply.milliseconds.toFixed(1) + ' ms)';
-  for (const hit of reply.results) {
-    const fig = document.createElement('figure');
-    fig.className = 'hit';
-    fig.dataset.rank = hit.rank;
-    fig.dataset.path = hit.path;
-    const img = document.createElement('img');
-    img.src = hit.image_url;
-    img.alt = hit.name;
-    const cap = document.createElement('figcaption');
-    const score = document.createElement('div');
-    score.className = 'score';
-    score.textContent = '#' + hit.rank + '  ' + hit.score.toFixed(3);
-    const name = document.createElement('div');
-    name.className = 'name';
-    name.textContent = hit.path;
-    cap.append(score, name);
-    fig.append(img, cap);
-    results.append(fig);
-  }
-});
-// /?q=...&topk=... fills the form and searches (links, screenshots)
-const params = new URLSearchParams(window.location.search);
-if (params.get('q')) {
-  document.getElementById('query').value = params.get('q');
-  if (params.get('topk')) document.getElementById('topk').value = params.get('topk');
-  form.requestSubmit();
-}
-</script>
-</body></html>
-"""
+#: Searches computed at once (each in a worker thread).
+MAX_RUNNING = 2
+#: Searches that may wait for a free slot; more get 503.
+MAX_WAITING = 64
+#: ``Host`` names accepted by a server bound to the loopback address.
+LOCAL_HOSTS = ('127.0.0.1', 'localhost')
+_EXAMPLE = '{"query": "a man in a red shirt", "topk": 10}'
+_logger = logging.getLogger(__name__)
 
 
-def _error(status: int, message: str):
+def allowed_hosts_for(bind_host: str) -> list:
+    """``Host`` header values to accept for a server bound to ``bind_host``.
+
+    Args:
+        bind_host: The address the server binds to.
+
+    Returns:
+        The local names for a loopback address, ``['*']`` (any) for a
+        wildcard address (``0.0.0.0``, ``::``; pass explicit names there to
+        protect against DNS rebinding), else ``[bind_host]``.
+    """
+    if bind_host in LOCAL_HOSTS or bind_host == '::1':
+        return list(LOCAL_HOSTS)
+    if bind_host in ('0.0.0.0', '::', ''):
+        return ['*']
+    return [bind_host]
+
+
+def _error(status: int, message: str, headers: Optional[dict] = None):
     from fastapi.responses import JSONResponse
-    return JSONResponse(status_code=status, content=dict(error=message))
+    return JSONResponse(status_code=status, content=dict(error=message),
+                        headers=headers)
+
+
+def _request_model(max_query_chars: int, max_topk: int):
+    """The Pydantic model of a ``POST /search`` body."""
+    from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+    class SearchRequest(BaseModel):
+        """``{"query": non-empty text, "topk": 1..max_topk}``, nothing else."""
+        model_config = ConfigDict(extra='forbid', strict=True)
+        query: str = Field(min_length=1, max_length=max_query_chars)
+        topk: int = Field(10, ge=1, le=max_topk)
+
+        @field_validator('query')
+        @classmethod
+        def _not_blank(cls, value: str) -> str:
+            if not value.strip():
+                raise ValueError('blank')
+            return value.strip()
+
+    return SearchRequest
+
+
+def _explain(error: Dict[str, Any], max_query_chars: int,
+             max_topk: int) -> tuple:
+    """``(status, message)`` of the first Pydantic error of a body."""
+    import json
+    kind, loc = error['type'], error.get('loc', ())
+    if kind == 'json_invalid':
+        return 400, f'the body must be JSON: {_EXAMPLE}'
+    if not loc or kind in ('model_type', 'model_attributes_type'):
+        return 422, ('the body must be a JSON object with "query" and '
+                     'optional "topk"')
+    if kind == 'extra_forbidden':
+        return 422, (f'unknown field {str(loc[0])!r}: the body takes "query" '
+                     'and optional "topk"')
+    if loc[0] == 'query':
+        if kind == 'string_too_long':
+            return 422, (f'"query" is {len(error["input"])} characters long; '
+                         f'at most {max_query_chars} are accepted')
+        return 422, '"query" must be a non-empty text describing the person'
+    return 422, (f'"topk" must be an integer from 1 to {max_topk}, got '
+                 f'{json.dumps(error.get("input"))[:40]}')
 
 
 def create_app(searcher: Any,
                max_query_chars: int = MAX_QUERY_CHARS,
                max_topk: int = MAX_TOPK,
-               title: Optional[str] = None):
+               title: Optional[str] = None,
+               allowed_hosts: Optional[Sequence[str]] = None,
+               max_running: int = MAX_RUNNING,
+               max_waiting: int = MAX_WAITING):
     """Build the FastAPI application over a searcher with a loaded index.
 
     Args:
         searcher: :class:`~mdrl_deploy.OrtSearcher` or
             ``mdrl_plugin.apis.PersonSearcher`` with an index (built or
-            loaded); only ``search``, ``index`` and ``fingerprint`` are used.
+            loaded); only ``search``, ``index`` and ``fingerprint`` are used,
+            ``search`` from several threads at once.
         max_query_chars: Longest accepted query.
         max_topk: Largest accepted ``topk``.
         title: Text under the page heading (default: gallery size).
+        allowed_hosts: Accepted ``Host`` header names (default
+            :data:`LOCAL_HOSTS`; ``['*']`` accepts any), see
+            :func:`allowed_hosts_for`.
+        max_running: Searches computed at once.
+        max_waiting: Searches that may wait for a slot; more get 503.
 
     Returns:
         The ``fastapi.FastAPI`` app.
     """
-    import time
-
+    import anyio
     from fastapi import FastAPI, Request
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import FileResponse, HTMLResponse
+    from pydantic import ValidationError
     from starlette.exceptions import HTTPException
+    from starlette.middleware.trustedhost import TrustedHostMiddleware
 
     index = searcher.index
     if index is None:
         raise ValueError('create_app needs a searcher with an index: call '
                          'build_index or load_index first.')
+    if max_running < 1 or max_waiting < 0:
+        raise ValueError(f'max_running must be >= 1 and max_waiting >= 0, '
+                         f'got {max_running} and {max_waiting}')
     root = index.root or osp.commonpath([osp.dirname(p) for p in index.paths])
     real_root = osp.realpath(root)
-    # relative path -> file, for the files whose real path is in the gallery
-    servable: Dict[str, str] = {}
-    rel_of: Dict[int, str] = {}
-    for i, path in enumerate(index.paths):
-        rel = osp.relpath(path, root).replace(os.sep, '/')
-        rel_of[i] = rel
-        real = osp.realpath(path)
-        if osp.commonpath([real, real_root]) == real_root:
-            servable[rel] = path
-    info = title or (f'{len(index)} gallery images in '
-                     f'{html.escape(osp.basename(root) or root)}')
-    page = (_PAGE.replace('__INFO__', html.escape(info))
-            .replace('__MAXCHARS__', str(max_query_chars))
-            .replace('__MAXTOPK__', str(max_topk)))
+    prefix = root.rstrip(os.sep) + os.sep
+
+    def rel_path(path: str) -> str:
+        rel = path[len(prefix):] if path.startswith(prefix) else \
+            osp.relpath(path, root)
+        return rel.replace(os.sep, '/')
+
+    # the index's own path strings: no copy of a million paths
+    indexed = set(index.paths)
+    page = (resources.files('mdrl_deploy') / 'static' /
+            'search.html').read_text(encoding='utf-8')
+    request_model = _request_model(max_query_chars, max_topk)
+    load = dict(admitted=0, running=0, peak_running=0)
+    lock = threading.Lock()
+    limiter = []  # one anyio.CapacityLimiter, made in the event loop
+
+    def run_search(query: str, topk: int):
+        with lock:
+            load['running'] += 1
+            load['peak_running'] = max(load['peak_running'], load['running'])
+        try:
+            start = time.perf_counter()
+            hits = searcher.search(query, topk)[0]
+            return hits, (time.perf_counter() - start) * 1000
+        finally:
+            with lock:
+                load['running'] -= 1
 
     app = FastAPI(title='MDRL person search', docs_url=None, redoc_url=None,
                   openapi_url=None)
+    app.add_middleware(TrustedHostMiddleware,
+                       allowed_hosts=list(allowed_hosts or LOCAL_HOSTS))
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException):
@@ -180,6 +205,8 @@ def create_app(searcher: Any,
 
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception):
+        _logger.error('internal error on %s', request.url.path,
+                      exc_info=exc)
         return _error(500, f'internal error ({type(exc).__name__})')
 
     @app.get('/', response_class=HTMLResponse)
@@ -191,59 +218,65 @@ def create_app(searcher: Any,
         fp = getattr(searcher, 'fingerprint', {}) or {}
         return dict(status='ok', num_images=len(index),
                     feature_dim=index.feature_dim,
-                    checkpoint_sha256=str(fp.get('checkpoint_sha256', ''))[:12])
+                    checkpoint_sha256=str(fp.get('checkpoint_sha256', ''))[:12],
+                    gallery=osp.basename(root.rstrip(os.sep)) or root,
+                    title=title, max_query_chars=max_query_chars,
+                    max_topk=max_topk,
+                    searches=dict(running=load['running'],
+                                  waiting=load['admitted'] - load['running'],
+                                  peak_running=load['peak_running'],
+                                  max_running=max_running,
+                                  max_waiting=max_waiting))
 
     @app.post('/search')
     async def search(request: Request):
+        ctype = request.headers.get('content-type', '')
+        if ctype.split(';')[0].strip().lower() != 'application/json':
+            return _error(415, 'the body must be JSON with Content-Type: '
+                          f'application/json, got {ctype[:60]!r}')
+        too_large = f'request body larger than {MAX_BODY_BYTES} bytes'
         length = request.headers.get('content-length')
         if length is not None and (not length.isdigit() or
                                    int(length) > MAX_BODY_BYTES):
-            return _error(413, f'request body larger than {MAX_BODY_BYTES} '
-                          'bytes')
-        raw = await request.body()
-        if len(raw) > MAX_BODY_BYTES:
-            return _error(413, f'request body larger than {MAX_BODY_BYTES} '
-                          'bytes')
-        import json
+            return _error(413, too_large)
+        raw = bytearray()
+        async for chunk in request.stream():
+            raw += chunk
+            if len(raw) > MAX_BODY_BYTES:
+                return _error(413, too_large)
         try:
-            body = json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
-            return _error(400, 'the body must be JSON: {"query": "a man in a '
-                          'red shirt", "topk": 10}')
-        if not isinstance(body, dict):
-            return _error(400, 'the body must be a JSON object with "query" '
-                          'and optional "topk"')
-        query = body.get('query')
-        if not isinstance(query, str) or not query.strip():
-            return _error(400, '"query" must be a non-empty text describing '
-                          'the person')
-        if len(query) > max_query_chars:
-            return _error(400, f'"query" is {len(query)} characters long; at '
-                          f'most {max_query_chars} are accepted')
-        topk = body.get('topk', 10)
-        if isinstance(topk, bool) or not isinstance(topk, int) or \
-                not 1 <= topk <= max_topk:
-            return _error(400, f'"topk" must be an integer from 1 to '
-                          f'{max_topk}, got {json.dumps(topk)[:40]}')
-        from starlette.concurrency import run_in_threadpool
-        start = time.perf_counter()
-        hits = (await run_in_threadpool(searcher.search, query.strip(),
-                                        topk))[0]
-        ms = (time.perf_counter() - start) * 1000
+            body = request_model.model_validate_json(bytes(raw))
+        except ValidationError as err:
+            return _error(*_explain(err.errors()[0], max_query_chars,
+                                    max_topk))
+        if load['admitted'] >= max_running + max_waiting:
+            return _error(503, f'busy: {load["admitted"]} searches running '
+                          'or waiting; try again in a second',
+                          headers={'Retry-After': '1'})
+        if not limiter:
+            limiter.append(anyio.CapacityLimiter(max_running))
+        load['admitted'] += 1
+        try:
+            hits, ms = await anyio.to_thread.run_sync(
+                run_search, body.query, body.topk, limiter=limiter[0])
+        except (ValueError, TypeError) as err:
+            return _error(422, str(err))
+        finally:
+            load['admitted'] -= 1
         results = []
         for hit in hits:
-            rel = rel_of[hit.index]
+            rel = rel_path(hit.path)
             results.append(dict(
                 rank=hit.rank, score=round(float(hit.score), 6), path=rel,
                 name=osp.basename(rel), label=hit.label,
                 image_url='images/' + urllib.parse.quote(rel)))
-        return dict(query=query.strip(), topk=topk, milliseconds=ms,
+        return dict(query=body.query, topk=body.topk, milliseconds=ms,
                     results=results)
 
     @app.get('/images/{rel:path}')
     def image(rel: str):
-        path = servable.get(rel)
-        if path is None or not osp.isfile(path) or \
+        path = prefix + rel.replace('/', os.sep)
+        if path not in indexed or not osp.isfile(path) or \
                 osp.commonpath([osp.realpath(path), real_root]) != real_root:
             return _error(404, 'no such image in the gallery')
         return FileResponse(path)

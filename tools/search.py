@@ -3,34 +3,26 @@
 
 Usage::
 
-    python tools/search.py CONFIG CKPT --gallery DIR_OR_INDEX \\
-        --query "a woman in a red coat and black trousers" [--query ...] \\
-        [--topk 10] [--save-index PATH] [--out result.png] [--labels FILE] \\
-        [--query-pid PID [--query-pid PID ...]] [--device cpu]
-        [--cfg-options KEY=VALUE ...] [--allow-partial-checkpoint] [--debug]
+    python tools/search.py CONFIG CKPT --gallery DIR_OR_INDEX --query TEXT \\
+        [--query ...] [--topk 10] [--save-index PATH] [--out result.png] \\
+        [--labels FILE --query-pid PID ...] [--onnx EXPORT_DIR]
 
-``--gallery`` is a folder (scanned recursively for images and encoded) or an
-index file written earlier with ``--save-index`` (reused when it was made by
-the same config and checkpoint and no image changed). The ranked list is
-printed (rank, score, label, path) and a picture with the query and its top-k
-images is written to ``--out``. With ``--labels`` (a JSON ``{image path:
-pid}`` or a CUHK-PEDES / ICFG-PEDES / RSTPReid annotation file) and
-``--query-pid``, hits of the query's identity are framed green and others red.
-
-Every argument (config, checkpoint, gallery, queries, labels, output paths)
-is checked before the model is built or an image encoded; a mistake prints
-one paragraph and exits with status 2 (a traceback only with ``--debug``).
-A checkpoint that does not fit the config's model is refused unless
-``--allow-partial-checkpoint`` is given.
+``--gallery`` is a folder (encoded) or an index of ``--save-index``. The
+ranking is printed and drawn to ``--out``; with ``--labels`` (JSON ``{image
+path: pid}`` or a PEDES annotation file) and ``--query-pid``, hits of that
+identity are framed green, others red. See docs/search.md.
 """
 import argparse
 import os
 import os.path as osp
 import sys
 import warnings
-from typing import List, Optional, Sequence
+from typing import Optional, Sequence
 
 from mmengine.config import Config, DictAction
+
+from mdrl_deploy import (OrtSearcher, check_queries, format_results,
+                         label_from_text)
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))  # tools/_common.py
 
@@ -40,138 +32,69 @@ from _common import (USER_ERRORS, InputError,  # noqa: E402
 
 PROG = 'tools/search.py'
 
-__all__ = ['parse_args', 'main', 'format_results']
+__all__ = ['parse_args', 'check_inputs', 'main']
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     """Parse the command line."""
-    parser = argparse.ArgumentParser(
+    p = argparse.ArgumentParser(
         description='Text-to-image person search over a folder of images.')
-    parser.add_argument('config', help='model config file ("-" with --onnx)')
-    parser.add_argument('checkpoint', help='model checkpoint file ("-" with --onnx)')
-    parser.add_argument('--gallery', required=True,
-                        help='image folder (scanned recursively) or an index '
-                        'file written by --save-index')
-    parser.add_argument('--query', action='append', required=True,
-                        help='description of the person (repeat for more '
-                        'queries)')
-    parser.add_argument('--topk', type=int, default=10,
-                        help='hits per query (default 10)')
-    parser.add_argument('--save-index', metavar='PATH',
-                        help='save the gallery index here (e.g. gallery.npz)')
-    parser.add_argument('--out', default='search_result.png',
-                        help='picture of the results (default '
-                        'search_result.png); "none" to skip it')
-    parser.add_argument('--labels', metavar='FILE',
-                        help='identity labels: JSON {image path: pid} or a '
-                        'PEDES annotation file (paths relative to the '
-                        'gallery folder or its imgs/)')
-    parser.add_argument('--query-pid', action='append', default=None,
-                        help='identity the query describes (once for all '
-                        'queries or once per query); marks matches')
-    parser.add_argument('--device', default='cpu',
-                        help='torch device, e.g. cpu or cuda:0')
-    parser.add_argument('--batch-size', type=int, default=64,
-                        help='images encoded per forward pass (default 64)')
-    parser.add_argument('--num-workers', type=int, default=0,
-                        help='image loading worker processes (default 0)')
-    parser.add_argument('--backend', default='torch',
-                        choices=['torch', 'faiss'],
-                        help='ranking backend (faiss only when installed)')
-    parser.add_argument('--onnx', metavar='EXPORT_DIR',
-                        help='encode with an export folder of tools/export.py '
-                        '(ONNX Runtime; CONFIG and CHECKPOINT are then not '
-                        'loaded); same index files and rankings')
-    parser.add_argument('--no-progress', action='store_true',
-                        help='hide the progress bar')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='override config settings, e.g. '
-                        'model.data_preprocessor.tokenizer=path/to/bert')
-    add_partial_and_debug_args(parser)
-    args = parser.parse_args(argv)
+    p.add_argument('config', help='model config file ("-" with --onnx)')
+    p.add_argument('checkpoint', help='checkpoint file ("-" with --onnx)')
+    p.add_argument('--gallery', required=True,
+                   help='image folder or an index file (--save-index)')
+    p.add_argument('--query', action='append', required=True,
+                   help='description of the person (repeat for more)')
+    p.add_argument('--topk', type=int, default=10, help='hits per query')
+    p.add_argument('--save-index', metavar='PATH', help='save the index here')
+    p.add_argument('--out', default='search_result.png',
+                   help='picture of the results ("none": no picture)')
+    p.add_argument('--labels', metavar='FILE', help='identity labels: JSON '
+                   '{image path: pid} or a PEDES annotation file')
+    p.add_argument('--query-pid', action='append', default=None,
+                   help='identity of the queries (once, or once per query)')
+    for flag, default in (('--device', 'cpu'), ('--batch-size', 64),
+                          ('--num-workers', 0)):
+        p.add_argument(flag, default=default, type=type(default))
+    p.add_argument('--backend', default='numpy',
+                   choices=['numpy', 'torch', 'faiss'], help='ranking backend')
+    p.add_argument('--onnx', metavar='EXPORT_DIR', help='encode with an '
+                   'export folder of tools/export.py (ONNX Runtime)')
+    p.add_argument('--no-progress', action='store_true')
+    p.add_argument('--cfg-options', nargs='+', action=DictAction)
+    add_partial_and_debug_args(p)
+    args = p.parse_args(argv)
     if args.topk < 1:
-        parser.error(f'--topk must be >= 1, got {args.topk}')
+        p.error(f'--topk must be >= 1, got {args.topk}')
     if args.query_pid is not None and len(args.query_pid) not in (
             1, len(args.query)):
-        parser.error(f'--query-pid was given {len(args.query_pid)} times for '
-                     f'{len(args.query)} queries; give it once (for all) or '
-                     'once per query')
+        p.error(f'--query-pid was given {len(args.query_pid)} times for '
+                f'{len(args.query)} queries; give it once (for all) or once '
+                'per query')
     return args
-
-
-def _pid(value: str):
-    """``'12'`` -> 12 (labels in PEDES files are ints); other text stays."""
-    value = value.strip()
-    return int(value) if value.lstrip('-').isdigit() else value
-
-
-def format_results(queries: Sequence[str], results: Sequence[Sequence],
-                   query_pids: Sequence) -> str:
-    """The printed ranking: one table per query.
-
-    Args:
-        queries: Query texts.
-        results: Per query, its hits.
-        query_pids: Per query, its identity or None.
-
-    Returns:
-        The text.
-    """
-    lines: List[str] = []
-    for q, (query, hits, qpid) in enumerate(zip(queries, results, query_pids)):
-        head = f'Query {q + 1}: {query}'
-        if qpid is not None:
-            head += f'  [pid {qpid}]'
-        lines.append(head)
-        match_col = qpid is not None
-        lines.append(f'{"rank":>5}  {"score":>7}  {"label":>8}  ' +
-                     ('match  ' if match_col else '') + 'path')
-        for hit in hits:
-            label = '-' if hit.label is None else str(hit.label)
-            row = f'{hit.rank:>5}  {hit.score:>7.4f}  {label:>8}  '
-            if match_col:
-                mark = '-' if hit.label is None else (
-                    'yes' if hit.label == qpid else 'no')
-                row += f'{mark:<5}  '
-            lines.append(row + hit.path)
-        lines.append('')
-    return '\n'.join(lines)
 
 
 def check_inputs(args: argparse.Namespace) -> None:
     """Check every argument before the model is built.
 
-    Args:
-        args: Parsed arguments.
-
     Raises:
-        InputError: An argument is unusable (the message names it).
+        InputError, ValueError: An argument is unusable (named).
     """
-    if args.onnx:
-        if not osp.isdir(args.onnx):
-            raise InputError(
-                f'--onnx {args.onnx!r} is not a folder (expected the export '
-                'folder written by tools/export.py).')
-        if args.labels:
-            raise InputError('--labels is not supported with --onnx.')
-    else:
+    if args.onnx and not osp.isdir(args.onnx):
+        raise InputError(f'--onnx {args.onnx!r} is not a folder (expected the '
+                         'export folder written by tools/export.py).')
+    elif not args.onnx:
         check_file(args.config, 'config file')
         check_checkpoint(args.checkpoint)
-    for i, query in enumerate(args.query):
-        if not query.strip():
-            raise InputError(
-                f'Query texts[{i}] is empty: describe the person, e.g. '
-                '"a woman in a red coat and black trousers".')
+    check_queries(args.query)
     if not osp.exists(args.gallery):
-        raise InputError(
-            f'--gallery {args.gallery!r} does not exist (expected an image '
-            'folder or an index file).')
+        raise InputError(f'--gallery {args.gallery!r} does not exist (expected '
+                         'an image folder or an index file).')
     if args.labels:
         check_file(args.labels, '--labels file')
-    if args.save_index:
-        check_output_path(args.save_index, (), '--save-index')
-    if args.out and args.out.lower() != 'none':
-        check_output_path(args.out, (), '--out')
+    for path, flag in ((args.save_index, '--save-index'), (args.out, '--out')):
+        if path and path.lower() != 'none':
+            check_output_path(path, (), flag)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -179,36 +102,27 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     try:
         check_inputs(args)
-    except USER_ERRORS as err:
+    except (ValueError, ) + USER_ERRORS as err:
         report_user_error(PROG, err, args.debug)
         return 2
-    from mdrl_plugin.apis import (IndexFormatError, IndexMismatchError,
-                                  PersonSearcher, StaleIndexError,
-                                  draw_search_results)
+    from mdrl_plugin.apis import PersonSearcher, draw_search_results
 
-    def show_warning(message, category, filename, lineno, file=None,
-                     line=None):
-        print(f'warning: {message}', file=sys.stderr)
-
-    warnings.showwarning = show_warning
+    warnings.showwarning = lambda message, *a, **k: print(
+        f'warning: {message}', file=sys.stderr)
     try:
-        config = args.config
-        if args.cfg_options:
-            config = Config.fromfile(config)
-            config.merge_from_dict(args.cfg_options)
         if args.onnx:
-            from mdrl_deploy import OrtSearcher
             searcher = OrtSearcher(args.onnx, batch_size=args.batch_size,
                                    progress=not args.no_progress)
         else:
+            config = Config.fromfile(args.config)
+            config.merge_from_dict(args.cfg_options or {})
             searcher = PersonSearcher(
                 config, args.checkpoint, device=args.device,
                 batch_size=args.batch_size, num_workers=args.num_workers,
                 backend=args.backend, progress=not args.no_progress,
                 allow_partial_checkpoint=args.allow_partial_checkpoint)
         if osp.isdir(args.gallery):
-            print(f'Encoding the images of {args.gallery} ...',
-                  file=sys.stderr)
+            print(f'Encoding the images of {args.gallery} ...', file=sys.stderr)
             searcher.build_index(args.gallery, labels=args.labels)
         else:
             searcher.load_index(args.gallery)
@@ -221,26 +135,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             print(f'Saved the index of {searcher.num_images} images to {path}',
                   file=sys.stderr)
         results = searcher.search(args.query, topk=args.topk)
-    except (FileNotFoundError, ValueError, KeyError, ImportError,
-            IndexFormatError, IndexMismatchError,
-            StaleIndexError) + USER_ERRORS as err:
+    except (FileNotFoundError, ValueError, KeyError, ImportError) + \
+            USER_ERRORS as err:
         report_user_error(PROG, err, args.debug)
         return 2
 
-    if args.query_pid is None:
-        query_pids = [None] * len(args.query)
-    elif len(args.query_pid) == 1:
-        query_pids = [_pid(args.query_pid[0])] * len(args.query)
-    else:
-        query_pids = [_pid(p) for p in args.query_pid]
-    if any(p is not None for p in query_pids) and \
-            (searcher.index.labels is None):
+    pids = [label_from_text(p) for p in args.query_pid or []]
+    query_pids = pids * len(args.query) if len(pids) == 1 else \
+        pids or [None] * len(args.query)
+    if pids and searcher.index.labels is None:
         print('warning: --query-pid needs gallery labels (--labels FILE) to '
               'mark matches', file=sys.stderr)
     print(format_results(args.query, results, query_pids))
     if args.out and args.out.lower() != 'none':
-        out_dir = osp.dirname(osp.abspath(args.out))
-        os.makedirs(out_dir, exist_ok=True)
+        os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)
         draw_search_results(args.query, results, args.out,
                             query_labels=query_pids)
         print(f'Wrote {args.out}', file=sys.stderr)

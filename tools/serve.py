@@ -3,15 +3,15 @@
 
 Usage::
 
-    python tools/serve.py --index gallery.npz --model EXPORT_DIR \\
-        [--host 127.0.0.1] [--port 8000] [--threads N]
+    python tools/serve.py --index gallery.npz --model EXPORT_DIR [--host H]
+        [--port 8000] [--threads N] [--allowed-host NAME ...]
     python tools/serve.py --index gallery.npz --model CKPT --config CONFIG
 
-``--model`` is an export folder (``tools/export.py``; torch-free search with
-ONNX Runtime) or a checkpoint (needs ``--config``; search with PyTorch).
-With ``--gallery DIR`` and an ``--index`` that does not exist yet, the
-gallery is encoded and the index saved first. The server binds to
-127.0.0.1 unless ``--host`` says otherwise. Open http://HOST:PORT/ .
+``--model`` is an export folder (torch-free search with ONNX Runtime; this
+script then never imports torch) or a checkpoint (needs ``--config``).
+With ``--gallery DIR`` and a missing ``--index``, the gallery is indexed
+first. Binds to 127.0.0.1 unless ``--host`` says otherwise; see
+docs/deploy.md for the limits. Open http://HOST:PORT/ .
 """
 import argparse
 import os
@@ -19,39 +19,38 @@ import os.path as osp
 import sys
 from typing import Optional, Sequence
 
-
 __all__ = ['parse_args', 'build_searcher', 'main']
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     """Parse the command line."""
-    from mdrl_deploy.server import MAX_QUERY_CHARS, MAX_TOPK
-    parser = argparse.ArgumentParser(
+    from mdrl_deploy import server
+    p = argparse.ArgumentParser(
         description='Serve a text-based person search page over an index.')
-    parser.add_argument('--index', required=True,
-                        help='index file (tools/search.py --save-index, '
-                        'OrtSearcher.save_index)')
-    parser.add_argument('--model', required=True,
-                        help='export folder (tools/export.py) or checkpoint')
-    parser.add_argument('--config', help='model config (with a checkpoint)')
-    parser.add_argument('--gallery', help='image folder to index when '
-                        '--index does not exist yet')
-    parser.add_argument('--host', default='127.0.0.1',
-                        help='address to bind (default 127.0.0.1: this '
-                        'machine only)')
-    parser.add_argument('--port', type=int, default=8000)
-    parser.add_argument('--threads', type=int, default=None,
-                        help='ONNX Runtime threads per query (default: '
-                        'its own choice)')
-    parser.add_argument('--max-topk', type=int, default=MAX_TOPK)
-    parser.add_argument('--max-query-chars', type=int,
-                        default=MAX_QUERY_CHARS)
-    args = parser.parse_args(argv)
+    p.add_argument('--index', required=True, help='index file')
+    p.add_argument('--model', required=True,
+                   help='export folder (tools/export.py) or checkpoint')
+    p.add_argument('--config', help='model config (with a checkpoint)')
+    p.add_argument('--gallery', help='image folder to index when --index '
+                   'does not exist yet')
+    p.add_argument('--host', default='127.0.0.1', help='address to bind')
+    p.add_argument('--port', type=int, default=8000)
+    p.add_argument('--allowed-host', action='append', metavar='NAME',
+                   help='accepted Host header (repeat; default: from --host)')
+    p.add_argument('--threads', type=int, default=None,
+                   help='ONNX Runtime threads per query')
+    for name in ('max_topk', 'max_query_chars', 'max_running',
+                 'max_waiting'):  # searches running at once / waiting
+        p.add_argument('--' + name.replace('_', '-'), type=int,
+                       default=getattr(server, name.upper()))
+    args = p.parse_args(argv)
     if not osp.isdir(args.model) and not args.config:
-        parser.error('--model is not an export folder, so it is taken as a '
-                     'checkpoint and needs --config CONFIG')
+        p.error('--model is not an export folder, so it is taken as a '
+                'checkpoint and needs --config CONFIG')
     if not 1 <= args.port <= 65535:
-        parser.error(f'--port must be 1..65535, got {args.port}')
+        p.error(f'--port must be 1..65535, got {args.port}')
+    args.allowed_host = args.allowed_host or \
+        server.allowed_hosts_for(args.host)
     return args
 
 
@@ -85,8 +84,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     import uvicorn
 
     from mdrl_deploy.server import create_app
-    app = create_app(searcher, max_query_chars=args.max_query_chars,
-                     max_topk=args.max_topk)
+    app = create_app(searcher, allowed_hosts=args.allowed_host, **{
+        k: getattr(args, k) for k in ('max_query_chars', 'max_topk',
+                                      'max_running', 'max_waiting')})
+    if '*' in args.allowed_host:
+        print('warning: any Host header is accepted; name this server with '
+              '--allowed-host to block DNS rebinding', file=sys.stderr)
     print(f'Serving {searcher.num_images} images at '
           f'http://{args.host}:{args.port}/', file=sys.stderr, flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level='warning',

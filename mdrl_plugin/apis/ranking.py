@@ -1,15 +1,23 @@
-"""Top-k cosine ranking of L2-normalised features: exact (torch) or FAISS."""
+"""Ranking backends of ``PersonSearcher`` besides the default NumPy one.
+
+The default (``backend='numpy'``) is :class:`mdrl_deploy.ranking.Ranker`, the
+ranking of both search paths. Here: ``'torch'`` (exact, on the searcher's
+device, e.g. a GPU) and ``'faiss'`` (optional package). Every backend takes
+and returns NumPy arrays: ``search(queries [T, D], k) -> (scores, indices)``.
+"""
 from typing import Optional, Tuple
 
 import numpy as np
 import torch
 
+from mdrl_deploy.ranking import Ranker, topk_cosine
 from mdrl_plugin.evaluation.functional import rows_per_chunk, similarity_chunks
 
-__all__ = ['topk_cosine', 'TorchRanker', 'FaissRanker', 'build_ranker',
-           'RANKERS']
+__all__ = ['topk_cosine', 'torch_topk_cosine', 'TorchRanker', 'FaissRanker',
+           'build_ranker', 'RANKERS']
 
-#: Largest number of similarity scores held at once by :func:`topk_cosine`
+#: Largest number of similarity scores held at once by
+#: :func:`torch_topk_cosine`
 #: (2**25 float32 = 128 MiB): queries are ranked in chunks below it.
 MAX_SCORES = 1 << 25
 
@@ -23,10 +31,10 @@ def _ties_by_index(scores: torch.Tensor, indices: torch.Tensor
     return scores.gather(1, order), indices.gather(1, order)
 
 
-def topk_cosine(queries: torch.Tensor, gallery: torch.Tensor, k: int,
-                max_scores: int = MAX_SCORES
+def torch_topk_cosine(queries: torch.Tensor, gallery: torch.Tensor, k: int,
+                      max_scores: int = MAX_SCORES
                 ) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Rank a gallery for each query by inner product (cosine on unit vectors).
+    """:func:`mdrl_deploy.ranking.topk_cosine` in torch, on any device.
 
     One matrix product ``queries @ gallery.T`` and one ``torch.topk`` per
     chunk of queries (chunks from
@@ -72,25 +80,27 @@ def topk_cosine(queries: torch.Tensor, gallery: torch.Tensor, k: int,
 
 
 class TorchRanker:
-    """Exact ranking with one matrix product + top-k (CPU or GPU).
+    """Exact ranking with one matrix product + top-k on a torch device.
 
     Args:
-        features: ``float32 [N, D]`` gallery features.
+        features: ``float32 [N, D]`` gallery features (copied to ``device``).
         device: Where the features live and the product runs.
     """
 
     name = 'torch'
 
     def __init__(self, features: np.ndarray, device: str = 'cpu') -> None:
-        self.gallery = torch.from_numpy(np.ascontiguousarray(
-            features, dtype=np.float32)).to(device)
+        self.gallery = torch.tensor(np.asarray(features, dtype=np.float32),
+                                    device=device)
 
-    def search(self, queries: torch.Tensor,
-               k: int) -> Tuple[torch.Tensor, torch.Tensor]:
-        """``(scores [T, k'], indices [T, k'])``, see :func:`topk_cosine`."""
-        s, i = topk_cosine(queries.to(self.gallery.device).float(),
-                           self.gallery, k)
-        return s.cpu(), i.cpu()
+    def search(self, queries: np.ndarray,
+               k: int) -> Tuple[np.ndarray, np.ndarray]:
+        """``(scores [T, k'], indices [T, k'])``, see
+        :func:`torch_topk_cosine`."""
+        s, i = torch_topk_cosine(
+            torch.as_tensor(queries, device=self.gallery.device).float(),
+            self.gallery, k)
+        return s.cpu().numpy(), i.cpu().numpy()
 
 
 class FaissRanker:
@@ -137,8 +147,8 @@ class FaissRanker:
         self.index = index
         self.num_images = feats.shape[0]
 
-    def search(self, queries: torch.Tensor,
-               k: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    def search(self, queries: np.ndarray,
+               k: int) -> Tuple[np.ndarray, np.ndarray]:
         """``(scores [T, k'], indices [T, k'])`` in descending score order.
 
         Approximate indexes may return fewer than ``k'`` hits; missing slots
@@ -147,36 +157,41 @@ class FaissRanker:
         if k < 1:
             raise ValueError(f'topk must be >= 1, got {k}')
         k = min(int(k), self.num_images)
-        q = np.ascontiguousarray(queries.detach().cpu().numpy(),
-                                 dtype=np.float32)
+        q = np.ascontiguousarray(queries, dtype=np.float32)
         scores, indices = self.index.search(q, k)
-        return torch.from_numpy(np.asarray(scores)), torch.from_numpy(
-            np.asarray(indices, dtype=np.int64))
+        return np.asarray(scores), np.asarray(indices, dtype=np.int64)
 
 
 #: Ranking backends by name.
-RANKERS = {'torch': TorchRanker, 'faiss': FaissRanker}
+RANKERS = {'numpy': Ranker, 'torch': TorchRanker, 'faiss': FaissRanker}
 
 
 def build_ranker(name: str, features: np.ndarray, device: str = 'cpu',
-                 **kwargs):
+                 summary: Optional[np.ndarray] = None,
+                 spread: Optional[np.ndarray] = None, **kwargs):
     """Build the ranking backend ``name`` over ``features``.
 
     Args:
-        name: ``'torch'`` (exact, default) or ``'faiss'``.
+        name: ``'numpy'`` (default of the searchers, exact),
+            ``'torch'`` (exact, on ``device``) or ``'faiss'``.
         features: ``float32 [N, D]`` gallery features.
         device: Device of the torch backend.
+        summary: ``[2G, N]`` and
+        spread: ``[P, N]`` of global+local features, which the NumPy
+            backend scans instead of all features (same result).
         **kwargs: Backend arguments (``factory``, ``nprobe`` for FAISS).
 
     Returns:
         An object with ``search(queries, k) -> (scores, indices)``.
     """
+    if name not in RANKERS:
+        raise ValueError(f'Unknown search backend {name!r}; choose one of '
+                         f'{sorted(RANKERS)}')
+    if name != 'faiss' and kwargs:
+        raise TypeError(f'backend {name!r} takes no options, got '
+                        f'{sorted(kwargs)}')
+    if name == 'numpy':
+        return Ranker(features, summary, spread)
     if name == 'torch':
-        if kwargs:
-            raise TypeError(f"backend 'torch' takes no options, got "
-                            f'{sorted(kwargs)}')
         return TorchRanker(features, device=device)
-    if name == 'faiss':
-        return FaissRanker(features, **kwargs)
-    raise ValueError(f'Unknown search backend {name!r}; choose one of '
-                     f'{sorted(RANKERS)}')
+    return FaissRanker(features, **kwargs)

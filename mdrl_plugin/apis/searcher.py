@@ -1,12 +1,14 @@
-"""Text-to-image person search over any folder of images."""
+"""Text-to-image person search over any folder of images, with PyTorch.
+
+Only the encoders are here: the index, labels, query checks, warnings and
+ranking are :class:`mdrl_deploy.search.GallerySearcher`'s, shared with the
+torch-free :class:`mdrl_deploy.OrtSearcher`.
+"""
 import copy
 import os
 import os.path as osp
 import sys
-import warnings
-from dataclasses import dataclass
-from typing import (Any, Dict, Iterator, List, Mapping, Optional, Sequence,
-                    Tuple, Union)
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -14,79 +16,17 @@ from mmengine.config import Config
 from mmengine.dataset import Compose
 from mmengine.registry import DefaultScope
 
-from .index import (GalleryIndex, config_sha256, file_sha256, file_stat)
-from .labels import Label, check_label, load_labels, resolve_label_map
-from .ranking import build_ranker
+from mdrl_deploy.search import (IMAGE_EXTENSIONS, GallerySearcher,
+                                QueryTruncatedWarning, SearchHit,
+                                SkippedImagesWarning, UnmatchedLabelsWarning,
+                                scan_images, skip_reason)
+from .index import GalleryIndex, config_sha256, file_sha256, file_stat
+from .ranking import RANKERS, build_ranker
 
 __all__ = [
     'PersonSearcher', 'SearchHit', 'IMAGE_EXTENSIONS', 'scan_images',
     'SkippedImagesWarning', 'QueryTruncatedWarning', 'UnmatchedLabelsWarning'
 ]
-
-#: File name endings (lower case) taken as images by a folder scan.
-IMAGE_EXTENSIONS: Tuple[str, ...] = ('.jpg', '.jpeg', '.png', '.bmp', '.ppm',
-                                     '.pgm', '.pbm', '.tif', '.tiff',
-                                     '.webp')
-#: How many file names a warning lists.
-_SHOW = 5
-
-
-class SkippedImagesWarning(UserWarning):
-    """Some gallery files were not indexed (unreadable or not images)."""
-
-
-class QueryTruncatedWarning(UserWarning):
-    """A query is longer than the model's text length and was cut."""
-
-
-class UnmatchedLabelsWarning(UserWarning):
-    """Labels were given but some or all gallery images have none."""
-
-
-@dataclass(frozen=True)
-class SearchHit:
-    """One ranked gallery image for a query.
-
-    Unpacks as ``(path, score)``: ``for path, score in hits: ...``.
-
-    Args:
-        rank: 1-based rank.
-        path: Absolute image path.
-        score: Cosine similarity with the query.
-        label: Identity label of the image, None if unknown.
-        index: Row of the image in the gallery index.
-    """
-    rank: int
-    path: str
-    score: float
-    label: Optional[Label] = None
-    index: int = -1
-
-    def __iter__(self) -> Iterator:
-        return iter((self.path, self.score))
-
-
-def scan_images(folder: str,
-                extensions: Sequence[str] = IMAGE_EXTENSIONS
-                ) -> Tuple[List[str], List[str]]:
-    """List the files under a folder, recursively, in sorted order.
-
-    Args:
-        folder: The folder.
-        extensions: Lower-case name endings taken as images.
-
-    Returns:
-        ``(image files, other files)`` as absolute normalised paths.
-    """
-    folder = osp.abspath(folder)
-    images, others = [], []
-    exts = tuple(e.lower() for e in extensions)
-    for dirpath, dirnames, filenames in os.walk(folder):
-        dirnames.sort()
-        for name in sorted(filenames):
-            path = osp.join(dirpath, name)
-            (images if name.lower().endswith(exts) else others).append(path)
-    return images, others
 
 
 def _list_collate(batch: list) -> list:
@@ -116,25 +56,17 @@ class _ImageFiles(torch.utils.data.Dataset):
                                  'tensor in "inputs"')
             return i, inputs, stat, None
         except Exception as err:  # decoders raise many types
-            msg = str(err).strip().splitlines()[0] if str(err).strip() else ''
-            return i, None, None, f'{type(err).__name__}: {msg}'[:200]
+            return i, None, None, skip_reason(err)
 
 
-def _names(items: Sequence[str]) -> str:
-    shown = ', '.join(items[:_SHOW])
-    if len(items) > _SHOW:
-        shown += f', ... ({len(items) - _SHOW} more)'
-    return shown
-
-
-class PersonSearcher:
+class PersonSearcher(GallerySearcher):
     """Search a gallery of person images with natural-language descriptions.
 
     The model and its test pipeline come from an MMEngine config; the
-    weights from a checkpoint. Gallery images are encoded once into an
-    in-memory ``float32 [N, D]`` index (which can be saved and reloaded);
-    a query is encoded by the text branch and ranked with one matrix product
-    plus top-k.
+    weights from a checkpoint. Gallery images are encoded once into a
+    ``float32 [N, D]`` index (which can be saved, and is memory-mapped when
+    reloaded); a query is encoded by the text branch and ranked (see
+    :class:`mdrl_deploy.ranking.Ranker`).
 
     Example::
 
@@ -154,7 +86,8 @@ class PersonSearcher:
         batch_size: Images (and captions) encoded per forward pass.
         num_workers: Worker processes that load gallery images (0: in this
             process).
-        backend: ``'torch'`` (exact; default) or ``'faiss'`` (needs the
+        backend: ``'numpy'`` (default; the ranking of both search paths),
+            ``'torch'`` (exact, on ``device``) or ``'faiss'`` (needs the
             optional ``faiss`` package).
         backend_options: Options of the backend (FAISS: ``factory``,
             ``nprobe``).
@@ -171,7 +104,7 @@ class PersonSearcher:
                  device: str = 'cpu',
                  batch_size: int = 64,
                  num_workers: int = 0,
-                 backend: str = 'torch',
+                 backend: str = 'numpy',
                  backend_options: Optional[Dict[str, Any]] = None,
                  progress: bool = True,
                  allow_partial_checkpoint: bool = False) -> None:
@@ -180,8 +113,8 @@ class PersonSearcher:
             raise ValueError(f'batch_size must be >= 1, got {batch_size}')
         if num_workers < 0:
             raise ValueError(f'num_workers must be >= 0, got {num_workers}')
-        if backend not in ('torch', 'faiss'):
-            raise ValueError(f"backend must be 'torch' or 'faiss', got "
+        if backend not in RANKERS:
+            raise ValueError(f'backend must be one of {sorted(RANKERS)}, got '
                              f'{backend!r}')
         if str(device).startswith('cuda') and not torch.cuda.is_available():
             raise ValueError(f'device {device!r} was requested but CUDA is not '
@@ -233,6 +166,10 @@ class PersonSearcher:
             probe = self.data_preprocessor.tokenize(['a person'])
             self.feature_dim = int(self.model.extract_text_feat(
                 probe['input_ids'], probe['attention_mask']).shape[1])
+        local = getattr(self.model, 'image_local', None)
+        self.global_dim = self.feature_dim // (local.num_groups + 1) if \
+            getattr(self.model, 'retrieval_features', 'global') == \
+            'global+local' and hasattr(local, 'num_groups') else None
         self.fingerprint: Dict[str, Any] = dict(
             config_sha256=config_sha256(dict(
                 model=cfg.model.to_dict() if hasattr(cfg.model, 'to_dict')
@@ -244,6 +181,11 @@ class PersonSearcher:
             checkpoint=self.checkpoint)
         self.index: Optional[GalleryIndex] = None
         self._ranker = None
+
+    @property
+    def max_length(self) -> int:
+        """Text length of the model (the data preprocessor's)."""
+        return int(self.data_preprocessor.max_length)
 
     # ------------------------------------------------------------ set-up
     def _pipeline_cfg(self, cfg: Config) -> list:
@@ -280,15 +222,8 @@ class PersonSearcher:
     def encode_images(self, paths: Sequence[str]
                       ) -> Tuple[np.ndarray, List[int], List[Tuple[int, int]],
                                  List[Tuple[str, str]]]:
-        """Encode image files in batches, skipping the unreadable ones.
-
-        Args:
-            paths: Image files.
-
-        Returns:
-            ``(features float32 [M, D], kept positions in paths,
-            (size, mtime_ns) of each kept file, [(path, reason)] skipped)``.
-        """
+        """:meth:`GallerySearcher.encode_images` with the config's test
+        pipeline (in a ``DataLoader`` with ``num_workers``) and the model."""
         from mmengine.utils import ProgressBar
         loader = torch.utils.data.DataLoader(
             _ImageFiles(paths, self.pipeline), batch_size=self.batch_size,
@@ -316,24 +251,15 @@ class PersonSearcher:
                     np.zeros((0, self.feature_dim), np.float32))
         return features.astype(np.float32), kept, stats, skipped
 
-    def _check_queries(self, texts: Union[str, Sequence[str]]) -> List[str]:
-        if isinstance(texts, str):
-            texts = [texts]
-        texts = list(texts)
-        if not texts:
-            raise ValueError('No query given: pass a description such as '
-                             '"a woman in a red coat and black trousers".')
-        for i, text in enumerate(texts):
-            if not isinstance(text, str):
-                raise TypeError(f'Query texts[{i}] must be a str, got '
-                                f'{type(text).__name__}')
-            if not text.strip():
-                raise ValueError(
-                    f'Query texts[{i}] is empty: describe the person, e.g. '
-                    '"a woman in a red coat and black trousers".')
-        return [t.strip() for t in texts]
+    def _token_lengths(self, texts: List[str]) -> List[int]:
+        return self.data_preprocessor.text_lengths(texts)
 
     @torch.no_grad()
+    def _encode_batch(self, texts: List[str]) -> np.ndarray:
+        tok = self.data_preprocessor.tokenize(texts)
+        return self.model.extract_text_feat(
+            tok['input_ids'], tok['attention_mask']).float().cpu().numpy()
+
     def encode_texts(self, texts: Union[str, Sequence[str]]) -> torch.Tensor:
         """L2-normalised features of queries.
 
@@ -350,289 +276,11 @@ class PersonSearcher:
         Raises:
             ValueError: If there is no query or one is empty/whitespace.
         """
-        texts = self._check_queries(texts)
-        dp = self.data_preprocessor
-        for i, n in enumerate(dp.text_lengths(texts)):
-            if n > dp.max_length:
-                short = texts[i] if len(texts[i]) <= 60 else \
-                    texts[i][:57] + '...'
-                warnings.warn(
-                    f'Query texts[{i}] ("{short}") has {n} tokens but the '
-                    f'model reads at most {dp.max_length} (max_length of the '
-                    f'config, [CLS] and [SEP] included): the last '
-                    f'{n - dp.max_length} tokens are ignored.',
-                    QueryTruncatedWarning, stacklevel=3)
-        feats = []
-        for start in range(0, len(texts), self.batch_size):
-            tok = dp.tokenize(texts[start:start + self.batch_size])
-            feats.append(self.model.extract_text_feat(
-                tok['input_ids'], tok['attention_mask']).float())
-        return torch.cat(feats)
+        return torch.from_numpy(self.encode_queries(texts)).to(self.device)
 
     # ------------------------------------------------------------ index
-    def _label_map(self, labels, root: Optional[str]) -> Dict[str, Label]:
-        if isinstance(labels, (str, os.PathLike)):
-            return load_labels(str(labels), root)
-        if isinstance(labels, Mapping):
-            return resolve_label_map(labels, root, source='labels')
-        raise TypeError('labels must be a labels file, a dict {image path: '
-                        'label} or (for a list of image paths) a list of '
-                        f'labels; got {type(labels).__name__}')
-
-    def _apply_label_map(self, paths: Sequence[str],
-                         mapping: Dict[str, Label]) -> List[Optional[Label]]:
-        out = [mapping.get(osp.normpath(p)) for p in paths]
-        unlabelled = [p for p, lab in zip(paths, out) if lab is None]
-        if len(unlabelled) == len(paths):
-            warnings.warn(
-                f'None of the {len(paths)} gallery images has a label: the '
-                f'{len(mapping)} labelled paths match no gallery file (paths '
-                'must be absolute or relative to the gallery folder, the '
-                'labels file\'s folder, or their imgs/); gallery files look '
-                f'like {paths[0]!r}.',
-                UnmatchedLabelsWarning, stacklevel=3)
-        elif unlabelled:
-            warnings.warn(
-                f'{len(unlabelled)} of {len(paths)} gallery images have no '
-                f'label: {_names(unlabelled)}', UnmatchedLabelsWarning,
-                stacklevel=3)
-        return out
-
-    def build_index(self,
-                    image_paths_or_folder: Union[str, Sequence[str]],
-                    labels: Union[None, str, Mapping[str, Label],
-                                  Sequence[Label]] = None) -> GalleryIndex:
-        """Encode a gallery and make it the searched index.
-
-        Args:
-            image_paths_or_folder: A folder (scanned recursively for
-                :data:`IMAGE_EXTENSIONS`) or a list of image files and/or
-                folders.
-            labels: Optional identity labels: a labels file (JSON
-                ``{path: label}`` or a PEDES annotation file, see
-                :func:`~mdrl_plugin.apis.load_labels`), a dict
-                ``{path: label}`` (paths absolute or relative to the gallery
-                folder), or, for a list of image files, a list of labels in
-                the same order.
-
-        Returns:
-            The new :class:`GalleryIndex` (also kept as ``self.index``).
-
-        Raises:
-            FileNotFoundError: If a given file or folder does not exist.
-            ValueError: If no image could be read (the message says what was
-                found), or the labels do not fit.
-        """
-        if isinstance(image_paths_or_folder, (str, os.PathLike)):
-            sources = [str(image_paths_or_folder)]
-        else:
-            sources = [str(s) for s in image_paths_or_folder]
-        if not sources:
-            raise ValueError('build_index got an empty list of images.')
-        paths: List[str] = []
-        others: List[str] = []
-        explicit = True
-        for src in sources:
-            if osp.isdir(src):
-                imgs, rest = scan_images(src)
-                paths += imgs
-                others += rest
-                explicit = False
-            elif osp.isfile(src):
-                paths.append(osp.abspath(src))
-            else:
-                raise FileNotFoundError(
-                    f'Gallery path {src!r} does not exist (expected an image '
-                    'file or a folder of images).')
-        root = osp.abspath(sources[0]) if len(sources) == 1 and \
-            osp.isdir(sources[0]) else None
-
-        label_list: Optional[List[Optional[Label]]] = None
-        label_map: Optional[Dict[str, Label]] = None
-        if labels is not None:
-            if isinstance(labels, Sequence) and not isinstance(labels, str):
-                if not explicit:
-                    raise ValueError(
-                        'A list of labels needs a list of image files (in the '
-                        'same order); for a folder pass a labels file or a '
-                        'dict {image path: label}.')
-                if len(labels) != len(paths):
-                    raise ValueError(f'Got {len(labels)} labels for '
-                                     f'{len(paths)} images; expected one each.')
-                label_list = [None if lab is None else
-                              check_label(lab, f'labels[{i}]')
-                              for i, lab in enumerate(labels)]
-            else:
-                label_map = self._label_map(labels, root)
-
-        where = (f'folder {sources[0]!r}' if root else
-                 f'the {len(sources)} given paths')
-        if not paths:
-            extra = (f' (it holds {len(others)} other files, e.g. '
-                     f'{osp.basename(others[0])!r})' if others else
-                     ' (it is empty)')
-            raise ValueError(
-                f'No image files in {where}{extra}; expected files ending in '
-                f'{", ".join(IMAGE_EXTENSIONS)}.')
-
-        features, kept, stats, skipped = self.encode_images(paths)
-        if skipped or others:
-            parts = []
-            if skipped:
-                parts.append(
-                    f'{len(skipped)} unreadable image file(s): ' +
-                    _names([f'{p} ({why})' for p, why in skipped]))
-            if others:
-                parts.append(f'{len(others)} non-image file(s): ' +
-                             _names(others))
-            warnings.warn(
-                f'Skipped {len(skipped) + len(others)} of '
-                f'{len(paths) + len(others)} files in {where}: ' +
-                '; '.join(parts), SkippedImagesWarning, stacklevel=2)
-        if not kept:
-            raise ValueError(
-                f'No readable image in {where}: all {len(paths)} image files '
-                f'failed to load, e.g. {skipped[0][0]!r} ({skipped[0][1]}).')
-        kept_paths = [paths[i] for i in kept]
-        if label_list is not None:
-            final_labels = [label_list[i] for i in kept]
-        elif label_map is not None:
-            final_labels = self._apply_label_map(kept_paths, label_map)
-        else:
-            final_labels = None
-        index = GalleryIndex(
-            paths=kept_paths, features=features,
-            fingerprint=dict(self.fingerprint),
-            sizes=[s[0] for s in stats], mtimes_ns=[s[1] for s in stats],
-            labels=final_labels, root=root)
-        self._set_index(index)
-        return index
-
-    def _set_index(self, index: GalleryIndex) -> None:
-        self._ranker = build_ranker(
-            self.backend, index.features, device=str(self.device),
-            **self.backend_options)
-        self.index = index
-
-    def _require_index(self) -> GalleryIndex:
-        if self.index is None:
-            raise RuntimeError('No gallery index yet: call build_index(folder) '
-                               'or load_index(path) first.')
-        return self.index
-
-    def set_labels(self, labels: Union[str, Mapping[str, Label],
-                                       Sequence[Label]]) -> None:
-        """Set the identity labels of the current index's images.
-
-        Args:
-            labels: A labels file, a dict ``{path: label}`` (paths absolute
-                or relative to the index's gallery folder), or a list with
-                one label (or None) per indexed image.
-        """
-        index = self._require_index()
-        if isinstance(labels, Sequence) and not isinstance(labels, str):
-            if len(labels) != len(index):
-                raise ValueError(f'Got {len(labels)} labels for the '
-                                 f'{len(index)} indexed images.')
-            index.labels = [None if lab is None else
-                            check_label(lab, f'labels[{i}]')
-                            for i, lab in enumerate(labels)]
-            return
-        index.labels = self._apply_label_map(
-            index.paths, self._label_map(labels, index.root))
-
-    def save_index(self, path: str) -> str:
-        """Save the current index atomically (see :meth:`GalleryIndex.save`).
-
-        Args:
-            path: Destination file, e.g. ``gallery.npz``.
-
-        Returns:
-            The absolute path written.
-        """
-        return self._require_index().save(path)
-
-    def load_index(self, path: str, check_files: bool = True) -> GalleryIndex:
-        """Load an index and make it the searched one.
-
-        Args:
-            path: A file written by :meth:`save_index`.
-            check_files: Refuse the index if an image changed or vanished
-                since it was built (one ``stat`` per image).
-
-        Returns:
-            The index.
-
-        Raises:
-            IndexMismatchError: If another model (config, checkpoint or
-                feature width) made it.
-            StaleIndexError: If image files changed or vanished.
-            IndexFormatError: If the file is not an index.
-        """
-        index = GalleryIndex.load(path)
-        index.check_fingerprint(self.fingerprint, index_path=path)
-        if check_files:
-            index.check_files(index_path=path)
-        self._set_index(index)
-        return index
-
-    # ------------------------------------------------------------ search
-    def search_features(self, query_feats: torch.Tensor, topk: int = 10
-                        ) -> List[List[SearchHit]]:
-        """Rank the index for already-encoded queries.
-
-        Args:
-            query_feats: ``[T, D]`` L2-normalised query features.
-            topk: Hits per query; a larger value than the gallery returns
-                the whole gallery.
-
-        Returns:
-            Per query, the hits in rank order.
-        """
-        index = self._require_index()
-        if isinstance(topk, bool) or not isinstance(topk, (int, np.integer)) \
-                or topk < 1:
-            raise ValueError(f'topk must be a positive int, got {topk!r}')
-        if query_feats.ndim != 2 or query_feats.shape[1] != index.feature_dim:
-            raise ValueError(
-                f'Query features must be [T, {index.feature_dim}], got '
-                f'{tuple(query_feats.shape)}')
-        scores, indices = self._ranker.search(query_feats, int(topk))
-        labels = index.labels
-        results = []
-        for row_s, row_i in zip(scores.tolist(), indices.tolist()):
-            hits = []
-            for s, i in zip(row_s, row_i):
-                if i < 0:  # approximate backends may return fewer hits
-                    continue
-                hits.append(SearchHit(
-                    rank=len(hits) + 1, path=index.paths[i], score=float(s),
-                    label=None if labels is None else labels[i], index=int(i)))
-            results.append(hits)
-        return results
-
-    def search(self, texts: Union[str, Sequence[str]],
-               topk: int = 10) -> List[List[SearchHit]]:
-        """Rank the gallery for each description.
-
-        Args:
-            texts: One description or a list.
-            topk: Hits per query; more than the gallery holds returns all.
-
-        Returns:
-            One list of :class:`SearchHit` per query, best first.
-
-        Raises:
-            RuntimeError: If no index was built or loaded.
-            ValueError: For an empty query or a bad ``topk``.
-        """
-        self._require_index()
-        if isinstance(topk, bool) or not isinstance(topk, (int, np.integer)) \
-                or topk < 1:
-            raise ValueError(f'topk must be a positive int, got {topk!r}')
-        return self.search_features(self.encode_texts(texts), topk)
-
-    @property
-    def num_images(self) -> int:
-        """Number of images in the current index (0 without one)."""
-        return 0 if self.index is None else len(self.index)
+    def _make_ranker(self, index: GalleryIndex):
+        return build_ranker(self.backend, index.features,
+                            device=str(self.device),
+                            summary=index.summary, spread=index.spread,
+                            **self.backend_options)

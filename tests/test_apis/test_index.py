@@ -8,6 +8,7 @@ import pytest
 
 from mdrl_plugin.apis import (GalleryIndex, IndexFormatError,
                               IndexMismatchError, StaleIndexError)
+from mdrl_deploy.ranking import summarize
 from mdrl_plugin.apis.index import config_sha256, file_sha256, file_stat
 
 FP = dict(config_sha256='c' * 64, checkpoint_sha256='k' * 64, feature_dim=3,
@@ -35,11 +36,61 @@ def test_round_trip_keeps_everything(tmp_path):
     out = index.save(str(tmp_path / 'i.npz'))
     loaded = GalleryIndex.load(out)
     np.testing.assert_array_equal(loaded.features, index.features)
-    for key in ('paths', 'sizes', 'mtimes_ns', 'labels', 'root',
-                'fingerprint', 'created'):
+    for key in ('paths', 'labels', 'root', 'fingerprint', 'created',
+                'global_dim'):
         assert getattr(loaded, key) == getattr(index, key)
+    for key in ('sizes', 'mtimes_ns'):
+        assert getattr(loaded, key).tolist() == getattr(index, key).tolist()
+    assert loaded.sizes.tolist() == [1, 2, 3, 4]
     loaded.check_fingerprint(dict(FP))
     loaded.check_files()
+
+
+def test_features_are_memory_mapped_and_aligned(tmp_path):
+    """Version 2 maps every feature array from the file, 64-byte aligned."""
+    index = make_index(tmp_path)
+    feats = np.eye(4, 6, dtype=np.float32)
+    index = GalleryIndex(index.paths, feats, dict(FP, feature_dim=6),
+                         index.sizes, index.mtimes_ns, global_dim=2)
+    summary, spread = summarize(feats, 2)
+    np.testing.assert_array_equal(index.summary, summary)
+    loaded = GalleryIndex.load(index.save(str(tmp_path / 'i.npz')))
+    assert loaded.is_mapped and not loaded.features.flags.writeable
+    for array in (loaded.features, loaded.summary, loaded.spread):
+        assert isinstance(array, np.memmap) and array.ctypes.data % 64 == 0
+    np.testing.assert_array_equal(loaded.features, feats)
+    np.testing.assert_array_equal(loaded.summary, summary)
+    np.testing.assert_array_equal(loaded.spread, spread)
+    assert loaded.spread.shape == (2, 4)  # [P, N]: one column per image
+    with pytest.raises(ValueError, match=r'summary and spread must be '
+                       r'\[4, 4\] and \[2, 4\], got \(4, 4\) and \(4, 2\)'):
+        GalleryIndex(index.paths, feats, index.fingerprint, index.sizes,
+                     index.mtimes_ns, global_dim=2, summary=summary,
+                     spread=spread.T)
+    # still an ordinary .npz for NumPy
+    with np.load(str(tmp_path / 'i.npz')) as data:
+        assert sorted(data.files) == ['features', 'header', 'mtime_ns',
+                                      'sizes', 'spread', 'summary']
+    in_memory = GalleryIndex.load(str(tmp_path / 'i.npz'), mmap=False)
+    assert not in_memory.is_mapped
+    np.testing.assert_array_equal(in_memory.features, feats)
+
+
+def test_version_1_files_still_load(tmp_path):
+    """The format written before memory mapping (np.savez, lists in JSON)."""
+    index = make_index(tmp_path, labels=[1, 2, 3, 4])
+    header = dict(index.header(), version=1, sizes=index.sizes.tolist(),
+                  mtime_ns=index.mtimes_ns.tolist())
+    del header['global_dim']
+    path = str(tmp_path / 'v1.npz')
+    np.savez(path, features=index.features,
+             header=np.frombuffer(json.dumps(header).encode(), np.uint8))
+    loaded = GalleryIndex.load(path)
+    assert loaded.is_mapped  # np.savez stores uncompressed: mapped too
+    np.testing.assert_array_equal(loaded.features, index.features)
+    assert loaded.labels == [1, 2, 3, 4] and loaded.global_dim is None
+    loaded.check_files()
+    assert GalleryIndex.load(loaded.save(path)).header()['version'] == 2
 
 
 def test_save_uses_the_given_name(tmp_path):
@@ -125,6 +176,10 @@ def test_inconsistent_lengths():
     with pytest.raises(ValueError, match=r'features must be \[N, D\]'):
         GalleryIndex(paths=[], features=np.zeros(3), fingerprint={},
                      sizes=[], mtimes_ns=[])
+    with pytest.raises(ValueError, match='global_dim must divide the feature '
+                       'width 3, got 2'):
+        GalleryIndex(paths=['a'], features=np.zeros((1, 3)), fingerprint={},
+                     sizes=[1], mtimes_ns=[1], global_dim=2)
 
 
 def test_hashes(tmp_path):

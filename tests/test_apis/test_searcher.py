@@ -181,14 +181,17 @@ def test_save_load_round_trip(searcher, search_model, gallery, tmp_path):
 
     # the documented format: .npz with a JSON header, no pickles
     with np.load(path, allow_pickle=False) as data:
-        assert sorted(data.files) == ['features', 'header']
+        assert sorted(data.files) == ['features', 'header', 'mtime_ns',
+                                      'sizes']  # global features: no summary
         header = json.loads(data['header'].tobytes().decode('utf-8'))
+        assert data['sizes'].tolist() == index.sizes.tolist()
     assert header['format'] == 'mdrl-search-index'
-    assert header['version'] == 1
+    assert header['version'] == 2
     assert header['num_images'] == 10 and header['feature_dim'] == 32
     assert header['fingerprint']['checkpoint_sha256'] == \
         searcher.fingerprint['checkpoint_sha256']
-    assert set(header) >= {'paths', 'sizes', 'mtime_ns', 'labels', 'root'}
+    assert set(header) >= {'paths', 'labels', 'root', 'global_dim'}
+    assert header['global_dim'] is None and index.is_mapped
 
 
 def searcher_paths(gallery):
@@ -277,11 +280,14 @@ def test_atomic_save_leaves_no_partial_file(searcher, gallery, tmp_path,
     searcher.save_index(path)
     good = open(path, 'rb').read()
 
-    def broken_savez(f, **arrays):
-        f.write(b'PK\x03\x04 half an archive')
-        raise OSError('No space left on device')
+    write_member = index_mod._write_member
 
-    monkeypatch.setattr(index_mod.np, 'savez', broken_savez)
+    def broken(zf, name, array):  # the disk fills up after the header
+        if name == 'features':
+            raise OSError('No space left on device')
+        write_member(zf, name, array)
+
+    monkeypatch.setattr(index_mod, '_write_member', broken)
     with pytest.raises(OSError, match='No space left on device'):
         searcher.save_index(path)
     assert open(path, 'rb').read() == good  # old index untouched
@@ -476,5 +482,50 @@ def test_constructor_errors(search_model, tmp_path):
         PersonSearcher(no_pipe, ckpt)
     with pytest.raises(ValueError, match='batch_size must be >= 1'):
         PersonSearcher(cfg, ckpt, batch_size=0)
-    with pytest.raises(ValueError, match="backend must be 'torch' or 'faiss'"):
+    with pytest.raises(ValueError, match=re.escape(
+            "backend must be one of ['faiss', 'numpy', 'torch'], got 'annoy'")):
         PersonSearcher(cfg, ckpt, backend='annoy')
+
+
+def _queries_3_to_62_words(num):
+    words = ['red', 'a', 'man', 'bag', 'blue', 'woman', 'shoes']
+    return [' '.join(words[(i + j) % 7] for j in range(3 + i * 5 % 60))
+            for i in range(num)]
+
+
+def test_tokenisation_equals_the_hugging_face_call(searcher):
+    """The thread-safe tokenizer copy gives the Hugging Face fast tokenizer's
+    ids and masks (both padding modes) and leaves the original unchanged."""
+    dp = searcher.data_preprocessor
+    texts = _queries_3_to_62_words(6) + ['a man', 'Ünïcode  spaces\tand tabs']
+    for padding in ('longest', 'max_length'):
+        dp.padding = padding
+        ref = dp.tokenizer(texts, padding=padding, truncation=True,
+                           max_length=dp.max_length, return_tensors='pt')
+        got = dp.tokenize(texts)
+        assert torch.equal(got['input_ids'], ref['input_ids'])
+        assert torch.equal(got['attention_mask'], ref['attention_mask'])
+    dp.padding = 'longest'
+    assert dp.token_ids(texts) == dp.tokenizer(
+        texts, truncation=True, max_length=dp.max_length)['input_ids']
+    assert dp.text_lengths(texts) == [
+        len(i) for i in dp.tokenizer(texts)['input_ids']]
+    assert max(dp.text_lengths(texts)) > dp.max_length
+
+
+def test_concurrent_searches_are_thread_safe(searcher, gallery):
+    """32 threads searching at once get what one thread gets: queries of 3
+    to 62 words are truncated to the model's 16 tokens (a shared fast
+    tokenizer reconfigured per call gave "Already borrowed" errors and
+    untruncated queries)."""
+    from concurrent.futures import ThreadPoolExecutor
+    searcher.build_index(gallery)
+    queries = _queries_3_to_62_words(64)
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', QueryTruncatedWarning)
+        expected = [[h.path for h in searcher.search(q, topk=3)[0]]
+                    for q in queries]
+        with ThreadPoolExecutor(32) as pool:
+            got = list(pool.map(lambda q: [h.path for h in searcher.search(
+                q, topk=3)[0]], queries * 4))
+    assert got == expected * 4

@@ -6,8 +6,9 @@ import pytest
 
 from test_apis.search_testdata import write_gallery, write_model
 
-try:  # the optional extra .[deploy]; `make test` installs it
+try:  # the optional extras .[deploy] and .[tests]; `make test` installs them
     import fastapi  # noqa: F401
+    import httpx  # noqa: F401
     import onnxruntime  # noqa: F401
 except ImportError:
     if os.environ.get('CI'):
@@ -49,7 +50,7 @@ def _train_a_little(model: dict, steps: int = 5) -> None:
 
 
 def _export(folder: str, model: dict) -> str:
-    from mdrl_plugin.deploy import export_onnx
+    from mdrl_plugin.export import export_onnx
     out = osp.join(folder, 'export')
     export_onnx(model['config'], model['checkpoint'], out)
     return out

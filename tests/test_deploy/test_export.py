@@ -9,8 +9,8 @@ import torch.nn as nn
 
 from mdrl_deploy import OrtSearcher, load_manifest
 from mdrl_plugin.apis import PersonSearcher
-from mdrl_plugin.deploy import ExportError, describe_test_pipeline
-from mdrl_plugin.deploy.export import _export_graph, _traceable_attention
+from mdrl_plugin.export import ExportError, describe_test_pipeline
+from mdrl_plugin.export.export import _export_graph, _traceable_attention
 
 QUERIES = ['a man in a red shirt', 'a woman with a blue bag and long hair',
            'black pants and white shoes', 'she has a hat',
@@ -102,7 +102,7 @@ def test_tokenizer_matches_the_model(deploy_model):
 
 
 def test_export_refuses_a_non_empty_folder(deploy_model):
-    from mdrl_plugin.deploy import export_onnx
+    from mdrl_plugin.export import export_onnx
     with pytest.raises(FileExistsError, match='not empty'):
         export_onnx(deploy_model['config'], deploy_model['checkpoint'],
                     deploy_model['export'])
@@ -167,7 +167,7 @@ def test_unsupported_operator_names_the_module(tmp_path):
 
 @pytest.mark.parametrize('num_groups', [1, 2, 3, 4])
 def test_fixed_group_tokens_equals_dll_grouping(num_groups):
-    from mdrl_plugin.deploy import fixed_group_tokens
+    from mdrl_plugin.export import fixed_group_tokens
     from mdrl_plugin.models.necks.dll import group_tokens
     torch.manual_seed(0)
     tokens = torch.randn(4, 7, 5)

@@ -49,10 +49,35 @@ def test_unreadable_files_are_skipped(deploy_model, tmp_path):
     img = np.zeros((40, 20, 3), np.uint8)
     cv2.imwrite(str(tmp_path / 'ok.png'), img)
     s = OrtSearcher(deploy_model['export'])
-    with pytest.warns(UserWarning, match=r'Skipped 2 files.*bad\.jpg'):
+    with pytest.warns(UserWarning, match=r'Skipped 2 of 3 files.*bad\.jpg'):
         index = s.build_index(str(tmp_path))
     assert [p.rsplit('/', 1)[1] for p in index.paths] == ['ok.png']
     with pytest.raises(ValueError, match='texts\\[0\\] is empty'):
         s.search('   ')
     with pytest.raises(ValueError, match='topk must be a positive int'):
         s.search('a man', topk=0)
+
+
+def test_text_tokenizer_from_32_threads(deploy_model):
+    """Two copies configured once: concurrent calls give the ids, masks and
+    lengths of sequential ones (truncated to max_length 16)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from mdrl_deploy import TextTokenizer, load_manifest
+    manifest = load_manifest(deploy_model['export'])
+    tok = TextTokenizer(manifest['files']['tokenizer'], 16)
+    texts = [' '.join(['a man with a red bag'] * n) for n in range(1, 17)]
+    expected = [(tok([t]), tok.lengths([t])) for t in texts]
+    assert max(n for _, (n, ) in expected) > 16
+    assert {e['input_ids'].shape[1] for e, _ in expected} >= {16}
+    with ThreadPoolExecutor(32) as pool:
+        got = list(pool.map(lambda t: (tok([t]), tok.lengths([t])),
+                            texts * 8))
+    for (e, n), (g, m) in zip(expected * 8, got):
+        assert n == m
+        np.testing.assert_array_equal(e['input_ids'], g['input_ids'])
+        np.testing.assert_array_equal(e['attention_mask'], g['attention_mask'])
+    padded = TextTokenizer(manifest['files']['tokenizer'], 16,
+                           pad_to_max_length=True)(['a man'])
+    assert padded['input_ids'].shape == (1, 16)
+    assert padded['attention_mask'].tolist() == [[1] * 4 + [0] * 12]

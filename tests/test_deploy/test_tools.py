@@ -1,6 +1,5 @@
 """tools/export.py (with the split parity), tools/search.py --onnx, tools/serve.py."""
 import json
-import os
 import os.path as osp
 import sys
 
@@ -82,6 +81,17 @@ def test_search_tool_onnx_flag_gives_the_same_ranking(deploy_model,
                 if line.strip()[:1].isdigit()]
 
     assert paths(onnx_out) == paths(torch_out) and len(paths(torch_out)) == 5
+    # --onnx reads labels files like the PyTorch path (and marks matches)
+    labels = tmp_path / 'labels.json'
+    labels.write_text(json.dumps({osp.relpath(p, deploy_gallery): i % 3 for
+                                  i, p in enumerate(paths(torch_out))}))
+    assert search_tool.main(['-', '-', '--onnx', deploy_model['export'],
+                             '--labels', str(labels), '--query-pid', '1',
+                             *common]) == 0
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()
+            if line.strip()[:1].isdigit()]
+    assert [r[2] for r in rows] == ['0', '1', '2', '0', '1']
+    assert [r[3] for r in rows] == ['no', 'yes', 'no', 'no', 'yes']
     # the index written with --onnx is read by the PyTorch path
     common[1] = index
     assert search_tool.main([deploy_model['config'],
@@ -96,6 +106,13 @@ def test_serve_tool_arguments(deploy_model, capsys):
     args = serve_tool.parse_args(['--index', 'i.npz', '--model',
                                   deploy_model['export']])
     assert args.host == '127.0.0.1' and args.port == 8000
+    assert args.allowed_host == ['127.0.0.1', 'localhost']
+    assert (args.max_running, args.max_waiting) == (2, 64)
+    args = serve_tool.parse_args(['--index', 'i.npz', '--model',
+                                  deploy_model['export'], '--host', '0.0.0.0',
+                                  '--allowed-host', 'search.example',
+                                  '--max-running', '4'])
+    assert args.allowed_host == ['search.example'] and args.max_running == 4
     assert serve_tool.main(['--index', 'missing.npz', '--model',
                             deploy_model['export']]) == 2
     assert 'missing.npz' in capsys.readouterr().err

@@ -5,27 +5,11 @@ import subprocess
 import sys
 import textwrap
 
-import numpy as np
-
 from mdrl_plugin.apis import PersonSearcher
 from mdrl_test_utils import REPO_ROOT
+from .serving import BLOCKER
 
 QUERIES = ['a man in a red shirt', 'a woman with a blue bag']
-
-#: Run first in the child: any import of these packages raises.
-BLOCKER = textwrap.dedent('''
-    import importlib.abc, sys
-    BLOCKED = ('torch', 'mmengine', 'mmcv', 'transformers', 'torchvision',
-               'timm', 'mdrl_plugin')
-
-    class Blocker(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path=None, target=None):
-            if name.split('.')[0] in BLOCKED:
-                raise ImportError(f'{name} is blocked in this test')
-            return None
-
-    sys.meta_path.insert(0, Blocker())
-''')
 
 CHILD = BLOCKER + textwrap.dedent('''
     import json, sys, warnings
@@ -45,9 +29,23 @@ CHILD = BLOCKER + textwrap.dedent('''
     loaded = [[h.path for h in q] for q in s.search(queries, topk=10)]
     from mdrl_deploy.server import create_app  # the server too
     create_app(s)
+    # labels files: JSON objects are read; PEDES lists need the plugin
+    import os
+    labels = os.path.join(os.path.dirname(index_out), 'labels.json')
+    with open(labels, 'w') as f:
+        json.dump({p: i for i, p in enumerate(s.index.paths)}, f)
+    s.set_labels(labels)
+    with open(labels, 'w') as f:
+        json.dump([{'file_path': s.index.paths[0], 'id': 1}], f)
+    try:
+        s.set_labels(labels)
+        pedes = None
+    except ValueError as err:
+        pedes = str(err)
     bad = sorted(m for m in sys.modules
                  if m.split('.')[0] in ('torch', 'mmengine', 'mdrl_plugin'))
-    print(json.dumps(dict(built=built, loaded=loaded, bad=bad)))
+    print(json.dumps(dict(built=built, loaded=loaded, bad=bad,
+                          labels=s.index.labels, pedes=pedes)))
 ''')
 
 
@@ -76,6 +74,9 @@ def test_search_without_torch_matches_person_searcher(deploy_model,
         result, ort_index = run_child(deploy_model, deploy_gallery, tmp_path,
                                       torch_index, backend)
         assert result['bad'] == []
+        assert result['labels'] == list(range(10))
+        assert 'is a PEDES annotation list, which only the plugin reads' in \
+            result['pedes']
         assert result['built'] == expected, backend
         assert result['loaded'] == expected, backend
         # PersonSearcher reads the index written without torch

@@ -86,8 +86,32 @@ class TextImageDataPreprocessor(BaseDataPreprocessor):
         self.register_buffer('mean', torch.tensor(mean).view(-1, 1, 1), False)
         self.register_buffer('std', torch.tensor(std).view(-1, 1, 1), False)
 
+    def _fast_tokenizer(self):
+        """A thread-safe copy of the fast tokenizer, or None for a slow one.
+
+        Calling a Hugging Face fast tokenizer with ``truncation``/``padding``
+        arguments reconfigures its shared Rust tokenizer, so concurrent calls
+        (the search server's threads) fail with "Already borrowed" or encode
+        with another call's settings. The copy
+        (:class:`mdrl_deploy.preprocess.TextTokenizer`) is configured once
+        and never changed; it is made on first use and remade when
+        ``max_length`` or ``padding`` change.
+        """
+        if not getattr(self.tokenizer, 'is_fast', False):
+            return None  # slow tokenizers take their settings per call
+        key = (self.max_length, self.padding)
+        cached = self.__dict__.get('_fast_copy')
+        if cached is None or cached[0] != key:
+            from mdrl_deploy.preprocess import TextTokenizer
+            cached = (key, TextTokenizer.from_backend(
+                self.tokenizer.backend_tokenizer, self.max_length,
+                self.tokenizer.pad_token_id or 0,
+                pad_to_max_length=self.padding == 'max_length'))
+            self._fast_copy = cached
+        return cached[1]
+
     def tokenize(self, texts: List[str]) -> Dict[str, torch.Tensor]:
-        """Tokenise captions.
+        """Tokenise captions (thread-safe).
 
         Args:
             texts: Captions.
@@ -99,9 +123,13 @@ class TextImageDataPreprocessor(BaseDataPreprocessor):
         if len(texts) == 0:
             empty = torch.zeros(0, 2, dtype=torch.long, device=self.device)
             return dict(input_ids=empty, attention_mask=empty.clone())
-        enc = self.tokenizer(
-            list(texts), padding=self.padding, truncation=True,
-            max_length=self.max_length, return_tensors='pt')
+        fast = self._fast_tokenizer()
+        if fast is not None:
+            enc = {k: torch.from_numpy(v) for k, v in fast(list(texts)).items()}
+        else:
+            enc = self.tokenizer(
+                list(texts), padding=self.padding, truncation=True,
+                max_length=self.max_length, return_tensors='pt')
         return dict(input_ids=enc['input_ids'].to(self.device),
                     attention_mask=enc['attention_mask'].to(self.device))
 
@@ -117,11 +145,17 @@ class TextImageDataPreprocessor(BaseDataPreprocessor):
         """
         if len(texts) == 0:
             return []
+        fast = self._fast_tokenizer()
+        if fast is not None:
+            return fast.ids(list(texts))
         return self.tokenizer(list(texts), truncation=True,
                               max_length=self.max_length)['input_ids']
 
     def text_lengths(self, texts: List[str]) -> List[int]:
         """Untruncated token counts (with [CLS]/[SEP]) of captions."""
+        fast = self._fast_tokenizer()
+        if fast is not None:
+            return fast.lengths(list(texts))
         return [len(ids) for ids in self.tokenizer(list(texts))['input_ids']]
 
     def preprocess_images(self, images) -> torch.Tensor:

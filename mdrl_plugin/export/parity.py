@@ -37,7 +37,7 @@ def split_parity(config: Union[str, Config], checkpoint: str, export_dir: str,
         ``max_metric_diff`` (points).
     """
     from mdrl_deploy import OrtSearcher
-    from mdrl_deploy.ort_search import topk_cosine
+    from mdrl_deploy.ranking import topk_cosine
     from mdrl_plugin.apis import PersonSearcher
     from mdrl_plugin.evaluation.functional import rank_metrics_from_features
     from mdrl_plugin.registry import DATASETS
