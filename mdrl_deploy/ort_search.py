@@ -35,6 +35,9 @@ class OrtSearcher(GallerySearcher):
         export_dir: Folder written by ``tools/export.py``.
         batch_size: Images encoded per run of the image graph.
         num_threads: ONNX Runtime intra-op threads (None: its default).
+            They sleep between runs instead of spinning: a search
+            alternates the text graph with NumPy's ranking, whose BLAS
+            threads spinning ONNX Runtime threads would slow down.
         image_backend: ``'cv2'`` (exact), ``'pillow'`` or None (cv2 when
             installed), see :class:`~mdrl_deploy.preprocess.ImagePreprocessor`.
         providers: ONNX Runtime execution providers (default CPU).
@@ -57,6 +60,7 @@ class OrtSearcher(GallerySearcher):
         self.export_dir = osp.abspath(export_dir)
         files = self.manifest['files']
         opts = ort.SessionOptions()
+        opts.add_session_config_entry('session.intra_op.allow_spinning', '0')
         if num_threads is not None:
             opts.intra_op_num_threads = int(num_threads)
             opts.inter_op_num_threads = 1
