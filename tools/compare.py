@@ -539,7 +539,7 @@ class Run:
         Returns:
             A checkpoint path, or None (``--resume`` then picks the newest).
         """
-        from mdrl_plugin.engine import is_complete_checkpoint
+        from mdrl_plugin.engine.checkpoint import is_complete_checkpoint
         train_cfg = self.cfg.get('train_cfg', {})
         due = set(validated_epochs(train_cfg)) if 'max_epochs' in train_cfg \
             else set()
