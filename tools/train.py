@@ -14,8 +14,11 @@ CONFIG N [args]`` (torchrun) or ``tools/slurm_train.sh PARTITION JOB CONFIG
 WORK_DIR [args]``.
 """
 import argparse
+import glob
 import logging
+import os
 import os.path as osp
+import re
 import sys
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))  # tools/_common.py
@@ -25,6 +28,8 @@ from _common import (InputError, add_common_args,  # noqa: E402
                      check_checkpoint, check_data_roots, check_work_dir,
                      run_tool)
 from mmengine.logging import print_log  # noqa: E402
+
+from mdrl_plugin.engine.checkpoint import is_complete_checkpoint  # noqa
 
 PROG = 'tools/train.py'
 
@@ -68,19 +73,32 @@ def enable_amp(cfg) -> None:
         wrapper.setdefault('loss_scale', 'dynamic')
 
 
+def last_checkpoint(work_dir: str):
+    """MMEngine's ``last_checkpoint``, or the newest complete ``epoch_N`` /
+    ``iter_N.pth`` when a kill cut that pointer short (MMEngine 0.10.7 does
+    not write it atomically); ``None`` if there is none."""
+    pointer = osp.join(work_dir, 'last_checkpoint')
+    named = open(pointer).read().strip() if osp.isfile(pointer) else ''
+    if named and is_complete_checkpoint(named):
+        return named
+    found = sorted((os.stat(p).st_mtime_ns, int(m[2]), p) for p, m in (
+        (p, re.fullmatch(r'(epoch|iter)_(\d+)\.pth', osp.basename(p)))
+        for p in glob.glob(osp.join(work_dir, '*.pth'))) if m)
+    return next((p for *_, p in found[::-1] if is_complete_checkpoint(p)),
+                None)
+
+
 def prepare(cfg, args) -> None:
     """Apply ``--amp`` and ``--resume``; check the paths a run needs."""
     if args.amp:
         enable_amp(cfg)
-    if args.resume == 'auto':  # MMEngine reads the atomic last_checkpoint
-        if osp.isfile(osp.join(cfg.work_dir, 'last_checkpoint')):
-            cfg.resume, cfg.load_from = True, None
-        else:
-            print_log(f"--resume: no checkpoint in '{cfg.work_dir}', "
-                      'training from the start.', logger='current',
-                      level=logging.WARNING)
+    resume = last_checkpoint(cfg.work_dir) if args.resume == 'auto' else \
+        args.resume
+    if resume:
+        cfg.resume, cfg.load_from = True, resume
     elif args.resume:
-        cfg.resume, cfg.load_from = True, args.resume
+        print_log(f"--resume: no checkpoint in '{cfg.work_dir}', training "
+                  'from the start.', logger='current', level=logging.WARNING)
     check_work_dir(cfg.work_dir)
     if cfg.get('load_from', None):
         check_checkpoint(cfg.load_from, 'resume checkpoint' if cfg.get(

@@ -1,18 +1,15 @@
 """Safe and strict checkpoint loading (torch >= 2.6, MMEngine 0.10.7).
 
-torch's ``weights_only`` loader refuses MMEngine checkpoints (they hold the
-message hub's ``HistoryBuffer`` and numpy arrays). :func:`safe_torch_load`
-allows exactly those globals through ``torch.serialization.safe_globals``
-(``builtins.getattr`` only for ``HistoryBuffer``'s statistics) and refuses
-anything else, naming the file and the global.
-"""
-import _compat_pickle
+torch's ``weights_only`` loader refuses MMEngine checkpoints (a message hub of
+``HistoryBuffer`` and numpy objects); :func:`safe_torch_load` allows exactly
+those globals (``getattr`` only for ``HistoryBuffer`` statistics)."""
 import logging
 import os
 import os.path as osp
 import pickle
 import re
 import zipfile
+from _compat_pickle import IMPORT_MAPPING, NAME_MAPPING
 from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Tuple
 
 import numpy as np
@@ -45,13 +42,8 @@ class CheckpointLoadError(RuntimeError):
 
 
 class UnsafeCheckpointError(CheckpointLoadError):
-    """A checkpoint holds pickled globals outside the allow-list.
-
-    Args:
-        path: The file.
-        offending: The refused ``module.name`` globals (maybe none).
-        detail: The unpickler's message.
-    """
+    """A checkpoint holds pickled globals (``offending``, maybe none known)
+    outside the allow-list; ``detail`` is the unpickler's message."""
 
     def __init__(self, path: str, offending: List[str],
                  detail: str = '') -> None:
@@ -67,7 +59,7 @@ class UnsafeCheckpointError(CheckpointLoadError):
 
 
 class _Refused(Exception):
-    """From the restricted ``getattr`` (torch does not rewrap it)."""
+    """Raised by :func:`_getattr` (torch does not rewrap it)."""
 
 
 def _getattr(obj: Any, name: str, *default: Any) -> Any:
@@ -113,22 +105,6 @@ def check_torch_file(path: str) -> None:
             'path: it should name a .pth file written by training.')
 
 
-def _refused_globals(path: str, allowed: list, message: str) -> List[str]:
-    names = []
-    try:
-        with torch.serialization.safe_globals(allowed):
-            names = torch.serialization.get_unsafe_globals_in_checkpoint(path)
-    except Exception:  # legacy (non-zip) format
-        pass
-    python3 = set()
-    for full in names or re.findall(r'GLOBAL (\S+)', message):
-        module, _, name = full.rpartition('.')  # protocol 2 names
-        python3.add('.'.join(_compat_pickle.NAME_MAPPING.get(
-            (module, name),
-            (_compat_pickle.IMPORT_MAPPING.get(module, module), name))))
-    return sorted(python3)
-
-
 def _options() -> Dict[str, Any]:
     """Settings of the enabled safe MMEngine loader, else ``{}``."""
     return getattr(CheckpointLoader._schemes.get(''), 'safe_options', {})
@@ -136,7 +112,9 @@ def _options() -> Dict[str, Any]:
 
 def safe_torch_load(path: str, map_location: Any = 'cpu',
                     allow_unsafe: bool = False) -> Any:
-    """Load a ``torch.save`` or ``.safetensors`` file without running code.
+    """Load a ``torch.save`` or ``.safetensors`` file without running code:
+    :class:`UnsafeCheckpointError` for a global outside the allow-list (and
+    :func:`enable_safe_checkpoint_loading`'s additions).
 
     Args:
         path: The file.
@@ -145,12 +123,6 @@ def safe_torch_load(path: str, map_location: Any = 'cpu',
 
     Returns:
         The loaded object.
-
-    Raises:
-        FileNotFoundError: ``path`` is not a file.
-        UnsafeCheckpointError: A global outside the allow-list (plus those
-            given to :func:`enable_safe_checkpoint_loading`).
-        CheckpointLoadError: Truncated, or not a PyTorch checkpoint.
     """
     path = osp.expanduser(os.fspath(path))
     if not osp.isfile(path):
@@ -175,8 +147,11 @@ def safe_torch_load(path: str, map_location: Any = 'cpu',
     except pickle.UnpicklingError as e:
         if unsafe:
             raise CheckpointLoadError(path, str(e)) from e
-        raise UnsafeCheckpointError(
-            path, _refused_globals(path, allowed, str(e)), str(e)) from None
+        names = [full.rpartition('.') for full in re.findall(
+            r'GLOBAL (\S+)', str(e))]  # protocol 2 names -> Python 3's
+        raise UnsafeCheckpointError(path, ['.'.join(NAME_MAPPING.get(
+            (m, n), (IMPORT_MAPPING.get(m, m), n))) for m, _, n in names],
+            str(e)) from None
     except (RuntimeError, EOFError, OSError, zipfile.BadZipFile) as e:
         raise CheckpointLoadError(
             path, f'{e} (the file may be truncated or is not a PyTorch '
@@ -187,17 +162,13 @@ def enable_safe_checkpoint_loading(allow_globals: Iterable[Any] = (),
                                    allow_unsafe: bool = False) -> None:
     """Make :func:`safe_torch_load` MMEngine's loader for local paths.
 
-    Safe, not strict: MMEngine's ``load_from`` still loads weights that do
-    not fit with a warning; ``CheckpointLoadingHook`` (in the default
-    runtime) is strict. Settings add up; undone by
-    :func:`disable_safe_checkpoint_loading`.
+    Safe, not strict: MMEngine's ``load_from`` loads weights that do not fit
+    with a warning; ``CheckpointLoadingHook`` (in the default runtime) is
+    strict. Calls add up; :func:`disable_safe_checkpoint_loading` undoes them.
 
     Args:
         allow_globals: Trusted classes/functions (or ``'module.Name'``).
         allow_unsafe: Full unpickling for every local checkpoint.
-
-    Raises:
-        ValueError: A ``'module.Name'`` cannot be imported.
     """
     extra = list(_options().get('extra', ()))
     for item in allow_globals:
@@ -282,16 +253,15 @@ def check_state_dict(model: torch.nn.Module, state_dict: Dict[str, Any],
                      filename: str, allow_partial: bool = False,
                      logger: Any = 'current',
                      config: Optional[str] = None) -> StateDictMatch:
-    """Refuse (or, if allowed, log) weights that do not fit ``model``.
-
-    ``module.`` prefixes and BatchNorm's ``num_batches_tracked`` are ignored.
+    """Refuse (``allow_partial``: log) weights that do not fit ``model``;
+    ``module.`` prefixes and ``num_batches_tracked`` are ignored.
 
     Args:
         model: The model (a wrapper is unwrapped).
         state_dict: The checkpoint's weights.
         filename: The checkpoint, for the messages.
         allow_partial: Log what stays uninitialised instead of raising.
-        logger: ``print_log``'s logger for that.
+        logger: ``print_log``'s logger.
         config: The model's config file, for the message.
 
     Returns:
@@ -325,15 +295,8 @@ def load_model_weights(model: torch.nn.Module, filename: str, *,
                        logger: Any = 'current',
                        config: Optional[str] = None) -> dict:
     """Load a checkpoint (local: :func:`safe_torch_load`; URI: MMEngine) into
-    ``model``, strictly unless ``allow_partial``.
-
-    Args:
-        model: The model (a wrapper is unwrapped).
-        filename: Path or URI; weights under ``'state_dict'`` or the dict.
-        allow_partial: Load what fits, log the rest.
-        map_location: As in :func:`torch.load`.
-        logger: Where the partial-load report goes.
-        config: The model's config file, for the error message.
+    ``model``, strictly unless ``allow_partial`` (see
+    :func:`check_state_dict`, which takes the other arguments).
 
     Returns:
         The loaded checkpoint.

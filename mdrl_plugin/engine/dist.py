@@ -1,11 +1,7 @@
-"""Distributed set-up with a CPU (gloo) fallback.
-
-MMEngine's launchers call ``torch.cuda.set_device`` and its default wrapper
-passes ``device_ids=[LOCAL_RANK]``; both fail without CUDA. There,
-:func:`setup_distributed` starts a ``gloo`` group itself (the Runner then
-skips ``init_dist``) and :func:`adapt_cfg_for_device` sets
-``device_ids=None``. With CUDA both leave everything to MMEngine.
-"""
+"""Distributed runs without CUDA: MMEngine's launchers call
+``torch.cuda.set_device`` and its wrapper passes ``device_ids=[LOCAL_RANK]``.
+Without CUDA a ``gloo`` group is started here (the Runner then skips
+``init_dist``) and ``device_ids=None``; with CUDA, MMEngine does it all."""
 import logging
 import os
 import subprocess
@@ -19,7 +15,7 @@ from mmengine.logging import print_log
 #: Launchers the tools accept.
 LAUNCHERS = ('none', 'pytorch', 'slurm', 'mpi')
 
-#: launcher: (rank, world size, local rank) variables it sets.
+#: launcher: its (rank, world size, local rank) variables.
 _LAUNCHER_ENV = dict(
     slurm=('SLURM_PROCID', 'SLURM_NTASKS', 'SLURM_LOCALID'),
     mpi=('OMPI_COMM_WORLD_RANK', 'OMPI_COMM_WORLD_SIZE',
@@ -36,37 +32,19 @@ def _require_env(launcher: str, names) -> None:
             'tools/slurm_train.sh / tools/slurm_test.sh (srun).')
 
 
-def _env_from_launcher(launcher: str) -> None:
-    """``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_*`` for srun/mpirun
-    (the launcher's local rank wins over a ``LOCAL_RANK`` already set)."""
-    rank, size, local = _LAUNCHER_ENV[launcher]
-    env = os.environ
-    _require_env(launcher, [rank, size] + (
-        ['SLURM_NODELIST'] if launcher == 'slurm' else ['MASTER_ADDR']))
-    env['RANK'], env['WORLD_SIZE'] = env[rank], env[size]
-    env['LOCAL_RANK'] = env.get(local, env.get('LOCAL_RANK', '0'))
-    env.setdefault('MASTER_PORT', '29500')
-    if 'MASTER_ADDR' not in env:  # slurm: the first node of the job
-        env['MASTER_ADDR'] = subprocess.getoutput(
-            f"scontrol show hostname {env['SLURM_NODELIST']} | head -n1"
-        ).strip() or '127.0.0.1'
-
-
 def setup_distributed(launcher: str, backend: str = 'gloo',
                       timeout_s: int = 1800) -> bool:
     """Start a CPU process group (with CUDA, MMEngine does it).
 
     Args:
-        launcher: One of :data:`LAUNCHERS`.
+        launcher: One of :data:`LAUNCHERS`; for srun/mpirun, ``RANK``,
+            ``WORLD_SIZE``, ``LOCAL_RANK`` (overriding one already set) and
+            ``MASTER_*`` come from their variables.
         backend: Backend of the CPU process group.
         timeout_s: Collective timeout in seconds.
 
     Returns:
         Whether this call started a process group.
-
-    Raises:
-        ValueError: Unknown launcher.
-        RuntimeError: The launcher's environment variables are missing.
     """
     if launcher not in LAUNCHERS:
         raise ValueError(
@@ -74,14 +52,23 @@ def setup_distributed(launcher: str, backend: str = 'gloo',
     if launcher == 'none' or torch_dist.is_initialized() or \
             torch.cuda.is_available():
         return False
+    env = os.environ
     if launcher in _LAUNCHER_ENV:
-        _env_from_launcher(launcher)
+        rank, size, local = _LAUNCHER_ENV[launcher]
+        _require_env(launcher, [rank, size] + (
+            ['SLURM_NODELIST'] if launcher == 'slurm' else ['MASTER_ADDR']))
+        env['RANK'], env['WORLD_SIZE'] = env[rank], env[size]
+        env['LOCAL_RANK'] = env.get(local, env.get('LOCAL_RANK', '0'))
+        env.setdefault('MASTER_PORT', '29500')
+        if 'MASTER_ADDR' not in env:  # slurm: the job's first node
+            env['MASTER_ADDR'] = subprocess.getoutput(
+                f"scontrol show hostname {env['SLURM_NODELIST']} | head -n1"
+            ).strip() or '127.0.0.1'
     _require_env(launcher,
                  ['RANK', 'WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT'])
     torch_dist.init_process_group(
-        backend=backend, init_method='env://',
-        rank=int(os.environ['RANK']),
-        world_size=int(os.environ['WORLD_SIZE']),
+        backend=backend, init_method='env://', rank=int(env['RANK']),
+        world_size=int(env['WORLD_SIZE']),
         timeout=timedelta(seconds=timeout_s))
     print_log(
         f'CUDA is not available: initialised a {backend} process group '
@@ -92,11 +79,7 @@ def setup_distributed(launcher: str, backend: str = 'gloo',
 
 def teardown_distributed(barrier: bool = True) -> None:
     """Destroy the process group, if any (a live gloo group can abort the
-    interpreter's exit).
-
-    Args:
-        barrier: Wait for all ranks first (not after an error).
-    """
+    interpreter's exit), after a barrier unless ``barrier=False``."""
     if torch_dist.is_available() and torch_dist.is_initialized():
         try:
             if barrier:
@@ -106,16 +89,9 @@ def teardown_distributed(barrier: bool = True) -> None:
 
 
 def adapt_cfg_for_device(cfg: Config, launcher: str) -> Config:
-    """Without CUDA and with a launcher: ``device_ids=None`` in the model
-    wrapper (``MMDistributedDataParallel`` unless set) and ``gloo``.
-
-    Args:
-        cfg: The config (modified in place).
-        launcher: The launcher.
-
-    Returns:
-        The same config.
-    """
+    """Without CUDA and with a launcher, set ``device_ids=None`` in the
+    model wrapper (``MMDistributedDataParallel`` unless set) and ``gloo`` in
+    ``cfg`` (in place); return ``cfg``."""
     if launcher == 'none' or torch.cuda.is_available():
         return cfg
     cfg.model_wrapper_cfg = dict(

@@ -1,10 +1,6 @@
-"""Atomic writes, temp cleanup by host and age, the ``'local_atomic'`` backend.
-
-A file is written to a sibling ``.<name>.<host>.<pid>.<8 hex>.tmp``, fsynced
-and renamed onto its name, and the folder is fsynced: readers see the old or
-the new file, never a partial one. Checkpoints: ``CheckpointHook(backend_args=
-dict(backend='local_atomic'))``.
-"""
+"""Atomic writes (a sibling temp file, fsync, rename, fsync of the folder:
+readers see the old or the new file, never a partial one), temp cleanup by
+host and age, and MMEngine file backend ``'local_atomic'``."""
 import os
 import os.path as osp
 import re
@@ -27,14 +23,8 @@ def _host() -> str:
 
 
 def temp_path(target: str) -> str:
-    """A unique sibling temp name for a file or folder ``target``.
-
-    Args:
-        target: The final path.
-
-    Returns:
-        ``<folder>/.<name>.<host>.<pid>.<8 hex>.tmp``.
-    """
+    """``<folder>/.<name>.<host>.<pid>.<8 hex>.tmp``: a unique sibling temp
+    name for the file or folder ``target``."""
     folder, name = osp.split(osp.abspath(os.fspath(target)))
     return osp.join(folder, f'.{name}.{_host()}.{os.getpid()}.'
                     f'{uuid.uuid4().hex[:8]}.tmp')
@@ -51,13 +41,9 @@ def _dead(pid: int) -> bool:
 
 
 def remove_stale_temps(folder: str, max_age_s: float = 6 * 3600) -> None:
-    """Remove temp entries whose writer is gone: this host's with a dead pid,
-    and any (other nodes', old ``.part`` files) older than ``max_age_s``.
-
-    Args:
-        folder: The folder; a missing one is ignored.
-        max_age_s: Age (mtime) after which any temp entry is stale.
-    """
+    """Remove the temp entries of ``folder`` (if any) whose writer is gone:
+    this host's with a dead pid, and any (another node's, an old ``.part``)
+    whose mtime is older than ``max_age_s``."""
     names = os.listdir(folder) if osp.isdir(folder) else []
     for match in filter(None, map(TEMP_FILE_PATTERN.match, names)):
         path = osp.join(folder, match.string)
@@ -76,23 +62,17 @@ def fsync_dir(folder: str) -> None:
     """Make renames in ``folder`` durable (no-op where unsupported)."""
     try:
         fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
     except OSError:
         pass
-    finally:
-        os.close(fd)
 
 
 class AtomicWriteError(OSError):
-    """A file could not be written; its previous version is untouched.
-
-    Args:
-        filepath: The file.
-        error: The operating system's error.
-    """
+    """``filepath`` could not be written (``error``); its previous version is
+    untouched."""
 
     def __init__(self, filepath: str, error: OSError) -> None:
         super().__init__(
@@ -108,15 +88,9 @@ class AtomicWriteError(OSError):
 
 
 def atomic_write(filepath: str, write: Callable[[BinaryIO], None]) -> None:
-    """Write a file through ``write(f)`` so that it is never seen partial.
-
-    Args:
-        filepath: Destination; its folder is created if needed.
-        write: Fills the open binary temp file.
-
-    Raises:
-        AtomicWriteError: An ``OSError``; the temp file is removed.
-    """
+    """Write ``filepath`` (its folder created if needed) through
+    ``write(f)`` on a temp file, atomically; an ``OSError`` becomes
+    :class:`AtomicWriteError` and the temp file is removed."""
     filepath = osp.abspath(os.fspath(filepath))
     folder, tmp = osp.dirname(filepath), temp_path(filepath)
     try:
@@ -128,10 +102,9 @@ def atomic_write(filepath: str, write: Callable[[BinaryIO], None]) -> None:
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, filepath)
-        except BaseException:
-            if osp.exists(tmp):
+        finally:
+            if osp.exists(tmp):  # not renamed: the write failed
                 os.unlink(tmp)
-            raise
         fsync_dir(folder)
     except AtomicWriteError:
         raise

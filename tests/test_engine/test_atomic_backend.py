@@ -214,3 +214,54 @@ def test_stale_temps_are_removed_by_host_and_age_only(tmp_path):
     remove_stale_temps(str(tmp_path), max_age_s=0)  # everything is old now
     assert _entries(tmp_path) == [names['plain']]
     remove_stale_temps(str(tmp_path / 'missing'))  # no error
+
+
+def test_a_real_full_disk_keeps_the_last_checkpoint_resumable(tmp_path):
+    """The kernel refuses the writes of iter_4.pth (EFBIG from
+    ``RLIMIT_FSIZE``, as a full disk would; running as root, ``chmod``
+    cannot stand in for it)."""
+    from mmengine.runner.checkpoint import find_latest_checkpoint
+    from toy_helpers import TOY_DIR, state_dicts_equal
+
+    from mdrl_plugin.engine import safe_torch_load
+    work = tmp_path / 'cut'
+    script = textwrap.dedent(f"""
+        import resource, signal, sys
+        sys.path.insert(0, {TOY_DIR!r})
+        from mmengine.hooks import Hook
+        from mmengine.runner import Runner
+        from toy_helpers import make_toy_cfg
+
+        class DiskFullAfterIter2(Hook):
+            def after_train_iter(self, runner, batch_idx, data_batch=None,
+                                 outputs=None):
+                if runner.iter + 1 == 2:  # after iter_2.pth was saved
+                    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+                    resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
+
+        runner = Runner.from_cfg(make_toy_cfg({str(work)!r}, **{{
+            'train_cfg.max_iters': 6}}))
+        runner.register_hook(DiskFullAfterIter2(), 'LOWEST')
+        runner.train()
+    """)
+    repo = os.path.dirname(os.path.dirname(TOY_DIR))
+    proc = subprocess.run(
+        [sys.executable, '-c', script], capture_output=True, text=True,
+        timeout=600, env=dict(os.environ, PYTHONPATH=repo,
+                              OMP_NUM_THREADS='1'))
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert (f"AtomicWriteError: Could not write '{work / 'iter_4.pth'}': "
+            'File too large. Nothing was replaced') in proc.stderr
+    assert [n for n in _entries(work) if n.endswith('.pth') or
+            TEMP_FILE_PATTERN.match(n)] == ['iter_2.pth']
+    assert find_latest_checkpoint(str(work)) == str(work / 'iter_2.pth')
+    # space is back: resume and end like an uninterrupted run
+    full = run_toy(make_toy_cfg(tmp_path / 'full',
+                                **{'train_cfg.max_iters': 6}))
+    assert full.iter == 6
+    cfg = make_toy_cfg(work, **{'train_cfg.max_iters': 6})
+    cfg.resume = True
+    run_toy(cfg)
+    assert state_dicts_equal(
+        safe_torch_load(str(tmp_path / 'full' / 'iter_6.pth'))['state_dict'],
+        safe_torch_load(str(work / 'iter_6.pth'))['state_dict'])

@@ -10,13 +10,10 @@ from ..checkpoint import check_state_dict, enable_safe_checkpoint_loading
 
 @HOOKS.register_module()
 class CheckpointLoadingHook(Hook):
-    """Load ``load_from`` / resume checkpoints safely and strictly.
-
-    For the run, MMEngine reads local checkpoints with
-    :func:`~mdrl_plugin.engine.safe_torch_load` (its previous loader is put
-    back after the run), and weights that do not fit the model raise
-    :class:`~mdrl_plugin.engine.CheckpointMismatchError`. In
-    ``_base_/default_runtime.py``.
+    """For the run, MMEngine reads local checkpoints with
+    :func:`~mdrl_plugin.engine.safe_torch_load`, and weights that do not fit
+    the model raise :class:`~mdrl_plugin.engine.CheckpointMismatchError`.
+    In ``configs/_base_/default_runtime.py``.
 
     Args:
         allow_globals: Extra trusted ``'module.Name'`` globals.
@@ -29,10 +26,8 @@ class CheckpointLoadingHook(Hook):
     def __init__(self, allow_globals: Sequence[str] = (),
                  allow_partial: bool = False,
                  allow_unsafe: bool = False) -> None:
-        self.allow_globals = list(allow_globals)
-        self.allow_partial = allow_partial
-        self.allow_unsafe = allow_unsafe
-        self._previous = None
+        self.allow_globals, self.allow_partial = allow_globals, allow_partial
+        self.allow_unsafe, self._previous = allow_unsafe, None
 
     def before_run(self, runner) -> None:
         """Switch the safe loader on (MMEngine loads after ``before_run``)."""
@@ -43,11 +38,10 @@ class CheckpointLoadingHook(Hook):
         """Refuse weights that do not fit the model."""
         check_state_dict(
             runner.model, checkpoint.get('state_dict', checkpoint),
-            getattr(runner, '_load_from', None) or '<checkpoint>',
-            self.allow_partial, config=getattr(runner.cfg, 'filename', None))
+            runner._load_from or '<checkpoint>', self.allow_partial,
+            config=getattr(runner.cfg, 'filename', None))
 
     def after_run(self, runner) -> None:
         """Put the previous loader back."""
         if self._previous is not None:
-            CheckpointLoader._schemes[''] = self._previous
-            self._previous = None
+            CheckpointLoader._schemes[''], self._previous = self._previous, None

@@ -1,13 +1,12 @@
 """Resume a run exactly as if it had never stopped.
 
-MMEngine restores weights, optimizer, schedulers and loop counters, not the
-random states that ``RandomFlip``, dropout and MDRL's token shuffle consume.
-This hook saves every rank's states in each checkpoint and restores them
-where the uninterrupted run would continue: ``IterBasedTrainLoop`` before the
-first batch after its fast-forward, ``EpochBasedTrainLoop`` at the next epoch
-(so only epoch-end checkpoints resume exactly). Validation is made
-RNG-neutral, since a resumed run skips the validation after its checkpoint.
-Use it with ``randomness=dict(seed=S, deterministic=True)``.
+MMEngine restores weights, optimizer, schedulers and counters, not the RNG
+states that ``RandomFlip``, dropout and MDRL's token shuffle consume. This
+hook saves every rank's states in each checkpoint and restores them where the
+uninterrupted run would go on: ``IterBasedTrainLoop`` at the first batch
+after its fast-forward, ``EpochBasedTrainLoop`` at the next epoch (so only
+epoch-end checkpoints resume exactly). Validation is made RNG-neutral: a
+resumed run skips the one after its checkpoint.
 """
 import logging
 import random
@@ -24,12 +23,8 @@ from mdrl_plugin.registry import HOOKS
 
 
 def get_rng_state() -> Dict[str, Any]:
-    """Python's, numpy's and torch's (CUDA's once used) RNG states, in plain
-    containers and tensors (``weights_only``-loadable).
-
-    Returns:
-        ``dict(python=..., numpy=..., torch=..., [cuda=...])``.
-    """
+    """Python's, numpy's, torch's (and CUDA's once used) RNG states, in
+    containers and tensors that a ``weights_only`` load reads."""
     version, internal, gauss = random.getstate()
     name, keys, pos, has_gauss, cached = np.random.get_state()
     state = dict(
@@ -44,24 +39,18 @@ def get_rng_state() -> Dict[str, Any]:
 
 
 def set_rng_state(state: Dict[str, Any]) -> None:
-    """Restore :func:`get_rng_state`'s states (CUDA's if the device count
-    matches).
-
-    Args:
-        state: The states.
-    """
+    """Restore :func:`get_rng_state`'s ``state`` (CUDA's if as many GPUs)."""
     for key in ('python', 'numpy', 'torch'):
         if key not in state:
             raise KeyError(f'RNG state lacks the {key!r} entry; got keys '
                            f'{sorted(state)}')
-    py, npy = state['python'], state['numpy']
+    py, npy, cuda = state['python'], state['numpy'], state.get('cuda')
     random.setstate((py['version'], tuple(py['internal']), py['gauss']))
     np.random.set_state(
         (npy['bit_generator'], torch.as_tensor(npy['keys']).cpu().numpy()
          .astype(np.uint32), npy['pos'], npy['has_gauss'],
          npy['cached_gaussian']))
     torch.set_rng_state(state['torch'].cpu())
-    cuda = state.get('cuda')
     if cuda and torch.cuda.is_available() and \
             len(cuda) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all([s.cpu() for s in cuda])
@@ -71,16 +60,12 @@ class _RestoreBeforeFetch:
     """Restores RNG states before the ``at``-th ``next`` of an iterator."""
 
     def __init__(self, iterator: Iterator, at: int, state: dict) -> None:
-        self._iterator, self._at, self._count = iterator, at, 0
-        self._state = state
-
-    def __iter__(self) -> '_RestoreBeforeFetch':
-        return self
+        self._iterator, self._at, self._state = iterator, at, state
 
     def __next__(self) -> Any:
-        if self._count == self._at:
+        if self._at == 0:
             set_rng_state(self._state)
-        self._count += 1
+        self._at -= 1
         return next(self._iterator)
 
     def __getattr__(self, name: str) -> Any:
@@ -94,11 +79,9 @@ def _warn(message: str) -> None:
 
 @HOOKS.register_module()
 class ExactResumeHook(Hook):
-    """Save RNG states in checkpoints; restore them on resume.
-
-    Priority ``'LOW'``: after the other ``before_train_epoch`` hooks and
-    before ``CheckpointHook``, so that all ranks' states are gathered before
-    a save.
+    """Save RNG states in checkpoints; restore them on resume. Priority
+    ``'LOW'``: all ranks' states are gathered before ``CheckpointHook``
+    saves on rank 0.
 
     Args:
         neutral_validation: Give training its RNG states back after each
@@ -119,9 +102,7 @@ class ExactResumeHook(Hook):
         return all_gather_object(state) if get_world_size() > 1 else [state]
 
     def _gather_if_saving(self, runner, by_epoch: bool) -> None:
-        if get_world_size() == 1:
-            return
-        for hook in runner.hooks:
+        for hook in runner.hooks if get_world_size() > 1 else ():
             if isinstance(hook, CheckpointHook) and hook.by_epoch == by_epoch:
                 every, last = ((hook.every_n_epochs, hook.is_last_train_epoch)
                                if by_epoch else (hook.every_n_train_iters,
@@ -129,16 +110,15 @@ class ExactResumeHook(Hook):
                 if every(runner, hook.interval, hook.save_begin) or (
                         hook.save_last and last(runner)):
                     self._gathered = self._collect()
-                    return
 
     def after_train_iter(self, runner, batch_idx: int, data_batch=None,
                          outputs=None) -> None:
         """Gather all ranks' states before an iteration checkpoint."""
-        self._gather_if_saving(runner, False)
+        self._gather_if_saving(runner, by_epoch=False)
 
     def after_train_epoch(self, runner) -> None:
         """Gather all ranks' states before an epoch checkpoint."""
-        self._gather_if_saving(runner, True)
+        self._gather_if_saving(runner, by_epoch=True)
 
     def before_val(self, runner) -> None:
         """Remember the training RNG states."""
@@ -157,8 +137,7 @@ class ExactResumeHook(Hook):
         if states is None and get_world_size() > 1:
             _warn('no gathered RNG states for this checkpoint (not saved by '
                   "CheckpointHook?); storing rank 0's only.")
-        states = states or [get_rng_state()]
-        self._gathered = None
+        states, self._gathered = states or [get_rng_state()], None
         checkpoint['rng_state'] = dict(world_size=len(states), states=states)
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
@@ -172,17 +151,13 @@ class ExactResumeHook(Hook):
         # `load_from` without resume leaves the counters at 0
         if loaded is None or runner.iter != loaded['iter'] or not runner.iter:
             return
-        if loaded['rng'] is None:
-            return _warn('the resumed checkpoint has no RNG states (it was '
-                         'saved without this hook); the resumed run will not '
-                         'reproduce the uninterrupted one exactly.')
-        states = loaded['rng']['states']
+        states = (loaded['rng'] or {}).get('states', [])
         if len(states) != get_world_size():
             return _warn(
-                f'the checkpoint holds RNG states of {len(states)} rank(s) '
-                f'but this run has {get_world_size()}; not restoring them, '
-                'so the resume is not exact.')
-        state, loop = states[get_rank()], runner.train_loop
+                f'the resumed checkpoint holds RNG states of {len(states)} '
+                f'rank(s) but this run has {get_world_size()}: the resumed '
+                'run will not reproduce the uninterrupted one exactly.')
+        loop, state = runner.train_loop, states[get_rank()]
         if hasattr(loop, 'dataloader_iterator'):  # IterBasedTrainLoop
             loop.dataloader_iterator = _RestoreBeforeFetch(
                 loop.dataloader_iterator, runner.iter, state)

@@ -14,12 +14,11 @@ class NonFiniteLossError(RuntimeError):
 
 @HOOKS.register_module()
 class FiniteLossHook(Hook):
-    """Raise :class:`NonFiniteLossError` naming each non-finite loss term.
+    """Raise :class:`NonFiniteLossError` naming each NaN/inf loss term.
 
-    Unlike MMEngine's ``CheckInvalidLossHook`` it checks every logged term
-    whose key contains ``key_pattern``, and all-reduces the verdict so that
-    all ranks stop together. Priority ``'HIGH'``: before ``CheckpointHook``,
-    so the diverged weights are never saved.
+    Unlike MMEngine's ``CheckInvalidLossHook``: every logged term whose key
+    contains ``key_pattern``, a verdict shared by all ranks (none hangs),
+    and priority ``'HIGH'``, before ``CheckpointHook`` saves the weights.
 
     Args:
         key_pattern: Output keys containing it are checked.
@@ -38,11 +37,7 @@ class FiniteLossHook(Hook):
 
     def after_train_iter(self, runner, batch_idx: int, data_batch=None,
                          outputs: Optional[dict] = None) -> None:
-        """Check this iteration's loss terms.
-
-        Raises:
-            NonFiniteLossError: A term is NaN or infinite on some rank.
-        """
+        """Check this iteration's loss terms on every rank."""
         bad: Dict[str, float] = {}
         for name, value in (outputs or {}).items():
             if self.key_pattern in name and isinstance(

@@ -11,17 +11,13 @@ class NumClassesMismatchError(ValueError):
 
 @HOOKS.register_module()
 class NumClassesCheckHook(Hook):
-    """Stop before training when ``model.num_classes`` differs from
-    ``dataset.metainfo['num_classes']``, naming both and the key to set."""
+    """Stop before training when ``model.num_classes`` differs from the
+    training dataset's ``metainfo['num_classes']``."""
 
     priority = 'VERY_HIGH'
 
     def before_train(self, runner) -> None:
-        """Check the numbers.
-
-        Raises:
-            NumClassesMismatchError: They differ.
-        """
+        """Raise :class:`NumClassesMismatchError` if the numbers differ."""
         model = runner.model.module if is_model_wrapper(runner.model) \
             else runner.model
         dataset = runner.train_dataloader.dataset

@@ -9,32 +9,20 @@ from mmengine.optim import DefaultOptimWrapperConstructor, OptimWrapper
 from mdrl_plugin.registry import OPTIM_WRAPPER_CONSTRUCTORS
 
 
-class _DropSkipMessages(logging.Filter):
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return 'is skipped since its requires_grad=False' not in \
-            record.getMessage()
+def _drop_skip_messages(record: logging.LogRecord) -> bool:
+    return 'is skipped since its requires_grad=False' not in \
+        record.getMessage()
 
 
 @OPTIM_WRAPPER_CONSTRUCTORS.register_module()
 class TrainableParamsOptimWrapperConstructor(DefaultOptimWrapperConstructor):
-    """MMEngine's default constructor over the trainable parameters only.
-
-    Without ``paramwise_cfg`` MMEngine gives frozen parameters (MDRL's BERT)
-    to the optimizer; with it, it logs a warning per frozen parameter. Here
-    they are left out with one summary line. Select it with
-    ``optim_wrapper=dict(constructor='TrainableParamsOptimWrapperConstructor',
-    ...)``.
+    """MMEngine's default constructor over the trainable parameters only:
+    frozen ones (MDRL's BERT) stay out of the optimizer, with one log line
+    (MMEngine keeps them, or with ``paramwise_cfg`` warns once per tensor).
     """
 
     def __call__(self, model: nn.Module) -> OptimWrapper:
-        """Build the optimizer wrapper.
-
-        Args:
-            model: The model (a wrapper's ``.module`` is used).
-
-        Returns:
-            The optimizer wrapper.
+        """Build the optimizer wrapper of ``model`` (or of its ``.module``).
 
         Raises:
             ValueError: No parameter is trainable.
@@ -51,13 +39,12 @@ class TrainableParamsOptimWrapperConstructor(DefaultOptimWrapperConstructor):
             wrapper = super().__call__(SimpleNamespace(parameters=lambda: (
                 p for p in model.parameters() if p.requires_grad)))
         else:
-            logger, log_filter = MMLogger.get_current_instance(), \
-                _DropSkipMessages()
-            logger.addFilter(log_filter)
+            logger = MMLogger.get_current_instance()
+            logger.addFilter(_drop_skip_messages)
             try:
                 wrapper = super().__call__(model)
             finally:
-                logger.removeFilter(log_filter)
+                logger.removeFilter(_drop_skip_messages)
         if frozen:
             heads = ', '.join(sorted({n.split('.')[0] for n, _ in frozen}))
             print_log(
