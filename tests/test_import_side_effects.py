@@ -1,10 +1,10 @@
 """`import mdrl_plugin` registers components and changes nothing else.
 
 The libraries the plugin uses are imported (and their loggers configured)
-before the first snapshot, so that only the plugin's own changes show. The
-process runs with 3 threads, so a module-level ``torch.set_num_threads(1)``
-is seen; a second part applies one known change of each kind and checks that
-the snapshot sees it (a snapshot that cannot fail would prove nothing).
+before the first snapshot, so that only the plugin's own changes show. Torch
+runs with 3 threads, so a module-level ``torch.set_num_threads(1)`` is seen.
+Then one known change of each kind is applied and the snapshot must see it
+(a snapshot that cannot fail would prove nothing).
 """
 import json
 import os
@@ -17,10 +17,14 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SNAPSHOT = textwrap.dedent('''
     import hashlib, json, logging, os, random, sys, warnings
     import cv2, numpy as np, torch, transformers
+    # the libraries' own import-time changes (torchvision.ops imports
+    # torch._dynamo, which sets TORCHINDUCTOR_CACHE_DIR) are not the plugin's
+    import mmcv, timm, torchvision.ops  # noqa
     from mmengine.logging import MMLogger
     from mmengine.registry import DefaultScope
     from mmengine.runner.checkpoint import CheckpointLoader
     transformers.utils.logging.get_verbosity()  # configures its logger
+    torch.set_num_threads(3)  # not 1: a stray set_num_threads(1) shows
 
     def digest(*parts):
         return hashlib.sha256(repr(parts).encode()).hexdigest()
@@ -68,9 +72,9 @@ SNAPSHOT = textwrap.dedent('''
 
     before = snapshot()
     import mdrl_plugin  # noqa
+    after = snapshot()
     from mdrl_plugin.registry import MODELS
     assert MODELS.get('MDRL') is not None  # it did register
-    after = snapshot()
     seen = {}
     for change in sys.argv[1:]:
         ahead = snapshot()

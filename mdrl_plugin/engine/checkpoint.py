@@ -59,7 +59,7 @@ class UnsafeCheckpointError(CheckpointLoadError):
 
 
 class _Refused(Exception):
-    """Raised by :func:`_getattr` (torch does not rewrap it)."""
+    pass  # raised by _getattr; torch does not rewrap it
 
 
 def _getattr(obj: Any, name: str, *default: Any) -> Any:
@@ -203,8 +203,7 @@ def safe_checkpoint_loading_enabled() -> bool:
 
 
 def is_complete_checkpoint(path: str) -> bool:
-    """Whether ``path`` is a whole ``torch.save`` zip (a file cut short by a
-    kill lacks the zip's central directory)."""
+    """Whether ``path`` is a whole ``torch.save`` zip (not cut by a kill)."""
     try:
         with zipfile.ZipFile(path) as zf:
             return any(n.endswith('data.pkl') for n in zf.namelist())
@@ -265,7 +264,7 @@ def check_state_dict(model: torch.nn.Module, state_dict: Dict[str, Any],
         config: The model's config file, for the message.
 
     Returns:
-        The comparison.
+        Weights of another shape, missing and unexpected keys.
     """
     model = model.module if is_model_wrapper(model) else model
     expected = model.state_dict()
