@@ -1,8 +1,11 @@
-"""Install mdrl-plugin: ``pip install -e .``."""
+"""Install mdrl-plugin: ``pip install -e .``; build a wheel: ``pip wheel .``."""
+import os
 import re
+import shutil
 from importlib import metadata
 
 from setuptools import find_packages, setup
+from setuptools.command.build_py import build_py
 
 
 def read_requirements(path: str) -> list:
@@ -20,6 +23,25 @@ def mmcv_requirement() -> str:
         except metadata.PackageNotFoundError:
             continue
     return 'mmcv-lite>=2.0.0'
+
+
+class BuildPyWithMim(build_py):
+    """Also put ``configs/`` and ``tools/`` into ``mdrl_plugin/.mim/``.
+
+    That is where OpenMMLab's ``mim`` (``mim train mdrl_plugin CONFIG``) and
+    the ``mdrl-train`` entry point find them in an installed wheel. Copied at
+    build time only; an editable install uses the checkout's folders.
+    """
+
+    def run(self) -> None:
+        super().run()
+        if getattr(self, 'editable_mode', False):
+            return
+        for name in ('configs', 'tools'):
+            target = os.path.join(self.build_lib, 'mdrl_plugin', '.mim', name)
+            shutil.rmtree(target, ignore_errors=True)
+            shutil.copytree(name, target, ignore=shutil.ignore_patterns(
+                '__pycache__', '*.pyc'))
 
 
 with open('mdrl_plugin/version.py') as f:
@@ -47,6 +69,14 @@ setup(
         # ONNX export, torch-free search, the web server and its browser test
         'deploy': read_requirements('requirements/deploy.txt'),
     },
+    entry_points={
+        'console_scripts': [
+            'mdrl-train=mdrl_plugin.cli:train',
+            'mdrl-test=mdrl_plugin.cli:test',
+            'mdrl-fetch-weights=mdrl_plugin.cli:fetch_weights',
+        ]
+    },
+    cmdclass={'build_py': BuildPyWithMim},
     license='Apache-2.0',
     zip_safe=False,
 )

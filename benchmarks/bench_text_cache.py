@@ -22,6 +22,7 @@ backward and an AdamW step. Sizes:
 
 Usage:
     python benchmarks/bench_text_cache.py --size demo [--batch 32] [--repeat 5]
+    python benchmarks/bench_text_cache.py --size demo --amp   # bf16 autocast
     python benchmarks/bench_text_cache.py --size paper --batch 8 --repeat 2
 """
 import argparse
@@ -105,17 +106,18 @@ def paper_setup(batch: int, repeat: int):
     return model, make_batch, seqs
 
 
-def text_only(enc, cache, make_batch, repeat: int) -> None:
+def text_only(enc, cache, make_batch, repeat: int, amp) -> None:
     """Time frozen BERT (canonical shape) against the cache for one batch."""
     def run(mode: str, i: int) -> float:
         inputs = make_batch(i)['inputs']
         ids, mask = inputs['input_ids'], inputs['attention_mask']
         enc.attach_text_cache(cache if mode == 'cached' else None)
         t0 = time.perf_counter()
-        if mode == 'cached':
-            enc._cached_bert_tokens(ids, mask)
-        else:
-            enc.frozen_bert_tokens(ids, mask)
+        with amp():
+            if mode == 'cached':
+                enc._cached_bert_tokens(ids, mask, cache)
+            else:
+                enc.frozen_bert_tokens(ids, mask)
         return time.perf_counter() - t0
 
     times = {'cached': [], 'live': []}
@@ -139,6 +141,9 @@ def main() -> None:
     parser.add_argument('--cache-all', action='store_true',
                         help='demo: cache all training captions, not only the '
                         'timed batches (build time at the demo size)')
+    parser.add_argument('--amp', action='store_true',
+                        help='bf16 autocast on the CPU (what tools/train.py '
+                        '--amp does): the cache is built and served under it')
     parser.add_argument('--text-only', action='store_true',
                         help='time only the frozen BERT against the cache '
                         'lookup (the part of a step the cache replaces)')
@@ -156,19 +161,23 @@ def main() -> None:
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad],
                             lr=1e-4)
 
+    def amp():
+        return torch.autocast('cpu', dtype=torch.bfloat16, enabled=args.amp)
+
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        TextFeatureCache.write_shard(tmp, seqs, enc.frozen_bert_tokens, 64)
+        with amp():
+            TextFeatureCache.write_shard(tmp, seqs, enc.frozen_bert_tokens, 64)
         build_s = time.perf_counter() - t0
         cache = TextFeatureCache(tmp)
         mean_len = float(np.mean([len(s) for s in seqs]))
         print(f'size {args.size}: batch {batch}, {len(seqs)} captions cached in '
               f'{build_s:.1f} s ({cache.nbytes / 2**20:.1f} MiB, mean '
               f'{mean_len:.1f} tokens, width {enc.embed_dims}); torch threads '
-              f'{args.threads}')
+              f'{args.threads}, amp {args.amp}')
 
         if args.text_only:
-            return text_only(enc, cache, make_batch, args.repeat)
+            return text_only(enc, cache, make_batch, args.repeat, amp)
 
         def step(mode: str, i: int) -> float:
             t0 = time.perf_counter()
@@ -176,7 +185,8 @@ def main() -> None:
             enc.attach_text_cache(cache if mode == 'cached' else None)
             enc.max_length = (data['inputs']['input_ids'].shape[1]
                               if mode == 'live-longest' else canonical_length)
-            losses = model.loss(**data)
+            with amp():
+                losses = model.loss(**data)
             opt.zero_grad()
             sum(losses.values()).backward()
             opt.step()

@@ -4,7 +4,9 @@
 # they use ViT patches. Everything else is the paper's recipe on CUHK-PEDES.
 _base_ = ['mdrl_vit_bert_cuhk.py']
 
-resnet_pretrained = 'checkpoints/resnet50.pth'  # local timm/torchvision ResNet-50
+# torchvision's ImageNet ResNet-50 as a timm tag (Hugging Face cache), or a
+# local file such as 'checkpoints/resnet50.pth'
+resnet_pretrained = 'resnet50.tv_in1k'
 
 model = dict(
     data_preprocessor=dict(

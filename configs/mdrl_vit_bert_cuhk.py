@@ -6,12 +6,13 @@ _base_ = [
     '_base_/schedules/sgd_150e.py', '_base_/default_runtime.py'
 ]
 
-# ---- local paths: put the files here or change these three lines ----------
-# ViT-B/16 ImageNet checkpoint (.pth/.bin/.safetensors state dict), e.g. timm's
-# vit_base_patch16_224.augreg2_in21k_ft_in1k saved with torch.save(state_dict).
-vit_pretrained = 'checkpoints/vit_base_patch16_224.pth'
-# Hugging Face bert-base-uncased folder (config.json, weights, vocab.txt).
-bert_path = 'checkpoints/bert-base-uncased'
+# ---- pretrained weights and data ------------------------------------------
+# Hub names, downloaded once into the Hugging Face cache (HF_HOME); offline:
+# `python tools/fetch_weights.py <this config>` first (docs/training.md). A local
+# folder/file of the same name wins. For local copies, uncomment the third line.
+bert_path = 'bert-base-uncased'  # Hugging Face id (or a local model folder)
+vit_pretrained = 'vit_base_patch16_224.orig_in21k_ft_in1k'  # timm tag, file or URL
+# bert_path, vit_pretrained = 'checkpoints/bert-base-uncased', 'checkpoints/vit_b16.pth'
 data_root = 'data/CUHK-PEDES'
 # ---------------------------------------------------------------------------
 

@@ -1,5 +1,6 @@
 """Shared fixtures: tiny Hugging Face BERT folders written by the tests themselves."""
 import os
+import socket
 
 import pytest
 
@@ -42,3 +43,33 @@ def tiny_pedes_root(tmp_path_factory) -> str:
          '--overwrite'],
         check=True, capture_output=True)
     return out
+
+
+@pytest.fixture
+def offline_hub(tmp_path, monkeypatch) -> str:
+    """Empty weight caches, offline mode, and no network at all.
+
+    ``HF_HOME`` (hub cache ``HF_HOME/hub``) and ``TORCH_HOME`` point into
+    ``tmp_path``, ``HF_HUB_OFFLINE=1``, and any connection attempt raises.
+    huggingface_hub reads its settings once, at import, so its ``constants``
+    are patched as well.
+
+    Returns:
+        The Hugging Face hub cache folder.
+    """
+    from huggingface_hub import constants
+    hf_home, torch_home = tmp_path / 'hf_home', tmp_path / 'torch_home'
+    cache = hf_home / 'hub'
+    for name, value in (('HF_HOME', hf_home), ('HF_HUB_CACHE', cache),
+                        ('TORCH_HOME', torch_home), ('HF_HUB_OFFLINE', '1')):
+        monkeypatch.setenv(name, str(value))
+    monkeypatch.setattr(constants, 'HF_HOME', str(hf_home))
+    monkeypatch.setattr(constants, 'HF_HUB_CACHE', str(cache))
+    monkeypatch.setattr(constants, 'HF_HUB_OFFLINE', True)
+
+    def no_network(*args, **kwargs):
+        raise OSError('the tests never reach the network')
+
+    monkeypatch.setattr(socket.socket, 'connect', no_network)
+    monkeypatch.setattr(socket, 'getaddrinfo', no_network)
+    return str(cache)

@@ -113,3 +113,38 @@ def shrink_config(cfg, bert_dir: str, data_root: str, img_size=(32, 16),
         type='CheckpointHook', interval=2, by_epoch=False)
     cfg.log_processor = dict(window_size=1, by_epoch=False)
     cfg.env_cfg.dist_cfg = dict(backend='gloo')
+
+
+def put_in_hub_cache(cache_dir: str, repo_id: str, files: dict,
+                     revision: str = 'ab' * 20) -> str:
+    """Lay files out as a Hugging Face hub download leaves them.
+
+    ``<cache_dir>/models--<org>--<name>/refs/main`` names the revision and
+    ``snapshots/<revision>/`` holds the files (real downloads link them to
+    ``blobs/``; plain copies read the same).
+
+    Args:
+        cache_dir: The hub cache (``$HF_HOME/hub``).
+        repo_id: E.g. ``'bert-base-uncased'`` or ``'timm/test_vit.r160_in1k'``.
+        files: ``{name in the repo: local file to copy}``.
+        revision: The commit hash to file them under.
+
+    Returns:
+        The snapshot folder.
+    """
+    import shutil
+    repo = os.path.join(cache_dir, 'models--' + repo_id.replace('/', '--'))
+    snapshot = os.path.join(repo, 'snapshots', revision)
+    os.makedirs(snapshot, exist_ok=True)
+    os.makedirs(os.path.join(repo, 'refs'), exist_ok=True)
+    with open(os.path.join(repo, 'refs', 'main'), 'w') as f:
+        f.write(revision)
+    for name, src in files.items():
+        shutil.copyfile(src, os.path.join(snapshot, name))
+    return snapshot
+
+
+def folder_files(folder: str) -> dict:
+    """``{name: path}`` of the files of a folder (for :func:`put_in_hub_cache`)."""
+    return {name: os.path.join(folder, name) for name in os.listdir(folder)
+            if os.path.isfile(os.path.join(folder, name))}

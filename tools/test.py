@@ -48,6 +48,7 @@ def prepare(cfg, args) -> None:
     cfg.load_from, cfg.resume = args.checkpoint, False
     check_work_dir(cfg.work_dir)
     check_data_roots(cfg, ['test_dataloader'])
+    mdrl_plugin.models.check_weights(cfg)  # pretrained weights, one message
 
 
 def main(argv=None) -> int:

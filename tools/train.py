@@ -105,6 +105,7 @@ def prepare(cfg, args) -> None:
             'resume', False) else 'load_from checkpoint')
     check_data_roots(cfg, ['train_dataloader'] + ['val_dataloader'] * bool(
         cfg.get('val_cfg', None) and cfg.get('val_dataloader', None)))
+    mdrl_plugin.models.check_weights(cfg)  # pretrained weights, one message
 
 
 def main(argv=None) -> int:

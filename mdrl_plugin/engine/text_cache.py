@@ -1,34 +1,75 @@
 """A memory-mapped, exact cache of the frozen BERT's token outputs.
 
-Layout on disk: ``<cache_dir>/<fingerprint>/shard-<id>/`` holds
-
-* ``keys.npy``: uint64 ``[N]``, sorted 64-bit hashes of the token-id sequences;
-* ``offsets.npy``: int64 ``[N + 1]``, row ranges of entry ``i`` in the arrays below;
-* ``token_ids.npy``: int32 ``[sum n_i]``, the token ids (checked on every hit,
-  so a hash collision can never serve another caption's features);
-* ``features.npy``: float32 ``[sum n_i, D]``, BERT's outputs at the real tokens
-  only (no padding).
-
-A shard is written under a temporary name and renamed when complete, and never
-changes afterwards; later builds add shards for the sequences not yet cached.
-All arrays are opened with ``mmap_mode='r'``: ranks on one node share the
-pages of the operating system's file cache, so memory per node does not grow
-with the number of ranks. ``meta.json`` records what the fingerprint covers.
+``<cache_dir>/<fingerprint>/`` holds ``meta.json`` (the fingerprint's parts and
+the feature dtype) and immutable shards (sorted sequence hashes, row offsets,
+token ids checked on every hit, float32 features of the real tokens), each
+written in a temp folder, fsynced and renamed. See ``docs/models.md``.
 """
 import hashlib
 import json
 import os
+import shutil
 import uuid
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 
-__all__ = ['TextFeatureCache', 'text_cache_fingerprint', 'tokenizer_digest',
-           'module_digest']
+from .fileio import atomic_write_bytes, fsync_dir, remove_stale_temps, temp_path
+
+__all__ = ['TextFeatureCache', 'numeric_mode', 'text_cache_fingerprint']
 
 #: Bump when the file layout or the canonical BERT computation changes.
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
+_ARRAYS = ('keys', 'offsets', 'token_ids', 'features')
+_MODE_KEYS = ('mode', 'feature_dtype')
+#: ``torch`` settings that change BERT's numbers: matmul precision, TF32 and
+#: reduced-precision switches (CUDA, cuDNN, oneDNN), attention kernels
+_SETTINGS = ('get_float32_matmul_precision', 'are_deterministic_algorithms_enabled',
+             'backends.fp32_precision', 'backends.cuda.matmul.fp32_precision',
+             'backends.cuda.matmul.allow_tf32',
+             'backends.cuda.matmul.allow_fp16_reduced_precision_reduction',
+             'backends.cuda.matmul.allow_bf16_reduced_precision_reduction',
+             'backends.cuda.matmul.allow_fp16_accumulation',
+             'backends.cuda.flash_sdp_enabled', 'backends.cuda.math_sdp_enabled',
+             'backends.cuda.mem_efficient_sdp_enabled',
+             'backends.cuda.cudnn_sdp_enabled',
+             'backends.cuda.fp16_bf16_reduction_math_sdp_allowed',
+             'backends.cudnn.enabled', 'backends.cudnn.allow_tf32',
+             'backends.cudnn.fp32_precision', 'backends.cudnn.deterministic',
+             'backends.mkldnn.enabled', 'backends.mkldnn.fp32_precision',
+             'backends.mkldnn.matmul.fp32_precision')
+
+
+def _setting(name: str) -> Optional[str]:
+    value = torch
+    try:
+        for part in name.split('.'):
+            value = getattr(value, part)
+        return str(value() if callable(value) else value)
+    except (AttributeError, RuntimeError):  # not in this torch; mixed APIs
+        return None
+
+
+def numeric_mode(device) -> Dict[str, Optional[str]]:
+    """Every setting that changes a BERT forward's numbers on ``device`` now:
+    device model, torch version, this thread's autocast, :data:`_SETTINGS`.
+
+    Args:
+        device: Where BERT runs.
+
+    Returns:
+        dict of strings (None: not in this torch).
+    """
+    device = torch.device(device)
+    kind = device.type
+    model = (f'{torch.cuda.get_device_name(device)} cuda {torch.version.cuda}'
+             if kind == 'cuda' else torch.backends.cpu.get_cpu_capability()
+             if kind == 'cpu' else kind)
+    autocast = torch.is_autocast_enabled(kind) and torch.get_autocast_dtype(kind)
+    return dict(device=kind, device_model=model, torch=torch.__version__,
+                autocast=str(autocast or 'off'),
+                **{name: _setting(name) for name in _SETTINGS})
 
 
 def _seq_key(seq: np.ndarray) -> int:
@@ -37,15 +78,8 @@ def _seq_key(seq: np.ndarray) -> int:
         digest_size=8).digest(), 'little')
 
 
-def module_digest(module: torch.nn.Module) -> str:
-    """Hash of a module's state dict (names, dtypes, shapes and values).
-
-    Args:
-        module: The module (e.g. the BERT).
-
-    Returns:
-        Hex digest.
-    """
+def _module_digest(module: torch.nn.Module) -> str:
+    # names, dtypes, shapes and values of the state dict
     h = hashlib.blake2b(digest_size=16)
     for name, tensor in sorted(module.state_dict().items()):
         t = tensor.detach().cpu().contiguous()
@@ -54,83 +88,25 @@ def module_digest(module: torch.nn.Module) -> str:
     return h.hexdigest()
 
 
-def tokenizer_digest(tokenizer) -> str:
-    """Hash of a Hugging Face tokenizer's full definition.
-
-    Fast tokenizers serialise their pipeline (vocabulary, normaliser,
-    pre-tokeniser, post-processor; not the padding / truncation settings of
-    the last call, which the ids given to the cache already reflect); slow
-    ones hash their vocabulary. Both add the class and simple init options.
+def text_cache_fingerprint(encoder, mode: dict) -> Tuple[str, dict]:
+    """Fingerprint of what a cached feature depends on besides its token ids
+    (the keys): BERT's weights and config, its canonical lengths, the mode.
 
     Args:
-        tokenizer: The tokenizer.
-
-    Returns:
-        Hex digest.
-    """
-    backend = getattr(tokenizer, 'backend_tokenizer', None)
-    if backend is not None:
-        # without the call-time padding / truncation state the tokenizer keeps
-        spec = json.loads(backend.to_str())
-        spec.pop('padding', None), spec.pop('truncation', None)
-        text = json.dumps(spec, sort_keys=True)
-    else:
-        text = json.dumps(sorted(tokenizer.get_vocab().items()))
-    options = {k: v for k, v in getattr(tokenizer, 'init_kwargs', {}).items()
-               if isinstance(v, (bool, int, float, str)) and 'file' not in k
-               and 'path' not in k}
-    text += json.dumps([type(tokenizer).__name__, tokenizer.padding_side,
-                        sorted(options.items())])
-    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
-
-
-def text_cache_fingerprint(encoder, tokenizer, max_length: int,
-                           device: torch.device) -> Tuple[str, dict]:
-    """Fingerprint of everything a cached feature depends on.
-
-    Args:
-        encoder: The ``BertTextEncoder`` (its BERT weights and config, and its
-            canonical ``max_length``).
-        tokenizer: The data preprocessor's tokenizer.
-        max_length: The data preprocessor's truncation length.
-        device: Where BERT runs (kernels differ between device types).
+        encoder: The ``BertTextEncoder``.
+        mode: :func:`numeric_mode` of the forwards the cache serves.
 
     Returns:
         tuple: short hex fingerprint and the dict it hashes.
     """
     parts = dict(
-        format=CACHE_FORMAT,
-        bert_weights=module_digest(encoder.bert),
+        format=CACHE_FORMAT, bert_weights=_module_digest(encoder.bert),
         bert_config=encoder.bert.config.to_json_string(use_diff=False),
         attn_implementation=str(encoder.bert.config._attn_implementation),
-        bert_max_length=int(encoder.max_length),
-        tokenizer=tokenizer_digest(tokenizer),
-        tokenizer_max_length=int(max_length),
-        dtype='float32',
-        torch=torch.__version__,
-        device=torch.device(device).type)
+        bert_max_length=int(encoder.max_length), mode=mode,
+        pad_to_multiple_of=int(encoder.pad_to_multiple_of))
     digest = hashlib.sha256(json.dumps(parts, sort_keys=True).encode())
     return digest.hexdigest()[:20], parts
-
-
-class _Shard:
-    """One immutable, memory-mapped shard."""
-
-    def __init__(self, folder: str) -> None:
-        load = lambda name: np.load(  # noqa: E731
-            os.path.join(folder, name), mmap_mode='r')
-        self.keys, self.offsets = load('keys.npy'), load('offsets.npy')
-        self.token_ids, self.features = load('token_ids.npy'), load('features.npy')
-
-    def find(self, seq: np.ndarray, key: int) -> Optional[Tuple[int, int]]:
-        pos = int(np.searchsorted(self.keys, np.uint64(key)))
-        while pos < len(self.keys) and int(self.keys[pos]) == key:
-            start, stop = int(self.offsets[pos]), int(self.offsets[pos + 1])
-            if stop - start == len(seq) and np.array_equal(
-                    self.token_ids[start:stop], seq):
-                return start, stop
-            pos += 1
-        return None
 
 
 class TextFeatureCache:
@@ -142,12 +118,17 @@ class TextFeatureCache:
 
     def __init__(self, folder: str) -> None:
         self.folder = folder
+        meta = os.path.join(folder, 'meta.json')
+        self.meta = json.load(open(meta)) if os.path.isfile(meta) else {}
+        #: numeric mode the features were computed in (None: empty cache)
+        self.mode: Optional[dict] = self.meta.get('mode')
+        self.dtype = getattr(torch, self.meta.get('feature_dtype', 'float32'))
         names = sorted(os.listdir(folder)) if os.path.isdir(folder) else []
-        self.shards = [_Shard(os.path.join(folder, n)) for n in names
-                       if n.startswith('shard-')]
+        self.shards = [[np.load(os.path.join(folder, n, a + '.npy'), mmap_mode='r')
+                        for a in _ARRAYS] for n in names if n.startswith('shard-')]
 
     def __len__(self) -> int:
-        return sum(len(s.keys) for s in self.shards)
+        return sum(len(keys) for keys, *_ in self.shards)
 
     def __deepcopy__(self, memo) -> 'TextFeatureCache':
         return self  # read-only: copies of a model share it
@@ -155,14 +136,31 @@ class TextFeatureCache:
     @property
     def nbytes(self) -> int:
         """Bytes of the feature arrays on disk."""
-        return sum(s.features.nbytes for s in self.shards)
+        return sum(s[3].nbytes for s in self.shards)
 
-    def _find(self, seq: np.ndarray) -> Optional[Tuple[_Shard, int, int]]:
+    def mismatch(self, device) -> Optional[str]:
+        """Why a forward on ``device`` now may not be served.
+
+        Args:
+            device: Where BERT runs.
+
+        Returns:
+            The settings unlike the cache's numeric mode; None: it may serve.
+        """
+        built = self.mode or {}
+        return ', '.join(f'{k}={built.get(k)} in the cache but {v} now'
+                         for k, v in numeric_mode(device).items()
+                         if built.get(k) != v) or None
+
+    def _find(self, seq: np.ndarray) -> Optional[np.ndarray]:
         key = _seq_key(seq)
-        for shard in self.shards:
-            span = shard.find(seq, key)
-            if span is not None:
-                return shard, span[0], span[1]
+        for keys, offsets, token_ids, features in self.shards:
+            pos = int(np.searchsorted(keys, np.uint64(key)))
+            while pos < len(keys) and int(keys[pos]) == key:
+                start, stop = int(offsets[pos]), int(offsets[pos + 1])
+                if np.array_equal(token_ids[start:stop], seq):
+                    return features[start:stop]
+                pos += 1
         return None
 
     def gather(self, seqs: Sequence[np.ndarray]) -> Tuple[np.ndarray, np.ndarray]:
@@ -172,79 +170,86 @@ class TextFeatureCache:
             seqs: One int array per caption.
 
         Returns:
-            tuple: bool ``[len(seqs)]`` (found) and the found sequences'
-            feature rows, concatenated in order (a new float32 array).
+            tuple: bool ``[len(seqs)]`` (found) and the found rows in order.
         """
-        found = np.zeros(len(seqs), dtype=bool)
-        parts: List[np.ndarray] = []
-        for i, seq in enumerate(seqs):
-            hit = self._find(np.asarray(seq))
-            if hit is not None:
-                found[i] = True
-                parts.append(hit[0].features[hit[1]:hit[2]])
-        dims = self.shards[0].features.shape[1] if self.shards else 0
-        rows = (np.concatenate(parts) if parts else
-                np.zeros((0, dims), dtype=np.float32))
-        return found, np.array(rows, dtype=np.float32, copy=True)
+        rows = [self._find(np.asarray(seq)) for seq in seqs]
+        found = np.array([r is not None for r in rows], dtype=bool)
+        dims = self.shards[0][3].shape[1] if self.shards else 0
+        return found, np.concatenate(
+            [r for r in rows if r is not None] + [np.zeros((0, dims), np.float32)])
 
     def missing(self, seqs: Sequence[Sequence[int]]) -> List[np.ndarray]:
         """Distinct sequences of ``seqs`` that the cache does not hold."""
-        out: Dict[bytes, np.ndarray] = {}
-        for seq in seqs:
-            arr = np.asarray(seq, dtype=np.int32)
-            if arr.tobytes() not in out and self._find(arr) is None:
-                out[arr.tobytes()] = arr
-        return list(out.values())
+        arrays = (np.asarray(seq, dtype=np.int32) for seq in seqs)
+        distinct = {a.tobytes(): a for a in arrays}.values()
+        return [a for a in distinct if self._find(a) is None]
 
     @staticmethod
     def write_shard(folder: str, seqs: Sequence[np.ndarray],
                     compute: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-                    batch_size: int = 64,
-                    device: torch.device = torch.device('cpu')) -> Optional[str]:
-        """Compute and write the features of ``seqs`` as a new shard.
+                    batch_size: int = 64, device: torch.device = torch.device('cpu'),
+                    meta: Optional[dict] = None) -> Optional[str]:
+        """Compute the features of ``seqs`` in the caller's numeric mode
+        (autocast included) and write them as a new shard. Raises ValueError
+        when ``folder`` holds features of another mode or dtype.
 
         Args:
             folder: ``<cache_dir>/<fingerprint>`` (created).
             seqs: Distinct token-id sequences (int32 arrays).
-            compute: ``(input_ids, attention_mask) -> [B, L, D]`` features,
-                e.g. ``BertTextEncoder.frozen_bert_tokens``.
+            compute: ``(ids, mask) -> [B, L, D]``, e.g. ``frozen_bert_tokens``.
             batch_size: Captions per ``compute`` call.
             device: Device of the id tensors.
+            meta: More entries of ``meta.json`` (the fingerprint's parts).
 
         Returns:
             The shard's folder, or None when ``seqs`` is empty.
         """
         if not seqs:
             return None
-        os.makedirs(folder, exist_ok=True)
+        meta = dict(meta or {}, mode=numeric_mode(device))
+        remove_stale_temps(folder)  # of killed builds
         keys = np.array([_seq_key(s) for s in seqs], dtype=np.uint64)
-        order = np.argsort(keys, kind='stable')
-        seqs = [seqs[i] for i in order]
-        lengths = np.array([len(s) for s in seqs], dtype=np.int64)
-        offsets = np.concatenate([[0], np.cumsum(lengths)])
-        tmp = os.path.join(folder, f'.tmp-{uuid.uuid4().hex}')
-        os.makedirs(tmp)
-        np.save(os.path.join(tmp, 'keys.npy'), keys[order])
-        np.save(os.path.join(tmp, 'offsets.npy'), offsets)
-        np.save(os.path.join(tmp, 'token_ids.npy'), np.concatenate(seqs).astype(np.int32))
-        features = None
-        for start in range(0, len(seqs), batch_size):
-            chunk = seqs[start:start + batch_size]
-            width = max(len(s) for s in chunk)
-            ids = torch.zeros(len(chunk), width, dtype=torch.long)
-            for row, seq in enumerate(chunk):
-                ids[row, :len(seq)] = torch.from_numpy(seq.astype(np.int64))
-            mask = (torch.arange(width)[None] < torch.as_tensor(
-                [len(s) for s in chunk])[:, None]).long()
-            out = compute(ids.to(device), mask.to(device)).float().cpu()
-            if features is None:
-                features = np.lib.format.open_memmap(
-                    os.path.join(tmp, 'features.npy'), mode='w+',
-                    dtype=np.float32, shape=(int(offsets[-1]), out.shape[-1]))
-            features[offsets[start]:offsets[start + len(chunk)]] = (
-                out[mask.bool()].numpy())
-        features.flush()
-        del features
-        final = os.path.join(folder, 'shard-' + tmp.rsplit('-', 1)[1])
-        os.rename(tmp, final)
+        seqs = [seqs[i] for i in np.argsort(keys, kind='stable')]
+        offsets = np.cumsum([0] + [len(s) for s in seqs])
+        final = os.path.join(folder, f'shard-{uuid.uuid4().hex}')
+        tmp = temp_path(final)
+        files = [os.path.join(tmp, a + '.npy') for a in _ARRAYS]
+        os.makedirs(tmp)  # and folder
+        try:
+            for file, array in zip(files, (np.sort(keys), offsets,
+                                           np.concatenate(seqs).astype(np.int32))):
+                np.save(file, array)
+            features = None
+            for start in range(0, len(seqs), batch_size):
+                chunk = seqs[start:start + batch_size]
+                ids = torch.nn.utils.rnn.pad_sequence(
+                    [torch.from_numpy(s.astype(np.int64)) for s in chunk], True)
+                mask = (torch.arange(ids.shape[1])[None] < torch.as_tensor(
+                    [len(s) for s in chunk])[:, None]).long()
+                out = compute(ids.to(device), mask.to(device))
+                meta['feature_dtype'] = str(out.dtype).split('.')[-1]
+                if features is None:
+                    features = np.lib.format.open_memmap(
+                        files[3], mode='w+', dtype=np.float32,
+                        shape=(int(offsets[-1]), out.shape[-1]))
+                features[offsets[start]:offsets[start + len(chunk)]] = (
+                    out.float().cpu()[mask.bool()].numpy())
+            features.flush()
+            del features
+            for file in files:
+                with open(file, 'rb') as f:
+                    os.fsync(f.fileno())
+            fsync_dir(tmp)
+            old = TextFeatureCache(folder).meta
+            if old and [old[k] for k in _MODE_KEYS] != [meta[k] for k in _MODE_KEYS]:
+                raise ValueError(f'Text cache {folder} holds features of '
+                                 'another numeric mode or dtype')
+            if not old:
+                atomic_write_bytes(json.dumps(meta, indent=1).encode(),
+                                   os.path.join(folder, 'meta.json'))
+            os.rename(tmp, final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        fsync_dir(folder)
         return final

@@ -4,10 +4,15 @@ import glob
 import os
 
 import pytest
+import timm
+import torch
 from mmengine.config import Config
 from mmengine.runner import Runner
+from safetensors.torch import save_file
+from transformers import BertModel
 
-from mdrl_test_utils import REPO_ROOT, shrink_config
+from mdrl_test_utils import (REPO_ROOT, folder_files, put_in_hub_cache,
+                             shrink_config, write_tiny_bert)
 
 CONFIGS = sorted(glob.glob(os.path.join(REPO_ROOT, 'configs', '*.py')))
 PAPER = {'mdrl_vit_bert_cuhk.py': (11003, 'CUHKPEDES'),
@@ -30,6 +35,10 @@ def test_paper_recipe(name):
     assert cfg.model.num_classes == num_classes
     assert cfg.train_dataloader.dataset.type == dataset
     assert cfg.model.image_encoder.arch == 'vit_base_patch16_224'
+    # hub names by default (docs/training.md, "Pretrained weights")
+    assert cfg.model.image_encoder.pretrained == 'vit_base_patch16_224.orig_in21k_ft_in1k'
+    assert cfg.model.text_encoder.pretrained == 'bert-base-uncased'
+    assert cfg.model.data_preprocessor.tokenizer == 'bert-base-uncased'
     assert tuple(cfg.model.image_encoder.img_size) == (384, 128)
     assert cfg.model.image_encoder.patch_size == 16
     assert cfg.model.text_encoder.frozen is True
@@ -58,3 +67,32 @@ def test_config_trains_a_few_iterations(name, tiny_bert_dir, tiny_pedes_root, tm
     metrics = runner.val_loop.run()
     assert set(metrics) == {'R1', 'R5', 'R10', 'mAP', 'mINP'}
     assert all(0.0 <= v <= 100.0 for v in metrics.values())
+
+
+def test_paper_config_builds_its_model_by_hub_id(offline_hub, tmp_path):
+    """The CUHK-PEDES config as shipped, its ids served by tiny stand-ins
+    from a Hugging Face cache (offline, no network): only sizes change."""
+    from mdrl_plugin.models import check_weights
+    from mdrl_plugin.registry import MODELS
+    bert = write_tiny_bert(str(tmp_path / 'bert'), seed=3)
+    put_in_hub_cache(offline_hub, 'bert-base-uncased', folder_files(bert))
+    torch.manual_seed(4)
+    tiny = dict(embed_dim=32, depth=1, num_heads=2)
+    vit = timm.create_model('vit_base_patch16_224', **tiny)  # 224x224, 1000 classes
+    save_file({k: v.contiguous() for k, v in vit.state_dict().items()},
+              str(tmp_path / 'vit.safetensors'))
+    put_in_hub_cache(offline_hub, 'timm/vit_base_patch16_224.orig_in21k_ft_in1k',
+                     {'model.safetensors': str(tmp_path / 'vit.safetensors')})
+    cfg = Config.fromfile(os.path.join(REPO_ROOT, 'configs', 'mdrl_vit_bert_cuhk.py'))
+    model = cfg.model
+    model.image_encoder.update(img_size=(32, 16), arch_kwargs=tiny)
+    model.text_encoder.update(num_heads=2)
+    for key in ('image_local', 'cross_modal'):
+        model[key].update(num_heads=2)
+    check_weights(cfg)  # everything cached: no error, no network
+    mdrl = MODELS.build(model)
+    assert torch.equal(mdrl.image_encoder.vit.blocks[0].attn.qkv.weight,
+                       vit.blocks[0].attn.qkv.weight)
+    assert torch.equal(mdrl.text_encoder.bert.embeddings.word_embeddings.weight,
+                       BertModel.from_pretrained(bert).embeddings.word_embeddings.weight)
+    assert mdrl.data_preprocessor.tokenize(['a man'])['input_ids'].tolist() == [[2, 5, 8, 3]]

@@ -1,5 +1,7 @@
-"""tools/check_dataset.py, run in-process (and once as a subprocess)."""
+"""tools/check_dataset.py (the report is mdrl_plugin.datasets.checker), run
+in-process (and once as a subprocess)."""
 import importlib.util
+import io
 import os
 import os.path as osp
 import subprocess
@@ -7,6 +9,7 @@ import sys
 
 import pytest
 
+from mdrl_plugin.datasets.checker import check_dataset
 from test_datasets._pedes_data import (cuhk_records, icfg_records,
                                        write_dataset)
 
@@ -148,3 +151,13 @@ def test_as_a_script_exit_status(cuhk_root):
     assert bad.returncode == 1, bad.stderr
     assert bad.stdout.splitlines()[-1] == (
         "RESULT: NOT usable: 1 missing images in split 'train'")
+
+
+def test_report_goes_to_the_given_stream(cuhk_root, capsys):
+    buf = io.StringIO()
+    assert check_dataset('CUHKPEDES', cuhk_root, check_images=True,
+                         out=buf) == 0
+    assert buf.getvalue().splitlines()[-2:] == [
+        '  image height: mean 12.00, min 12, median 12, p95 12, max 12',
+        'RESULT: usable']
+    assert capsys.readouterr().out == ''

@@ -1,12 +1,12 @@
 # MDRL with ViT-B/16 and BERT-base (the paper's network). Leaf configs set
-# num_classes and the local paths of the pretrained weights.
+# num_classes and the pretrained weights (hub names or local paths).
 embed_dims = 768
 model = dict(
     type='MDRL',
     num_classes=None,  # the training split's number of identities
     data_preprocessor=dict(
         type='TextImageDataPreprocessor',
-        tokenizer=None,  # the BERT folder
+        tokenizer=None,  # the BERT's Hugging Face id or folder
         max_length=64,
         padding='longest',
         # ViT-B/16 ImageNet-21k/augreg weights are trained with mean = std = 0.5
@@ -19,11 +19,11 @@ model = dict(
         img_size=(384, 128),
         patch_size=16,
         stride=16,
-        pretrained=None,  # local checkpoint file
+        pretrained=None,  # timm tag, local checkpoint file or URL
         drop_path_rate=0.1),
     text_encoder=dict(
         type='BertTextEncoder',
-        pretrained=None,  # local bert-base-uncased folder
+        pretrained=None,  # Hugging Face id or local model folder
         frozen=True,
         num_lte_layers=2,  # unspecified in the paper
         num_heads=12),

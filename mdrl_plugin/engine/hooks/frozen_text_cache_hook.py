@@ -1,61 +1,39 @@
 """Compute a frozen text encoder's BERT outputs once per caption and reuse them."""
-import json
-import os
 import os.path as osp
-from typing import Dict, Iterable, List, Optional, Set, Tuple
+import socket
+from contextlib import nullcontext
+from typing import List, Optional
 
-from mmengine.dist import barrier, get_local_rank, get_rank
+from mmengine.dist import all_gather_object, get_rank
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
+from mmengine.optim import OptimWrapper, OptimWrapperDict
+from mmengine.runner.amp import autocast
 
 from mdrl_plugin.registry import HOOKS
-from ..fileio import atomic_write_bytes
-from ..text_cache import TextFeatureCache, text_cache_fingerprint
+from ..text_cache import TextFeatureCache, numeric_mode, text_cache_fingerprint
 
 __all__ = ['FrozenTextCacheHook']
 
 
-def _local_rank() -> int:
-    try:
-        return get_local_rank()
-    except RuntimeError:  # process group set up without MMEngine's local group
-        return int(os.environ.get('LOCAL_RANK', get_rank()))
-
-
 def _dataset_captions(dataset) -> List[str]:
     """Distinct captions (``text`` / ``texts`` of every data info), in order."""
-    seen: Dict[str, None] = {}
-    for i in range(len(dataset)):
-        info = dataset.get_data_info(i)
-        texts = info.get('texts') or ([info['text']] if 'text' in info else [])
-        for text in texts:
-            seen.setdefault(text, None)
-    return list(seen)
+    infos = (dataset.get_data_info(i) for i in range(len(dataset)))
+    texts = (t for info in infos for t in info.get('texts') or [info.get('text')])
+    return list(dict.fromkeys(t for t in texts if t is not None))
 
 
 @HOOKS.register_module()
 class FrozenTextCacheHook(Hook):
     """Serve a frozen BERT's token outputs from an exact on-disk cache.
 
-    Before training (for the train and val captions), validation and testing
-    (their captions), every frozen ``BertTextEncoder`` of the model gets a
-    :class:`~mdrl_plugin.engine.text_cache.TextFeatureCache` with the
-    outputs of :meth:`BertTextEncoder.frozen_bert_tokens` for every caption of
-    the datasets, keyed by token ids. Captions not in the cache (e.g. changed
-    by a text transform) are computed live, so the cache changes speed, never
-    results: cached features equal uncached ones bit for bit.
-
-    The cache lives in ``<cache_dir>/<fingerprint>/``; the fingerprint covers
-    the BERT weights and config, the tokenizer, both ``max_length`` values,
-    the torch version and the device type, so any of them changing uses
-    another folder (never stale features), and a later run with the same
-    fingerprint reuses the files. On each node, local rank 0 computes what is
-    missing while the other ranks wait; then every rank memory-maps the
-    files read-only.
-
-    Nothing happens for a model without a frozen ``BertTextEncoder`` or
-    without a data preprocessor that has ``token_ids`` (the
-    ``TextImageDataPreprocessor``).
+    Before training, validation and testing, each frozen ``BertTextEncoder``
+    gets a :class:`~mdrl_plugin.engine.text_cache.TextFeatureCache` of its
+    BERT outputs for the loop's captions, computed in the numeric mode the
+    loop runs BERT in (``--amp`` included); other forwards and captions run
+    live. Every rank makes the same collective calls; the lowest rank of each
+    folder builds it, then the lowest rank of each node the folder is not
+    shared with. See ``docs/models.md`` (Frozen-text cache).
 
     Args:
         cache_dir: Cache folder. Defaults to ``<work_dir>/text_cache``; point
@@ -64,91 +42,105 @@ class FrozenTextCacheHook(Hook):
         enabled: False turns the hook off (BERT runs at every step).
     """
 
-    priority = 'NORMAL'
-
     def __init__(self, cache_dir: Optional[str] = None, batch_size: int = 64,
                  enabled: bool = True) -> None:
         if batch_size < 1:
             raise ValueError(f'batch_size must be >= 1, got {batch_size}')
-        self.cache_dir = cache_dir
-        self.batch_size = batch_size
-        self.enabled = enabled
-        self._prepared: Set[Tuple[int, int]] = set()
+        self.cache_dir, self.batch_size, self.enabled = cache_dir, batch_size, enabled
 
-    # ---------------------------------------------------------------- hooks
     def before_train(self, runner) -> None:
-        """Cache the train and val captions."""
-        datasets = [runner.train_dataloader.dataset]
+        """Cache the train captions (and the val captions)."""
+        wrapper = getattr(runner, 'optim_wrapper', None)
+        amp = (isinstance(wrapper, OptimWrapper)
+               and not isinstance(wrapper, OptimWrapperDict))
+        self._prepare(runner, runner.train_dataloader.dataset,
+                      wrapper.optim_context if amp else lambda _: nullcontext())
         if runner.val_loop is not None:
-            datasets.append(runner.val_loop.dataloader.dataset)
-        self._prepare(runner, datasets)
+            self.before_val(runner)
 
     def before_val(self, runner) -> None:
         """Cache the val captions (a no-op when already done)."""
-        self._prepare(runner, [runner.val_loop.dataloader.dataset])
+        self._prepare_loop(runner, runner.val_loop)
 
     def before_test(self, runner) -> None:
         """Cache the test captions."""
-        self._prepare(runner, [runner.test_loop.dataloader.dataset])
+        self._prepare_loop(runner, runner.test_loop)
 
     def after_train_epoch(self, runner) -> None:
         """Log the epoch's cache hits and misses."""
-        for encoder in self._encoders(runner):
-            stats = encoder.cache_stats
-            if encoder.text_cache is not None and stats['misses']:
+        for encoder in self._encoders(runner)[1]:
+            if encoder.text_caches and encoder.cache_stats['misses']:
                 runner.logger.info(
-                    f'Frozen text cache: {stats["hits"]} hits, '
-                    f'{stats["misses"]} misses (computed live) this epoch')
+                    'Frozen text cache: {hits} hits, {misses} misses (computed '
+                    'live) this epoch'.format(**encoder.cache_stats))
             encoder.cache_stats = dict(hits=0, misses=0)
 
-    # ---------------------------------------------------------------- work
-    def _encoders(self, runner) -> list:
+    @staticmethod
+    def _encoders(runner) -> tuple:
         from mdrl_plugin.models.backbones import BertTextEncoder
         model = runner.model.module if is_model_wrapper(runner.model) else runner.model
-        return [m for m in model.modules()
-                if isinstance(m, BertTextEncoder) and m.frozen]
+        return model, [m for m in model.modules()
+                       if isinstance(m, BertTextEncoder) and m.frozen]
 
-    def _prepare(self, runner, datasets: Iterable) -> None:
-        if not self.enabled:
-            return
-        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+    def _prepare_loop(self, runner, loop) -> None:
+        self._prepare(runner, loop.dataloader.dataset,
+                      lambda _: autocast(enabled=getattr(loop, 'fp16', False)))
+
+    def _prepare(self, runner, dataset, context) -> None:
+        """Build and attach the caches of ``dataset`` in the numeric mode of
+        ``context(model)``; the collective calls do not depend on the rank."""
+        model, encoders = self._encoders(runner)
         preprocessor = getattr(model, 'data_preprocessor', None)
-        encoders = self._encoders(runner)
-        if not encoders or not hasattr(preprocessor, 'token_ids'):
+        if not (self.enabled and encoders and hasattr(preprocessor, 'token_ids')):
             return
+        seqs = preprocessor.token_ids(_dataset_captions(dataset))
         for encoder in encoders:
-            todo = [d for d in datasets
-                    if (id(encoder), id(d)) not in self._prepared
-                    or encoder.text_cache is None
-                    or not encoder.text_cache_is_valid()]
-            if todo:
-                self._prepare_encoder(runner, encoder, preprocessor, todo)
-            self._prepared.update((id(encoder), id(d)) for d in todo)
-
-    def _prepare_encoder(self, runner, encoder, preprocessor, datasets) -> None:
-        device = next(encoder.bert.parameters()).device
-        fingerprint, parts = text_cache_fingerprint(
-            encoder, preprocessor.tokenizer, preprocessor.max_length, device)
-        folder = osp.join(self.cache_dir or osp.join(runner.work_dir, 'text_cache'),
-                          fingerprint)
-        if _local_rank() == 0:
-            captions = [c for d in datasets for c in _dataset_captions(d)]
-            missing = TextFeatureCache(folder).missing(
-                preprocessor.token_ids(captions))
-            if missing:
+            device = next(encoder.bert.parameters()).device
+            with context(model):
+                mode = numeric_mode(device)
+            cache = encoder.text_cache_is_valid() and next(
+                (c for c in encoder.text_caches.values() if c.mode == mode), None)
+            folder = None  # None: this rank needs nothing
+            if not cache or cache.missing(seqs):
+                fingerprint, parts = text_cache_fingerprint(encoder, mode)
+                folder = osp.join(self.cache_dir or osp.join(
+                    runner.work_dir, 'text_cache'), fingerprint)
+            mine = (socket.gethostname(), folder)
+            ranks = all_gather_object(mine)
+            if not any(f for _, f in ranks):
+                continue
+            # the lowest rank of a folder builds; then, where the folder is not
+            # shared, the lowest rank of each node
+            builders = [[f for _, f in ranks].index(folder), ranks.index(mine)]
+            errors = []
+            for phase, builder in enumerate(builders):
+                error = None
+                if folder and get_rank() == builder not in builders[:phase]:
+                    with context(model):
+                        error = self._build(runner, encoder, folder, seqs, parts,
+                                            device)
+                errors += all_gather_object((folder, error))
+            failed = [e for f, e in errors if e and folder and f == folder]
+            if failed:
+                runner.logger.warning(f'Frozen text cache {folder} is off: '
+                                      f'building it failed: {failed[0]}')
+            elif folder and (cache := TextFeatureCache(folder)).mode is not None:
+                encoder.attach_text_cache(cache)
                 runner.logger.info(
-                    f'Frozen text cache {folder}: computing {len(missing)} of '
-                    f'{len(captions)} captions')
-                os.makedirs(folder, exist_ok=True)
-                if not osp.exists(osp.join(folder, 'meta.json')):
-                    atomic_write_bytes(json.dumps(parts, indent=1).encode(),
-                                       osp.join(folder, 'meta.json'))
+                    f'Frozen text cache {folder}: {len(cache)} captions, '
+                    f'{cache.nbytes / 2**20:.1f} MiB (memory-mapped)')
+
+    def _build(self, runner, encoder, folder: str, seqs: list, parts: dict,
+               device) -> Optional[str]:
+        """Write the sequences ``folder`` misses; returns the error, if any."""
+        try:
+            missing = TextFeatureCache(folder).missing(seqs)
+            if missing:
+                runner.logger.info(f'Frozen text cache {folder}: computing '
+                                   f'{len(missing)} of {len(seqs)} captions')
                 TextFeatureCache.write_shard(
                     folder, missing, encoder.frozen_bert_tokens,
-                    self.batch_size, device)
-        barrier()
-        cache = TextFeatureCache(folder)
-        encoder.attach_text_cache(cache)
-        runner.logger.info(
-            f'Frozen text cache {folder}: {len(cache)} captions, '
-            f'{cache.nbytes / 2**20:.1f} MiB of features (memory-mapped)')
+                    self.batch_size, device, meta=parts)
+        except Exception as e:  # noqa: BLE001 (the other ranks must not hang)
+            return f'{type(e).__name__}: {e}'
+        return None

@@ -8,7 +8,7 @@ import torch.nn as nn
 from mmengine.model import BaseModule
 
 from mdrl_plugin.registry import MODELS
-from .weights import check_checkpoint_file
+from ..weights import image_source
 
 __all__ = ['BackboneAdapter', 'read_tokens']
 
@@ -102,8 +102,10 @@ class BackboneAdapter(BaseModule):
     through its own ``init_cfg``, e.g. for a checkpoint of an mmpretrain
     ``ImageClassifier`` ``init_cfg=dict(type='Pretrained', checkpoint=path,
     prefix='backbone.')`` (applied by ``init_weights``, which the Runner
-    calls). A timm model loads a local timm state dict with timm's own loader
-    (``timm_checkpoint``: ``timm.create_model(..., pretrained=True,
+    calls; an ``http(s)://`` checkpoint comes from the torch hub cache). A
+    timm model loads ``timm_checkpoint`` (a local file, a timm tag or a URL,
+    see :mod:`mdrl_plugin.models.weights`) with timm's own loader
+    (``timm.create_model(..., pretrained=True,
     pretrained_cfg_overlay=dict(file=path))``, strict, the classifier dropped
     and ViT position embeddings resized by timm); ``init_weights`` then leaves
     it alone.
@@ -113,7 +115,9 @@ class BackboneAdapter(BaseModule):
             ``timm_model``).
         timm_model: timm model name, e.g. ``'resnet18'``.
         timm_kwargs: Extra arguments of ``timm.create_model``.
-        timm_checkpoint: Local timm checkpoint file of ``timm_model``.
+        timm_checkpoint: Weights of ``timm_model``: a local timm checkpoint
+            file, a timm tag such as ``'resnet18.a1_in1k'`` (``'timm'``: the
+            default tag) or an ``http(s)://`` URL.
         out_channels: If set, a linear projection of both outputs to this
             width; else the backbone's width.
         probe_size: ``(H, W)`` of the probe image; set it to the training size
@@ -142,9 +146,10 @@ class BackboneAdapter(BaseModule):
         if self.from_timm:
             kwargs = dict(num_classes=0, **(timm_kwargs or {}))
             if timm_checkpoint is not None:
-                check_checkpoint_file(timm_checkpoint, f'timm {timm_model!r} weights')
+                path = image_source(timm_checkpoint, timm_model,
+                                    f'timm {timm_model!r} weights').resolve()
                 kwargs.update(pretrained=True,
-                              pretrained_cfg_overlay=dict(file=timm_checkpoint))
+                              pretrained_cfg_overlay=dict(file=path))
             self.backbone = timm.create_model(timm_model, **kwargs)
             # timm initialises (and loads) its models at construction;
             # MMEngine's init_weights skips modules marked as initialised

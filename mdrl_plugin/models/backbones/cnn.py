@@ -7,7 +7,7 @@ import torch.nn as nn
 from mmengine.model import BaseModule
 
 from mdrl_plugin.registry import MODELS
-from .weights import load_timm_checkpoint
+from ..weights import image_source, load_timm_checkpoint
 
 __all__ = ['TimmCNNEncoder']
 
@@ -22,8 +22,11 @@ class TimmCNNEncoder(BaseModule):
 
     Args:
         arch: timm model name, e.g. ``'resnet50'``.
-        pretrained: ``None``, a local checkpoint file (read by timm's
-            ``load_checkpoint``, non-strict), or ``'timm'`` (hub).
+        pretrained: ``None``; a local checkpoint file; a timm tag of
+            ``arch`` such as ``'resnet50.tv_in1k'`` (``'timm'``: the default
+            tag), from the Hugging Face cache; or an ``http(s)://`` URL (torch
+            hub cache); see :mod:`mdrl_plugin.models.weights`. Read by timm's
+            ``load_checkpoint`` (non-strict).
         out_channels: If set, a linear projection of all outputs to this width.
         arch_kwargs: Extra arguments of ``timm.create_model``.
         init_cfg: MMEngine init config.
@@ -36,11 +39,12 @@ class TimmCNNEncoder(BaseModule):
                  arch_kwargs: Optional[dict] = None,
                  init_cfg: Optional[dict] = None) -> None:
         super().__init__(init_cfg=init_cfg)
-        self.cnn = timm.create_model(
-            arch, pretrained=pretrained == 'timm', num_classes=0,
-            **(arch_kwargs or {}))
-        if pretrained not in (None, 'timm'):
-            load_timm_checkpoint(self.cnn, pretrained, what='CNN pretrained weights')
+        what = 'CNN pretrained weights'
+        source = (image_source(pretrained, arch, what)
+                  if pretrained is not None else None)
+        self.cnn = timm.create_model(arch, num_classes=0, **(arch_kwargs or {}))
+        if source is not None:
+            load_timm_checkpoint(self.cnn, source.resolve(), what=what)
         self.embed_dims = self.cnn.num_features
         self.proj = (nn.Linear(self.embed_dims, out_channels)
                      if out_channels else nn.Identity())

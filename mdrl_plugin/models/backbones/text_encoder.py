@@ -1,46 +1,59 @@
 """Frozen BERT followed by learnable transformer encoder layers (LTE)."""
+import json
+import logging
 import os
 import warnings
-from typing import List, Optional, Protocol, Sequence, Tuple
+from typing import Dict, List, Optional, Protocol, Sequence, Set, Tuple
 
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from mmengine.logging import print_log
 from mmengine.model import BaseModule
 
 from mdrl_plugin.registry import MODELS
 from ..utils import build_transformer_encoder, masked_transformer
+from ..weights import hf_source
 
 __all__ = ['BertTextEncoder']
 
 
 def load_bert(pretrained: Optional[str], bert_config: Optional[dict]) -> nn.Module:
-    """Load a Hugging Face BERT from a local folder or build it from a config.
+    """Load a Hugging Face BERT from a local folder or a hub id, or build one.
 
     Args:
-        pretrained: Local folder holding ``config.json`` and the weights.
+        pretrained: A local model folder (``config.json`` and the weights) or
+            a Hugging Face id such as ``'bert-base-uncased'`` (a folder that
+            exists wins). A cached id loads without network access; one that
+            is not cached is downloaded unless ``HF_HUB_OFFLINE=1``.
         bert_config: ``transformers.BertConfig`` arguments (random weights).
 
     Returns:
         A ``transformers.BertModel``.
+
+    Raises:
+        FileNotFoundError: A missing or unusable folder, or an id that is not
+            cached and cannot be downloaded (:class:`WeightsNotFoundError`).
     """
     from transformers import BertConfig, BertModel
     if (pretrained is None) == (bert_config is None):
         raise ValueError('BertTextEncoder needs exactly one of `pretrained` '
-                         '(a local model folder) and `bert_config`')
+                         '(a model folder or Hugging Face id) and `bert_config`')
     if bert_config is not None:
         bert = BertModel(BertConfig(**bert_config))
         bert.pooler = None  # unused: features come from the token outputs
         return bert
-    if not os.path.isdir(pretrained):
+    source = hf_source(pretrained, 'text encoder')
+    if source.kind == 'hf':
+        source.resolve()  # cached, or downloaded now, or a clear error
+    elif not os.path.isdir(pretrained):
         raise FileNotFoundError(
-            f'BERT folder {pretrained!r} does not exist. Put a Hugging Face BERT '
-            'model folder there (config.json, model.safetensors or '
-            'pytorch_model.bin, vocab.txt), e.g. one saved with '
-            "BertModel.from_pretrained('bert-base-uncased').save_pretrained(path) "
-            'on a machine with internet access, and set its path in the config.')
-    if not os.path.isfile(os.path.join(pretrained, 'config.json')):
+            f'BERT folder {pretrained!r} does not exist. Name a Hugging Face '
+            "id (e.g. 'bert-base-uncased') or put a Hugging Face BERT model "
+            'folder there (config.json, model.safetensors or '
+            'pytorch_model.bin, vocab.txt) and set its path in the config.')
+    elif not os.path.isfile(os.path.join(pretrained, 'config.json')):
         raise FileNotFoundError(
             f'BERT folder {pretrained!r} has no config.json: it is not a Hugging '
             'Face model folder.')
@@ -52,6 +65,21 @@ def load_bert(pretrained: Optional[str], bert_config: Optional[dict]) -> nn.Modu
 
 class TokenFeatureLookup(Protocol):
     """What :class:`BertTextEncoder` needs from an attached token cache."""
+
+    #: the numeric mode its rows were computed in (one cache per mode)
+    mode: dict
+    #: dtype of BERT's live outputs in that mode
+    dtype: torch.dtype
+
+    def mismatch(self, device: torch.device) -> Optional[str]:
+        """Why a forward on ``device`` now would not compute the cached rows.
+
+        Args:
+            device: Where BERT runs.
+
+        Returns:
+            None when the cache may serve this forward, else the reason.
+        """
 
     def gather(self, seqs: Sequence[np.ndarray]
                ) -> Tuple[np.ndarray, np.ndarray]:
@@ -79,19 +107,22 @@ class BertTextEncoder(BaseModule):
     :math:`f_g^T`; the other outputs (M tokens, [SEP] included) form the text
     token sequence. Padding is masked in every LTE attention.
 
-    A frozen BERT computes every caption in one canonical shape: the batch is
-    padded to ``max_length`` tokens (right padding, pad id 0 under the mask)
-    before BERT, and BERT's outputs at padding are set to 0. A caption's BERT
-    outputs then do not depend on the batch it comes in (the padded length of
-    a batch changes the floating-point rounding of attention kernels; the
-    batch size, measured on CPU, does not), so a precomputed cache of them
+    A frozen BERT computes every caption in one canonical shape: each caption
+    is right-padded (pad id 0 under the mask) to the next multiple of
+    ``pad_to_multiple_of`` tokens (at most ``max_length``), captions of one
+    padded length go through BERT together, and BERT's outputs at padding are
+    set to 0. A caption's BERT outputs then do not depend on the batch it
+    comes in (the padded length changes the floating-point rounding of
+    attention kernels; the batch size, measured on CPU, does not), so a precomputed cache of them
     (:meth:`attach_text_cache`, built by ``FrozenTextCacheHook``) gives
-    bit-identical features. Under ``torch.onnx`` export / tracing the
-    canonical padding and the cache are skipped (same features up to
-    rounding).
+    bit-identical features; a cache serves only forwards in the numeric mode
+    (autocast, matmul precision...) it was built in. Under ``torch.onnx``
+    export / tracing the canonical padding and the cache are skipped (same
+    features up to rounding).
 
     Args:
-        pretrained: Local Hugging Face BERT folder (e.g. bert-base-uncased).
+        pretrained: Hugging Face BERT: a local model folder or a hub id
+            (e.g. ``'bert-base-uncased'``), see :func:`load_bert`.
         bert_config: Instead of ``pretrained``: ``BertConfig`` arguments for a
             randomly initialised BERT (tests, ablations).
         frozen: Freeze BERT (no gradients, dropout off, no autograd graph).
@@ -102,8 +133,17 @@ class BertTextEncoder(BaseModule):
         mlp_ratio: LTE MLP ratio.
         dropout: LTE dropout.
         out_channels: If set, a linear projection of all outputs to this width.
-        max_length: Canonical token length of the frozen BERT's input; must be
-            at least the data preprocessor's ``max_length``. Defaults to 64.
+        project_first: Apply the ``out_channels`` projection to BERT's
+            outputs before the LTE instead of after it, so that the LTE runs
+            at ``out_channels`` width (cheaper when BERT is wider). Defaults
+            to False (LTE at BERT's width, as in the paper).
+        max_length: Longest canonical token length of the frozen BERT's
+            input; must be at least the data preprocessor's ``max_length``.
+            Defaults to 64.
+        pad_to_multiple_of: A frozen BERT runs each caption padded to the
+            next multiple of this many tokens (``max_length`` pads them all
+            to ``max_length``). Defaults to 8: BERT's cost follows the padded
+            length, and demo captions average 30 tokens.
         init_cfg: MMEngine init config.
     """
 
@@ -116,7 +156,9 @@ class BertTextEncoder(BaseModule):
                  mlp_ratio: float = 4.0,
                  dropout: float = 0.1,
                  out_channels: Optional[int] = None,
+                 project_first: bool = False,
                  max_length: int = 64,
+                 pad_to_multiple_of: int = 8,
                  init_cfg: Optional[dict] = None) -> None:
         super().__init__(init_cfg=init_cfg)
         self.bert = load_bert(pretrained, bert_config)
@@ -126,17 +168,27 @@ class BertTextEncoder(BaseModule):
                 f'BertTextEncoder(max_length={max_length}) exceeds the BERT\'s '
                 f'max_position_embeddings={self.bert.config.max_position_embeddings}')
         self.max_length = max_length
-        self.text_cache: Optional[TokenFeatureLookup] = None
+        if pad_to_multiple_of < 1:
+            raise ValueError('BertTextEncoder: pad_to_multiple_of must be >= 1, '
+                             f'got {pad_to_multiple_of}')
+        self.pad_to_multiple_of = pad_to_multiple_of
+        self.text_caches: Dict[str, TokenFeatureLookup] = {}
         self._cache_guard: List[Tuple[torch.Tensor, int]] = []
+        self._cache_notes: Set[str] = set()
         self.cache_stats = dict(hits=0, misses=0)
         width = self.bert.config.hidden_size
         if frozen:
             self.bert.requires_grad_(False)
             self.bert.eval()
+        if project_first and not out_channels:
+            raise ValueError('BertTextEncoder(project_first=True) needs '
+                             'out_channels')
+        self.project_first = project_first
+        lte_width = out_channels if project_first else width
         self.lte = None
         if num_lte_layers > 0:
             self.lte = build_transformer_encoder(
-                width, num_lte_layers, num_heads or max(1, width // 64),
+                lte_width, num_lte_layers, num_heads or max(1, lte_width // 64),
                 mlp_ratio, dropout)
         self.proj = nn.Linear(width, out_channels) if out_channels else nn.Identity()
         self.embed_dims = width
@@ -179,33 +231,55 @@ class BertTextEncoder(BaseModule):
                                attention_mask=attention_mask).last_hidden_state
             return hidden * attention_mask[..., None].to(hidden.dtype)
         real = attention_mask.bool()
-        ids = F.pad(input_ids.masked_fill(~real, 0), (0, self.max_length - L))
-        mask = F.pad(real.long(), (0, self.max_length - L))
-        hidden = self.bert(input_ids=ids, attention_mask=mask).last_hidden_state
-        return hidden[:, :L].masked_fill(~real[..., None], 0)
+        ids = input_ids.masked_fill(~real, 0)
+        # canonical width of each row: its real tokens rounded up
+        ends = (real * torch.arange(1, L + 1, device=real.device)).amax(1)
+        step = self.pad_to_multiple_of
+        widths = ((ends + step - 1) // step * step).clamp(step, self.max_length)
+        hidden = None
+        for width in widths.unique().tolist():
+            rows = (widths == width).nonzero().flatten()
+            keep = min(width, L)
+            out = self.bert(
+                input_ids=F.pad(ids[rows, :keep], (0, width - keep)),
+                attention_mask=F.pad(real[rows, :keep].long(), (0, width - keep))
+            ).last_hidden_state
+            if hidden is None:
+                hidden = out.new_zeros(T, L, out.shape[-1])
+            hidden[rows, :keep] = out[:, :keep]
+        if hidden is None:  # no captions
+            return input_ids.new_zeros(T, L, self.bert.config.hidden_size,
+                                       dtype=torch.float)
+        return hidden.masked_fill(~real[..., None], 0)
 
     def attach_text_cache(self, cache: Optional[TokenFeatureLookup]) -> None:
-        """Serve the frozen BERT's outputs from ``cache`` (None detaches).
+        """Serve the frozen BERT's outputs from ``cache`` (None detaches all).
 
         The cache must hold :meth:`frozen_bert_tokens` outputs of this BERT's
-        current weights (the caller checks a fingerprint). Any later in-place
-        change of BERT's parameters or buffers (e.g. loading a checkpoint)
-        detaches the cache at the next forward, with a warning.
+        current weights (the caller checks a fingerprint). It replaces the
+        cache of the same numeric mode and serves only forwards in that mode
+        (others run live, logged once). Any later in-place change of BERT's
+        parameters or buffers (e.g. loading a checkpoint) detaches all caches
+        at the next forward, with a warning.
 
         Args:
-            cache: Object with ``gather(seqs) -> (found, rows)``.
+            cache: A :class:`TokenFeatureLookup`.
         """
-        if cache is not None and not self.frozen:
+        if cache is None:
+            self.text_caches = {}
+        elif not self.frozen:
             raise ValueError('A text cache needs a frozen BERT (frozen=True)')
-        self.text_cache = cache
+        else:
+            self.text_cache_is_valid()  # drop caches of older weights first
+            self.text_caches[json.dumps(cache.mode, sort_keys=True)] = cache
         self._cache_guard = [(t, t._version) for t in
                              (*self.bert.parameters(), *self.bert.buffers())]
 
     def text_cache_is_valid(self) -> bool:
-        """Whether BERT is unchanged since the cache was attached.
+        """Whether BERT is unchanged since the caches were attached.
 
         Returns:
-            False (after detaching the cache, with a warning) when any BERT
+            False (after detaching the caches, with a warning) when any BERT
             parameter or buffer was modified in place since.
         """
         if all(t._version == v for t, v in self._cache_guard):
@@ -216,9 +290,27 @@ class BertTextEncoder(BaseModule):
         self.attach_text_cache(None)
         return False
 
+    def _matching_cache(self, device: torch.device
+                        ) -> Optional[TokenFeatureLookup]:
+        """The cache of this forward's numeric mode; else None, logged once."""
+        reasons = []
+        for cache in self.text_caches.values():
+            reason = cache.mismatch(device)
+            if reason is None:
+                return cache
+            reasons.append(reason)
+        note = '; '.join(reasons)
+        if note not in self._cache_notes:
+            self._cache_notes.add(note)
+            print_log('BertTextEncoder: frozen text cache off for this forward '
+                      f'(BERT runs live): {note}', logger='current',
+                      level=logging.WARNING)
+        return None
+
     def _cached_bert_tokens(self, input_ids: torch.Tensor,
-                            attention_mask: torch.Tensor) -> torch.Tensor:
-        """:meth:`frozen_bert_tokens` served from the cache where possible."""
+                            attention_mask: torch.Tensor,
+                            cache: TokenFeatureLookup) -> torch.Tensor:
+        """:meth:`frozen_bert_tokens` served from ``cache`` where possible."""
         T, L = input_ids.shape
         real = attention_mask.bool()
         lengths = real.sum(1)
@@ -227,15 +319,15 @@ class BertTextEncoder(BaseModule):
         rows_with_key = rows_with_key.flatten().tolist()
         ids_np = input_ids.cpu().numpy()
         n_np = lengths.tolist()
-        found, feats = self.text_cache.gather(
+        found, feats = cache.gather(
             [ids_np[t, :n_np[t]] for t in rows_with_key])
         hit = torch.zeros(T, dtype=torch.bool)
         hit[[t for t, f in zip(rows_with_key, found) if f]] = True
         hit = hit.to(input_ids.device)
         hidden = torch.zeros(T, L, self.bert.config.hidden_size,
-                             device=input_ids.device)
+                             dtype=cache.dtype, device=input_ids.device)
         if hit.any():
-            hidden[real & hit[:, None]] = torch.from_numpy(feats).to(hidden.device)
+            hidden[real & hit[:, None]] = torch.from_numpy(feats).to(hidden)
         num_hits = int(hit.sum())
         if num_hits < T:
             miss = ~hit
@@ -244,6 +336,7 @@ class BertTextEncoder(BaseModule):
         self.cache_stats['hits'] += num_hits
         self.cache_stats['misses'] += T - num_hits
         return hidden
+
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor
                 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Encode tokenised texts.
@@ -256,16 +349,22 @@ class BertTextEncoder(BaseModule):
             tuple: global feature ``[T, C]``, token sequence ``[T, L-1, C]``
             and its padding mask ``[T, L-1]`` (bool, True = padding).
         """
+        cache = None
+        if (self.frozen and self.text_caches and not _is_exporting()
+                and self.text_cache_is_valid()):
+            cache = self._matching_cache(input_ids.device)
         if not self.frozen:
             hidden = self.bert(
                 input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        elif (self.text_cache is not None and not _is_exporting()
-              and self.text_cache_is_valid()):
-            hidden = self._cached_bert_tokens(input_ids, attention_mask)
+        elif cache is not None:
+            hidden = self._cached_bert_tokens(input_ids, attention_mask, cache)
         else:
             hidden = self.frozen_bert_tokens(input_ids, attention_mask)
         padding_mask = attention_mask == 0
+        if self.project_first:
+            hidden = self.proj(hidden)
         if self.lte is not None:
             hidden = masked_transformer(self.lte, hidden, padding_mask)
-        hidden = self.proj(hidden)
+        if not self.project_first:
+            hidden = self.proj(hidden)
         return hidden[:, 0], hidden[:, 1:], padding_mask[:, 1:]

@@ -8,7 +8,7 @@ from mmengine.model import BaseModule
 from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_fn
 
 from mdrl_plugin.registry import MODELS
-from .weights import load_timm_checkpoint
+from ..weights import image_source, load_timm_checkpoint
 
 __all__ = ['TimmVisionTransformer']
 
@@ -28,12 +28,15 @@ class TimmVisionTransformer(BaseModule):
         patch_size: Patch size. Defaults to 16.
         stride: Patch stride; smaller than ``patch_size`` gives overlapping
             patches. Defaults to ``patch_size``.
-        pretrained: ``None`` (random init), a local checkpoint file
-            (``.pth``/``.bin``/``.safetensors``, read by timm's
-            ``load_checkpoint``; position embeddings are resized from the
-            checkpoint's grid by timm's ``checkpoint_filter_fn``), or
-            ``'timm'`` to let timm fetch the weights of ``arch`` (needs the
-            Hugging Face hub).
+        pretrained: ``None`` (random init); a local checkpoint file
+            (``.pth``/``.bin``/``.safetensors``); a timm tag of ``arch``
+            such as ``'vit_base_patch16_224.orig_in21k_ft_in1k'`` (``'timm'``:
+            the default tag), whose weights come from the Hugging Face cache;
+            or an ``http(s)://`` URL (torch hub cache). A file that exists
+            wins; see :mod:`mdrl_plugin.models.weights`. The weights are read
+            by timm's ``load_checkpoint`` (non-strict) and the position
+            embeddings resized from the checkpoint's grid by timm's
+            ``checkpoint_filter_fn``.
         out_channels: If set, a linear projection of all outputs to this width.
         drop_path_rate: Stochastic depth rate.
         arch_kwargs: Extra arguments of ``timm.create_model`` (e.g.
@@ -59,17 +62,9 @@ class TimmVisionTransformer(BaseModule):
             num_classes=0,
             drop_path_rate=drop_path_rate)
         kwargs.update(arch_kwargs or {})
-        try:
-            self.vit = timm.create_model(
-                arch, pretrained=pretrained == 'timm', **kwargs)
-        except Exception as err:  # hub unreachable, unknown name, ...
-            if pretrained == 'timm':
-                raise RuntimeError(
-                    f'timm could not create {arch!r} with pretrained weights '
-                    f'({type(err).__name__}: {err}). Without internet access, '
-                    'download the checkpoint elsewhere and set '
-                    "pretrained='/path/to/weights.pth' in the config.") from err
-            raise
+        source = (image_source(pretrained, arch, 'ViT pretrained weights')
+                  if pretrained is not None else None)
+        self.vit = timm.create_model(arch, pretrained=False, **kwargs)
         if not isinstance(self.vit, VisionTransformer):
             raise TypeError(f'{arch!r} is not a timm VisionTransformer')
         if self.vit.num_prefix_tokens != 1:
@@ -83,8 +78,8 @@ class TimmVisionTransformer(BaseModule):
                      if out_channels else nn.Identity())
         self.out_channels = out_channels or self.embed_dims
         self.pretrained = pretrained
-        if pretrained not in (None, 'timm'):
-            self._load_pretrained(pretrained)
+        if source is not None:
+            self._load_pretrained(source.resolve())
 
     @property
     def num_patches(self) -> int:

@@ -6,24 +6,43 @@ import torch
 from mmengine.model import BaseDataPreprocessor
 
 from mdrl_plugin.registry import MODELS
+from ..weights import hf_source
 
 __all__ = ['TextImageDataPreprocessor']
 
 
 def load_tokenizer(path: str):
-    """Load a Hugging Face tokenizer from a local folder (never the hub)."""
+    """Load a Hugging Face tokenizer from a local folder or a hub id.
+
+    Args:
+        path: A local model folder or a Hugging Face id such as
+            ``'bert-base-uncased'`` (a folder that exists wins). A cached id
+            loads without network access; one that is not cached is
+            downloaded unless ``HF_HUB_OFFLINE=1``.
+
+    Returns:
+        The tokenizer.
+
+    Raises:
+        FileNotFoundError: A missing or unusable folder, or an id that is not
+            cached and cannot be downloaded (``WeightsNotFoundError``).
+    """
     from transformers import AutoTokenizer
-    if not os.path.isdir(path):
+    source = hf_source(path, 'tokenizer')
+    if source.kind == 'hf':
+        source.resolve()  # cached, or downloaded now, or a clear error
+    elif not os.path.isdir(path):
         raise FileNotFoundError(
-            f'Tokenizer folder {path!r} does not exist. Put the Hugging Face '
-            'model folder of the text encoder there (it must hold vocab.txt or '
-            'tokenizer.json, e.g. bert-base-uncased saved with save_pretrained) '
-            'and set its path in the config.')
+            f'Tokenizer folder {path!r} does not exist. Name a Hugging Face id '
+            "(e.g. 'bert-base-uncased') or put the Hugging Face model folder "
+            'of the text encoder there (it must hold vocab.txt or '
+            'tokenizer.json, e.g. bert-base-uncased saved with '
+            'save_pretrained) and set its path in the config.')
     try:
         return AutoTokenizer.from_pretrained(path, local_files_only=True)
     except (OSError, ValueError) as err:
         raise FileNotFoundError(
-            f'Tokenizer folder {path!r} holds no usable tokenizer (expected '
+            f'Tokenizer {path!r} holds no usable tokenizer (expected '
             f'vocab.txt or tokenizer.json): {err}') from err
 
 
@@ -36,7 +55,8 @@ class TextImageDataPreprocessor(BaseDataPreprocessor):
     tokenised in sample order into one ``[T, L]`` matrix.
 
     Args:
-        tokenizer: Local Hugging Face tokenizer folder (usually the BERT folder).
+        tokenizer: Hugging Face tokenizer: a local folder or a hub id (usually
+            the BERT's), see :func:`load_tokenizer`.
         max_length: Token length incl. [CLS] and [SEP]; longer captions are
             truncated. Defaults to 64.
         padding: ``'longest'`` pads to the longest caption of the batch (faster;

@@ -12,7 +12,7 @@ from mmengine.logging import MMLogger
 from mmengine.structures import BaseDataElement
 
 from mdrl_test_utils import REPO_ROOT, shrink_config, tiny_mdrl_cfg, write_tiny_bert
-from mdrl_plugin.registry import HOOKS, MODELS
+from mdrl_plugin.registry import HOOKS, MODELS, OPTIM_WRAPPERS
 
 CAPTIONS = [
     'a man in a red shirt',
@@ -44,11 +44,13 @@ class _Captions:
         return dict(text=self.texts[idx])
 
 
-def _fake_runner(model, work_dir, texts=CAPTIONS):
+def _fake_runner(model, work_dir, texts=CAPTIONS, optim_wrapper=None, val=None):
     return SimpleNamespace(
-        model=model, work_dir=str(work_dir),
+        model=model, work_dir=str(work_dir), optim_wrapper=optim_wrapper,
         logger=MMLogger.get_instance('text_cache_test'),
-        train_dataloader=SimpleNamespace(dataset=_Captions(texts)), val_loop=None)
+        train_dataloader=SimpleNamespace(dataset=_Captions(texts)),
+        val_loop=val and SimpleNamespace(dataloader=SimpleNamespace(
+            dataset=_Captions(val))))
 
 
 def _batch(model, texts, step):
@@ -60,31 +62,31 @@ def _batch(model, texts, step):
     return model.data_preprocessor(dict(inputs=images, data_samples=samples), True)
 
 
-def test_cached_training_equals_uncached_bit_for_bit(tiny_bert_dir, tmp_path):
-    torch.manual_seed(0)
-    plain = MODELS.build(tiny_mdrl_cfg(tiny_bert_dir))
-    cached = copy.deepcopy(plain)
-    hook = HOOKS.build(dict(type='FrozenTextCacheHook', batch_size=3))
-    hook.before_train(_fake_runner(cached, tmp_path))
-    assert cached.text_encoder.text_cache is not None
-    assert len(cached.text_encoder.text_cache) == len(CAPTIONS)
-    assert plain.text_encoder.text_cache is None
+def _optim_wrappers(models, amp):
+    cfg = dict(type='MixedPrecisionOptimWrapper', dtype='bfloat16',
+               device_type='cpu') if amp else dict(type='OptimWrapper')
+    return [OPTIM_WRAPPERS.build(dict(cfg, optimizer=torch.optim.AdamW(
+        [p for p in m.parameters() if p.requires_grad], lr=1e-2)))
+        for m in models]
 
+
+def _train_both_ways(plain, cached, wrappers, steps=6):
+    """Train two copies side by side (each on its own deep copy of every
+    batch) and require bit-identical losses and gradients."""
     batches = [CAPTIONS[0:4], CAPTIONS[4:8], CAPTIONS[8:11] + [UNSEEN]]
-    opts = [torch.optim.AdamW([p for p in m.parameters() if p.requires_grad],
-                              lr=1e-2) for m in (plain, cached)]
-    for step, texts in enumerate(batches * 2):
-        data = _batch(plain, texts, step)
+    for step in range(steps):
+        data = _batch(plain, batches[step % 3], step)
         results = []
-        for model, opt in zip((plain, cached), opts):
+        for model, wrapper in zip((plain, cached), wrappers):
             model.train()
             torch.manual_seed(100 + step)  # DLL's random grouping
-            losses = model.loss(**data)
-            opt.zero_grad()
-            sum(losses.values()).backward()
+            with wrapper.optim_context(model):
+                losses = model.loss(**copy.deepcopy(data))
+            wrapper.backward(sum(losses.values()))
             results.append((losses, {n: p.grad.clone() for n, p in
                                      model.named_parameters() if p.grad is not None}))
-            opt.step()
+            wrapper.step()
+            wrapper.zero_grad()
         (loss_a, grad_a), (loss_b, grad_b) = results
         assert loss_a.keys() == loss_b.keys() and len(loss_a) == 5
         for name in loss_a:
@@ -92,6 +94,23 @@ def test_cached_training_equals_uncached_bit_for_bit(tiny_bert_dir, tmp_path):
         assert grad_a.keys() == grad_b.keys() and len(grad_a) > 20
         for name in grad_a:
             assert torch.equal(grad_a[name], grad_b[name]), (step, name)
+
+
+def _only_cache(encoder):
+    assert len(encoder.text_caches) == 1
+    return next(iter(encoder.text_caches.values()))
+
+
+def test_cached_training_equals_uncached_bit_for_bit(tiny_bert_dir, tmp_path):
+    torch.manual_seed(0)
+    plain = MODELS.build(tiny_mdrl_cfg(tiny_bert_dir))
+    cached = copy.deepcopy(plain)
+    hook = HOOKS.build(dict(type='FrozenTextCacheHook', batch_size=3))
+    wrappers = _optim_wrappers((plain, cached), amp=False)
+    hook.before_train(_fake_runner(cached, tmp_path, optim_wrapper=wrappers[1]))
+    assert len(_only_cache(cached.text_encoder)) == len(CAPTIONS)
+    assert plain.text_encoder.text_caches == {}
+    _train_both_ways(plain, cached, wrappers)
     # 6 steps x 4 captions: all cached but UNSEEN (twice), which ran live
     assert cached.text_encoder.cache_stats == dict(hits=22, misses=2)
 
@@ -101,6 +120,52 @@ def test_cached_training_equals_uncached_bit_for_bit(tiny_bert_dir, tmp_path):
         inputs=[torch.zeros(3, 32, 16, dtype=torch.uint8)], data_samples=samples))
     feats = [m.predict(**copy.deepcopy(data))[0].text_feats for m in (plain, cached)]
     assert torch.equal(feats[0], feats[1])
+
+
+def test_amp_training_is_served_by_a_cache_built_under_its_autocast(
+        tiny_bert_dir, tmp_path):
+    """``--amp`` on CPU (bf16 autocast): the hook builds the training cache
+    under the optimizer wrapper's autocast and the validation cache without
+    it; cached and uncached training match bit for bit, and so do
+    the features of an evaluation forward (no autocast)."""
+    torch.manual_seed(0)
+    plain = MODELS.build(tiny_mdrl_cfg(tiny_bert_dir))
+    cached = copy.deepcopy(plain)
+    wrappers = _optim_wrappers((plain, cached), amp=True)
+    HOOKS.build(dict(type='FrozenTextCacheHook')).before_train(_fake_runner(
+        cached, tmp_path, optim_wrapper=wrappers[1], val=CAPTIONS[:5]))
+    caches = {c.mode['autocast']: c for c in cached.text_encoder.text_caches.values()}
+    assert sorted(caches) == ['off', 'torch.bfloat16']
+    assert len(caches['torch.bfloat16']) == len(CAPTIONS) and len(caches['off']) == 5
+    assert caches['off'].folder != caches['torch.bfloat16'].folder
+    _train_both_ways(plain, cached, wrappers)
+    assert cached.text_encoder.cache_stats == dict(hits=22, misses=2)
+    ids = plain.data_preprocessor.tokenize(CAPTIONS[:5])
+    outs = [m.eval().text_encoder(**ids) for m in (plain, cached)]
+    assert all(torch.equal(a, b) for a, b in zip(*outs))
+    assert cached.text_encoder.cache_stats == dict(hits=27, misses=2)
+
+
+def test_a_forward_in_another_mode_runs_live_and_says_why(
+        tiny_bert_dir, tmp_path, monkeypatch):
+    """A cache built without autocast serves no bf16 autocast forward: BERT
+    runs live, the losses and gradients equal the uncached ones, one line."""
+    import mdrl_plugin.models.backbones.text_encoder as module
+    records = []
+    monkeypatch.setattr(module, 'print_log', lambda msg, logger, level:
+                        records.append(msg))
+    torch.manual_seed(0)
+    plain = MODELS.build(tiny_mdrl_cfg(tiny_bert_dir))
+    cached = copy.deepcopy(plain)
+    HOOKS.build(dict(type='FrozenTextCacheHook')).before_train(
+        _fake_runner(cached, tmp_path))  # no optimizer wrapper: no autocast
+    assert _only_cache(cached.text_encoder).mode['autocast'] == 'off'
+    _train_both_ways(plain, cached, _optim_wrappers((plain, cached), amp=True),
+                     steps=3)
+    assert cached.text_encoder.cache_stats == dict(hits=0, misses=0)
+    assert records == [
+        'BertTextEncoder: frozen text cache off for this forward (BERT runs '
+        'live): autocast=off in the cache but torch.bfloat16 now']
 
 
 def test_weights_changed_after_attaching_detach_the_cache(tiny_bert_dir, tmp_path):
@@ -114,7 +179,7 @@ def test_weights_changed_after_attaching_detach_the_cache(tiny_bert_dir, tmp_pat
         enc.bert.embeddings.word_embeddings.weight.mul_(2)  # e.g. a checkpoint load
     with pytest.warns(UserWarning, match='BERT weights changed'):
         out = enc(data['inputs']['input_ids'], data['inputs']['attention_mask'])
-    assert enc.text_cache is None
+    assert enc.text_caches == {}
     live = enc(data['inputs']['input_ids'], data['inputs']['attention_mask'])
     assert torch.equal(out[0], live[0])
 
@@ -124,12 +189,15 @@ def _cache_dirs(root):
 
 
 def test_fingerprint_invalidates_and_reuses(tiny_bert_dir, tmp_path):
-    """Another tokenizer, max_length or BERT checkpoint -> another folder."""
+    """Another BERT checkpoint or encoder max_length -> another folder; the
+    keys are token ids (checked on every hit), so another tokenizer or
+    truncation adds its sequences to the same folder."""
     cache_dir = str(tmp_path / 'cache')
 
-    def prepare(bert_dir, preproc_max=16, enc_max=64, seed=0):
+    def prepare(bert_dir, preproc_max=16, enc_max=64, seed=0, tokenizer=None):
         cfg = tiny_mdrl_cfg(bert_dir)
         cfg['data_preprocessor']['max_length'] = preproc_max
+        cfg['data_preprocessor']['tokenizer'] = tokenizer or bert_dir
         cfg['text_encoder']['max_length'] = enc_max
         torch.manual_seed(seed)
         model = MODELS.build(cfg)
@@ -137,33 +205,40 @@ def test_fingerprint_invalidates_and_reuses(tiny_bert_dir, tmp_path):
                     ).before_train(_fake_runner(model, tmp_path))
         return model
 
+    def shards(folder):
+        return [d for d in os.listdir(folder) if d.startswith('shard-')]
+
     base = prepare(tiny_bert_dir)
-    first = base.text_encoder.text_cache.folder
+    first = _only_cache(base.text_encoder).folder
     assert _cache_dirs(cache_dir) == [osp.basename(first)]
     meta = json.load(open(osp.join(first, 'meta.json')))
-    assert meta['tokenizer_max_length'] == 16 and meta['bert_max_length'] == 64
-    shards = _cache_dirs(first)
+    assert meta['bert_max_length'] == 64 and meta['mode']['autocast'] == 'off'
+    assert meta['feature_dtype'] == 'float32' and len(shards(first)) == 1
     # same fingerprint: reused, nothing recomputed (no new shard)
     again = prepare(tiny_bert_dir, seed=1)  # LTE seed does not matter
-    assert again.text_encoder.text_cache.folder == first
-    assert _cache_dirs(first) == shards
+    assert _only_cache(again.text_encoder).folder == first
+    assert len(shards(first)) == 1
 
     other_bert = write_tiny_bert(str(tmp_path / 'other_bert'), seed=1)
-    variants = [prepare(other_bert), prepare(tiny_bert_dir, preproc_max=8),
-                prepare(tiny_bert_dir, enc_max=32)]
-    # another tokenizer: the same BERT weights, one more word in the vocabulary
-    tok_dir = str(tmp_path / 'other_tok')
-    write_tiny_bert(tok_dir)
-    with open(osp.join(tok_dir, 'vocab.txt'), 'a') as f:
-        f.write('umbrella\n')
+    variants = [prepare(other_bert), prepare(tiny_bert_dir, enc_max=32)]
+    folders = {_only_cache(m.text_encoder).folder for m in variants}
+    assert len(folders) == 2 and first not in folders
+    assert len(_cache_dirs(cache_dir)) == 3
+    # same BERT, other ids: truncation at 8 tokens, a vocabulary with two
+    # words swapped; each adds a shard of the sequences it makes
+    tok_dir = write_tiny_bert(str(tmp_path / 'other_tok'))
+    vocab = open(osp.join(tok_dir, 'vocab.txt')).read().split('\n')
+    i, j = vocab.index('man'), vocab.index('woman')
+    vocab[i], vocab[j] = vocab[j], vocab[i]
+    open(osp.join(tok_dir, 'vocab.txt'), 'w').write('\n'.join(vocab))
     if osp.exists(osp.join(tok_dir, 'tokenizer.json')):
         os.remove(osp.join(tok_dir, 'tokenizer.json'))  # rebuilt from vocab.txt
-    variants.append(prepare(tok_dir))
-    folders = {m.text_encoder.text_cache.folder for m in variants}
-    assert len(folders) == 4 and first not in folders
-    assert len(_cache_dirs(cache_dir)) == 5
+    same = [prepare(tiny_bert_dir, preproc_max=8),
+            prepare(tiny_bert_dir, tokenizer=tok_dir)]
+    assert {_only_cache(m.text_encoder).folder for m in same} == {first}
+    assert len(shards(first)) == 3 and len(_cache_dirs(cache_dir)) == 3
     # never stale: every variant's cached features are its own BERT's
-    for model in variants:
+    for model in variants + same:
         data = _batch(model, CAPTIONS[:4], 0)
         ids, mask = data['inputs']['input_ids'], data['inputs']['attention_mask']
         enc = model.text_encoder
@@ -174,7 +249,8 @@ def test_fingerprint_invalidates_and_reuses(tiny_bert_dir, tmp_path):
         assert all(torch.equal(a, b) for a, b in zip(cached, enc(ids, mask)))
 
 
-def test_runner_trains_and_tests_with_the_cache(tiny_bert_dir, tiny_pedes_root, tmp_path):
+def test_runner_trains_and_tests_with_the_cache(tiny_bert_dir, tiny_pedes_root,
+                                                 tmp_path):
     from mmengine.config import Config
     from mmengine.runner import Runner
     cfg = Config.fromfile(osp.join(REPO_ROOT, 'configs', 'mdrl_demo.py'))
@@ -184,11 +260,133 @@ def test_runner_trains_and_tests_with_the_cache(tiny_bert_dir, tiny_pedes_root, 
     runner = Runner.from_cfg(cfg)
     runner.train()
     enc = runner.model.text_encoder
-    cache = enc.text_cache
-    assert cache is not None and cache.folder.startswith(str(tmp_path / 'text_cache'))
+    cache = _only_cache(enc)
+    assert cache.folder.startswith(str(tmp_path / 'text_cache'))
     # 6 training identities x 3 images x 2 captions, and 9 val images x 2
     assert len(cache) == 36 + 18
     assert enc.cache_stats['misses'] == 0
-    runner.test()  # test captions are added as a second shard
-    assert len(enc.text_cache) == 36 + 18 + 18
-    assert len([d for d in os.listdir(cache.folder) if d.startswith('shard-')]) == 2
+    runner.test()  # test captions are added as a third shard
+    assert len(_only_cache(enc)) == 36 + 18 + 18
+    assert len([d for d in os.listdir(cache.folder) if d.startswith('shard-')]) == 3
+
+
+# ------------------------------------------------- several processes and nodes
+def _node_worker(rank: str, init_file: str, root: str, bert_dir: str) -> None:
+    """Rank ``rank`` of 2 gloo processes, each acting as a node of its own
+    (host ``node-<rank>``, local rank 0); writes what it saw to a JSON file."""
+    import datetime
+    import socket
+    import time
+
+    import torch.distributed as dist
+    rank = int(rank)
+    socket.gethostname = lambda: f'node-{rank}'
+    os.environ['LOCAL_RANK'] = '0'
+    dist.init_process_group('gloo', init_method=f'file://{init_file}', rank=rank,
+                           world_size=2, timeout=datetime.timedelta(seconds=300))
+    torch.manual_seed(0)
+    model = MODELS.build(tiny_mdrl_cfg(bert_dir))
+    enc = model.text_encoder
+    node_dir = osp.join(root, f'node-{rank}')
+    os.makedirs(node_dir)
+    os.chdir(node_dir)  # a relative cache_dir: one folder per node
+    runner = _fake_runner(model, node_dir, CAPTIONS[:8], val=CAPTIONS[8:])
+    data = _batch(model, CAPTIONS, 0)['inputs']
+    seen = {}
+
+    def check(name):
+        cache = _only_cache(enc)
+        live = enc.frozen_bert_tokens(data['input_ids'], data['attention_mask'])
+        seen[name] = dict(folder=osp.abspath(cache.folder), size=len(cache),
+                          exact=torch.equal(enc._cached_bert_tokens(
+                              data['input_ids'], data['attention_mask'], cache), live))
+
+    shared = HOOKS.build(dict(type='FrozenTextCacheHook',
+                              cache_dir=osp.join(root, 'shared')))
+    compute = enc.frozen_bert_tokens  # slow: builds on two nodes would overlap
+    enc.frozen_bert_tokens = lambda *args: (time.sleep(3), compute(*args))[1]
+    dist.barrier()
+    shared.before_train(runner)
+    del enc.frozen_bert_tokens
+    check('shared')
+    enc.attach_text_cache(None)
+    per_node = HOOKS.build(dict(type='FrozenTextCacheHook', cache_dir='cache'))
+    per_node.before_train(runner)
+    check('per_node')
+    # rank 1 alone changes BERT (say, a checkpoint only it loaded): the ranks
+    # now disagree about whether the cache is valid
+    if rank == 1:
+        with torch.no_grad():
+            enc.bert.embeddings.word_embeddings.weight.mul_(2)
+    per_node.before_val(runner)
+    check('disagree')
+    # rank 0 cannot write its cache (a file where its folder should be)
+    if rank == 0:
+        open(osp.join(node_dir, 'broken'), 'w').close()
+    enc.attach_text_cache(None)
+    HOOKS.build(dict(type='FrozenTextCacheHook', cache_dir='broken')
+                ).before_val(runner)
+    seen['broken'] = len(enc.text_caches)
+    seen['after'] = [None, None]
+    dist.all_gather_object(seen['after'], rank)
+    with open(osp.join(root, f'rank{rank}.json'), 'w') as f:
+        json.dump(seen, f)
+
+
+@pytest.fixture(scope='module')
+def two_nodes(tiny_bert_dir, tmp_path_factory):
+    """Run :func:`_node_worker` as 2 processes (a hang fails, not blocks)."""
+    import subprocess
+    import sys
+    root = str(tmp_path_factory.mktemp('two_nodes'))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [REPO_ROOT, osp.join(REPO_ROOT, 'tests')]), OMP_NUM_THREADS='1')
+    procs = [subprocess.Popen(
+        [sys.executable, __file__, str(rank), osp.join(root, 'pg'), root,
+         tiny_bert_dir], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True) for rank in range(2)]
+    outputs = []
+    for proc in procs:
+        try:
+            outputs.append(proc.communicate(timeout=900)[0])
+        except subprocess.TimeoutExpired:
+            for p in procs:
+                p.kill()
+            pytest.fail('the ranks hung')
+    assert [p.returncode for p in procs] == [0, 0], '\n'.join(outputs)
+    return root, [json.load(open(osp.join(root, f'rank{r}.json'))) for r in range(2)]
+
+
+def test_two_nodes_sharing_a_folder_build_it_once(two_nodes):
+    root, seen = two_nodes
+    folder = seen[0]['shared']['folder']
+    assert [s['shared'] for s in seen] == [
+        dict(folder=folder, size=len(CAPTIONS), exact=True)] * 2
+    # one shard for the train captions, one for the val captions: no copies
+    assert len([d for d in os.listdir(folder) if d.startswith('shard-')]) == 2
+    assert not [d for d in os.listdir(folder) if d.startswith('.')]
+
+
+def test_nodes_with_their_own_folder_build_one_each(two_nodes):
+    root, seen = two_nodes
+    assert [s['per_node']['folder'] for s in seen] == [
+        osp.join(root, f'node-{r}', 'cache', osp.basename(
+            seen[0]['shared']['folder'])) for r in range(2)]
+    assert all(s['per_node']['size'] == len(CAPTIONS) and s['per_node']['exact']
+               for s in seen)
+
+
+def test_ranks_that_disagree_about_the_cache_do_not_hang(two_nodes):
+    root, seen = two_nodes
+    assert seen[0]['disagree'] == seen[0]['per_node']  # untouched
+    # rank 1 built a cache of its changed BERT, in a folder of its own
+    assert seen[1]['disagree']['folder'] != seen[1]['per_node']['folder']
+    assert seen[1]['disagree']['exact'] and seen[1]['disagree']['size'] == 3
+    # a build that fails on rank 0 switches its cache off; rank 1 goes on
+    assert [s['broken'] for s in seen] == [0, 1]
+    assert [s['after'] for s in seen] == [[0, 1]] * 2
+
+
+if __name__ == '__main__':
+    import sys
+    _node_worker(*sys.argv[1:])

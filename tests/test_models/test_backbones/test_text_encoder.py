@@ -46,6 +46,26 @@ def test_shapes_and_padding_mask(tiny_bert_dir):
                             [False, False, False, False, False]]
 
 
+
+def test_project_first_runs_the_lte_at_the_projected_width(tiny_bert_dir):
+    enc = build(tiny_bert_dir, out_channels=8, project_first=True)
+    assert enc.lte.layers[0].linear1.in_features == 8
+    assert enc.proj.weight.shape == (8, enc.bert.config.hidden_size)
+    enc.train()
+    ids = torch.tensor([[2, 8, 15, 3, 0], [2, 9, 10, 11, 3]])
+    mask = (ids != 0).long()
+    g, tokens, pad = enc(ids, mask)
+    assert g.shape == (2, 8) and tokens.shape == (2, 4, 8)
+    # the same computation by hand: projection, then the LTE
+    from mdrl_plugin.models.utils import masked_transformer
+    hidden = enc.proj(enc.frozen_bert_tokens(ids, mask))
+    expected = masked_transformer(enc.lte, hidden, mask == 0)
+    torch.testing.assert_close(g, expected[:, 0])
+    g.sum().backward()
+    assert enc.proj.weight.grad is not None
+    with pytest.raises(ValueError, match='project_first=True.*out_channels'):
+        build(tiny_bert_dir, project_first=True)
+
 def test_features_do_not_depend_on_amount_of_padding(tiny_bert_dir):
     enc = build(tiny_bert_dir).eval()
     short = torch.tensor([[2, 8, 15, 3]])
@@ -80,11 +100,26 @@ def test_frozen_bert_rows_are_bitwise_independent_of_the_batch(tiny_bert_dir):
                 assert torch.equal(out[row, :n], alone[i][:n])
                 assert not out[row, n:].any()  # zeros at padding
     # without the canonical shape the rounding depends on the padded length
-    # (this is why the encoder pads to max_length before BERT)
+    # (this is why the encoder pads to a canonical length before BERT)
     plain = [enc.bert(*_padded([SEQS[3]], w)).last_hidden_state[0, :len(SEQS[3])]
              for w in (len(SEQS[3]), 64)]
     torch.testing.assert_close(plain[0], alone[3][:len(SEQS[3])])
 
+
+
+@pytest.mark.parametrize('multiple', [8, 64])
+def test_canonical_shape_is_the_next_multiple_of_pad_to_multiple_of(
+        tiny_bert_dir, multiple):
+    enc = build(tiny_bert_dir, pad_to_multiple_of=multiple)
+    out = enc.frozen_bert_tokens(*_padded(SEQS))
+    for row, seq in enumerate(SEQS):
+        n = len(seq)
+        width = min(64, -(-n // multiple) * multiple)  # 8, 8, 8, 40, 8 or 64
+        with torch.no_grad():
+            direct = enc.bert(*_padded([seq], width)).last_hidden_state[0, :n]
+        assert torch.equal(out[row, :n], direct)
+    with pytest.raises(ValueError, match='pad_to_multiple_of must be >= 1'):
+        build(tiny_bert_dir, pad_to_multiple_of=0)
 
 def test_longer_inputs_than_max_length_are_a_clear_error(tiny_bert_dir):
     enc = build(tiny_bert_dir, max_length=8)
@@ -98,8 +133,12 @@ def test_longer_inputs_than_max_length_are_a_clear_error(tiny_bert_dir):
 class _DictCache:
     """A cache serving given rows for given sequences (and recording queries)."""
 
-    def __init__(self, table):
+    def __init__(self, table, mode=None, reason=None):
         self.table, self.queries = table, []
+        self.mode, self.dtype, self.reason = mode or {}, torch.float32, reason
+
+    def mismatch(self, device):
+        return self.reason
 
     def gather(self, seqs):
         self.queries.append([list(s) for s in seqs])
@@ -116,8 +155,7 @@ def test_cached_rows_are_served_and_misses_run_live(tiny_bert_dir):
     # serve SEQS[0] and SEQS[3] from a cache that marks its rows with 7s
     table = {tuple(SEQS[i]): np.full((len(SEQS[i]), 32), 7, np.float32)
              for i in (0, 3)}
-    enc.attach_text_cache(_DictCache(table))
-    hidden = enc._cached_bert_tokens(ids, mask)
+    hidden = enc._cached_bert_tokens(ids, mask, _DictCache(table))
     assert (hidden[0, :4] == 7).all() and (hidden[3, :37] == 7).all()
     assert not hidden[0, 4:].any()
     canon = enc.frozen_bert_tokens(ids, mask)
@@ -128,11 +166,44 @@ def test_cached_rows_are_served_and_misses_run_live(tiny_bert_dir):
     enc.attach_text_cache(_DictCache({
         tuple(s): canon[i, :len(s)].numpy() for i, s in enumerate(SEQS)}))
     assert all(torch.equal(a, b) for a, b in zip(enc(ids, mask), live))
+    assert enc.cache_stats == dict(hits=7, misses=3)
     # a left-padded row has no key: it is computed live, never looked up
     left = torch.tensor([[0, 0, 2, 8, 15, 3]])
-    enc.attach_text_cache(_DictCache({(2, 8, 15, 3): np.zeros((4, 32), np.float32)}))
-    out = enc._cached_bert_tokens(left, (left != 0).long())
-    assert enc.text_cache.queries == [[]] and out[0, 2:].abs().sum() > 0
+    cache = _DictCache({(2, 8, 15, 3): np.zeros((4, 32), np.float32)})
+    out = enc._cached_bert_tokens(left, (left != 0).long(), cache)
+    assert cache.queries == [[]] and out[0, 2:].abs().sum() > 0
+
+
+def test_only_the_cache_of_the_forwards_mode_serves(tiny_bert_dir, monkeypatch):
+    """One cache per numeric mode; a forward no cache matches runs live and
+    says why, once."""
+    import logging
+
+    import mdrl_plugin.models.backbones.text_encoder as module
+    records = []
+    monkeypatch.setattr(module, 'print_log', lambda msg, logger, level:
+                        records.append((level, logger, msg)))
+    enc = build(tiny_bert_dir).eval()
+    ids, mask = _padded(SEQS[:2])
+    live = enc(ids, mask)
+    zeros = {tuple(s): np.zeros((len(s), 32), np.float32) for s in SEQS[:2]}
+    off = _DictCache(zeros, dict(autocast='off'), reason='autocast=off in '
+                     'the cache but torch.bfloat16 now')
+    enc.attach_text_cache(off)
+    for _ in range(3):
+        assert all(torch.equal(a, b) for a, b in zip(enc(ids, mask), live))
+    assert records == [(logging.WARNING, 'current',
+                         'BertTextEncoder: frozen text cache off for this '
+                         'forward (BERT runs live): autocast=off in the cache '
+                         'but torch.bfloat16 now')]
+    assert off.queries == [] and enc.cache_stats == dict(hits=0, misses=0)
+    # a second mode's cache is kept beside the first, and the matching one serves
+    bf16 = _DictCache(zeros, dict(autocast='torch.bfloat16'))
+    enc.attach_text_cache(bf16)
+    assert list(enc.text_caches.values()) == [off, bf16]
+    assert not enc(ids, mask)[1].equal(live[1]) and len(bf16.queries) == 1
+    enc.attach_text_cache(None)
+    assert enc.text_caches == {}
 
 
 def test_cache_needs_a_frozen_bert(tiny_bert_dir):

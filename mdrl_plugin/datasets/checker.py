@@ -1,0 +1,232 @@
+"""A health report of a PEDES-style dataset copy (``tools/check_dataset.py``).
+
+For every split: identities, images, captions, captions per image, caption
+length statistics (in words), missing image files (one ``os.path.exists`` per
+image) and, on request, unreadable image files and image sizes (every image
+is decoded). Problems of the annotation file (bad records, blank captions,
+unknown splits, one image with two ids) are listed with their record index.
+"""
+import os.path as osp
+import sys
+from collections import Counter
+from typing import Dict, List, Optional, Sequence, TextIO, Tuple
+
+import numpy as np
+
+from mdrl_plugin.registry import DATASETS
+
+from .annotation import (PedesImage, check_data_root, find_annotation_file,
+                         find_missing_files, group_images,
+                         load_annotation_json, parse_pedes_records)
+from .errors import (AnnotationFormatError, AnnotationNotFoundError,
+                     DatasetNotFoundError)
+
+__all__ = ['DATASET_TYPES', 'check_images_readable', 'report_split',
+           'check_dataset']
+
+#: Dataset types :func:`check_dataset` knows.
+DATASET_TYPES = ('CUHKPEDES', 'ICFGPEDES', 'RSTPReid')
+#: Captions longer than this many words are certainly truncated by the
+#: default text length of 64 tokens.
+MAX_WORDS = 64
+
+
+def _stats(values: Sequence[float]) -> str:
+    a = np.asarray(values, dtype=np.float64)
+    p95 = np.percentile(a, 95, method='nearest')
+    return (f'mean {a.mean():.2f}, min {a.min():g}, median '
+            f'{np.median(a):g}, p95 {p95:g}, max {a.max():g}')
+
+
+def _examples(items: Sequence[str], show: int) -> str:
+    shown = ', '.join(items[:show])
+    return shown + (', ...' if len(items) > show else '')
+
+
+def check_images_readable(
+        paths: Sequence[str]) -> Tuple[List[str], List[Tuple[int, int]]]:
+    """Decode every image.
+
+    Args:
+        paths: Existing image files.
+
+    Returns:
+        The unreadable paths and the (width, height) of the readable ones.
+    """
+    import cv2
+    bad, sizes = [], []
+    for p in paths:
+        data = np.fromfile(p, dtype=np.uint8)
+        img = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+        if img is None or img.size == 0:
+            bad.append(p)
+        else:
+            sizes.append((img.shape[1], img.shape[0]))
+    return bad, sizes
+
+
+def report_split(split: str, images: List[PedesImage], img_dir: str,
+                 check_images: bool, show: int, blank_records: int = 0,
+                 out: Optional[TextIO] = None) -> List[str]:
+    """Print the report of one split.
+
+    Args:
+        split: Split name.
+        images: The split's images (records merged).
+        img_dir: Image folder.
+        check_images: Decode the images too.
+        show: Number of example names.
+        blank_records: Records of this split with an empty caption list or
+            blank captions (from the record problems).
+        out: Stream to print to (default ``sys.stdout``).
+
+    Returns:
+        Reasons why the split is unusable (empty when it is fine).
+    """
+    out = sys.stdout if out is None else out
+    if not images:
+        print(f'split {split}: no records', file=out)
+        if blank_records:
+            print(f'  records with empty or blank captions: '
+                  f'{blank_records}', file=out)
+        return [f'split {split!r} has no records']
+    pids = Counter(img.pid for img in images)
+    caps = [c for img in images for c in img.captions]
+    print(f'split {split}: {len(pids)} identities, {len(images)} images, '
+          f'{len(caps)} captions', file=out)
+    print(f'  images per identity: '
+          f'{_stats(list(pids.values()))}', file=out)
+    print(f'  captions per image: '
+          f'{_stats([len(i.captions) for i in images])}', file=out)
+    print(f'  records with empty or blank captions: {blank_records}',
+          file=out)
+    words = [len(c.split()) for c in caps]
+    print(f'  caption length (words): {_stats(words)}', file=out)
+    long = sum(1 for w in words if w > MAX_WORDS)
+    if long:
+        print(f'  captions over {MAX_WORDS} words (truncated at 64 '
+              f'tokens): {long}', file=out)
+    merged = sum(len(i.record_indices) - 1 for i in images)
+    if merged:
+        print(f'  duplicate records merged into one image: {merged}',
+              file=out)
+    paths = [osp.join(img_dir, i.path) for i in images]
+    missing = find_missing_files(paths)
+    reasons = []
+    rel = [osp.relpath(p, img_dir) if p.startswith(img_dir) else p
+           for p in missing]
+    if missing:
+        print(f'  missing images: {len(missing)} of {len(paths)}: '
+              f'{_examples(rel, show)}', file=out)
+        reasons.append(f'{len(missing)} missing images in split {split!r}')
+    else:
+        print('  missing images: 0', file=out)
+    if check_images:
+        gone = set(missing)
+        present = [p for p in paths if p not in gone]
+        bad, sizes = check_images_readable(present)
+        if bad:
+            names = [osp.relpath(p, img_dir) for p in bad]
+            print(f'  unreadable images: {len(bad)} of {len(present)}: '
+                  f'{_examples(names, show)}', file=out)
+            reasons.append(
+                f'{len(bad)} unreadable images in split {split!r}')
+        else:
+            print(f'  unreadable images: 0 (decoded {len(present)})',
+                  file=out)
+        if sizes:
+            w, h = zip(*sizes)
+            print(f'  image width: {_stats(w)}', file=out)
+            print(f'  image height: {_stats(h)}', file=out)
+    return reasons
+
+
+def check_dataset(dataset: str, data_root: str, ann_file: Optional[str] = None,
+          img_dir: str = 'imgs', check_images: bool = False, show: int = 5,
+          out: Optional[TextIO] = None) -> int:
+    """Check a dataset copy and print the report.
+
+    Args:
+        dataset: Registered dataset type (one of :data:`DATASET_TYPES`).
+        data_root: The dataset folder.
+        ann_file: Annotation file name or path; None tries the defaults.
+        img_dir: Image folder relative to ``data_root`` (or absolute).
+        check_images: Decode every image.
+        show: Number of examples listed per problem.
+        out: Stream to print to (default ``sys.stdout``).
+
+    Returns:
+        0 when the dataset is usable, 1 otherwise.
+    """
+    out = sys.stdout if out is None else out
+    cls = DATASETS.get(dataset)
+    name = cls.METAINFO.get('dataset_name', dataset)
+    print(f'{name} ({dataset}) at {data_root}', file=out)
+    try:
+        check_data_root(data_root, name)
+        path = find_annotation_file(data_root, cls.DEFAULT_ANN_FILES,
+                                    ann_file, name)
+        raw = load_annotation_json(path)
+    except (DatasetNotFoundError, AnnotationNotFoundError,
+            AnnotationFormatError) as e:
+        print(f'ERROR: {e}', file=out)
+        print('RESULT: NOT usable (see the error above)', file=out)
+        return 1
+    print(f'annotation file: {path} ({len(raw)} records)', file=out)
+    img_dir_abs = img_dir if osp.isabs(img_dir) else osp.join(
+        data_root, img_dir)
+    if not osp.isdir(img_dir_abs):
+        print(f'image folder: {img_dir_abs} does not exist', file=out)
+    else:
+        print(f'image folder: {img_dir_abs}', file=out)
+
+    records, problems = parse_pedes_records(
+        raw, cls.ALLOWED_SPLITS, osp.basename(osp.normpath(img_dir)))
+    by_split: Dict[str, list] = {s: [] for s in cls.ALLOWED_SPLITS}
+    for r in records:
+        by_split[r.split].append(r)
+    split_images: Dict[str, List[PedesImage]] = {}
+    for split, recs in by_split.items():
+        images, conflicts = group_images(recs)
+        split_images[split] = images
+        problems.extend(conflicts)
+
+    blank_by_split: Counter = Counter(
+        raw[p.index].get('split') for p in problems
+        if p.kind in ('captions', 'empty_caption'))
+    reasons: List[str] = []
+    if problems:
+        kinds = Counter(p.kind for p in problems)
+        summary = ', '.join(f'{k}: {v}' for k, v in sorted(kinds.items()))
+        print(f'record problems: {len(problems)} ({summary})', file=out)
+        for p in problems[:show]:
+            print(f'  {p}', file=out)
+        if len(problems) > show:
+            print(f'  ... and {len(problems) - show} more', file=out)
+        reasons.append(f'{len(problems)} record problems')
+    else:
+        print('record problems: none', file=out)
+
+    for split in cls.ALLOWED_SPLITS:
+        reasons += report_split(split, split_images[split], img_dir_abs,
+                                check_images, show,
+                                blank_by_split.get(split, 0), out)
+
+    # identity / image overlap between splits (the splits should be
+    # disjoint; reported, not fatal)
+    splits = list(cls.ALLOWED_SPLITS)
+    for i, a in enumerate(splits):
+        for b in splits[i + 1:]:
+            ids = {x.pid for x in split_images[a]} & \
+                {x.pid for x in split_images[b]}
+            imgs = {x.path for x in split_images[a]} & \
+                {x.path for x in split_images[b]}
+            if ids or imgs:
+                print(f'warning: splits {a} and {b} share {len(ids)} '
+                      f'identities and {len(imgs)} images', file=out)
+
+    if reasons:
+        print(f'RESULT: NOT usable: {"; ".join(reasons)}', file=out)
+        return 1
+    print('RESULT: usable', file=out)
+    return 0

@@ -1,0 +1,72 @@
+"""Fill the weight caches with every pretrained weight the configs name.
+
+Usage::
+
+    python tools/fetch_weights.py CONFIG [CONFIG ...]
+
+Hugging Face ids and timm tags go to the Hugging Face cache (``HF_HOME``,
+default ``~/.cache/huggingface``), URLs to the torch hub cache
+(``TORCH_HOME``, default ``~/.cache/torch``). For an offline cluster, run it
+once on a login node with both on a shared file system, then train with
+``HF_HUB_OFFLINE=1`` (docs/training.md). Prints what it fetched and where;
+exit status 1 if something could not be fetched, 2 for a bad config.
+"""
+import argparse
+import sys
+
+from mmengine.config import Config
+
+import mdrl_plugin  # noqa: F401  (registries)
+from mdrl_plugin.models import find_weights, hub_offline
+
+PROG = 'tools/fetch_weights.py'
+
+
+def main(argv=None) -> int:
+    """Fetch the weights of the configs.
+
+    Args:
+        argv: Arguments (default ``sys.argv[1:]``).
+
+    Returns:
+        The exit status.
+    """
+    parser = argparse.ArgumentParser(
+        description='Download the pretrained weights configs name into the '
+        'Hugging Face and torch hub caches')
+    parser.add_argument('configs', nargs='+', metavar='CONFIG')
+    args = parser.parse_args(argv)
+    status = 0
+    for config in args.configs:
+        try:
+            sources = find_weights(Config.fromfile(config))
+        except (OSError, ValueError, SyntaxError) as err:
+            print(f'{PROG}: error: {config}: {err}', file=sys.stderr)
+            return 2
+        print(f'{config}: {len(sources)} pretrained weight(s)')
+        for src in sources:
+            named = f'  {src.role} {src.name!r}'
+            path = src.locate()
+            if path is not None:
+                print(f'{named}: already here: {path}')
+                continue
+            if src.kind == 'path':
+                print(f'{named}: missing; a local path, nothing to fetch')
+                status = 1
+                continue
+            if hub_offline():
+                print(f'{named}: not cached, and HF_HUB_OFFLINE is set: '
+                      'unset it to download')
+                status = 1
+                continue
+            try:
+                print(f'{named}: fetched into {src.fetch()}')
+            except Exception as err:  # network, authorisation, unknown id
+                print(f'{named}: could not be fetched: {type(err).__name__}: '
+                      f'{err}')
+                status = 1
+    return status
+
+
+if __name__ == '__main__':
+    sys.exit(main())
