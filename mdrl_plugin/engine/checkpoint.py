@@ -1,8 +1,6 @@
-"""Safe and strict checkpoint loading (torch >= 2.6, MMEngine 0.10.7).
-
-torch's ``weights_only`` loader refuses MMEngine checkpoints (a message hub of
-``HistoryBuffer`` and numpy objects); :func:`safe_torch_load` allows exactly
-those globals (``getattr`` only for ``HistoryBuffer`` statistics)."""
+"""Safe and strict checkpoint loading. torch's ``weights_only`` loader
+refuses MMEngine checkpoints (a message hub of ``HistoryBuffer`` and numpy
+objects): :func:`safe_torch_load` allows exactly those globals."""
 import logging
 import os
 import os.path as osp
@@ -10,7 +8,8 @@ import pickle
 import re
 import zipfile
 from _compat_pickle import IMPORT_MAPPING, NAME_MAPPING
-from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Tuple
+from collections import namedtuple
+from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -45,21 +44,19 @@ class UnsafeCheckpointError(CheckpointLoadError):
     """A checkpoint holds pickled globals (``offending``, maybe none known)
     outside the allow-list; ``detail`` is the unpickler's message."""
 
-    def __init__(self, path: str, offending: List[str],
-                 detail: str = '') -> None:
-        self.path, self.offending = path, offending
+    def __init__(self, path: str, offending: List[str], detail: str = ''):
         what = (f'the pickled global(s) {", ".join(offending)}, which the '
                 'safe loader does not allow (a pickled callable or class can '
                 'run code while it is loaded)' if offending else
                 'objects the safe loader could not verify '
                 f'({(detail.strip().splitlines() or ["?"])[-1]})')
-        self.reason = (f"Refusing to load checkpoint '{path}': it contains "
-                       f'{what}. {_HINT}')
-        RuntimeError.__init__(self, self.reason)
+        RuntimeError.__init__(self, f"Refusing to load checkpoint '{path}': "
+                              f'it contains {what}. {_HINT}')
+        self.path, self.offending, self.reason = path, offending, str(self)
 
 
 class _Refused(Exception):
-    pass  # raised by _getattr; torch does not rewrap it
+    """Raised by ``_getattr``; torch does not rewrap it."""
 
 
 def _getattr(obj: Any, name: str, *default: Any) -> Any:
@@ -76,16 +73,15 @@ def _allow_list() -> List[Tuple[Any, str]]:
         from numpy._core import multiarray
     except ImportError:  # numpy 1.x
         from numpy.core import multiarray
-    pairs = [(HistoryBuffer, 'mmengine.logging.history_buffer.HistoryBuffer'),
-             (np.ndarray, 'numpy.ndarray'), (np.dtype, 'numpy.dtype'),
-             (_getattr, 'builtins.getattr')]
-    for package in ('numpy.core', 'numpy._core'):  # numpy 1 and 2 files
-        pairs += [(multiarray._reconstruct,
-                   f'{package}.multiarray._reconstruct'),
-                  (multiarray.scalar, f'{package}.multiarray.scalar')]
-    return pairs + [(cls, f'numpy.dtypes.{name}')
-                    for name, cls in sorted(vars(np.dtypes).items())
-                    if isinstance(cls, type) and issubclass(cls, np.dtype)]
+    return [(HistoryBuffer, 'mmengine.logging.history_buffer.HistoryBuffer'),
+            (np.ndarray, 'numpy.ndarray'), (np.dtype, 'numpy.dtype'),
+            (_getattr, 'builtins.getattr')] + [
+        (getattr(multiarray, f), f'{package}.multiarray.{f}')
+        for package in ('numpy.core', 'numpy._core')  # numpy 1 and 2 files
+        for f in ('_reconstruct', 'scalar')] + [
+        (cls, f'numpy.dtypes.{name}') for name, cls in
+        sorted(vars(np.dtypes).items())
+        if isinstance(cls, type) and issubclass(cls, np.dtype)]
 
 
 #: ``(object, 'module.name')`` pairs allowed on top of torch's defaults.
@@ -120,9 +116,6 @@ def safe_torch_load(path: str, map_location: Any = 'cpu',
         path: The file.
         map_location: As in :func:`torch.load`.
         allow_unsafe: Full unpickling (trusted files only).
-
-    Returns:
-        The loaded object.
     """
     path = osp.expanduser(os.fspath(path))
     if not osp.isfile(path):
@@ -211,27 +204,21 @@ def is_complete_checkpoint(path: str) -> bool:
         return False
 
 
-class StateDictMatch(NamedTuple):
-    """Weights of another shape ``(key, checkpoint, model shape)``, missing
-    and unexpected keys."""
-    mismatched: List[Tuple[str, tuple, tuple]]
-    missing: List[str]
-    unexpected: List[str]
+#: What does not fit: ``[(key, checkpoint shape, model shape)]`` of weights of
+#: another shape, and the missing and unexpected keys.
+StateDictMatch = namedtuple('StateDictMatch', 'mismatched missing unexpected')
 
 
 class CheckpointMismatchError(ValueError, RuntimeError):
-    """A checkpoint does not fit the model (a ``RuntimeError`` too, as
-    MMEngine's strict loading)."""
+    """A checkpoint does not fit the model (``RuntimeError``: as MMEngine's)."""
 
     def __init__(self, filename: str, match: StateDictMatch,
                  config: Optional[str] = None) -> None:
         self.filename, self.match = filename, match
-
-        def some(keys: List[str]) -> str:
-            return f' (e.g. {", ".join(keys[:3])})' if keys else ''
-        parts = [f'{len(match.missing)} missing key(s){some(match.missing)}',
-                 f'{len(match.unexpected)} unexpected key(s)'
-                 f'{some(match.unexpected)}']
+        parts = [f'{len(keys)} {kind} key(s)' +
+                 f' (e.g. {", ".join(keys[:3])})' * bool(keys)
+                 for kind, keys in (('missing', match.missing),
+                                    ('unexpected', match.unexpected))]
         if match.mismatched:
             shapes = '; '.join(f'{k}: checkpoint {c} vs model {m}'
                                for k, c, m in match.mismatched[:3])
@@ -252,20 +239,11 @@ def check_state_dict(model: torch.nn.Module, state_dict: Dict[str, Any],
                      filename: str, allow_partial: bool = False,
                      logger: Any = 'current',
                      config: Optional[str] = None) -> StateDictMatch:
-    """Refuse (``allow_partial``: log) weights that do not fit ``model``;
-    ``module.`` prefixes and ``num_batches_tracked`` are ignored.
-
-    Args:
-        model: The model (a wrapper is unwrapped).
-        state_dict: The checkpoint's weights.
-        filename: The checkpoint, for the messages.
-        allow_partial: Log what stays uninitialised instead of raising.
-        logger: ``print_log``'s logger.
-        config: The model's config file, for the message.
-
-    Returns:
-        Weights of another shape, missing and unexpected keys.
-    """
+    """Raise :class:`CheckpointMismatchError` (``allow_partial``: log what
+    stays uninitialised) when ``state_dict`` does not fit ``model`` (a wrapper
+    is unwrapped); ``module.`` prefixes and ``num_batches_tracked`` are
+    ignored. ``filename`` and ``config`` are named in the messages, which go
+    to ``logger``. Returns what does not fit."""
     model = model.module if is_model_wrapper(model) else model
     expected = model.state_dict()
     given = {re.sub(r'^module\.', '', k): v for k, v in state_dict.items()}
@@ -294,12 +272,8 @@ def load_model_weights(model: torch.nn.Module, filename: str, *,
                        logger: Any = 'current',
                        config: Optional[str] = None) -> dict:
     """Load a checkpoint (local: :func:`safe_torch_load`; URI: MMEngine) into
-    ``model``, strictly unless ``allow_partial`` (see
-    :func:`check_state_dict`, which takes the other arguments).
-
-    Returns:
-        The loaded checkpoint.
-    """
+    ``model``, checked by :func:`check_state_dict` (which takes the other
+    arguments); return the checkpoint."""
     filename = os.fspath(filename)
     checkpoint = (_load_checkpoint(filename, map_location) if '://' in
                   filename else safe_torch_load(filename, map_location))

@@ -1,11 +1,8 @@
-"""Distributed runs without CUDA: MMEngine's launchers call
+"""Distributed runs without CUDA, where MMEngine's launchers call
 ``torch.cuda.set_device`` and its wrapper passes ``device_ids=[LOCAL_RANK]``.
-Without CUDA a ``gloo`` group is started here (the Runner then skips
-``init_dist``) and ``device_ids=None``; with CUDA, MMEngine does it all."""
-import logging
+"""
 import os
 import subprocess
-from datetime import timedelta
 
 import torch
 import torch.distributed as torch_dist
@@ -32,16 +29,14 @@ def _require_env(launcher: str, names) -> None:
             'tools/slurm_train.sh / tools/slurm_test.sh (srun).')
 
 
-def setup_distributed(launcher: str, backend: str = 'gloo',
-                      timeout_s: int = 1800) -> bool:
-    """Start a CPU process group (with CUDA, MMEngine does it).
+def setup_distributed(launcher: str) -> bool:
+    """Start a gloo process group if there is no CUDA (the Runner then
+    skips ``init_dist``; with CUDA, MMEngine starts the group).
 
     Args:
         launcher: One of :data:`LAUNCHERS`; for srun/mpirun, ``RANK``,
             ``WORLD_SIZE``, ``LOCAL_RANK`` (overriding one already set) and
             ``MASTER_*`` come from their variables.
-        backend: Backend of the CPU process group.
-        timeout_s: Collective timeout in seconds.
 
     Returns:
         Whether this call started a process group.
@@ -49,8 +44,8 @@ def setup_distributed(launcher: str, backend: str = 'gloo',
     if launcher not in LAUNCHERS:
         raise ValueError(
             f'Unknown launcher {launcher!r}; expected one of {LAUNCHERS}')
-    if launcher == 'none' or torch_dist.is_initialized() or \
-            torch.cuda.is_available():
+    if launcher == 'none' or torch.cuda.is_available() or \
+            torch_dist.is_initialized():
         return False
     env = os.environ
     if launcher in _LAUNCHER_ENV:
@@ -66,14 +61,11 @@ def setup_distributed(launcher: str, backend: str = 'gloo',
             ).strip() or '127.0.0.1'
     _require_env(launcher,
                  ['RANK', 'WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT'])
-    torch_dist.init_process_group(
-        backend=backend, init_method='env://', rank=int(env['RANK']),
-        world_size=int(env['WORLD_SIZE']),
-        timeout=timedelta(seconds=timeout_s))
-    print_log(
-        f'CUDA is not available: initialised a {backend} process group '
-        f'(rank {torch_dist.get_rank()} of {torch_dist.get_world_size()}).',
-        logger='current', level=logging.INFO)
+    torch_dist.init_process_group('gloo', rank=int(env['RANK']),
+                                  world_size=int(env['WORLD_SIZE']))
+    print_log('CUDA is not available: initialised a gloo process group (rank '
+              f'{torch_dist.get_rank()} of {torch_dist.get_world_size()}).',
+              logger='current')
     return True
 
 

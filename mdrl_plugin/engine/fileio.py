@@ -8,6 +8,7 @@ import shutil
 import socket
 import time
 import uuid
+from contextlib import suppress
 from typing import BinaryIO, Callable
 
 from mmengine.fileio import LocalBackend, register_backend
@@ -47,27 +48,23 @@ def remove_stale_temps(folder: str, max_age_s: float = 6 * 3600) -> None:
     names = os.listdir(folder) if osp.isdir(folder) else []
     for match in filter(None, map(TEMP_FILE_PATTERN.match, names)):
         path = osp.join(folder, match.string)
-        try:
+        with suppress(OSError):  # removed meanwhile by another cleaner
             if (match['host'] == _host() and _dead(int(match['pid']))) or \
                     time.time() - os.lstat(path).st_mtime > max_age_s:
                 if osp.isdir(path) and not osp.islink(path):
                     shutil.rmtree(path)
                 else:
                     os.unlink(path)
-        except OSError:  # removed meanwhile by another cleaner
-            pass
 
 
 def fsync_dir(folder: str) -> None:
     """Make renames in ``folder`` durable (no-op where unsupported)."""
-    try:
+    with suppress(OSError):
         fd = os.open(folder, os.O_RDONLY)
         try:
             os.fsync(fd)
         finally:
             os.close(fd)
-    except OSError:
-        pass
 
 
 class AtomicWriteError(OSError):
@@ -122,10 +119,7 @@ class AtomicLocalBackend(LocalBackend):
     """MMEngine's ``LocalBackend`` whose ``put``/``put_text`` are atomic."""
 
     def put(self, obj: bytes, filepath: str) -> None:
-        """Write bytes atomically."""
         atomic_write_bytes(obj, filepath)
 
-    def put_text(self, obj: str, filepath: str,
-                 encoding: str = 'utf-8') -> None:
-        """Write text atomically."""
+    def put_text(self, obj: str, filepath: str, encoding: str = 'utf-8'):
         atomic_write_bytes(obj.encode(encoding), filepath)

@@ -10,7 +10,7 @@ from ..checkpoint import check_state_dict, enable_safe_checkpoint_loading
 
 @HOOKS.register_module()
 class CheckpointLoadingHook(Hook):
-    """For the run, MMEngine reads local checkpoints with
+    """During the run, MMEngine reads local checkpoints with
     :func:`~mdrl_plugin.engine.safe_torch_load`, and weights that do not fit
     the model raise :class:`~mdrl_plugin.engine.CheckpointMismatchError`.
     In ``configs/_base_/default_runtime.py``.
@@ -44,4 +44,5 @@ class CheckpointLoadingHook(Hook):
     def after_run(self, runner) -> None:
         """Put the previous loader back."""
         if self._previous is not None:
-            CheckpointLoader._schemes[''], self._previous = self._previous, None
+            CheckpointLoader._schemes[''] = self._previous
+            self._previous = None

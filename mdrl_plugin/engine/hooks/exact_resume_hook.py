@@ -1,16 +1,7 @@
-"""Resume a run exactly as if it had never stopped.
-
-MMEngine restores weights, optimizer, schedulers and counters, not the RNG
-states that ``RandomFlip``, dropout and MDRL's token shuffle consume. This
-hook saves every rank's states in each checkpoint and restores them where the
-uninterrupted run would go on: ``IterBasedTrainLoop`` at the first batch
-after its fast-forward, ``EpochBasedTrainLoop`` at the next epoch (so only
-epoch-end checkpoints resume exactly). Validation is made RNG-neutral: a
-resumed run skips the one after its checkpoint.
-"""
+"""Resume a run exactly as if it had never stopped: the RNG states too."""
 import logging
 import random
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Dict, Iterator, List
 
 import numpy as np
 import torch
@@ -56,20 +47,18 @@ def set_rng_state(state: Dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all([s.cpu() for s in cuda])
 
 
-class _RestoreBeforeFetch:
-    """Restores RNG states before the ``at``-th ``next`` of an iterator."""
+def _restore_before(iterator: Iterator, at: int, state: dict) -> Iterator:
+    """``iterator``'s items, with ``state`` restored before the ``at``-th."""
+    for _ in range(at):
+        yield next(iterator)
+    set_rng_state(state)
+    while True:
+        yield next(iterator)
 
-    def __init__(self, iterator: Iterator, at: int, state: dict) -> None:
-        self._iterator, self._at, self._state = iterator, at, state
 
-    def __next__(self) -> Any:
-        if self._at == 0:
-            set_rng_state(self._state)
-        self._at -= 1
-        return next(self._iterator)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._iterator, name)
+def _all_states() -> List[dict]:
+    state = get_rng_state()
+    return all_gather_object(state) if get_world_size() > 1 else [state]
 
 
 def _warn(message: str) -> None:
@@ -79,27 +68,27 @@ def _warn(message: str) -> None:
 
 @HOOKS.register_module()
 class ExactResumeHook(Hook):
-    """Save RNG states in checkpoints; restore them on resume. Priority
-    ``'LOW'``: all ranks' states are gathered before ``CheckpointHook``
-    saves on rank 0.
+    """Save every rank's RNG states in checkpoints; restore them where the
+    uninterrupted run would go on.
+
+    MMEngine restores weights, optimizer, schedulers and counters, not the
+    RNG states that ``RandomFlip``, dropout and MDRL's token shuffle use.
+    ``IterBasedTrainLoop`` gets them back at the first batch after its
+    fast-forward, ``EpochBasedTrainLoop`` at the next epoch (so only
+    epoch-end checkpoints resume exactly). Priority ``'LOW'``: the states are
+    gathered before ``CheckpointHook`` saves on rank 0.
 
     Args:
         neutral_validation: Give training its RNG states back after each
-            validation.
+            validation (a resumed run skips the one after its checkpoint).
     """
 
     priority = 'LOW'
 
     def __init__(self, neutral_validation: bool = True) -> None:
         self.neutral_validation = neutral_validation
-        self._loaded: Optional[dict] = None
-        self._val_states: Optional[List[dict]] = None
-        self._gathered: Optional[List[dict]] = None
-
-    @staticmethod
-    def _collect() -> List[dict]:
-        state = get_rng_state()
-        return all_gather_object(state) if get_world_size() > 1 else [state]
+        # the loaded checkpoint's; all ranks' at validation / before a save
+        self._loaded = self._val_states = self._gathered = None
 
     def _gather_if_saving(self, runner, by_epoch: bool) -> None:
         for hook in runner.hooks if get_world_size() > 1 else ():
@@ -109,7 +98,7 @@ class ExactResumeHook(Hook):
                                                  hook.is_last_train_iter))
                 if every(runner, hook.interval, hook.save_begin) or (
                         hook.save_last and last(runner)):
-                    self._gathered = self._collect()
+                    self._gathered = _all_states()
 
     def after_train_iter(self, runner, batch_idx: int, data_batch=None,
                          outputs=None) -> None:
@@ -123,7 +112,7 @@ class ExactResumeHook(Hook):
     def before_val(self, runner) -> None:
         """Remember the training RNG states."""
         if self.neutral_validation or get_world_size() > 1:
-            self._val_states = self._collect()
+            self._val_states = _all_states()
 
     def after_val(self, runner) -> None:
         """Give training its RNG states back."""
@@ -159,7 +148,7 @@ class ExactResumeHook(Hook):
                 'run will not reproduce the uninterrupted one exactly.')
         loop, state = runner.train_loop, states[get_rank()]
         if hasattr(loop, 'dataloader_iterator'):  # IterBasedTrainLoop
-            loop.dataloader_iterator = _RestoreBeforeFetch(
+            loop.dataloader_iterator = _restore_before(
                 loop.dataloader_iterator, runner.iter, state)
             return
         batches = len(loop.dataloader) if isinstance(

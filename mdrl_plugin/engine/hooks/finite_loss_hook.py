@@ -1,6 +1,4 @@
 """Stop training at the first NaN or infinite loss term."""
-from typing import Dict, Optional
-
 import torch
 from mmengine.dist import all_gather_object, all_reduce, get_world_size
 from mmengine.hooks import Hook
@@ -36,9 +34,9 @@ class FiniteLossHook(Hook):
         self.check_distributed = check_distributed
 
     def after_train_iter(self, runner, batch_idx: int, data_batch=None,
-                         outputs: Optional[dict] = None) -> None:
+                         outputs=None) -> None:
         """Check this iteration's loss terms on every rank."""
-        bad: Dict[str, float] = {}
+        bad = {}
         for name, value in (outputs or {}).items():
             if self.key_pattern in name and isinstance(
                     value, (torch.Tensor, int, float)):

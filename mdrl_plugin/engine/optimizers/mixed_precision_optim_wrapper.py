@@ -14,7 +14,6 @@ from mdrl_plugin.registry import OPTIM_WRAPPERS
 class MixedPrecisionOptimWrapper(AmpOptimWrapper):
     """Autocast on CUDA (fp16 default, or bf16) and on CPU (bf16 default, or
     fp16). bf16 has float32's range: its scaler is disabled and not saved.
-    Checkpoints keep ``AmpOptimWrapper``'s ``'loss_scaler'``.
 
     Args:
         dtype: ``'float16'`` or ``'bfloat16'`` (or the torch dtype).
@@ -28,13 +27,12 @@ class MixedPrecisionOptimWrapper(AmpOptimWrapper):
                  loss_scale: Union[str, float, dict] = 'dynamic',
                  device_type: Optional[str] = None, **kwargs) -> None:
         OptimWrapper.__init__(self, **kwargs)  # Amp's refuses CPU-only hosts
-        name = type(self).__name__
-        device_type = device_type or ('cuda' if torch.cuda.is_available()
-                                      else 'cpu')
+        name, cuda = type(self).__name__, torch.cuda.is_available()
+        device_type = device_type or ('cuda' if cuda else 'cpu')
         if device_type not in ('cuda', 'cpu'):
             raise ValueError(f"{name}: device_type must be 'cuda', 'cpu' or "
                              f'None, got {device_type!r}')
-        if device_type == 'cuda' and not torch.cuda.is_available():
+        if device_type == 'cuda' and not cuda:
             raise RuntimeError(f"{name}: device_type='cuda' but CUDA is not "
                                'available')
         dtypes = dict(float16=torch.float16, bfloat16=torch.bfloat16)
@@ -61,7 +59,7 @@ class MixedPrecisionOptimWrapper(AmpOptimWrapper):
                                                 **loss_scale)
 
     def state_dict(self) -> dict:
-        """The optimizer's state, and the loss scaler's with fp16."""
+        """``AmpOptimWrapper``'s, without ``'loss_scaler'`` if disabled."""
         state_dict = super().state_dict()
         if not self.loss_scaler.is_enabled():
             del state_dict['loss_scaler']

@@ -1,5 +1,4 @@
 """Optimizer wrapper constructor that leaves frozen parameters out."""
-import logging
 from types import SimpleNamespace
 
 import torch.nn as nn
@@ -9,9 +8,8 @@ from mmengine.optim import DefaultOptimWrapperConstructor, OptimWrapper
 from mdrl_plugin.registry import OPTIM_WRAPPER_CONSTRUCTORS
 
 
-def _drop_skip_messages(record: logging.LogRecord) -> bool:
-    return 'is skipped since its requires_grad=False' not in \
-        record.getMessage()
+def _not_a_skip_message(record) -> bool:
+    return 'skipped since its requires_grad=False' not in record.getMessage()
 
 
 @OPTIM_WRAPPER_CONSTRUCTORS.register_module()
@@ -22,11 +20,8 @@ class TrainableParamsOptimWrapperConstructor(DefaultOptimWrapperConstructor):
     """
 
     def __call__(self, model: nn.Module) -> OptimWrapper:
-        """Build the optimizer wrapper of ``model`` (or of its ``.module``).
-
-        Raises:
-            ValueError: No parameter is trainable.
-        """
+        """Build the optimizer wrapper of ``model`` (or of its ``.module``);
+        ``ValueError`` if no parameter is trainable."""
         model = getattr(model, 'module', model)
         frozen = [(n, p) for n, p in model.named_parameters()
                   if not p.requires_grad]
@@ -40,11 +35,11 @@ class TrainableParamsOptimWrapperConstructor(DefaultOptimWrapperConstructor):
                 p for p in model.parameters() if p.requires_grad)))
         else:
             logger = MMLogger.get_current_instance()
-            logger.addFilter(_drop_skip_messages)
+            logger.addFilter(_not_a_skip_message)
             try:
                 wrapper = super().__call__(model)
             finally:
-                logger.removeFilter(_drop_skip_messages)
+                logger.removeFilter(_not_a_skip_message)
         if frozen:
             heads = ', '.join(sorted({n.split('.')[0] for n, _ in frozen}))
             print_log(
