@@ -56,7 +56,7 @@ class UnsafeCheckpointError(CheckpointLoadError):
 
 
 class _Refused(Exception):
-    """Raised by ``_getattr``; torch does not rewrap it."""
+    pass  # raised by _getattr; torch does not rewrap it
 
 
 def _getattr(obj: Any, name: str, *default: Any) -> Any:
@@ -68,24 +68,18 @@ def _getattr(obj: Any, name: str, *default: Any) -> Any:
     raise _Refused(f'builtins.getattr({what}, {name!r})')
 
 
-def _allow_list() -> List[Tuple[Any, str]]:
-    try:
-        from numpy._core import multiarray
-    except ImportError:  # numpy 1.x
-        from numpy.core import multiarray
-    return [(HistoryBuffer, 'mmengine.logging.history_buffer.HistoryBuffer'),
-            (np.ndarray, 'numpy.ndarray'), (np.dtype, 'numpy.dtype'),
-            (_getattr, 'builtins.getattr')] + [
-        (getattr(multiarray, f), f'{package}.multiarray.{f}')
-        for package in ('numpy.core', 'numpy._core')  # numpy 1 and 2 files
-        for f in ('_reconstruct', 'scalar')] + [
-        (cls, f'numpy.dtypes.{name}') for name, cls in
-        sorted(vars(np.dtypes).items())
-        if isinstance(cls, type) and issubclass(cls, np.dtype)]
-
-
-#: ``(object, 'module.name')`` pairs allowed on top of torch's defaults.
-ALLOWED_CHECKPOINT_GLOBALS: List[Tuple[Any, str]] = _allow_list()
+#: ``(object, 'module.name')`` pairs allowed on top of torch's defaults;
+#: numpy's array and scalar picklers under numpy 1's and numpy 2's names.
+ALLOWED_CHECKPOINT_GLOBALS: List[Tuple[Any, str]] = [
+    (HistoryBuffer, 'mmengine.logging.history_buffer.HistoryBuffer'),
+    (np.ndarray, 'numpy.ndarray'), (np.dtype, 'numpy.dtype'),
+    (_getattr, 'builtins.getattr')] + [
+    (func, f'{package}.multiarray.{func.__name__}')
+    for package in ('numpy.core', 'numpy._core')
+    for func in (np.ndarray.__reduce__(np.zeros(0))[0],
+                 np.float64(0).__reduce__()[0])] + [
+    (cls, f'numpy.dtypes.{name}') for name, cls in sorted(vars(np.dtypes).items())
+    if isinstance(cls, type) and issubclass(cls, np.dtype)]
 
 
 def check_torch_file(path: str) -> None:
@@ -155,9 +149,8 @@ def enable_safe_checkpoint_loading(allow_globals: Iterable[Any] = (),
                                    allow_unsafe: bool = False) -> None:
     """Make :func:`safe_torch_load` MMEngine's loader for local paths.
 
-    Safe, not strict: MMEngine's ``load_from`` loads weights that do not fit
-    with a warning; ``CheckpointLoadingHook`` (in the default runtime) is
-    strict. Calls add up; :func:`disable_safe_checkpoint_loading` undoes them.
+    Safe, not strict (``CheckpointLoadingHook`` is both). Calls add up;
+    :func:`disable_safe_checkpoint_loading` undoes them.
 
     Args:
         allow_globals: Trusted classes/functions (or ``'module.Name'``).
@@ -239,11 +232,10 @@ def check_state_dict(model: torch.nn.Module, state_dict: Dict[str, Any],
                      filename: str, allow_partial: bool = False,
                      logger: Any = 'current',
                      config: Optional[str] = None) -> StateDictMatch:
-    """Raise :class:`CheckpointMismatchError` (``allow_partial``: log what
-    stays uninitialised) when ``state_dict`` does not fit ``model`` (a wrapper
-    is unwrapped); ``module.`` prefixes and ``num_batches_tracked`` are
-    ignored. ``filename`` and ``config`` are named in the messages, which go
-    to ``logger``. Returns what does not fit."""
+    """Raise :class:`CheckpointMismatchError` (``allow_partial``: log to
+    ``logger`` what stays uninitialised) when ``state_dict`` does not fit
+    ``model``, ignoring ``module.`` prefixes and ``num_batches_tracked``; the
+    messages name ``filename`` and ``config``. Returns what does not fit."""
     model = model.module if is_model_wrapper(model) else model
     expected = model.state_dict()
     given = {re.sub(r'^module\.', '', k): v for k, v in state_dict.items()}
@@ -272,8 +264,7 @@ def load_model_weights(model: torch.nn.Module, filename: str, *,
                        logger: Any = 'current',
                        config: Optional[str] = None) -> dict:
     """Load a checkpoint (local: :func:`safe_torch_load`; URI: MMEngine) into
-    ``model``, checked by :func:`check_state_dict` (which takes the other
-    arguments); return the checkpoint."""
+    ``model`` through :func:`check_state_dict` (the other arguments' doc)."""
     filename = os.fspath(filename)
     checkpoint = (_load_checkpoint(filename, map_location) if '://' in
                   filename else safe_torch_load(filename, map_location))
@@ -281,10 +272,7 @@ def load_model_weights(model: torch.nn.Module, filename: str, *,
         raise CheckpointLoadError(filename, 'expected a dict of weights, got '
                                   f'{type(checkpoint).__name__}')
     state_dict = checkpoint.get('state_dict', checkpoint)
-    check_state_dict(model, state_dict, filename, allow_partial, logger,
-                     config)
-    _load_checkpoint_to_model(
-        model.module if is_model_wrapper(model) else model,
-        dict(state_dict=state_dict), strict=not allow_partial,
-        logger='silent')
+    check_state_dict(model, state_dict, filename, allow_partial, logger, config)
+    _load_checkpoint_to_model(model, dict(state_dict=state_dict),  # unwraps
+                              strict=not allow_partial, logger='silent')
     return checkpoint

@@ -1,6 +1,5 @@
-"""Distributed runs without CUDA, where MMEngine's launchers call
-``torch.cuda.set_device`` and its wrapper passes ``device_ids=[LOCAL_RANK]``.
-"""
+"""Distributed runs without CUDA (MMEngine's launchers call
+``torch.cuda.set_device``; its wrapper passes ``device_ids=[LOCAL_RANK]``)."""
 import os
 import subprocess
 
@@ -20,8 +19,7 @@ _LAUNCHER_ENV = dict(
 
 
 def _require_env(launcher: str, names) -> None:
-    missing = [n for n in names if n not in os.environ]
-    if missing:
+    if missing := [n for n in names if n not in os.environ]:
         raise RuntimeError(
             f'--launcher {launcher} needs the environment variables '
             f'{", ".join(missing)}, which are not set. Start the job with '
@@ -30,13 +28,12 @@ def _require_env(launcher: str, names) -> None:
 
 
 def setup_distributed(launcher: str) -> bool:
-    """Start a gloo process group if there is no CUDA (the Runner then
-    skips ``init_dist``; with CUDA, MMEngine starts the group).
+    """Without CUDA, start a gloo process group (so the Runner skips
+    ``init_dist``); with CUDA, leave it to MMEngine (nccl).
 
     Args:
-        launcher: One of :data:`LAUNCHERS`; for srun/mpirun, ``RANK``,
-            ``WORLD_SIZE``, ``LOCAL_RANK`` (overriding one already set) and
-            ``MASTER_*`` come from their variables.
+        launcher: One of :data:`LAUNCHERS`; under srun/mpirun, ``RANK``,
+            ``WORLD_SIZE``, ``LOCAL_RANK`` and ``MASTER_*`` come from theirs.
 
     Returns:
         Whether this call started a process group.
@@ -59,8 +56,7 @@ def setup_distributed(launcher: str) -> bool:
             env['MASTER_ADDR'] = subprocess.getoutput(
                 f"scontrol show hostname {env['SLURM_NODELIST']} | head -n1"
             ).strip() or '127.0.0.1'
-    _require_env(launcher,
-                 ['RANK', 'WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT'])
+    _require_env(launcher, ['RANK', 'WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT'])
     torch_dist.init_process_group('gloo', rank=int(env['RANK']),
                                   world_size=int(env['WORLD_SIZE']))
     print_log('CUDA is not available: initialised a gloo process group (rank '

@@ -1,6 +1,5 @@
-"""Atomic writes (a sibling temp file, fsync, rename, fsync of the folder:
-readers see the old or the new file, never a partial one), temp cleanup by
-host and age, and MMEngine file backend ``'local_atomic'``."""
+"""Atomic writes (readers see the old or the new file, never a partial one),
+temp cleanup by host and age, and the MMEngine file backend 'local_atomic'."""
 import os
 import os.path as osp
 import re
@@ -85,9 +84,9 @@ class AtomicWriteError(OSError):
 
 
 def atomic_write(filepath: str, write: Callable[[BinaryIO], None]) -> None:
-    """Write ``filepath`` (its folder created if needed) through
-    ``write(f)`` on a temp file, atomically; an ``OSError`` becomes
-    :class:`AtomicWriteError` and the temp file is removed."""
+    """Write ``filepath`` (and its folder) atomically: ``write(f)`` on a
+    sibling temp file, fsync, rename, fsync of the folder. An ``OSError``
+    becomes :class:`AtomicWriteError` (the temp file is removed)."""
     filepath = osp.abspath(os.fspath(filepath))
     folder, tmp = osp.dirname(filepath), temp_path(filepath)
     try:
@@ -103,8 +102,6 @@ def atomic_write(filepath: str, write: Callable[[BinaryIO], None]) -> None:
             if osp.exists(tmp):  # not renamed: the write failed
                 os.unlink(tmp)
         fsync_dir(folder)
-    except AtomicWriteError:
-        raise
     except OSError as e:
         raise AtomicWriteError(filepath, e) from e
 

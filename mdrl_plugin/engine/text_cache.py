@@ -1,10 +1,7 @@
-"""A memory-mapped, exact cache of the frozen BERT's token outputs.
-
-``<cache_dir>/<fingerprint>/`` holds ``meta.json`` (the fingerprint's parts and
-the feature dtype) and immutable shards (sorted sequence hashes, row offsets,
-token ids checked on every hit, float32 features of the real tokens), each
-written in a temp folder, fsynced and renamed. See ``docs/models.md``.
-"""
+"""An exact, memory-mapped cache of the frozen BERT's token outputs: per
+fingerprint, ``meta.json`` and immutable shards (sorted sequence hashes, row
+offsets, token ids checked on every hit, float32 features of the real tokens),
+each written in a temp folder, fsynced and renamed. See ``docs/models.md``."""
 import hashlib
 import json
 import os
@@ -25,20 +22,18 @@ _ARRAYS = ('keys', 'offsets', 'token_ids', 'features')
 _MODE_KEYS = ('mode', 'feature_dtype')
 #: ``torch`` settings that change BERT's numbers: matmul precision, TF32 and
 #: reduced-precision switches (CUDA, cuDNN, oneDNN), attention kernels
-_SETTINGS = ('get_float32_matmul_precision', 'are_deterministic_algorithms_enabled',
-             'backends.fp32_precision', 'backends.cuda.matmul.fp32_precision',
-             'backends.cuda.matmul.allow_tf32',
-             'backends.cuda.matmul.allow_fp16_reduced_precision_reduction',
-             'backends.cuda.matmul.allow_bf16_reduced_precision_reduction',
-             'backends.cuda.matmul.allow_fp16_accumulation',
-             'backends.cuda.flash_sdp_enabled', 'backends.cuda.math_sdp_enabled',
-             'backends.cuda.mem_efficient_sdp_enabled',
-             'backends.cuda.cudnn_sdp_enabled',
-             'backends.cuda.fp16_bf16_reduction_math_sdp_allowed',
-             'backends.cudnn.enabled', 'backends.cudnn.allow_tf32',
-             'backends.cudnn.fp32_precision', 'backends.cudnn.deterministic',
-             'backends.mkldnn.enabled', 'backends.mkldnn.fp32_precision',
-             'backends.mkldnn.matmul.fp32_precision')
+_SETTINGS = tuple('''get_float32_matmul_precision are_deterministic_algorithms_enabled
+    backends.fp32_precision backends.cuda.matmul.fp32_precision
+    backends.cuda.matmul.allow_tf32
+    backends.cuda.matmul.allow_fp16_reduced_precision_reduction
+    backends.cuda.matmul.allow_bf16_reduced_precision_reduction
+    backends.cuda.matmul.allow_fp16_accumulation
+    backends.cuda.flash_sdp_enabled backends.cuda.math_sdp_enabled
+    backends.cuda.mem_efficient_sdp_enabled backends.cuda.cudnn_sdp_enabled
+    backends.cuda.fp16_bf16_reduction_math_sdp_allowed backends.cudnn.enabled
+    backends.cudnn.allow_tf32 backends.cudnn.fp32_precision
+    backends.cudnn.deterministic backends.mkldnn.enabled
+    backends.mkldnn.fp32_precision backends.mkldnn.matmul.fp32_precision'''.split())
 
 
 def _setting(name: str) -> Optional[str]:

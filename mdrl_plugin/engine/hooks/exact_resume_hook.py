@@ -68,15 +68,11 @@ def _warn(message: str) -> None:
 
 @HOOKS.register_module()
 class ExactResumeHook(Hook):
-    """Save every rank's RNG states in checkpoints; restore them where the
-    uninterrupted run would go on.
-
-    MMEngine restores weights, optimizer, schedulers and counters, not the
-    RNG states that ``RandomFlip``, dropout and MDRL's token shuffle use.
-    ``IterBasedTrainLoop`` gets them back at the first batch after its
-    fast-forward, ``EpochBasedTrainLoop`` at the next epoch (so only
-    epoch-end checkpoints resume exactly). Priority ``'LOW'``: the states are
-    gathered before ``CheckpointHook`` saves on rank 0.
+    """Save every rank's RNG states (which MMEngine does not restore) in
+    checkpoints; restore them at the first batch after an
+    ``IterBasedTrainLoop``'s fast-forward, or at the next epoch of an
+    ``EpochBasedTrainLoop`` (only epoch-end checkpoints resume exactly).
+    Priority ``'LOW'``: gathered before ``CheckpointHook`` saves on rank 0.
 
     Args:
         neutral_validation: Give training its RNG states back after each

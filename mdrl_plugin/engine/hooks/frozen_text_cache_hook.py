@@ -25,15 +25,12 @@ def _dataset_captions(dataset) -> List[str]:
 
 @HOOKS.register_module()
 class FrozenTextCacheHook(Hook):
-    """Serve a frozen BERT's token outputs from an exact on-disk cache.
-
-    Before training, validation and testing, each frozen ``BertTextEncoder``
-    gets a :class:`~mdrl_plugin.engine.text_cache.TextFeatureCache` of its
-    BERT outputs for the loop's captions, computed in the numeric mode the
-    loop runs BERT in (``--amp`` included); other forwards and captions run
-    live. Every rank makes the same collective calls; the lowest rank of each
-    folder builds it, then the lowest rank of each node the folder is not
-    shared with. See ``docs/models.md`` (Frozen-text cache).
+    """Before each loop, give every frozen ``BertTextEncoder`` a
+    :class:`~mdrl_plugin.engine.TextFeatureCache` of its BERT outputs for the
+    loop's captions, computed in the loop's numeric mode (``--amp`` included);
+    other forwards and captions run live. The lowest rank of each folder
+    builds it, then the lowest rank of each node it is not shared with. See
+    ``docs/models.md`` (Frozen-text cache).
 
     Args:
         cache_dir: Cache folder. Defaults to ``<work_dir>/text_cache``; point
@@ -87,8 +84,7 @@ class FrozenTextCacheHook(Hook):
                       lambda _: autocast(enabled=getattr(loop, 'fp16', False)))
 
     def _prepare(self, runner, dataset, context) -> None:
-        """Build and attach the caches of ``dataset`` in the numeric mode of
-        ``context(model)``; the collective calls do not depend on the rank."""
+        # every rank makes the same collective calls (none may hang)
         model, encoders = self._encoders(runner)
         preprocessor = getattr(model, 'data_preprocessor', None)
         if not (self.enabled and encoders and hasattr(preprocessor, 'token_ids')):
