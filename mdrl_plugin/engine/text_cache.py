@@ -11,6 +11,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
+from torch.nn.utils.rnn import pad_sequence
 
 from .fileio import atomic_write_bytes, fsync_dir, remove_stale_temps, temp_path
 
@@ -84,8 +85,7 @@ def _module_digest(module: torch.nn.Module) -> str:
 
 
 def text_cache_fingerprint(encoder, mode: dict) -> Tuple[str, dict]:
-    """Fingerprint of what a cached feature depends on besides its token ids
-    (the keys): BERT's weights and config, its canonical lengths, the mode.
+    """Fingerprint of BERT's weights, config, canonical lengths and ``mode``.
 
     Args:
         encoder: The ``BertTextEncoder``.
@@ -121,17 +121,14 @@ class TextFeatureCache:
         names = sorted(os.listdir(folder)) if os.path.isdir(folder) else []
         self.shards = [[np.load(os.path.join(folder, n, a + '.npy'), mmap_mode='r')
                         for a in _ARRAYS] for n in names if n.startswith('shard-')]
+        #: bytes of the feature arrays on disk
+        self.nbytes = sum(s[3].nbytes for s in self.shards)
 
     def __len__(self) -> int:
         return sum(len(keys) for keys, *_ in self.shards)
 
     def __deepcopy__(self, memo) -> 'TextFeatureCache':
         return self  # read-only: copies of a model share it
-
-    @property
-    def nbytes(self) -> int:
-        """Bytes of the feature arrays on disk."""
-        return sum(s[3].nbytes for s in self.shards)
 
     def mismatch(self, device) -> Optional[str]:
         """Why a forward on ``device`` now may not be served.
@@ -170,8 +167,8 @@ class TextFeatureCache:
         rows = [self._find(np.asarray(seq)) for seq in seqs]
         found = np.array([r is not None for r in rows], dtype=bool)
         dims = self.shards[0][3].shape[1] if self.shards else 0
-        return found, np.concatenate(
-            [r for r in rows if r is not None] + [np.zeros((0, dims), np.float32)])
+        empty = np.zeros((0, dims), np.float32)
+        return found, np.concatenate([r for r in rows if r is not None] + [empty])
 
     def missing(self, seqs: Sequence[Sequence[int]]) -> List[np.ndarray]:
         """Distinct sequences of ``seqs`` that the cache does not hold."""
@@ -184,9 +181,8 @@ class TextFeatureCache:
                     compute: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
                     batch_size: int = 64, device: torch.device = torch.device('cpu'),
                     meta: Optional[dict] = None) -> Optional[str]:
-        """Compute the features of ``seqs`` in the caller's numeric mode
-        (autocast included) and write them as a new shard. Raises ValueError
-        when ``folder`` holds features of another mode or dtype.
+        """Compute the features of ``seqs`` in the caller's numeric mode and
+        write them as a new shard (ValueError if ``folder`` holds another's).
 
         Args:
             folder: ``<cache_dir>/<fingerprint>`` (created).
@@ -211,22 +207,20 @@ class TextFeatureCache:
         files = [os.path.join(tmp, a + '.npy') for a in _ARRAYS]
         os.makedirs(tmp)  # and folder
         try:
-            for file, array in zip(files, (np.sort(keys), offsets,
-                                           np.concatenate(seqs).astype(np.int32))):
+            token_ids = np.concatenate(seqs).astype(np.int32)
+            for file, array in zip(files, (np.sort(keys), offsets, token_ids)):
                 np.save(file, array)
             features = None
             for start in range(0, len(seqs), batch_size):
                 chunk = seqs[start:start + batch_size]
-                ids = torch.nn.utils.rnn.pad_sequence(
-                    [torch.from_numpy(s.astype(np.int64)) for s in chunk], True)
-                mask = (torch.arange(ids.shape[1])[None] < torch.as_tensor(
-                    [len(s) for s in chunk])[:, None]).long()
+                ids = [torch.from_numpy(s.astype(np.int64)) for s in chunk]
+                mask = pad_sequence([torch.ones_like(i) for i in ids], True)
+                ids = pad_sequence(ids, True)
                 out = compute(ids.to(device), mask.to(device))
                 meta['feature_dtype'] = str(out.dtype).split('.')[-1]
                 if features is None:
                     features = np.lib.format.open_memmap(
-                        files[3], mode='w+', dtype=np.float32,
-                        shape=(int(offsets[-1]), out.shape[-1]))
+                        files[3], 'w+', np.float32, (int(offsets[-1]), out.shape[-1]))
                 features[offsets[start]:offsets[start + len(chunk)]] = (
                     out.float().cpu()[mask.bool()].numpy())
             features.flush()
@@ -237,8 +231,8 @@ class TextFeatureCache:
             fsync_dir(tmp)
             old = TextFeatureCache(folder).meta
             if old and [old[k] for k in _MODE_KEYS] != [meta[k] for k in _MODE_KEYS]:
-                raise ValueError(f'Text cache {folder} holds features of '
-                                 'another numeric mode or dtype')
+                raise ValueError(f'Text cache {folder} holds features of another '
+                                 'numeric mode or dtype')
             if not old:
                 atomic_write_bytes(json.dumps(meta, indent=1).encode(),
                                    os.path.join(folder, 'meta.json'))

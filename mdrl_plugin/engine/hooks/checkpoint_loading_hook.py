@@ -10,10 +10,8 @@ from ..checkpoint import check_state_dict, enable_safe_checkpoint_loading
 
 @HOOKS.register_module()
 class CheckpointLoadingHook(Hook):
-    """During the run, MMEngine reads local checkpoints with
-    :func:`~mdrl_plugin.engine.safe_torch_load`, and weights that do not fit
-    the model raise :class:`~mdrl_plugin.engine.CheckpointMismatchError`.
-    In ``configs/_base_/default_runtime.py``.
+    """During the run, read local checkpoints with ``safe_torch_load`` and
+    raise ``CheckpointMismatchError`` for weights that do not fit the model.
 
     Args:
         allow_globals: Extra trusted ``'module.Name'`` globals.

@@ -1,7 +1,8 @@
 """Resume a run exactly as if it had never stopped: the RNG states too."""
 import logging
 import random
-from typing import Any, Dict, Iterator, List
+from itertools import islice
+from typing import Any, Dict, Iterator
 
 import numpy as np
 import torch
@@ -31,16 +32,14 @@ def get_rng_state() -> Dict[str, Any]:
 
 def set_rng_state(state: Dict[str, Any]) -> None:
     """Restore :func:`get_rng_state`'s ``state`` (CUDA's if as many GPUs)."""
-    for key in ('python', 'numpy', 'torch'):
-        if key not in state:
-            raise KeyError(f'RNG state lacks the {key!r} entry; got keys '
-                           f'{sorted(state)}')
+    if missing := [k for k in ('python', 'numpy', 'torch') if k not in state]:
+        raise KeyError(f'RNG state lacks the {missing[0]!r} entry; got keys '
+                       f'{sorted(state)}')
     py, npy, cuda = state['python'], state['numpy'], state.get('cuda')
     random.setstate((py['version'], tuple(py['internal']), py['gauss']))
-    np.random.set_state(
-        (npy['bit_generator'], torch.as_tensor(npy['keys']).cpu().numpy()
-         .astype(np.uint32), npy['pos'], npy['has_gauss'],
-         npy['cached_gaussian']))
+    keys = torch.as_tensor(npy['keys']).cpu().numpy().astype(np.uint32)
+    np.random.set_state((npy['bit_generator'], keys, npy['pos'],
+                         npy['has_gauss'], npy['cached_gaussian']))
     torch.set_rng_state(state['torch'].cpu())
     if cuda and torch.cuda.is_available() and \
             len(cuda) == torch.cuda.device_count():
@@ -49,16 +48,9 @@ def set_rng_state(state: Dict[str, Any]) -> None:
 
 def _restore_before(iterator: Iterator, at: int, state: dict) -> Iterator:
     """``iterator``'s items, with ``state`` restored before the ``at``-th."""
-    for _ in range(at):
-        yield next(iterator)
+    yield from islice(iterator, at)
     set_rng_state(state)
-    while True:
-        yield next(iterator)
-
-
-def _all_states() -> List[dict]:
-    state = get_rng_state()
-    return all_gather_object(state) if get_world_size() > 1 else [state]
+    yield from iterator
 
 
 def _warn(message: str) -> None:
@@ -94,7 +86,7 @@ class ExactResumeHook(Hook):
                                                  hook.is_last_train_iter))
                 if every(runner, hook.interval, hook.save_begin) or (
                         hook.save_last and last(runner)):
-                    self._gathered = _all_states()
+                    self._gathered = all_gather_object(get_rng_state())
 
     def after_train_iter(self, runner, batch_idx: int, data_batch=None,
                          outputs=None) -> None:
@@ -108,7 +100,7 @@ class ExactResumeHook(Hook):
     def before_val(self, runner) -> None:
         """Remember the training RNG states."""
         if self.neutral_validation or get_world_size() > 1:
-            self._val_states = _all_states()
+            self._val_states = all_gather_object(get_rng_state())
 
     def after_val(self, runner) -> None:
         """Give training its RNG states back."""

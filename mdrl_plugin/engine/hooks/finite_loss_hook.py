@@ -13,10 +13,8 @@ class NonFiniteLossError(RuntimeError):
 @HOOKS.register_module()
 class FiniteLossHook(Hook):
     """Raise :class:`NonFiniteLossError` naming each NaN/inf loss term.
-
-    Unlike MMEngine's ``CheckInvalidLossHook``: every logged term whose key
-    contains ``key_pattern``, a verdict shared by all ranks (none hangs),
-    and priority ``'HIGH'``, before ``CheckpointHook`` saves the weights.
+    Unlike ``CheckInvalidLossHook``: every term, a verdict shared by all ranks
+    (none hangs), and before ``CheckpointHook`` saves the weights.
 
     Args:
         key_pattern: Output keys containing it are checked.
