@@ -7,7 +7,9 @@ import os.path as osp
 import sys
 from typing import Callable, Sequence
 
+import torch.distributed
 from mmengine.config import Config, DictAction
+from mmengine.dist import barrier, is_distributed
 
 from mdrl_plugin.datasets.errors import (AnnotationFormatError,
                                          AnnotationNotFoundError,
@@ -16,7 +18,7 @@ from mdrl_plugin.datasets.errors import (AnnotationFormatError,
 from mdrl_plugin.engine import (LAUNCHERS, AtomicWriteError,
                                 CheckpointLoadError, CheckpointMismatchError,
                                 NumClassesMismatchError, adapt_cfg_for_device,
-                                setup_distributed, teardown_distributed)
+                                setup_distributed)
 from mdrl_plugin.engine.checkpoint import check_torch_file
 
 __all__ = [
@@ -122,18 +124,21 @@ def run_tool(prog: str, args: argparse.Namespace,
     setup_distributed(args.launcher)
     from mmengine.registry import RUNNERS
     from mmengine.runner import Runner
+    done = False
     try:
         runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else \
             RUNNERS.build(cfg)
-        result = getattr(runner, method)()
+        result, done = getattr(runner, method)(), True
     except USER_ERRORS as e:
-        teardown_distributed(barrier=False)
         report_user_error(prog, e, args.debug)
         return 1, None, None
-    except BaseException:
-        teardown_distributed(barrier=False)
-        raise
-    teardown_distributed()
+    finally:  # a live gloo group can abort the interpreter's exit
+        if is_distributed():
+            try:
+                if done:
+                    barrier()
+            finally:
+                torch.distributed.destroy_process_group()
     return 0, runner, result
 
 

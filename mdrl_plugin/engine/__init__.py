@@ -5,8 +5,7 @@ from .checkpoint import (CheckpointLoadError, CheckpointMismatchError,
                          disable_safe_checkpoint_loading,
                          enable_safe_checkpoint_loading, load_model_weights,
                          safe_checkpoint_loading_enabled, safe_torch_load)
-from .dist import (LAUNCHERS, adapt_cfg_for_device, setup_distributed,
-                   teardown_distributed)
+from .dist import LAUNCHERS, adapt_cfg_for_device, setup_distributed
 from .fileio import AtomicWriteError
 from .hooks import *  # noqa: F401,F403
 from .hooks import __all__ as _hooks
@@ -19,6 +18,6 @@ __all__ = [
     'disable_safe_checkpoint_loading', 'enable_safe_checkpoint_loading',
     'load_model_weights', 'safe_checkpoint_loading_enabled',
     'safe_torch_load', 'LAUNCHERS', 'adapt_cfg_for_device',
-    'setup_distributed', 'teardown_distributed', 'AtomicWriteError',
+    'setup_distributed', 'AtomicWriteError',
     'TextFeatureCache', 'text_cache_fingerprint'
 ] + _hooks + _optimizers

@@ -41,8 +41,7 @@ class CheckpointLoadError(RuntimeError):
 
 
 class UnsafeCheckpointError(CheckpointLoadError):
-    """A checkpoint holds pickled globals (``offending``, maybe none known)
-    outside the allow-list; ``detail`` is the unpickler's message."""
+    """A checkpoint holds pickled globals (``offending``) not allowed."""
 
     def __init__(self, path: str, offending: List[str], detail: str = ''):
         what = (f'the pickled global(s) {", ".join(offending)}, which the '
@@ -78,7 +77,7 @@ ALLOWED_CHECKPOINT_GLOBALS: List[Tuple[Any, str]] = [
     for package in ('numpy.core', 'numpy._core')
     for func in (np.ndarray.__reduce__(np.zeros(0))[0],
                  np.float64(0).__reduce__()[0])] + [
-    (cls, f'numpy.dtypes.{name}') for name, cls in sorted(vars(np.dtypes).items())
+    (cls, f'numpy.dtypes.{name}') for name, cls in vars(np.dtypes).items()
     if isinstance(cls, type) and issubclass(cls, np.dtype)]
 
 
@@ -197,8 +196,8 @@ def is_complete_checkpoint(path: str) -> bool:
         return False
 
 
-#: What does not fit: ``[(key, checkpoint shape, model shape)]`` of weights of
-#: another shape, and the missing and unexpected keys.
+#: What does not fit: ``[(key, checkpoint shape, model shape)]``, missing keys,
+#: unexpected keys.
 StateDictMatch = namedtuple('StateDictMatch', 'mismatched missing unexpected')
 
 
@@ -272,7 +271,8 @@ def load_model_weights(model: torch.nn.Module, filename: str, *,
         raise CheckpointLoadError(filename, 'expected a dict of weights, got '
                                   f'{type(checkpoint).__name__}')
     state_dict = checkpoint.get('state_dict', checkpoint)
-    check_state_dict(model, state_dict, filename, allow_partial, logger, config)
+    check_state_dict(model, state_dict, filename, allow_partial, logger,
+                     config)
     _load_checkpoint_to_model(model, dict(state_dict=state_dict),  # unwraps
                               strict=not allow_partial, logger='silent')
     return checkpoint

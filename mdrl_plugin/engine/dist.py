@@ -56,7 +56,8 @@ def setup_distributed(launcher: str) -> bool:
             env['MASTER_ADDR'] = subprocess.getoutput(
                 f"scontrol show hostname {env['SLURM_NODELIST']} | head -n1"
             ).strip() or '127.0.0.1'
-    _require_env(launcher, ['RANK', 'WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT'])
+    _require_env(launcher,
+                 ['RANK', 'WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT'])
     torch_dist.init_process_group('gloo', rank=int(env['RANK']),
                                   world_size=int(env['WORLD_SIZE']))
     print_log('CUDA is not available: initialised a gloo process group (rank '
@@ -65,21 +66,9 @@ def setup_distributed(launcher: str) -> bool:
     return True
 
 
-def teardown_distributed(barrier: bool = True) -> None:
-    """Destroy the process group, if any (a live gloo group can abort the
-    interpreter's exit), after a barrier unless ``barrier=False``."""
-    if torch_dist.is_available() and torch_dist.is_initialized():
-        try:
-            if barrier:
-                torch_dist.barrier()
-        finally:
-            torch_dist.destroy_process_group()
-
-
 def adapt_cfg_for_device(cfg: Config, launcher: str) -> Config:
-    """Without CUDA and with a launcher, set ``device_ids=None`` in the
-    model wrapper (``MMDistributedDataParallel`` unless set) and ``gloo`` in
-    ``cfg`` (in place); return ``cfg``."""
+    """Without CUDA and with a launcher, set ``device_ids=None`` in the model
+    wrapper and ``gloo`` in ``cfg`` (in place); return ``cfg``."""
     if launcher == 'none' or torch.cuda.is_available():
         return cfg
     cfg.model_wrapper_cfg = dict(

@@ -23,8 +23,7 @@ def _host() -> str:
 
 
 def temp_path(target: str) -> str:
-    """``<folder>/.<name>.<host>.<pid>.<8 hex>.tmp``: a unique sibling temp
-    name for the file or folder ``target``."""
+    """A unique sibling ``.<name>.<host>.<pid>.<8 hex>.tmp`` of ``target``."""
     folder, name = osp.split(osp.abspath(os.fspath(target)))
     return osp.join(folder, f'.{name}.{_host()}.{os.getpid()}.'
                     f'{uuid.uuid4().hex[:8]}.tmp')
@@ -67,8 +66,7 @@ def fsync_dir(folder: str) -> None:
 
 
 class AtomicWriteError(OSError):
-    """``filepath`` could not be written (``error``); its previous version is
-    untouched."""
+    """``filepath`` could not be written; its previous version is untouched."""
 
     def __init__(self, filepath: str, error: OSError) -> None:
         super().__init__(

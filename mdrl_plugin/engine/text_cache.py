@@ -15,8 +15,6 @@ from torch.nn.utils.rnn import pad_sequence
 
 from .fileio import atomic_write_bytes, fsync_dir, remove_stale_temps, temp_path
 
-__all__ = ['TextFeatureCache', 'numeric_mode', 'text_cache_fingerprint']
-
 #: Bump when the file layout or the canonical BERT computation changes.
 CACHE_FORMAT = 2
 _ARRAYS = ('keys', 'offsets', 'token_ids', 'features')
@@ -64,14 +62,12 @@ def numeric_mode(device) -> Dict[str, Optional[str]]:
              if kind == 'cpu' else kind)
     autocast = torch.is_autocast_enabled(kind) and torch.get_autocast_dtype(kind)
     return dict(device=kind, device_model=model, torch=torch.__version__,
-                autocast=str(autocast or 'off'),
-                **{name: _setting(name) for name in _SETTINGS})
+                autocast=str(autocast or 'off'), **{n: _setting(n) for n in _SETTINGS})
 
 
 def _seq_key(seq: np.ndarray) -> int:
-    return int.from_bytes(hashlib.blake2b(
-        np.ascontiguousarray(seq, dtype='<i4').tobytes(),
-        digest_size=8).digest(), 'little')
+    data = np.ascontiguousarray(seq, dtype='<i4').tobytes()
+    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), 'little')
 
 
 def _module_digest(module: torch.nn.Module) -> str:

@@ -15,8 +15,8 @@ from mdrl_plugin.registry import HOOKS
 
 
 def get_rng_state() -> Dict[str, Any]:
-    """Python's, numpy's, torch's (and CUDA's once used) RNG states, in
-    containers and tensors that a ``weights_only`` load reads."""
+    """Python's, numpy's, torch's (CUDA's once used) RNG states, as
+    ``weights_only``-loadable containers and tensors."""
     version, internal, gauss = random.getstate()
     name, keys, pos, has_gauss, cached = np.random.get_state()
     state = dict(

@@ -13,8 +13,6 @@ from mmengine.runner.amp import autocast
 from mdrl_plugin.registry import HOOKS
 from ..text_cache import TextFeatureCache, numeric_mode, text_cache_fingerprint
 
-__all__ = ['FrozenTextCacheHook']
-
 
 def _dataset_captions(dataset) -> List[str]:
     """Distinct captions (``text`` / ``texts`` of every data info), in order."""
@@ -113,8 +111,7 @@ class FrozenTextCacheHook(Hook):
                 error = None
                 if folder and get_rank() == builder not in builders[:phase]:
                     with context(model):
-                        error = self._build(runner, encoder, folder, seqs, parts,
-                                            device)
+                        error = self._build(runner, encoder, folder, seqs, parts)
                 errors += all_gather_object((folder, error))
             failed = [e for f, e in errors if e and folder and f == folder]
             if failed:
@@ -126,17 +123,16 @@ class FrozenTextCacheHook(Hook):
                     f'Frozen text cache {folder}: {len(cache)} captions, '
                     f'{cache.nbytes / 2**20:.1f} MiB (memory-mapped)')
 
-    def _build(self, runner, encoder, folder: str, seqs: list, parts: dict,
-               device) -> Optional[str]:
+    def _build(self, runner, encoder, folder: str, seqs: list,
+               parts: dict) -> Optional[str]:
         """Write the sequences ``folder`` misses; returns the error, if any."""
         try:
-            missing = TextFeatureCache(folder).missing(seqs)
-            if missing:
+            if missing := TextFeatureCache(folder).missing(seqs):
                 runner.logger.info(f'Frozen text cache {folder}: computing '
                                    f'{len(missing)} of {len(seqs)} captions')
                 TextFeatureCache.write_shard(
-                    folder, missing, encoder.frozen_bert_tokens,
-                    self.batch_size, device, meta=parts)
+                    folder, missing, encoder.frozen_bert_tokens, self.batch_size,
+                    next(encoder.bert.parameters()).device, meta=parts)
         except Exception as e:  # noqa: BLE001 (the other ranks must not hang)
             return f'{type(e).__name__}: {e}'
         return None

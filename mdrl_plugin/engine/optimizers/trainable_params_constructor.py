@@ -15,9 +15,7 @@ def _not_a_skip_message(record) -> bool:
 @OPTIM_WRAPPER_CONSTRUCTORS.register_module()
 class TrainableParamsOptimWrapperConstructor(DefaultOptimWrapperConstructor):
     """MMEngine's default constructor over the trainable parameters only:
-    frozen ones (MDRL's BERT) stay out of the optimizer, with one log line
-    (MMEngine keeps them, or with ``paramwise_cfg`` warns once per tensor).
-    """
+    frozen ones (MDRL's BERT) stay out, with one log line, not one a tensor."""
 
     def __call__(self, model: nn.Module) -> OptimWrapper:
         """Build the optimizer wrapper of ``model`` (or of its ``.module``);
