@@ -58,8 +58,7 @@ def setup_distributed(launcher: str) -> bool:
             ).strip() or '127.0.0.1'
     _require_env(launcher,
                  ['RANK', 'WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT'])
-    torch_dist.init_process_group('gloo', rank=int(env['RANK']),
-                                  world_size=int(env['WORLD_SIZE']))
+    torch_dist.init_process_group('gloo')  # env://: RANK, WORLD_SIZE, MASTER_*
     print_log('CUDA is not available: initialised a gloo process group (rank '
               f'{torch_dist.get_rank()} of {torch_dist.get_world_size()}).',
               logger='current')
