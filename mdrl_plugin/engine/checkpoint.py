@@ -54,17 +54,14 @@ class UnsafeCheckpointError(CheckpointLoadError):
         self.path, self.offending, self.reason = path, offending, str(self)
 
 
-class _Refused(Exception):
-    pass  # raised by _getattr; torch does not rewrap it
-
-
 def _getattr(obj: Any, name: str, *default: Any) -> Any:
     if (obj is HistoryBuffer and not default and isinstance(name, str)
             and name in ('min', 'max', 'mean', 'current')):
         return getattr(obj, name)
     what = (f'{obj.__module__}.{obj.__qualname__}' if isinstance(obj, type)
             else f'<{type(obj).__qualname__} object>')
-    raise _Refused(f'builtins.getattr({what}, {name!r})')
+    # torch rewraps only UnpicklingError: safe_torch_load adds the path
+    raise UnsafeCheckpointError('', [f'builtins.getattr({what}, {name!r})'])
 
 
 #: ``(object, 'module.name')`` pairs allowed on top of torch's defaults;
@@ -128,8 +125,8 @@ def safe_torch_load(path: str, map_location: Any = 'cpu',
     try:
         with torch.serialization.safe_globals(allowed):
             return torch.load(path, map_location, weights_only=not unsafe)
-    except _Refused as e:
-        raise UnsafeCheckpointError(path, [str(e)]) from None
+    except UnsafeCheckpointError as e:  # from _getattr
+        raise UnsafeCheckpointError(path, e.offending) from None
     except pickle.UnpicklingError as e:
         if unsafe:
             raise CheckpointLoadError(path, str(e)) from e
