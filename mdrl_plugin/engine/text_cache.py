@@ -46,15 +46,9 @@ def _setting(name: str) -> Optional[str]:
 
 
 def numeric_mode(device) -> Dict[str, Optional[str]]:
-    """Every setting that changes a BERT forward's numbers on ``device`` now:
-    device model, torch version, this thread's autocast, :data:`_SETTINGS`.
-
-    Args:
-        device: Where BERT runs.
-
-    Returns:
-        dict of strings (None: not in this torch).
-    """
+    """Every setting that changes a BERT forward's numbers on ``device`` now,
+    as strings (None: not in this torch): device model, torch version, this
+    thread's autocast, :data:`_SETTINGS`."""
     device = torch.device(device)
     kind = device.type
     model = (f'{torch.cuda.get_device_name(device)} cuda {torch.version.cuda}'
@@ -127,14 +121,8 @@ class TextFeatureCache:
         return self  # read-only: copies of a model share it
 
     def mismatch(self, device) -> Optional[str]:
-        """Why a forward on ``device`` now may not be served.
-
-        Args:
-            device: Where BERT runs.
-
-        Returns:
-            The settings unlike the cache's numeric mode; None: it may serve.
-        """
+        """Why a forward on ``device`` now may not be served (the settings
+        unlike the cache's numeric mode), or None when it may."""
         built = self.mode or {}
         return ', '.join(f'{k}={built.get(k)} in the cache but {v} now'
                          for k, v in numeric_mode(device).items()
@@ -152,14 +140,8 @@ class TextFeatureCache:
         return None
 
     def gather(self, seqs: Sequence[np.ndarray]) -> Tuple[np.ndarray, np.ndarray]:
-        """Look up token-id sequences (real tokens only).
-
-        Args:
-            seqs: One int array per caption.
-
-        Returns:
-            tuple: bool ``[len(seqs)]`` (found) and the found rows in order.
-        """
+        """Look up token-id sequences ``seqs`` (real tokens only): a bool
+        ``[len(seqs)]`` (found) and the found rows in order."""
         rows = [self._find(np.asarray(seq)) for seq in seqs]
         found = np.array([r is not None for r in rows], dtype=bool)
         dims = self.shards[0][3].shape[1] if self.shards else 0
