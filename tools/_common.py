@@ -1,21 +1,15 @@
-"""Command-line pieces shared by the tools (not part of the library).
-
-* :func:`add_common_args` / :func:`apply_common_args`: the options
-  ``tools/train.py`` and ``tools/test.py`` share;
-* input checks that run before any model is built (:func:`check_file`,
-  :func:`check_checkpoint`, :func:`check_data_roots`,
-  :func:`check_output_path`, :func:`check_work_dir`);
-* :func:`report_user_errors`: expected user errors print one paragraph and
-  exit non-zero; a traceback only with ``--debug``.
-"""
+"""What tools/train.py, test.py and search.py share: options, input checks
+made before anything is built, and one-paragraph user errors (a traceback
+only with ``--debug``)."""
 import argparse
-import contextlib
 import os
 import os.path as osp
 import sys
-from typing import Iterable, Iterator, Sequence, Tuple, Type
+from typing import Callable, Sequence
 
+import torch.distributed
 from mmengine.config import Config, DictAction
+from mmengine.dist import barrier, is_distributed
 
 from mdrl_plugin.datasets.errors import (AnnotationFormatError,
                                          AnnotationNotFoundError,
@@ -23,20 +17,15 @@ from mdrl_plugin.datasets.errors import (AnnotationFormatError,
                                          MissingImagesError)
 from mdrl_plugin.engine import (LAUNCHERS, AtomicWriteError,
                                 CheckpointLoadError, CheckpointMismatchError,
-                                NumClassesMismatchError,
-                                default_work_dir,
-                                disable_safe_checkpoint_loading,
-                                enable_safe_checkpoint_loading,
-                                safe_checkpoint_loading_enabled,
-                                set_allow_unsafe_checkpoints,
-                                unsafe_checkpoints_allowed)
-from mdrl_plugin.engine.checkpoint import _check_torch_file_header
+                                NumClassesMismatchError, adapt_cfg_for_device,
+                                setup_distributed)
+from mdrl_plugin.engine.checkpoint import check_torch_file
 
 __all__ = [
-    'InputError', 'USER_ERRORS', 'add_common_args', 'apply_common_args',
-    'check_file', 'check_checkpoint', 'check_data_roots', 'check_output_path',
-    'check_work_dir', 'use_checkpoint_loading_hook', 'report_user_error',
-    'add_partial_and_debug_args', 'safe_checkpoint_loading'
+    'InputError', 'USER_ERRORS', 'add_common_args',
+    'add_partial_and_debug_args', 'check_file', 'check_checkpoint',
+    'check_data_roots', 'check_output_path', 'check_work_dir',
+    'report_user_error', 'run_tool'
 ]
 
 
@@ -44,132 +33,117 @@ class InputError(ValueError):
     """A command-line argument or config entry is unusable (exit status 2)."""
 
 
-#: Errors that come from what the user gave, not from a bug: reported as one
-#: paragraph, without a traceback (unless --debug).
-USER_ERRORS: Tuple[Type[BaseException], ...] = (
-    InputError, AtomicWriteError, CheckpointLoadError,
-    CheckpointMismatchError,
-    NumClassesMismatchError, DatasetNotFoundError, AnnotationNotFoundError,
-    AnnotationFormatError, MissingImagesError, EmptySplitError)
+#: Errors caused by what the user gave: one paragraph, no traceback.
+USER_ERRORS = (InputError, AtomicWriteError, CheckpointLoadError,
+               CheckpointMismatchError, NumClassesMismatchError,
+               DatasetNotFoundError, AnnotationNotFoundError,
+               AnnotationFormatError, MissingImagesError, EmptySplitError)
 
 
-def add_common_args(parser: argparse.ArgumentParser,
-                    work_dir_help: str) -> None:
-    """Add the options ``tools/train.py`` and ``tools/test.py`` share.
+def add_partial_and_debug_args(parser: argparse.ArgumentParser) -> None:
+    """``--allow-partial-checkpoint`` and ``--debug`` (every model tool)."""
+    parser.add_argument(
+        '--allow-partial-checkpoint', action='store_true',
+        help='load a checkpoint whose keys or shapes do not all match the '
+        'model; what does not fit keeps its initialisation (listed in the '
+        'log). Without it such a checkpoint is refused.')
+    parser.add_argument('--debug', action='store_true',
+                        help='show the Python traceback of input errors too')
 
-    ``--work-dir``, ``--cfg-options``, ``--launcher``,
-    ``--allow-unsafe-checkpoint``, ``--allow-partial-checkpoint``,
-    ``--debug`` and ``--local_rank`` (as passed by
-    ``torch.distributed.launch``).
+
+def add_common_args(parser: argparse.ArgumentParser, holds: str) -> None:
+    """The options of tools/train.py and tools/test.py.
 
     Args:
         parser: The tool's parser.
-        work_dir_help: What the work dir holds, for the help text.
+        holds: What the work dir holds, for the help text.
     """
     parser.add_argument(
-        '--work-dir',
-        help=f'the dir to save {work_dir_help} (default: the config\'s '
+        '--work-dir', help=f"the dir to save {holds} (default: the config's "
         'work_dir, else work_dirs/<config name>)')
     parser.add_argument(
-        '--cfg-options',
-        nargs='+',
-        action=DictAction,
+        '--cfg-options', nargs='+', action=DictAction,
         help='override settings of the config, key=value pairs, e.g. '
         'train_cfg.max_epochs=10 optim_wrapper.optimizer.lr=0.01')
+    parser.add_argument('--launcher', choices=LAUNCHERS, default='none')
     parser.add_argument(
-        '--launcher', choices=LAUNCHERS, default='none', help='job launcher')
-    parser.add_argument(
-        '--allow-unsafe-checkpoint',
-        action='store_true',
+        '--allow-unsafe-checkpoint', action='store_true',
         help='load checkpoints with full unpickling (can run code stored in '
         'the file; only for checkpoints you trust)')
     add_partial_and_debug_args(parser)
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
 
 
-def add_partial_and_debug_args(parser: argparse.ArgumentParser) -> None:
-    """``--allow-partial-checkpoint`` and ``--debug`` (every model tool).
-
-    Args:
-        parser: The tool's parser.
-    """
-    parser.add_argument(
-        '--allow-partial-checkpoint',
-        action='store_true',
-        help='load a checkpoint whose keys or shapes do not all match the '
-        'model; what does not fit keeps its initialisation (listed in the '
-        'log). Without it such a checkpoint is refused.')
-    parser.add_argument(
-        '--debug',
-        action='store_true',
-        help='show the Python traceback of input errors too')
-
-
-def apply_common_args(cfg: Config, args: argparse.Namespace) -> Config:
-    """Apply the options of :func:`add_common_args` to ``cfg``.
-
-    Sets the launcher, merges ``--cfg-options``, chooses the work dir (the
-    flag, else the config's, else ``work_dirs/<config name>``), exports
-    ``LOCAL_RANK`` for launchers that pass ``--local_rank`` and adds the
-    :class:`~mdrl_plugin.engine.CheckpointLoadingHook`.
-
-    Args:
-        cfg: The config.
-        args: Parsed arguments (with ``config``).
-
-    Returns:
-        The updated config.
-    """
-    if 'LOCAL_RANK' not in os.environ:
-        os.environ['LOCAL_RANK'] = str(args.local_rank)
+def _apply_common_args(cfg: Config, args: argparse.Namespace) -> None:
+    """The options above; a strict, safe ``CheckpointLoadingHook``."""
+    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
     cfg.launcher = args.launcher
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
-    if args.work_dir is not None:
-        cfg.work_dir = args.work_dir
-    elif cfg.get('work_dir', None) is None:
-        cfg.work_dir = default_work_dir(args.config)
-    use_checkpoint_loading_hook(cfg, args.allow_partial_checkpoint)
-    return cfg
+    cfg.merge_from_dict(args.cfg_options or {})
+    cfg.work_dir = args.work_dir or cfg.get('work_dir', None) or osp.join(
+        './work_dirs', osp.splitext(osp.basename(args.config))[0])
+    hooks = list(cfg.get('custom_hooks', None) or [])
+    ours = [h for h in hooks if h.get('type') in (
+        'CheckpointLoadingHook', 'mdrl_plugin.CheckpointLoadingHook')]
+    if not ours:
+        hooks.append(dict(type='mdrl_plugin.CheckpointLoadingHook'))
+        ours = hooks[-1:]
+    for hook in ours:
+        for key in ('allow_partial', 'allow_unsafe'):
+            hook[key] = hook.get(key, False) or getattr(
+                args, f'{key}_checkpoint')
+    cfg.custom_hooks = hooks
+    adapt_cfg_for_device(cfg, args.launcher)
+    if (cfg.get('randomness', None) or {}).get('deterministic', False):
+        # cuBLAS needs it before its first call under deterministic mode
+        os.environ.setdefault('CUBLAS_WORKSPACE_CONFIG', ':4096:8')
 
 
-def use_checkpoint_loading_hook(cfg: Config, allow_partial: bool) -> Config:
-    """Make sure the run checks checkpoints with ``CheckpointLoadingHook``.
-
-    A hook already in ``custom_hooks`` is kept (with its allow-list);
-    ``allow_partial=True`` switches partial loading on in it.
+def run_tool(prog: str, args: argparse.Namespace,
+             prepare: Callable[[Config], None], method: str):
+    """Check the inputs, then build the Runner and call ``method``.
 
     Args:
-        cfg: The config (modified in place).
-        allow_partial: ``--allow-partial-checkpoint``.
+        prog: The tool, e.g. ``'tools/test.py'``.
+        args: Its parsed arguments.
+        prepare: Applies the tool's own options and checks to the config.
+        method: ``'train'`` or ``'test'``.
 
     Returns:
-        The same config.
+        ``(exit status, runner, result)``: 2 for input errors, 1 for user
+        errors while running.
     """
-    hooks = list(cfg.get('custom_hooks', None) or [])
-    names = ('CheckpointLoadingHook', 'mdrl_plugin.CheckpointLoadingHook')
-    ours = [h for h in hooks if h.get('type') in names]
-    if not ours:
-        ours = [dict(type='mdrl_plugin.CheckpointLoadingHook')]
-        hooks.append(ours[0])
-    if allow_partial:
-        for hook in ours:
-            hook['allow_partial'] = True
-    cfg.custom_hooks = hooks
-    return cfg
+    try:
+        cfg = Config.fromfile(args.config)
+        _apply_common_args(cfg, args)
+        prepare(cfg)
+    except (OSError, ValueError, SyntaxError) + USER_ERRORS as e:
+        if args.debug:
+            raise
+        print(f'{prog}: error: {e}', file=sys.stderr)
+        return 2, None, None
+    setup_distributed(args.launcher)
+    from mmengine.registry import RUNNERS
+    from mmengine.runner import Runner
+    done = False
+    try:
+        runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else \
+            RUNNERS.build(cfg)
+        result, done = getattr(runner, method)(), True
+    except USER_ERRORS as e:
+        report_user_error(prog, e, args.debug)
+        return 1, None, None
+    finally:  # a live gloo group can abort the interpreter's exit
+        if is_distributed():
+            try:
+                if done:
+                    barrier()
+            finally:
+                torch.distributed.destroy_process_group()
+    return 0, runner, result
 
 
 def check_file(path: str, what: str, hint: str = '') -> str:
-    """An existing file, or :class:`InputError` naming it.
-
-    Args:
-        path: The path.
-        what: What it is, e.g. ``'config file'``.
-        hint: What the user should give instead.
-
-    Returns:
-        ``path``.
-    """
+    """``path`` if it is a file, else :class:`InputError` naming ``what``."""
     if not osp.isfile(path):
         state = 'is a folder, not a file' if osp.isdir(path) else \
             'does not exist'
@@ -179,63 +153,34 @@ def check_file(path: str, what: str, hint: str = '') -> str:
 
 
 def check_checkpoint(path: str, what: str = 'checkpoint file') -> str:
-    """A local file that looks like a PyTorch checkpoint (URIs pass).
-
-    Only the file's header is read; the weights are compared with the model
-    when it is loaded.
-
-    Args:
-        path: Checkpoint path or URI.
-        what: What it is, for the message.
-
-    Returns:
-        ``path``.
-    """
-    if '://' in path:
-        return path
-    check_file(path, what)
-    if not path.endswith('.safetensors'):
-        _check_torch_file_header(path)
+    """A local file that starts like a PyTorch checkpoint (URIs pass)."""
+    if '://' not in path:
+        check_file(path, what)
+        if not path.endswith('.safetensors'):
+            check_torch_file(path)
     return path
 
 
-def _dataset_cfgs(cfg: Config,
-                  loaders: Iterable[str]) -> Iterator[Tuple[str, dict]]:
-    for loader in loaders:
-        loader_cfg = cfg.get(loader, None)
-        dataset = loader_cfg.get('dataset', None) if loader_cfg else None
-        while isinstance(dataset, dict):
-            yield loader, dataset
-            dataset = dataset.get('dataset', None)  # wrappers
-
-
 def check_data_roots(cfg: Config, loaders: Sequence[str]) -> None:
-    """The ``data_root`` (and an explicit ``ann_file``) of each dataloader.
-
-    Args:
-        cfg: The config.
-        loaders: e.g. ``('train_dataloader', 'val_dataloader')``.
-
-    Raises:
-        InputError: A folder or file does not exist.
-    """
-    for loader, dataset in _dataset_cfgs(cfg, loaders):
-        root = dataset.get('data_root', None)
-        if root and not osp.isdir(root):
-            state = 'is not a folder' if osp.exists(root) else \
-                'does not exist'
-            raise InputError(
-                f"{loader}.dataset.data_root '{root}' {state} (working "
-                f"directory '{os.getcwd()}'). Point it at the dataset folder "
-                '(holding imgs/ and the annotation JSON), e.g. with '
-                f'--cfg-options {loader}.dataset.data_root=PATH, or create '
-                'the demo data with tools/make_demo_data.py.')
-        ann = dataset.get('ann_file', None)
-        if root and isinstance(ann, str) and ann:
-            full = ann if osp.isabs(ann) else osp.join(root, ann)
-            if not osp.isfile(full):
+    """The ``data_root`` (and ``ann_file``) of each loader's dataset(s)."""
+    for loader in loaders:
+        dataset = (cfg.get(loader, None) or {}).get('dataset', None)
+        while isinstance(dataset, dict):  # through dataset wrappers
+            root, ann = dataset.get('data_root'), dataset.get('ann_file')
+            if root and not osp.isdir(root):
+                state = 'is not a folder' if osp.exists(root) else \
+                    'does not exist'
                 raise InputError(
-                    f"{loader}.dataset.ann_file '{full}' does not exist.")
+                    f"{loader}.dataset.data_root '{root}' {state} (working "
+                    f"directory '{os.getcwd()}'). Point it at the "
+                    'dataset folder (holding imgs/ and the annotation JSON), '
+                    f'e.g. with --cfg-options {loader}.dataset.data_root=PATH,'
+                    ' or create the demo data with tools/make_demo_data.py.')
+            if root and isinstance(ann, str) and ann and not osp.isfile(
+                    osp.join(root, ann)):
+                raise InputError(f"{loader}.dataset.ann_file "
+                                 f"'{osp.join(root, ann)}' does not exist.")
+            dataset = dataset.get('dataset', None)
 
 
 def _writable_dir(folder: str, what: str) -> None:
@@ -250,14 +195,7 @@ def _writable_dir(folder: str, what: str) -> None:
 
 
 def check_work_dir(work_dir: str) -> str:
-    """A work dir that exists and is writable, or can be created.
-
-    Args:
-        work_dir: The folder.
-
-    Returns:
-        ``work_dir``.
-    """
+    """A work dir that is writable or can be created."""
     if osp.exists(work_dir) and not osp.isdir(work_dir):
         raise InputError(f"work dir '{work_dir}' is a file, not a folder.")
     _writable_dir(work_dir, f"work dir '{work_dir}'")
@@ -265,16 +203,7 @@ def check_work_dir(work_dir: str) -> str:
 
 
 def check_output_path(path: str, suffixes: Sequence[str], what: str) -> str:
-    """An output file with one of ``suffixes`` in a writable folder.
-
-    Args:
-        path: The file to write.
-        suffixes: Accepted endings, e.g. ``('.json',)``.
-        what: The option, e.g. ``'--out'``.
-
-    Returns:
-        ``path``.
-    """
+    """An output file with one of ``suffixes`` in a writable folder."""
     if suffixes and not path.lower().endswith(tuple(suffixes)):
         raise InputError(f"{what} '{path}' must be a "
                          f"{' or '.join(suffixes)} file.")
@@ -285,41 +214,9 @@ def check_output_path(path: str, suffixes: Sequence[str], what: str) -> str:
 
 
 def report_user_error(prog: str, error: BaseException, debug: bool) -> None:
-    """Print an expected user error as one paragraph (or re-raise it).
-
-    Call it in an ``except USER_ERRORS`` block, then return a non-zero
-    status.
-
-    Args:
-        prog: The tool, e.g. ``'tools/test.py'``.
-        error: The caught error.
-        debug: ``--debug``: re-raise, with the traceback.
-    """
+    """Print ``error`` as one paragraph (re-raise it under ``--debug``)."""
     if debug:
         raise error
     message = error.args[0] if isinstance(error, KeyError) and error.args \
         else error
     print(f'{prog}: error: {message}', file=sys.stderr)
-
-
-@contextlib.contextmanager
-def safe_checkpoint_loading(allow_unsafe: bool = False) -> Iterator[None]:
-    """The safe checkpoint loader for the tool's run, then what was before.
-
-    torch >= 2.6 cannot read MMEngine 0.10.7 checkpoints with its default
-    loader; the tools therefore switch the plugin's safe loader on (see
-    :func:`~mdrl_plugin.engine.enable_safe_checkpoint_loading`).
-
-    Args:
-        allow_unsafe: ``--allow-unsafe-checkpoint``.
-    """
-    was_safe = safe_checkpoint_loading_enabled()
-    was_unsafe = unsafe_checkpoints_allowed()
-    enable_safe_checkpoint_loading(allow_unsafe=allow_unsafe)
-    try:
-        yield
-    finally:
-        if not was_safe:
-            disable_safe_checkpoint_loading()
-        if allow_unsafe and not was_unsafe:
-            set_allow_unsafe_checkpoints(False)

@@ -13,6 +13,10 @@ default_hooks = dict(
     sampler_seed=dict(type='DistSamplerSeedHook'),
 )
 custom_hooks = [
+    # load_from / resume: safe under torch >= 2.6 (MMEngine checkpoints hold
+    # numpy and HistoryBuffer objects) and strict (weights that do not fit
+    # the model raise CheckpointMismatchError instead of a warning)
+    dict(type='CheckpointLoadingHook'),
     # model.num_classes must equal the training split's number of identities
     dict(type='NumClassesCheckHook'),
     # stop at the first NaN/inf loss term, naming it, before it is saved

@@ -1,10 +1,7 @@
-"""A memory-mapped, exact cache of the frozen BERT's token outputs.
-
-``<cache_dir>/<fingerprint>/`` holds ``meta.json`` (the fingerprint's parts and
-the feature dtype) and immutable shards (sorted sequence hashes, row offsets,
-token ids checked on every hit, float32 features of the real tokens), each
-written in a temp folder, fsynced and renamed. See ``docs/models.md``.
-"""
+"""An exact, memory-mapped cache of the frozen BERT's token outputs: per
+fingerprint, ``meta.json`` and immutable shards (sorted sequence hashes, row
+offsets, token ids checked on every hit, float32 features of the real tokens),
+each written in a temp folder, fsynced and renamed. See ``docs/models.md``."""
 import hashlib
 import json
 import os
@@ -14,10 +11,9 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
+from torch.nn.utils.rnn import pad_sequence
 
 from .fileio import atomic_write_bytes, fsync_dir, remove_stale_temps, temp_path
-
-__all__ = ['TextFeatureCache', 'numeric_mode', 'text_cache_fingerprint']
 
 #: Bump when the file layout or the canonical BERT computation changes.
 CACHE_FORMAT = 2
@@ -25,20 +21,18 @@ _ARRAYS = ('keys', 'offsets', 'token_ids', 'features')
 _MODE_KEYS = ('mode', 'feature_dtype')
 #: ``torch`` settings that change BERT's numbers: matmul precision, TF32 and
 #: reduced-precision switches (CUDA, cuDNN, oneDNN), attention kernels
-_SETTINGS = ('get_float32_matmul_precision', 'are_deterministic_algorithms_enabled',
-             'backends.fp32_precision', 'backends.cuda.matmul.fp32_precision',
-             'backends.cuda.matmul.allow_tf32',
-             'backends.cuda.matmul.allow_fp16_reduced_precision_reduction',
-             'backends.cuda.matmul.allow_bf16_reduced_precision_reduction',
-             'backends.cuda.matmul.allow_fp16_accumulation',
-             'backends.cuda.flash_sdp_enabled', 'backends.cuda.math_sdp_enabled',
-             'backends.cuda.mem_efficient_sdp_enabled',
-             'backends.cuda.cudnn_sdp_enabled',
-             'backends.cuda.fp16_bf16_reduction_math_sdp_allowed',
-             'backends.cudnn.enabled', 'backends.cudnn.allow_tf32',
-             'backends.cudnn.fp32_precision', 'backends.cudnn.deterministic',
-             'backends.mkldnn.enabled', 'backends.mkldnn.fp32_precision',
-             'backends.mkldnn.matmul.fp32_precision')
+_SETTINGS = tuple('''get_float32_matmul_precision are_deterministic_algorithms_enabled
+    backends.fp32_precision backends.cuda.matmul.fp32_precision
+    backends.cuda.matmul.allow_tf32
+    backends.cuda.matmul.allow_fp16_reduced_precision_reduction
+    backends.cuda.matmul.allow_bf16_reduced_precision_reduction
+    backends.cuda.matmul.allow_fp16_accumulation
+    backends.cuda.flash_sdp_enabled backends.cuda.math_sdp_enabled
+    backends.cuda.mem_efficient_sdp_enabled backends.cuda.cudnn_sdp_enabled
+    backends.cuda.fp16_bf16_reduction_math_sdp_allowed backends.cudnn.enabled
+    backends.cudnn.allow_tf32 backends.cudnn.fp32_precision
+    backends.cudnn.deterministic backends.mkldnn.enabled
+    backends.mkldnn.fp32_precision backends.mkldnn.matmul.fp32_precision'''.split())
 
 
 def _setting(name: str) -> Optional[str]:
@@ -52,15 +46,9 @@ def _setting(name: str) -> Optional[str]:
 
 
 def numeric_mode(device) -> Dict[str, Optional[str]]:
-    """Every setting that changes a BERT forward's numbers on ``device`` now:
-    device model, torch version, this thread's autocast, :data:`_SETTINGS`.
-
-    Args:
-        device: Where BERT runs.
-
-    Returns:
-        dict of strings (None: not in this torch).
-    """
+    """Every setting that changes a BERT forward's numbers on ``device`` now,
+    as strings (None: not in this torch): device model, torch version, this
+    thread's autocast, :data:`_SETTINGS`."""
     device = torch.device(device)
     kind = device.type
     model = (f'{torch.cuda.get_device_name(device)} cuda {torch.version.cuda}'
@@ -68,14 +56,12 @@ def numeric_mode(device) -> Dict[str, Optional[str]]:
              if kind == 'cpu' else kind)
     autocast = torch.is_autocast_enabled(kind) and torch.get_autocast_dtype(kind)
     return dict(device=kind, device_model=model, torch=torch.__version__,
-                autocast=str(autocast or 'off'),
-                **{name: _setting(name) for name in _SETTINGS})
+                autocast=str(autocast or 'off'), **{n: _setting(n) for n in _SETTINGS})
 
 
 def _seq_key(seq: np.ndarray) -> int:
-    return int.from_bytes(hashlib.blake2b(
-        np.ascontiguousarray(seq, dtype='<i4').tobytes(),
-        digest_size=8).digest(), 'little')
+    data = np.ascontiguousarray(seq, dtype='<i4').tobytes()
+    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), 'little')
 
 
 def _module_digest(module: torch.nn.Module) -> str:
@@ -89,8 +75,7 @@ def _module_digest(module: torch.nn.Module) -> str:
 
 
 def text_cache_fingerprint(encoder, mode: dict) -> Tuple[str, dict]:
-    """Fingerprint of what a cached feature depends on besides its token ids
-    (the keys): BERT's weights and config, its canonical lengths, the mode.
+    """Fingerprint of BERT's weights, config, canonical lengths and ``mode``.
 
     Args:
         encoder: The ``BertTextEncoder``.
@@ -126,6 +111,8 @@ class TextFeatureCache:
         names = sorted(os.listdir(folder)) if os.path.isdir(folder) else []
         self.shards = [[np.load(os.path.join(folder, n, a + '.npy'), mmap_mode='r')
                         for a in _ARRAYS] for n in names if n.startswith('shard-')]
+        #: bytes of the feature arrays on disk
+        self.nbytes = sum(s[3].nbytes for s in self.shards)
 
     def __len__(self) -> int:
         return sum(len(keys) for keys, *_ in self.shards)
@@ -133,20 +120,9 @@ class TextFeatureCache:
     def __deepcopy__(self, memo) -> 'TextFeatureCache':
         return self  # read-only: copies of a model share it
 
-    @property
-    def nbytes(self) -> int:
-        """Bytes of the feature arrays on disk."""
-        return sum(s[3].nbytes for s in self.shards)
-
     def mismatch(self, device) -> Optional[str]:
-        """Why a forward on ``device`` now may not be served.
-
-        Args:
-            device: Where BERT runs.
-
-        Returns:
-            The settings unlike the cache's numeric mode; None: it may serve.
-        """
+        """Why a forward on ``device`` now may not be served (the settings
+        unlike the cache's numeric mode), or None when it may."""
         built = self.mode or {}
         return ', '.join(f'{k}={built.get(k)} in the cache but {v} now'
                          for k, v in numeric_mode(device).items()
@@ -164,19 +140,13 @@ class TextFeatureCache:
         return None
 
     def gather(self, seqs: Sequence[np.ndarray]) -> Tuple[np.ndarray, np.ndarray]:
-        """Look up token-id sequences (real tokens only).
-
-        Args:
-            seqs: One int array per caption.
-
-        Returns:
-            tuple: bool ``[len(seqs)]`` (found) and the found rows in order.
-        """
+        """Look up token-id sequences ``seqs`` (real tokens only): a bool
+        ``[len(seqs)]`` (found) and the found rows in order."""
         rows = [self._find(np.asarray(seq)) for seq in seqs]
         found = np.array([r is not None for r in rows], dtype=bool)
         dims = self.shards[0][3].shape[1] if self.shards else 0
-        return found, np.concatenate(
-            [r for r in rows if r is not None] + [np.zeros((0, dims), np.float32)])
+        empty = np.zeros((0, dims), np.float32)
+        return found, np.concatenate([r for r in rows if r is not None] + [empty])
 
     def missing(self, seqs: Sequence[Sequence[int]]) -> List[np.ndarray]:
         """Distinct sequences of ``seqs`` that the cache does not hold."""
@@ -189,9 +159,8 @@ class TextFeatureCache:
                     compute: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
                     batch_size: int = 64, device: torch.device = torch.device('cpu'),
                     meta: Optional[dict] = None) -> Optional[str]:
-        """Compute the features of ``seqs`` in the caller's numeric mode
-        (autocast included) and write them as a new shard. Raises ValueError
-        when ``folder`` holds features of another mode or dtype.
+        """Compute the features of ``seqs`` in the caller's numeric mode and
+        write them as a new shard (ValueError if ``folder`` holds another's).
 
         Args:
             folder: ``<cache_dir>/<fingerprint>`` (created).
@@ -216,22 +185,20 @@ class TextFeatureCache:
         files = [os.path.join(tmp, a + '.npy') for a in _ARRAYS]
         os.makedirs(tmp)  # and folder
         try:
-            for file, array in zip(files, (np.sort(keys), offsets,
-                                           np.concatenate(seqs).astype(np.int32))):
+            token_ids = np.concatenate(seqs).astype(np.int32)
+            for file, array in zip(files, (np.sort(keys), offsets, token_ids)):
                 np.save(file, array)
             features = None
             for start in range(0, len(seqs), batch_size):
                 chunk = seqs[start:start + batch_size]
-                ids = torch.nn.utils.rnn.pad_sequence(
-                    [torch.from_numpy(s.astype(np.int64)) for s in chunk], True)
-                mask = (torch.arange(ids.shape[1])[None] < torch.as_tensor(
-                    [len(s) for s in chunk])[:, None]).long()
+                ids = [torch.from_numpy(s.astype(np.int64)) for s in chunk]
+                mask = pad_sequence([torch.ones_like(i) for i in ids], True)
+                ids = pad_sequence(ids, True)
                 out = compute(ids.to(device), mask.to(device))
                 meta['feature_dtype'] = str(out.dtype).split('.')[-1]
                 if features is None:
                     features = np.lib.format.open_memmap(
-                        files[3], mode='w+', dtype=np.float32,
-                        shape=(int(offsets[-1]), out.shape[-1]))
+                        files[3], 'w+', np.float32, (int(offsets[-1]), out.shape[-1]))
                 features[offsets[start]:offsets[start + len(chunk)]] = (
                     out.float().cpu()[mask.bool()].numpy())
             features.flush()
@@ -242,8 +209,8 @@ class TextFeatureCache:
             fsync_dir(tmp)
             old = TextFeatureCache(folder).meta
             if old and [old[k] for k in _MODE_KEYS] != [meta[k] for k in _MODE_KEYS]:
-                raise ValueError(f'Text cache {folder} holds features of '
-                                 'another numeric mode or dtype')
+                raise ValueError(f'Text cache {folder} holds features of another '
+                                 'numeric mode or dtype')
             if not old:
                 atomic_write_bytes(json.dumps(meta, indent=1).encode(),
                                    os.path.join(folder, 'meta.json'))

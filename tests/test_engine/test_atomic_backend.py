@@ -11,9 +11,9 @@ import pytest
 from mmengine.fileio import get_file_backend
 from toy_helpers import make_toy_cfg, run_toy
 
-from mdrl_plugin.engine import AtomicLocalBackend, atomic_write_bytes
-from mdrl_plugin.engine.fileio import (TEMP_FILE_PATTERN, remove_stale_temps,
-                                        temp_path)
+from mdrl_plugin.engine.fileio import (TEMP_FILE_PATTERN, AtomicLocalBackend,
+                                       atomic_write_bytes, remove_stale_temps,
+                                       temp_path)
 
 
 def _entries(folder):
@@ -71,7 +71,7 @@ def test_sigkill_during_a_write_never_exposes_a_partial_file(tmp_path):
     """)
     proc = subprocess.Popen([sys.executable, '-c', script])
     try:
-        deadline = time.time() + 60
+        deadline = time.time() + 300  # a loaded machine imports slowly
         while not ready.exists():
             assert proc.poll() is None, 'writer exited early'
             assert time.time() < deadline, 'writer never reached fsync'
@@ -114,10 +114,11 @@ def test_checkpoint_hook_saves_through_it(tmp_path, monkeypatch):
 def test_a_save_that_fails_halfway_keeps_the_last_checkpoint_resumable(
         tmp_path, monkeypatch, errno_, reason):
     """The disk fills up (or turns read-only) while iter_4.pth is written."""
-    from mdrl_plugin.engine import (AtomicWriteError,
-                                    find_resumable_checkpoint,
-                                    is_complete_checkpoint, safe_torch_load)
+    from mmengine.runner.checkpoint import find_latest_checkpoint
+
+    from mdrl_plugin.engine import AtomicWriteError, safe_torch_load
     from mdrl_plugin.engine import fileio
+    from mdrl_plugin.engine.checkpoint import is_complete_checkpoint
     from toy_helpers import state_dicts_equal
     full = run_toy(make_toy_cfg(tmp_path / 'full',
                                 **{'train_cfg.max_iters': 6}))
@@ -154,12 +155,12 @@ def test_a_save_that_fails_halfway_keeps_the_last_checkpoint_resumable(
     assert safe_torch_load(str(work / 'iter_2.pth'))['meta']['iter'] == 2
     assert (work / 'last_checkpoint').read_text() == str(work / 'iter_2.pth')
 
-    # space is back: --resume continues from iter_2 and ends like `full`
+    # space is back: --resume (MMEngine reads last_checkpoint) continues
+    # from iter_2 and ends like `full`
     monkeypatch.undo()
-    resume_from = find_resumable_checkpoint(str(work))
-    assert resume_from == str(work / 'iter_2.pth')
+    assert find_latest_checkpoint(str(work)) == str(work / 'iter_2.pth')
     cfg = make_toy_cfg(work, **{'train_cfg.max_iters': 6})
-    cfg.resume, cfg.load_from = True, resume_from
+    cfg.resume, cfg.load_from = True, None
     run_toy(cfg)
     assert state_dicts_equal(
         safe_torch_load(str(tmp_path / 'full' / 'iter_6.pth'))['state_dict'],
@@ -213,3 +214,54 @@ def test_stale_temps_are_removed_by_host_and_age_only(tmp_path):
     remove_stale_temps(str(tmp_path), max_age_s=0)  # everything is old now
     assert _entries(tmp_path) == [names['plain']]
     remove_stale_temps(str(tmp_path / 'missing'))  # no error
+
+
+def test_a_real_full_disk_keeps_the_last_checkpoint_resumable(tmp_path):
+    """The kernel refuses the writes of iter_4.pth (EFBIG from
+    ``RLIMIT_FSIZE``, as a full disk would; running as root, ``chmod``
+    cannot stand in for it)."""
+    from mmengine.runner.checkpoint import find_latest_checkpoint
+    from toy_helpers import TOY_DIR, state_dicts_equal
+
+    from mdrl_plugin.engine import safe_torch_load
+    work = tmp_path / 'cut'
+    script = textwrap.dedent(f"""
+        import resource, signal, sys
+        sys.path.insert(0, {TOY_DIR!r})
+        from mmengine.hooks import Hook
+        from mmengine.runner import Runner
+        from toy_helpers import make_toy_cfg
+
+        class DiskFullAfterIter2(Hook):
+            def after_train_iter(self, runner, batch_idx, data_batch=None,
+                                 outputs=None):
+                if runner.iter + 1 == 2:  # after iter_2.pth was saved
+                    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+                    resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
+
+        runner = Runner.from_cfg(make_toy_cfg({str(work)!r}, **{{
+            'train_cfg.max_iters': 6}}))
+        runner.register_hook(DiskFullAfterIter2(), 'LOWEST')
+        runner.train()
+    """)
+    repo = os.path.dirname(os.path.dirname(TOY_DIR))
+    proc = subprocess.run(
+        [sys.executable, '-c', script], capture_output=True, text=True,
+        timeout=600, env=dict(os.environ, PYTHONPATH=repo,
+                              OMP_NUM_THREADS='1'))
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert (f"AtomicWriteError: Could not write '{work / 'iter_4.pth'}': "
+            'File too large. Nothing was replaced') in proc.stderr
+    assert [n for n in _entries(work) if n.endswith('.pth') or
+            TEMP_FILE_PATTERN.match(n)] == ['iter_2.pth']
+    assert find_latest_checkpoint(str(work)) == str(work / 'iter_2.pth')
+    # space is back: resume and end like an uninterrupted run
+    full = run_toy(make_toy_cfg(tmp_path / 'full',
+                                **{'train_cfg.max_iters': 6}))
+    assert full.iter == 6
+    cfg = make_toy_cfg(work, **{'train_cfg.max_iters': 6})
+    cfg.resume = True
+    run_toy(cfg)
+    assert state_dicts_equal(
+        safe_torch_load(str(tmp_path / 'full' / 'iter_6.pth'))['state_dict'],
+        safe_torch_load(str(work / 'iter_6.pth'))['state_dict'])

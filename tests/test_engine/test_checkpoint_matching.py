@@ -6,10 +6,11 @@ import torch
 from mmengine.runner.checkpoint import CheckpointLoader
 from toy_helpers import make_toy_cfg, run_toy
 
-from mdrl_plugin.engine import (CheckpointMismatchError,
+from mdrl_plugin.engine import (CheckpointMismatchError, UnsafeCheckpointError,
                                 disable_safe_checkpoint_loading,
-                                load_model_weights, match_state_dict,
+                                load_model_weights,
                                 safe_checkpoint_loading_enabled)
+from mdrl_plugin.engine.checkpoint import check_state_dict
 from mdrl_plugin.registry import MODELS
 
 
@@ -112,11 +113,11 @@ def test_allow_partial_loads_what_fits_and_reports_the_rest(tmp_path,
         'ignored: extra.weight.']
 
 
-def test_match_state_dict_ignores_batchnorm_counters():
+def test_check_state_dict_ignores_batchnorm_counters():
     model = torch.nn.BatchNorm1d(3)
     sd = model.state_dict()
     del sd['num_batches_tracked']
-    assert match_state_dict(model, sd).fits
+    assert check_state_dict(model, sd, 'bn.pth') == ([], [], [])
 
 
 def test_hook_refuses_load_from_that_does_not_fit(tmp_path):
@@ -144,11 +145,12 @@ def test_hook_switches_the_safe_loader_on_for_the_run_only(tmp_path):
     from mmengine.runner import Runner
     from mmengine.runner.checkpoint import load_from_local
 
-    from mdrl_plugin.engine import CheckpointLoadingHook
-    from mdrl_plugin.engine import checkpoint as ckpt_module
+    from mdrl_plugin.engine import CheckpointLoadingHook, safe_torch_load
     disable_safe_checkpoint_loading()  # as in a fresh process
     ckpt_dir = tmp_path / 'a'
     run_toy(make_toy_cfg(ckpt_dir, **{'train_cfg.max_iters': 2}))
+    noted = str(tmp_path / 'noted.pth')  # a class the hook allows
+    torch.save({'note': toy_components.ToyInterrupt('x')}, noted)
     cfg = make_toy_cfg(tmp_path / 'b', **{'train_cfg.max_iters': 4})
     cfg.custom_hooks = cfg.custom_hooks + [dict(
         type='CheckpointLoadingHook',
@@ -161,14 +163,14 @@ def test_hook_switches_the_safe_loader_on_for_the_run_only(tmp_path):
 
     def spy(runner, checkpoint):
         seen.append((safe_checkpoint_loading_enabled(),
-                     toy_components.ToyInterrupt
-                     in ckpt_module._EXTRA_GLOBALS))
+                     type(safe_torch_load(noted)['note']).__name__))
         original(runner, checkpoint)
 
     hook.after_load_checkpoint = spy
     runner.train()  # resumes an MMEngine checkpoint under torch >= 2.6
     assert runner.iter == 4
-    assert seen == [(True, True)]
+    assert seen == [(True, 'ToyInterrupt')]
     assert CheckpointLoader._schemes[''] is load_from_local  # put back
     assert not safe_checkpoint_loading_enabled()
-    assert ckpt_module._EXTRA_GLOBALS == []
+    with pytest.raises(UnsafeCheckpointError):  # the addition is gone
+        safe_torch_load(noted)

@@ -85,6 +85,27 @@ def test_slurm_launcher_reads_the_slurm_environment(clean_env):
     assert dist.get_rank() == 0
 
 
+@cpu_only
+@pytest.mark.parametrize('launcher, env', [
+    ('slurm', dict(SLURM_PROCID='0', SLURM_NTASKS='1', SLURM_LOCALID='3',
+                   SLURM_NODELIST='node-1', MASTER_ADDR='127.0.0.1')),
+    ('mpi', dict(OMPI_COMM_WORLD_RANK='0', OMPI_COMM_WORLD_SIZE='1',
+                 OMPI_COMM_WORLD_LOCAL_RANK='3', MASTER_ADDR='127.0.0.1')),
+])
+def test_local_rank_comes_from_the_launcher(clean_env, launcher, env):
+    """The tools export LOCAL_RANK=0 (from --local_rank) before the set-up;
+    srun's / mpirun's local rank must win, or every CPU rank of a node
+    believes it is local rank 0."""
+    import os
+    for name, value in env.items():
+        clean_env.setenv(name, value)
+    clean_env.setenv('MASTER_PORT', _free_port())
+    clean_env.setenv('LOCAL_RANK', '0')
+    assert setup_distributed(launcher) is True
+    assert (os.environ['RANK'], os.environ['WORLD_SIZE'],
+            os.environ['LOCAL_RANK']) == ('0', '1', '3')
+
+
 def test_adapt_cfg_leaves_non_distributed_configs_alone():
     cfg = Config(dict(find_unused_parameters=True))
     adapt_cfg_for_device(cfg, 'none')

@@ -12,15 +12,13 @@ from mmengine.logging import HistoryBuffer
 from mmengine.runner import load_checkpoint
 from mmengine.runner.checkpoint import CheckpointLoader, _load_checkpoint
 
-from mdrl_plugin.engine import (ALLOWED_CHECKPOINT_GLOBALS,
-                                CheckpointLoadError, UnsafeCheckpointError,
+from mdrl_plugin.engine import (CheckpointLoadError, UnsafeCheckpointError,
                                 disable_safe_checkpoint_loading,
                                 enable_safe_checkpoint_loading,
-                                find_resumable_checkpoint,
-                                is_complete_checkpoint, load_from_local_safe,
                                 safe_checkpoint_loading_enabled,
-                                safe_torch_load, set_allow_unsafe_checkpoints,
-                                unsafe_checkpoints_allowed)
+                                safe_torch_load)
+from mdrl_plugin.engine.checkpoint import (ALLOWED_CHECKPOINT_GLOBALS,
+                                           is_complete_checkpoint)
 
 EXTEND = (
     'If the file is yours and holds a class you trust, add it to the allow-'
@@ -32,8 +30,9 @@ OPT_IN = (
     'If you trust this file, load it with full unpickling: pass '
     '--allow-unsafe-checkpoint to tools/train.py or tools/test.py, or call '
     'safe_torch_load(path, allow_unsafe=True) / '
-    'mdrl_plugin.engine.set_allow_unsafe_checkpoints(True). Never do this '
-    'for files from an untrusted source: unpickling can run arbitrary code.')
+    'mdrl_plugin.engine.enable_safe_checkpoint_loading(allow_unsafe=True). '
+    'Never do this for files from an untrusted source: unpickling can run '
+    'arbitrary code.')
 
 
 class RunsShell:
@@ -182,13 +181,14 @@ def test_allow_list_covers_both_numpy_spellings():
 def test_opt_in_per_call_and_process_wide(tmp_path):
     path = _save(tmp_path, 'cls.pth', {'obj': Arbitrary(5)})
     assert safe_torch_load(path, allow_unsafe=True)['obj'].value == 5
-    assert not unsafe_checkpoints_allowed()
     with pytest.raises(UnsafeCheckpointError):
         safe_torch_load(path)
-    set_allow_unsafe_checkpoints(True)
-    assert unsafe_checkpoints_allowed()
+    enable_safe_checkpoint_loading(allow_unsafe=True)
     assert safe_torch_load(path)['obj'].value == 5
-    set_allow_unsafe_checkpoints(False)
+    assert _load_checkpoint(path)['obj'].value == 5  # MMEngine's path
+    enable_safe_checkpoint_loading()  # settings add up: still unsafe
+    assert safe_torch_load(path)['obj'].value == 5
+    disable_safe_checkpoint_loading()
     with pytest.raises(UnsafeCheckpointError):
         safe_torch_load(path)
 
@@ -223,10 +223,9 @@ def test_safetensors_files(tmp_path):
 def test_mmengine_loads_go_through_the_safe_loader(tmp_path,
                                                    mmengine_checkpoint):
     enable_safe_checkpoint_loading()
-    assert CheckpointLoader._get_checkpoint_loader('/a/b.pth') is \
-        load_from_local_safe
-    assert CheckpointLoader._get_checkpoint_loader('rel/b.pth') is \
-        load_from_local_safe
+    for path in ('/a/b.pth', 'rel/b.pth'):
+        assert CheckpointLoader._get_checkpoint_loader(path).__module__ == \
+            'mdrl_plugin.engine.checkpoint'
     # `load_from` / `mmengine.runner.load_checkpoint`
     from toy_components import ToyModel
     model = ToyModel()
@@ -237,47 +236,8 @@ def test_mmengine_loads_go_through_the_safe_loader(tmp_path,
     evil = _save(tmp_path, 'evil.pth', {'state_dict': Arbitrary()})
     with pytest.raises(UnsafeCheckpointError):
         _load_checkpoint(evil)
-    with pytest.raises(FileNotFoundError, match='can not be found'):
+    with pytest.raises(FileNotFoundError, match='does not exist'):
         _load_checkpoint(str(tmp_path / 'missing.pth'))
-
-
-def _fake_ckpt(path, tag):
-    torch.save({'tag': tag}, str(path))
-    return str(path)
-
-
-def test_find_resumable_checkpoint(tmp_path):
-    work = tmp_path / 'work'
-    work.mkdir()
-    assert find_resumable_checkpoint(str(work)) is None
-    assert find_resumable_checkpoint(str(tmp_path / 'absent')) is None
-    old = _fake_ckpt(work / 'iter_2.pth', 2)
-    new = _fake_ckpt(work / 'iter_4.pth', 4)
-    os.utime(old, ns=(1_000_000_000, 1_000_000_000))
-    os.utime(new, ns=(2_000_000_000, 2_000_000_000))
-    pointer = work / 'last_checkpoint'
-    # no pointer: newest complete file
-    assert find_resumable_checkpoint(str(work)) == new
-    # a good pointer wins (even if it is not the newest)
-    pointer.write_text(old)
-    assert find_resumable_checkpoint(str(work)) == old
-    # an empty pointer (killed while writing it)
-    pointer.write_text('')
-    assert find_resumable_checkpoint(str(work)) == new
-    # a pointer to a truncated newest file: fall back to the older one
-    with open(new, 'rb') as f:
-        data = f.read()
-    with open(new, 'wb') as f:
-        f.write(data[:20])
-    pointer.write_text(new)
-    assert find_resumable_checkpoint(str(work)) == old
-    # a truncated pointer that names no file
-    pointer.write_text(old[:-3])
-    assert find_resumable_checkpoint(str(work)) == old
-    # temp files of the atomic backend and other files are ignored
-    (work / '.iter_6.pth.123.abcdef12.part').write_bytes(b'x')
-    (work / 'notes.pth').write_bytes(b'x')
-    assert find_resumable_checkpoint(str(work)) == old
 
 
 def test_is_complete_checkpoint_rejects_non_checkpoints(tmp_path):
@@ -319,7 +279,7 @@ def test_enable_and_disable_switch_mmengines_local_loader():
     before = list(CheckpointLoader._schemes.items())
     enable_safe_checkpoint_loading()
     enable_safe_checkpoint_loading()  # twice: still undone by one call
-    assert CheckpointLoader._schemes[''] is load_from_local_safe
+    assert CheckpointLoader._schemes[''] is not load_from_local
     assert safe_checkpoint_loading_enabled()
     disable_safe_checkpoint_loading()
     assert list(CheckpointLoader._schemes.items()) == before
@@ -341,3 +301,39 @@ def test_users_extend_the_allow_list(tmp_path):
         safe_torch_load(path)  # the addition is gone again
     with pytest.raises(ValueError, match="cannot import 'no_such.Thing'"):
         enable_safe_checkpoint_loading(allow_globals=['no_such.Thing'])
+
+
+#: Written by the engine before issue 16 (commit f302a2b): the toy config
+#: with ``MixedPrecisionOptimWrapper(device_type='cpu', dtype='float16',
+#: loss_scale=dict(init_scale=256.0))``, 2 iterations.
+OLD_CKPT = os.path.join(os.path.dirname(os.path.dirname(__file__)), 'data',
+                        'toy_iter_2_v0.pth')
+
+
+def test_a_checkpoint_of_the_previous_engine_resumes_exactly(tmp_path):
+    from toy_helpers import make_toy_cfg, run_toy, state_dicts_equal
+    old = safe_torch_load(OLD_CKPT)
+    assert old['meta']['iter'] == 2
+    assert old['optimizer']['loss_scaler']['scale'] == 256.0
+    assert set(old['rng_state']['states'][0]) == {'python', 'numpy', 'torch'}
+
+    def cfg(work_dir):
+        return make_toy_cfg(work_dir, **{
+            'train_cfg.max_iters': 4, 'optim_wrapper': dict(
+                type='mdrl_plugin.MixedPrecisionOptimWrapper',
+                device_type='cpu', dtype='float16',
+                loss_scale=dict(init_scale=256.0),
+                optimizer=dict(type='SGD', lr=0.1, momentum=0.9))})
+
+    run_toy(cfg(tmp_path / 'full'))
+    full2 = safe_torch_load(str(tmp_path / 'full' / 'iter_2.pth'))
+    assert state_dicts_equal(full2['state_dict'], old['state_dict'])
+    assert full2['optimizer']['loss_scaler'] == old['optimizer']['loss_scaler']
+    resumed = cfg(tmp_path / 'cut')
+    resumed.resume, resumed.load_from = True, OLD_CKPT
+    run_toy(resumed)
+    full4, cut4 = (safe_torch_load(str(tmp_path / d / 'iter_4.pth'))
+                   for d in ('full', 'cut'))
+    assert state_dicts_equal(full4['state_dict'], cut4['state_dict'])
+    assert full4['optimizer']['loss_scaler'] == \
+        cut4['optimizer']['loss_scaler']

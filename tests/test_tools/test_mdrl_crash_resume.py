@@ -1,11 +1,13 @@
 """Crash test of ``tools/train.py`` on the real (tiny) MDRL.
 
-A training run is killed with SIGKILL twice at random iterations and resumed
-with ``--resume`` each time; it must end with exactly the weights, optimizer
+A training run is killed with SIGKILL three times and resumed with
+``--resume`` each time; it must end with exactly the weights, optimizer
 state, training losses and validation metrics of an uninterrupted run. The
-randomness in play: the identity-balanced sampler's plan, ``RandomFlip``,
-dropout and drop path, and DLL's random token grouping (torch RNG), with
-``randomness.deterministic=True``. The kill iterations come from a seeded RNG;
+kills: right after a checkpoint appears, after a random delay (up to one step
+later: mid-step or mid-save), and during a validation. The randomness in
+play: the identity-balanced sampler's plan, ``RandomFlip``, dropout and drop
+path, and DLL's random token grouping (torch RNG), with
+``randomness.deterministic=True``. The kill points come from a seeded RNG;
 the seed is printed (and named in every failure): rerun a failure with
 ``MDRL_CRASH_SEED=<seed>``.
 """
@@ -58,6 +60,8 @@ def _crash_cfg(bert_dir: str, data_root: str, path: str) -> str:
         type='CheckpointHook', interval=1, by_epoch=False, save_best='R1',
         rule='greater', backend_args=dict(backend='local_atomic'))
     cfg.randomness = dict(seed=0, deterministic=True)
+    # one query batch per validation step: a kill can land in the middle
+    cfg.val_dataloader.batch_size = 1
     cfg.dump(path)
     return path
 
@@ -87,25 +91,30 @@ def _finish(proc, what):
     assert proc.returncode == 0, f'{what} failed:\n{_tail(proc)}'
 
 
-def _kill_after(proc, work_dir, k, what):
-    """SIGKILL ``proc`` as soon as ``iter_k.pth`` exists in ``work_dir``."""
-    target = osp.join(str(work_dir), f'iter_{k}.pth')
+def _wait_for(proc, ready, what) -> float:
+    """Wait until ``ready()``; return the time it became true."""
     deadline = time.time() + 1200
-    while not osp.exists(target):
+    while not ready():
         if proc.poll() is not None:
-            raise AssertionError(f'{what} ended before iteration {k}:\n'
-                                 f'{_tail(proc)}')
-        assert time.time() < deadline, f'{what}: no iter_{k}.pth'
+            raise AssertionError(f'{what} ended too early:\n{_tail(proc)}')
+        assert time.time() < deadline, f'{what}: timed out'
         time.sleep(0.01)
+    return time.time()
+
+
+def _kill(proc, what):
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=60)
     assert proc.returncode == -signal.SIGKILL, (
         f'{what} ended with {proc.returncode} before it could be killed')
 
 
-def _newest_iter(work_dir) -> int:
-    names = glob.glob(osp.join(str(work_dir), 'iter_*.pth'))
-    return max(int(re.search(r'iter_(\d+)\.pth$', n).group(1)) for n in names)
+def _saved(work_dir, k):
+    return lambda: osp.exists(osp.join(str(work_dir), f'iter_{k}.pth'))
+
+
+def _validating(proc):
+    return lambda: 'Iter(val) [1/' in open(proc.log).read()
 
 
 def _scalars(work_dir):
@@ -138,16 +147,17 @@ def _val_metrics(run):
     return metrics
 
 
-def test_sigkill_twice_then_resume_matches_an_uninterrupted_run(
+def test_sigkill_three_times_then_resume_matches_an_uninterrupted_run(
         tiny_bert_dir, tiny_pedes_root, tmp_path):
     seed = int(os.environ.get('MDRL_CRASH_SEED', random.randrange(10**6)))
     rng = random.Random(seed)
-    # kill once iter_<first>.pth exists, then once the resumed run has saved
-    # <gap> checkpoints beyond the newest one the first run left
-    first, gap = rng.randint(2, 4), rng.randint(2, 3)
-    note = (f'crash test seed {seed}: first kill after iter_{first}.pth, '
-            f'second {gap} checkpoints after the first resume (rerun with '
-            f'MDRL_CRASH_SEED={seed})')
+    # kill 1 once iter_<first>.pth exists; kill 2 a random fraction of a
+    # step after the resumed run's next checkpoint; kill 3 in the first
+    # validation of the run after that
+    first, fraction = rng.randint(2, 3), rng.random()
+    note = (f'crash test seed {seed}: kill after iter_{first}.pth, then '
+            f'{fraction:.2f} step after a checkpoint, then in a validation '
+            f'(rerun with MDRL_CRASH_SEED={seed})')
     print(note)
 
     cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -157,37 +167,50 @@ def test_sigkill_twice_then_resume_matches_an_uninterrupted_run(
     full = _train(cfg_file, full_dir, tmp_path / 'full.out')
     victim = _train(cfg_file, cut_dir, tmp_path / 'cut0.out')
     try:
-        _kill_after(victim, cut_dir, first, 'the first run')
-        second = _newest_iter(cut_dir) + gap
-        assert second < MAX_ITERS, f'{note}: the first run got too far'
+        _wait_for(victim, _saved(cut_dir, first), 'the first run')
+        _kill(victim, 'the first run')
         victim = _train(cfg_file, cut_dir, tmp_path / 'cut1.out', '--resume')
-        _kill_after(victim, cut_dir, second, 'the first resumed run')
+        t0 = _wait_for(victim, _saved(cut_dir, first + 1), 'the 1st resume')
+        t1 = _wait_for(victim, _saved(cut_dir, first + 2), 'the 1st resume')
+        time.sleep(fraction * (t1 - t0))
+        _kill(victim, 'the first resumed run')
         victim = _train(cfg_file, cut_dir, tmp_path / 'cut2.out', '--resume')
-        _finish(victim, 'the second resumed run')
+        _wait_for(victim, _validating(victim), 'the 2nd resume')
+        _kill(victim, 'the second resumed run')
+        killed_in_val = open(victim.log).read()
+        victim = _train(cfg_file, cut_dir, tmp_path / 'cut3.out', '--resume')
+        _finish(victim, 'the third resumed run')
     finally:
         for proc in (victim, full):
             if proc.poll() is None:
                 proc.kill()
     _finish(full, 'the uninterrupted run')
     cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    print(f'CPU of the 4 training processes: '
+    print(f'CPU of the 5 training processes: '
           f'{cpu1.ru_utime - cpu0.ru_utime:.1f} s user, '
           f'{cpu1.ru_stime - cpu0.ru_stime:.1f} s system')
 
     runs = _scalars(cut_dir)
-    assert len(runs) == 3, note
+    assert len(runs) == 4, note
     starts = []
     for run_log in sorted(glob.glob(str(cut_dir / '*' / '*.log')))[1:]:
         found = re.search(r'resumed epoch: \d+, iter: (\d+)',
                           open(run_log).read())
         assert found, f'{note}: {run_log} did not resume'
         starts.append(int(found.group(1)))
-    print(f'killed after iter_{first}.pth and iter_{second}.pth, resumed '
-          f'at iterations {starts}')
+    print(f'resumed at iterations {starts}')
     # the newest complete checkpoint, or the one before when the kill fell
     # between writing a checkpoint and its last_checkpoint pointer
-    assert first - 1 <= starts[0] < second - 1 <= starts[1] < MAX_ITERS, (
+    assert first - 1 <= starts[0] and first + 1 <= starts[1] <= first + 3, (
         note, starts)
+    # killed in the first validation after the checkpoint it resumed from,
+    # before its last batch: the next run starts at that validation's
+    # checkpoint (saved before validating) and skips that validation
+    steps = [tuple(map(int, m)) for m in re.findall(
+        r'Iter\(val\) \[(\d+)/(\d+)\]', killed_in_val)]
+    assert steps and all(i < n for i, n in steps), (note, steps)
+    val_at = (starts[1] // VAL_INTERVAL + 1) * VAL_INTERVAL
+    assert starts[2] == val_at < MAX_ITERS, (note, starts)
 
     # every iteration's loss: the later run's log wins for repeated iters
     full_runs = _scalars(full_dir)

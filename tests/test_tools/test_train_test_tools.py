@@ -18,6 +18,7 @@ import uuid
 
 import pytest
 import torch
+from mmengine.config import Config
 from toy_helpers import (TOY_DIR, TOY_ITER_CONFIG, make_toy_cfg,
                          preserved_global_state, run_toy, state_dicts_equal)
 
@@ -92,21 +93,74 @@ def _exp():
 def test_train_reports_a_bad_config_or_resume_path(tmp_path, capsys):
     train = _load_tool('train')
     missing = str(tmp_path / 'missing.py')
-    assert train.main([missing]) == 2
+    assert train.main([missing]) == 2  # MMEngine's Config.fromfile checks
     assert capsys.readouterr().err == (
-        f"tools/train.py: error: Config file '{missing}' does not exist or "
-        'is not a file.\n')
+        f"tools/train.py: error: [Errno 2] No such file or directory: "
+        f"'{missing}'\n")
     bad = tmp_path / 'cfg.txt'
     bad.write_text('a = 1')
     assert train.main([str(bad)]) == 2
-    assert 'must be a .py, .json or .yaml MMEngine config' in \
-        capsys.readouterr().err
+    assert capsys.readouterr().err == (
+        'tools/train.py: error: Only py/yml/yaml/json type are supported '
+        'now!\n')
     ckpt = str(tmp_path / 'nope.pth')
     assert train.main([TOY_ITER_CONFIG, '--work-dir', str(tmp_path / 'w'),
                        '--resume', ckpt]) == 2
     assert capsys.readouterr().err == (
-        f"tools/train.py: error: --resume: checkpoint file '{ckpt}' does not "
+        f"tools/train.py: error: resume checkpoint '{ckpt}' does not "
         'exist.\n')
+
+
+def _fake_ckpt(path, tag):
+    torch.save({'tag': tag}, str(path))
+    return str(path)
+
+
+def test_resume_without_a_path_finds_the_last_complete_checkpoint(tmp_path):
+    train = _load_tool('train')
+    work = tmp_path / 'work'
+    work.mkdir()
+    pretrained = _fake_ckpt(tmp_path / 'pretrained.pth', 0)
+
+    def prepare(*argv):
+        cfg = Config(dict(work_dir=str(work), load_from=pretrained,
+                          resume=False))
+        train.prepare(cfg, train.parse_args(['x.py', *argv]))
+        return cfg.resume, cfg.load_from
+
+    assert train.last_checkpoint(str(work)) is None
+    assert train.last_checkpoint(str(tmp_path / 'absent')) is None
+    # nothing to resume yet: start afresh, keep the initialisation
+    assert prepare('--resume') == (False, pretrained)
+    old = _fake_ckpt(work / 'iter_2.pth', 2)
+    new = _fake_ckpt(work / 'iter_4.pth', 4)
+    os.utime(old, ns=(1_000_000_000, 1_000_000_000))
+    os.utime(new, ns=(2_000_000_000, 2_000_000_000))
+    pointer = work / 'last_checkpoint'
+    # no pointer: newest complete file
+    assert prepare('--resume') == (True, new)
+    # a good pointer wins (even if it is not the newest)
+    pointer.write_text(old)
+    assert prepare('--resume') == (True, old)
+    # an empty pointer (MMEngine writes it in place: a kill can cut it)
+    pointer.write_text('')
+    assert train.last_checkpoint(str(work)) == new
+    # a pointer to a truncated newest file: fall back to the older one
+    with open(new, 'rb') as f:
+        data = f.read()
+    with open(new, 'wb') as f:
+        f.write(data[:20])
+    pointer.write_text(new)
+    assert train.last_checkpoint(str(work)) == old
+    # a truncated pointer that names no file
+    pointer.write_text(old[:-3])
+    assert train.last_checkpoint(str(work)) == old
+    # temp files of the atomic backend and other files are ignored
+    (work / '.iter_6.pth.host.123.abcdef12.tmp').write_bytes(b'x')
+    (work / 'notes.pth').write_bytes(b'x')
+    assert train.last_checkpoint(str(work)) == old
+    # an explicit path resumes from it
+    assert prepare('--resume', new) == (True, new)
 
 
 def test_test_reports_a_missing_checkpoint_or_bad_out(tmp_path, capsys):

@@ -22,14 +22,15 @@ def preserved_global_state():
     """Undo what MMEngine's Runner and the engine switches change globally.
 
     The Runner seeds every RNG and turns ``torch.use_deterministic_algorithms``
-    on; the engine has the process-wide unsafe-checkpoint switch.
+    on; the engine's switches live in MMEngine's local checkpoint loader (a
+    run that fails leaves ``CheckpointLoadingHook``'s loader in place).
     """
-    import mdrl_plugin.engine.checkpoint as ckpt
+    from mmengine.runner.checkpoint import CheckpointLoader
     deterministic = torch.are_deterministic_algorithms_enabled()
     cudnn = (torch.backends.cudnn.deterministic,
              torch.backends.cudnn.benchmark)
     rng = (random.getstate(), np.random.get_state(), torch.get_rng_state())
-    allow_unsafe = ckpt.unsafe_checkpoints_allowed()
+    local_loader = CheckpointLoader._schemes['']
     try:
         yield
     finally:
@@ -39,7 +40,7 @@ def preserved_global_state():
         random.setstate(rng[0])
         np.random.set_state(rng[1])
         torch.set_rng_state(rng[2])
-        ckpt._ALLOW_UNSAFE = allow_unsafe
+        CheckpointLoader._schemes[''] = local_loader
 
 
 def make_toy_cfg(work_dir: str, **overrides):

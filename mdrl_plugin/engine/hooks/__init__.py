@@ -1,4 +1,3 @@
-"""Runner hooks of mdrl-plugin (in ``mdrl_plugin.registry.HOOKS``)."""
 from .checkpoint_loading_hook import CheckpointLoadingHook
 from .exact_resume_hook import ExactResumeHook
 from .finite_loss_hook import FiniteLossHook, NonFiniteLossError

@@ -1,229 +1,150 @@
-"""Make ``resume`` continue a run exactly as if it had never stopped.
-
-What MMEngine 0.10.7 restores on resume: the model, optimizer, parameter
-schedulers, message hub and the loop counters (``epoch``/``iter`` from the
-checkpoint's meta). What it does not restore: the Python, numpy and torch
-random number generator states, which random transforms (``RandomFlip``),
-dropout and random ops inside the network (the disordered token shuffle of
-MDRL) consume. The loops also differ:
-
-* ``IterBasedTrainLoop`` fast-forwards the dataloader by ``iter`` batches on
-  resume (loading and transforming them, which consumes the data RNG), so a
-  mid-epoch checkpoint resumes at the right batch;
-* ``EpochBasedTrainLoop`` restarts the checkpoint's epoch from its first
-  batch, so only checkpoints saved at the end of an epoch resume exactly.
-
-This hook stores the RNG states in every checkpoint it sees being saved
-(``before_save_checkpoint``) and restores them at the point where the
-uninterrupted run would have continued: for ``IterBasedTrainLoop`` just before
-the first batch after the fast-forward, for ``EpochBasedTrainLoop`` at the
-start of the next epoch. It also makes validation during training
-RNG-neutral (states saved in ``before_val`` and restored in ``after_val``),
-because a resumed run does not repeat the validation that followed the saved
-checkpoint.
-
-Together with ``randomness=dict(seed=S, deterministic=True)`` a killed and
-resumed run then ends with the same weights and metrics as an uninterrupted
-one. Data-loader workers seed themselves from the seed, rank and worker id
-(MMEngine's ``worker_init_fn``); with ``num_workers > 0`` use
-``persistent_workers=False`` for epoch-based training so that the workers'
-random streams restart every epoch in both runs.
-"""
+"""Resume a run exactly as if it had never stopped: the RNG states too."""
 import logging
-from typing import Any, Dict, Iterator, List, Optional
+import random
+from itertools import islice
+from typing import Any, Dict, Iterator
 
+import numpy as np
+import torch
 from mmengine.dist import all_gather_object, get_rank, get_world_size
 from mmengine.hooks import CheckpointHook, Hook
 from mmengine.logging import print_log
-from mmengine.runner import EpochBasedTrainLoop, IterBasedTrainLoop
+from mmengine.runner import EpochBasedTrainLoop
 
 from mdrl_plugin.registry import HOOKS
-from ..rng import get_rng_state, set_rng_state
-
-__all__ = ['ExactResumeHook']
-
-#: Key of the RNG states in the checkpoint dict.
-CHECKPOINT_KEY = 'rng_state'
 
 
-class _RestoreBeforeFetch:
-    """Iterator wrapper that restores RNG states before fetch number ``at``.
+def get_rng_state() -> Dict[str, Any]:
+    """Python's, numpy's, torch's (CUDA's once used) RNG states, as
+    ``weights_only``-loadable containers and tensors."""
+    version, internal, gauss = random.getstate()
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    state = dict(
+        python=dict(version=version, internal=list(internal), gauss=gauss),
+        numpy=dict(bit_generator=str(name), pos=int(pos),
+                   keys=torch.from_numpy(keys.astype(np.int64)),
+                   has_gauss=int(has_gauss), cached_gaussian=float(cached)),
+        torch=torch.get_rng_state())
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state['cuda'] = [s.cpu() for s in torch.cuda.get_rng_state_all()]
+    return state
 
-    ``IterBasedTrainLoop.run`` calls ``next`` ``iter`` times to fast-forward
-    and then once more for the first batch it trains on; the states are
-    restored just before that call.
-    """
 
-    def __init__(self, iterator: Iterator, at: int,
-                 state: Dict[str, Any]) -> None:
-        self._iterator = iterator
-        self._at = at
-        self._count = 0
-        self._state: Optional[Dict[str, Any]] = state
+def set_rng_state(state: Dict[str, Any]) -> None:
+    """Restore :func:`get_rng_state`'s ``state`` (CUDA's if as many GPUs)."""
+    if missing := [k for k in ('python', 'numpy', 'torch') if k not in state]:
+        raise KeyError(f'RNG state lacks the {missing[0]!r} entry; got keys '
+                       f'{sorted(state)}')
+    py, npy, cuda = state['python'], state['numpy'], state.get('cuda')
+    random.setstate((py['version'], tuple(py['internal']), py['gauss']))
+    keys = torch.as_tensor(npy['keys']).cpu().numpy().astype(np.uint32)
+    np.random.set_state((npy['bit_generator'], keys, npy['pos'],
+                         npy['has_gauss'], npy['cached_gaussian']))
+    torch.set_rng_state(state['torch'].cpu())
+    if cuda and torch.cuda.is_available() and \
+            len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all([s.cpu() for s in cuda])
 
-    def __iter__(self) -> '_RestoreBeforeFetch':
-        return self
 
-    def __next__(self) -> Any:
-        if self._state is not None and self._count == self._at:
-            set_rng_state(self._state)
-            self._state = None
-        self._count += 1
-        return next(self._iterator)
+def _restore_before(iterator: Iterator, at: int, state: dict) -> Iterator:
+    """``iterator``'s items, with ``state`` restored before the ``at``-th."""
+    yield from islice(iterator, at)
+    set_rng_state(state)
+    yield from iterator
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._iterator, name)
+
+def _warn(message: str) -> None:
+    print_log(f'ExactResumeHook: {message}', logger='current',
+              level=logging.WARNING)
 
 
 @HOOKS.register_module()
 class ExactResumeHook(Hook):
-    """Store the RNG states in checkpoints and restore them on resume.
-
-    Priority ``'LOW'``: after the other ``before_train_epoch`` hooks and, in
-    ``after_train_iter``/``after_train_epoch``, before the ``CheckpointHook``
-    (``'VERY_LOW'``), which lets it gather every rank's states before a save
-    in distributed training.
+    """Save every rank's RNG states (which MMEngine does not restore) in
+    checkpoints; restore them at the first batch after an
+    ``IterBasedTrainLoop``'s fast-forward, or at the next epoch of an
+    ``EpochBasedTrainLoop`` (only epoch-end checkpoints resume exactly).
+    Priority ``'LOW'``: gathered before ``CheckpointHook`` saves on rank 0.
 
     Args:
-        neutral_validation: Restore the training RNG states after each
-            validation, so that validating does not change training.
+        neutral_validation: Give training its RNG states back after each
+            validation (a resumed run skips the one after its checkpoint).
     """
 
     priority = 'LOW'
 
     def __init__(self, neutral_validation: bool = True) -> None:
         self.neutral_validation = neutral_validation
-        self._loaded: Optional[dict] = None
-        self._val_states: Optional[List[Dict[str, Any]]] = None
-        self._gathered: Optional[List[Dict[str, Any]]] = None
+        # the loaded checkpoint's; all ranks' at validation / before a save
+        self._loaded = self._val_states = self._gathered = None
 
-    # ----------------------------------------------------------- capturing
-    def _collect(self) -> List[Dict[str, Any]]:
-        """The RNG states of all ranks (a collective when distributed)."""
-        state = get_rng_state()
-        if get_world_size() > 1:
-            return all_gather_object(state)
-        return [state]
+    def _gather_if_saving(self, runner, by_epoch: bool) -> None:
+        for hook in runner.hooks if get_world_size() > 1 else ():
+            if isinstance(hook, CheckpointHook) and hook.by_epoch == by_epoch:
+                every, last = ((hook.every_n_epochs, hook.is_last_train_epoch)
+                               if by_epoch else (hook.every_n_train_iters,
+                                                 hook.is_last_train_iter))
+                if every(runner, hook.interval, hook.save_begin) or (
+                        hook.save_last and last(runner)):
+                    self._gathered = all_gather_object(get_rng_state())
 
-    def _checkpoint_due(self, runner, by_epoch: bool) -> bool:
-        for hook in runner.hooks:
-            if (not isinstance(hook, CheckpointHook)
-                    or hook.by_epoch != by_epoch):
-                continue
-            if by_epoch:
-                due = hook.every_n_epochs(runner, hook.interval,
-                                          hook.save_begin)
-                last = hook.save_last and hook.is_last_train_epoch(runner)
-            else:
-                due = hook.every_n_train_iters(runner, hook.interval,
-                                               hook.save_begin)
-                last = hook.save_last and hook.is_last_train_iter(runner)
-            if due or last:
-                return True
-        return False
-
-    def after_train_iter(self, runner, batch_idx: int,
-                         data_batch: Any = None,
-                         outputs: Optional[dict] = None) -> None:
+    def after_train_iter(self, runner, batch_idx: int, data_batch=None,
+                         outputs=None) -> None:
         """Gather all ranks' states before an iteration checkpoint."""
-        if get_world_size() > 1 and self._checkpoint_due(runner, False):
-            self._gathered = self._collect()
+        self._gather_if_saving(runner, by_epoch=False)
 
     def after_train_epoch(self, runner) -> None:
         """Gather all ranks' states before an epoch checkpoint."""
-        if get_world_size() > 1 and self._checkpoint_due(runner, True):
-            self._gathered = self._collect()
+        self._gather_if_saving(runner, by_epoch=True)
 
     def before_val(self, runner) -> None:
         """Remember the training RNG states."""
         if self.neutral_validation or get_world_size() > 1:
-            self._val_states = self._collect()
+            self._val_states = all_gather_object(get_rng_state())
 
     def after_val(self, runner) -> None:
-        """Give the training run its RNG states back."""
+        """Give training its RNG states back."""
         if self._val_states is not None and self.neutral_validation:
-            states = self._val_states
-            set_rng_state(states[get_rank() if len(states) > 1 else 0])
+            set_rng_state(self._val_states[get_rank()])
         self._val_states = None
 
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
-        """Put the RNG states of every rank into the checkpoint.
+        """Put every rank's RNG states into the checkpoint."""
+        states = self._val_states or self._gathered  # e.g. a best checkpoint
+        if states is None and get_world_size() > 1:
+            _warn('no gathered RNG states for this checkpoint (not saved by '
+                  "CheckpointHook?); storing rank 0's only.")
+        states, self._gathered = states or [get_rng_state()], None
+        checkpoint['rng_state'] = dict(world_size=len(states), states=states)
 
-        Args:
-            runner: The runner.
-            checkpoint: The checkpoint dict about to be saved.
-        """
-        if self._val_states is not None:  # e.g. a best checkpoint
-            states = self._val_states
-        elif get_world_size() > 1:
-            if self._gathered is None:
-                print_log(
-                    'ExactResumeHook: no gathered RNG states for this '
-                    'checkpoint (not saved by CheckpointHook?); storing rank '
-                    "0's only.", logger='current', level=logging.WARNING)
-                states = [get_rng_state()]
-            else:
-                states = self._gathered
-        else:
-            states = [get_rng_state()]
-        self._gathered = None
-        checkpoint[CHECKPOINT_KEY] = dict(world_size=len(states),
-                                          states=states)
-
-    # ----------------------------------------------------------- restoring
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
-        """Keep the states of a loaded checkpoint until we know it resumes.
-
-        Args:
-            runner: The runner.
-            checkpoint: The loaded checkpoint.
-        """
-        meta = checkpoint.get('meta', {}) or {}
-        self._loaded = dict(
-            rng=checkpoint.get(CHECKPOINT_KEY),
-            epoch=meta.get('epoch'),
-            iter=meta.get('iter'))
+        """Keep the states until we know whether the run resumes."""
+        self._loaded = dict(rng=checkpoint.get('rng_state'),
+                            iter=(checkpoint.get('meta') or {}).get('iter'))
 
     def before_train_epoch(self, runner) -> None:
-        """Arrange the restore when this run resumed from a checkpoint."""
+        """Arrange the restore when this run resumed."""
         loaded, self._loaded = self._loaded, None
-        if loaded is None:
+        # `load_from` without resume leaves the counters at 0
+        if loaded is None or runner.iter != loaded['iter'] or not runner.iter:
             return
-        # `load_from` without resume leaves the loop counters at 0; resume
-        # sets them to the checkpoint's meta.
-        if runner.iter != loaded['iter'] or runner.iter == 0:
-            return
-        rng = loaded['rng']
-        if rng is None:
-            print_log(
-                'ExactResumeHook: the resumed checkpoint has no RNG states '
-                '(it was saved without this hook); the resumed run will not '
-                'reproduce the uninterrupted one exactly.',
-                logger='current', level=logging.WARNING)
-            return
-        states = rng['states']
+        states = (loaded['rng'] or {}).get('states', [])
         if len(states) != get_world_size():
-            print_log(
-                f'ExactResumeHook: the checkpoint holds RNG states of '
-                f'{len(states)} rank(s) but this run has {get_world_size()}; '
-                'not restoring them, so the resume is not exact.',
-                logger='current', level=logging.WARNING)
-            return
-        state = states[get_rank()]
-        loop = runner.train_loop
-        if isinstance(loop, IterBasedTrainLoop) or hasattr(
-                loop, 'dataloader_iterator'):
-            loop.dataloader_iterator = _RestoreBeforeFetch(
+            return _warn(
+                f'the resumed checkpoint holds RNG states of {len(states)} '
+                f'rank(s) but this run has {get_world_size()}: the resumed '
+                'run will not reproduce the uninterrupted one exactly.')
+        loop, state = runner.train_loop, states[get_rank()]
+        if hasattr(loop, 'dataloader_iterator'):  # IterBasedTrainLoop
+            loop.dataloader_iterator = _restore_before(
                 loop.dataloader_iterator, runner.iter, state)
             return
-        if isinstance(loop, EpochBasedTrainLoop):
-            batches = len(loop.dataloader)
-            if batches and runner.iter % batches:
-                print_log(
-                    'ExactResumeHook: resuming EpochBasedTrainLoop from a '
-                    f'mid-epoch checkpoint (iter {runner.iter}, {batches} '
-                    'batches per epoch). MMEngine restarts the epoch from its '
-                    'first batch, so the resume is not exact; save '
-                    'checkpoints at epoch ends or use IterBasedTrainLoop.',
-                    logger='current', level=logging.WARNING)
+        batches = len(loop.dataloader) if isinstance(
+            loop, EpochBasedTrainLoop) else 0
+        if batches and runner.iter % batches:
+            _warn('resuming EpochBasedTrainLoop from a mid-epoch checkpoint '
+                  f'(iter {runner.iter}, {batches} batches per epoch). '
+                  'MMEngine restarts the epoch from its first batch, so the '
+                  'resume is not exact; save checkpoints at epoch ends or use '
+                  'IterBasedTrainLoop.')
         set_rng_state(state)

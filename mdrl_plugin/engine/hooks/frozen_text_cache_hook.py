@@ -13,8 +13,6 @@ from mmengine.runner.amp import autocast
 from mdrl_plugin.registry import HOOKS
 from ..text_cache import TextFeatureCache, numeric_mode, text_cache_fingerprint
 
-__all__ = ['FrozenTextCacheHook']
-
 
 def _dataset_captions(dataset) -> List[str]:
     """Distinct captions (``text`` / ``texts`` of every data info), in order."""
@@ -25,15 +23,12 @@ def _dataset_captions(dataset) -> List[str]:
 
 @HOOKS.register_module()
 class FrozenTextCacheHook(Hook):
-    """Serve a frozen BERT's token outputs from an exact on-disk cache.
-
-    Before training, validation and testing, each frozen ``BertTextEncoder``
-    gets a :class:`~mdrl_plugin.engine.text_cache.TextFeatureCache` of its
-    BERT outputs for the loop's captions, computed in the numeric mode the
-    loop runs BERT in (``--amp`` included); other forwards and captions run
-    live. Every rank makes the same collective calls; the lowest rank of each
-    folder builds it, then the lowest rank of each node the folder is not
-    shared with. See ``docs/models.md`` (Frozen-text cache).
+    """Before each loop, give every frozen ``BertTextEncoder`` a
+    :class:`~mdrl_plugin.engine.TextFeatureCache` of its BERT outputs for the
+    loop's captions, computed in the loop's numeric mode (``--amp`` included);
+    other forwards and captions run live. The lowest rank of each folder
+    builds it, then the lowest rank of each node it is not shared with. See
+    ``docs/models.md`` (Frozen-text cache).
 
     Args:
         cache_dir: Cache folder. Defaults to ``<work_dir>/text_cache``; point
@@ -87,8 +82,7 @@ class FrozenTextCacheHook(Hook):
                       lambda _: autocast(enabled=getattr(loop, 'fp16', False)))
 
     def _prepare(self, runner, dataset, context) -> None:
-        """Build and attach the caches of ``dataset`` in the numeric mode of
-        ``context(model)``; the collective calls do not depend on the rank."""
+        # every rank makes the same collective calls (none may hang)
         model, encoders = self._encoders(runner)
         preprocessor = getattr(model, 'data_preprocessor', None)
         if not (self.enabled and encoders and hasattr(preprocessor, 'token_ids')):
@@ -117,8 +111,7 @@ class FrozenTextCacheHook(Hook):
                 error = None
                 if folder and get_rank() == builder not in builders[:phase]:
                     with context(model):
-                        error = self._build(runner, encoder, folder, seqs, parts,
-                                            device)
+                        error = self._build(runner, encoder, folder, seqs, parts)
                 errors += all_gather_object((folder, error))
             failed = [e for f, e in errors if e and folder and f == folder]
             if failed:
@@ -130,17 +123,16 @@ class FrozenTextCacheHook(Hook):
                     f'Frozen text cache {folder}: {len(cache)} captions, '
                     f'{cache.nbytes / 2**20:.1f} MiB (memory-mapped)')
 
-    def _build(self, runner, encoder, folder: str, seqs: list, parts: dict,
-               device) -> Optional[str]:
+    def _build(self, runner, encoder, folder: str, seqs: list,
+               parts: dict) -> Optional[str]:
         """Write the sequences ``folder`` misses; returns the error, if any."""
         try:
-            missing = TextFeatureCache(folder).missing(seqs)
-            if missing:
+            if missing := TextFeatureCache(folder).missing(seqs):
                 runner.logger.info(f'Frozen text cache {folder}: computing '
                                    f'{len(missing)} of {len(seqs)} captions')
                 TextFeatureCache.write_shard(
-                    folder, missing, encoder.frozen_bert_tokens,
-                    self.batch_size, device, meta=parts)
+                    folder, missing, encoder.frozen_bert_tokens, self.batch_size,
+                    next(encoder.bert.parameters()).device, meta=parts)
         except Exception as e:  # noqa: BLE001 (the other ranks must not hang)
             return f'{type(e).__name__}: {e}'
         return None

@@ -1,4 +1,3 @@
-"""Optimizer wrappers and constructors of mdrl-plugin."""
 from .mixed_precision_optim_wrapper import MixedPrecisionOptimWrapper
 from .trainable_params_constructor import \
     TrainableParamsOptimWrapperConstructor

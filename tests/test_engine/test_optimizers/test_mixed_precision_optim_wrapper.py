@@ -1,14 +1,26 @@
 """MixedPrecisionOptimWrapper: bf16 autocast on CPU, fp16 + loss scaling."""
+import importlib.util
 import logging
+import os.path as osp
 
 import pytest
 import torch
 from mmengine.logging import MMLogger
+from mmengine.optim import AmpOptimWrapper
 from toy_components import ToyModel
-from toy_helpers import make_toy_cfg, run_toy
+from toy_helpers import TOY_DIR, make_toy_cfg, run_toy
 
-from mdrl_plugin.engine import MixedPrecisionOptimWrapper, enable_amp
+from mdrl_plugin.engine import MixedPrecisionOptimWrapper
 from mdrl_plugin.registry import OPTIM_WRAPPERS
+
+
+def enable_amp(cfg):
+    """``tools/train.py --amp``."""
+    spec = importlib.util.spec_from_file_location('mdrl_tool_train', osp.join(
+        osp.dirname(osp.dirname(TOY_DIR)), 'tools', 'train.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.enable_amp(cfg)
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(),
                                 reason='needs a CUDA device')
@@ -34,9 +46,10 @@ def test_cpu_default_is_bf16_without_a_loss_scaler():
     model = ToyModel(shuffle_hidden=False)
     wrapper = _build(model)
     assert isinstance(wrapper, MixedPrecisionOptimWrapper)
+    assert isinstance(wrapper, AmpOptimWrapper)
     assert wrapper.device_type == 'cpu'
     assert wrapper.cast_dtype is torch.bfloat16
-    assert wrapper.loss_scaler is None
+    assert not wrapper.loss_scaler.is_enabled()  # no loss scaling
     x, y = _batch()
     with wrapper.optim_context(model):
         model(x)
@@ -170,7 +183,7 @@ def test_cuda_bf16_has_no_loss_scaler():
         pytest.skip('GPU without bf16')
     model = ToyModel(shuffle_hidden=False).cuda()
     wrapper = _build(model, dtype='bfloat16')
-    assert wrapper.loss_scaler is None
+    assert not wrapper.loss_scaler.is_enabled()
     x, y = (t.cuda() for t in _batch())
     with wrapper.optim_context(model):
         loss = _loss(model, x, y)
