@@ -5,6 +5,8 @@ import importlib.util
 import json
 import os
 import os.path as osp
+import subprocess
+import sys
 
 import cv2
 import pytest
@@ -97,3 +99,18 @@ def test_non_empty_out_needs_overwrite(tmp_path, capsys):
     assert _error([str(tmp_path / 'file')], capsys) == (
         f'make_demo_data.py: error: OUT {tmp_path / "file"} exists and is '
         'not a directory')
+
+
+def test_the_command_line_imports_neither_torch_nor_the_plugin(tmp_path):
+    # the generator needs NumPy and OpenCV only; importing mdrl_plugin
+    # (torch, MMEngine, timm) cost `make demo` about 10 s
+    tool = osp.join(REPO_ROOT, 'tools', 'make_demo_data.py')
+    code = ('import runpy, sys\n'
+            f'sys.argv = [{tool!r}, {str(tmp_path / "out")!r}, *{SMALL!r}]\n'
+            f'runpy.run_path({tool!r}, run_name="__main__")\n'
+            'print(sorted(m for m in ("torch", "mmengine", "mdrl_plugin") '
+            'if m in sys.modules))\n')
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True,
+                         text=True, check=True).stdout
+    assert out.splitlines()[-1] == '[]'
+    assert len(json.load(open(tmp_path / 'out' / 'reid_raw.json'))) == 6
