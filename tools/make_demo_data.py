@@ -1,13 +1,6 @@
 #!/usr/bin/env python
-"""Generate a synthetic text-based person search dataset (CUHK-PEDES layout).
-
-Usage::
-
-    python tools/make_demo_data.py OUT [--num-ids 300] [--images-per-id 4]
-        [--seed 0] [--splits 200,50,50] [--overwrite] [--contact-sheet PATH]
-
-The generator is :mod:`mdrl_plugin.datasets.synthetic`; see docs/demo_data.md.
-"""
+"""Generate a synthetic text-based person search dataset (CUHK-PEDES layout)
+with :mod:`mdrl_plugin.datasets.synthetic`; see docs/demo_data.md."""
 import argparse
 import importlib.util
 import os.path as osp
@@ -18,9 +11,6 @@ from typing import List, Optional, Sequence
 def _synthetic():
     """``mdrl_plugin.datasets.synthetic``, which needs only NumPy and OpenCV:
     loaded without ``mdrl_plugin/__init__`` (torch, MMEngine, timm: ~10 s)."""
-    if 'mdrl_plugin' in sys.modules:
-        from mdrl_plugin.datasets import synthetic
-        return synthetic
     root = importlib.util.find_spec('mdrl_plugin').submodule_search_locations
     folder = osp.join(root[0], 'datasets', 'synthetic')
     spec = importlib.util.spec_from_file_location(
