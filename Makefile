@@ -47,8 +47,13 @@ $(STAMP): setup.py requirements/runtime.txt requirements/pinned.txt
 demo: install
 	bash tools/run_demo.sh
 
+# the suite is dominated by subprocesses that import torch, MMEngine and timm
+# (about 9 s each), so it runs in TEST_WORKERS processes (pytest-xdist); one
+# test file stays in one worker (--dist loadfile). TEST_WORKERS=0 runs serially.
+TEST_WORKERS ?= 2
+
 test: install install-mmpretrain install-deploy install-tests
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile tests
 
 bench: install install-deploy
 	$(PY) benchmarks/bench_metric.py
