@@ -148,3 +148,13 @@ def folder_files(folder: str) -> dict:
     """``{name: path}`` of the files of a folder (for :func:`put_in_hub_cache`)."""
     return {name: os.path.join(folder, name) for name in os.listdir(folder)
             if os.path.isfile(os.path.join(folder, name))}
+
+
+def tree_bytes(root: str) -> dict:
+    """``{relative path: bytes}`` of every file below ``root``."""
+    found = {}
+    for d, _, fs in os.walk(root):
+        for f in fs:
+            with open(os.path.join(d, f), 'rb') as fh:
+                found[os.path.relpath(os.path.join(d, f), root)] = fh.read()
+    return found

@@ -11,7 +11,7 @@ import sys
 import cv2
 import pytest
 
-from mdrl_test_utils import REPO_ROOT
+from mdrl_test_utils import REPO_ROOT, tree_bytes
 
 _spec = importlib.util.spec_from_file_location(
     'make_demo_data', osp.join(REPO_ROOT, 'tools', 'make_demo_data.py'))
@@ -19,15 +19,6 @@ mdd = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(mdd)
 
 SMALL = ['--num-ids', '6', '--images-per-id', '1', '--splits', '4,1,1']
-
-
-def _files(root: str) -> dict:
-    found = {}
-    for d, _, fs in os.walk(root):
-        for f in fs:
-            with open(osp.join(d, f), 'rb') as fh:
-                found[osp.relpath(osp.join(d, f), root)] = fh.read()
-    return found
 
 
 def test_main_prints_a_summary_and_repeats_itself(tmp_path, capsys):
@@ -52,7 +43,7 @@ def test_main_prints_a_summary_and_repeats_itself(tmp_path, capsys):
     assert cv2.imread(sheet).shape == (2 * 204 + 4, 6 * 84 + 4, 3)
     again = str(tmp_path / 'again')
     mdd.main([again, *SMALL, '--seed', '5'])
-    assert _files(again) == _files(out)
+    assert tree_bytes(again) == tree_bytes(out)
 
 
 def _error(argv, capsys) -> str:

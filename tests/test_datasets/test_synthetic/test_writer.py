@@ -12,6 +12,7 @@ import pytest
 from mdrl_plugin.datasets.synthetic import (default_splits, generate,
                                             make_contact_sheet, tokenize)
 from mdrl_plugin.registry import DATASETS
+from mdrl_test_utils import tree_bytes
 
 from .conftest import TINY
 
@@ -87,18 +88,9 @@ def test_images_vary_within_an_identity(tiny):
 # --------------------------------------------------------------------------
 # reproducibility
 # --------------------------------------------------------------------------
-def _files(root: str) -> dict:
-    found = {}
-    for d, _, fs in os.walk(root):
-        for f in fs:
-            with open(osp.join(d, f), 'rb') as fh:
-                found[osp.relpath(osp.join(d, f), root)] = fh.read()
-    return found
-
-
 def _digest(root: str) -> str:
     h = hashlib.sha256()
-    for rel, data in sorted(_files(root).items()):
+    for rel, data in sorted(tree_bytes(root).items()):
         h.update(rel.encode() + b'\0' + data)
     return h.hexdigest()
 
@@ -107,10 +99,10 @@ def test_same_seed_is_byte_identical_and_other_seed_differs(tiny, tmp_path):
     out, _, _ = tiny
     again = str(tmp_path / 'again')
     generate(again, **TINY)
-    assert _files(again) == _files(out)
+    assert tree_bytes(again) == tree_bytes(out)
     other = str(tmp_path / 'other')
     generate(other, **dict(TINY, seed=1))
-    a, b = _files(out), _files(other)
+    a, b = tree_bytes(out), tree_bytes(other)
     assert sorted(a) == sorted(b)  # same layout
     assert sum(a[k] != b[k] for k in a) == len(a)
 
