@@ -162,7 +162,7 @@ def breakdown(searcher, tokenize, encode, repeat):
     feat = encode(tok)
     full = Ranker(searcher.index.features)
     hits = searcher.search_features(feat, 10)[0]
-    ranker = searcher._ranker
+    ranker = searcher._indexed[1]
     rows = ranker.shortlist(np.asarray(feat, np.float32), 10)[0] \
         if getattr(ranker, 'summary', None) is not None else None
     kept = -1 if rows is None else len(rows)  # -1: a full scan
@@ -172,7 +172,7 @@ def breakdown(searcher, tokenize, encode, repeat):
     return dict(
         tokenise=timed(tokenize, repeat), encode=timed(lambda: encode(tok),
                                                        repeat),
-        rank=timed(lambda: searcher._ranker.search(feat, 10), repeat),
+        rank=timed(lambda: searcher._indexed[1].search(feat, 10), repeat),
         scan=timed(lambda: full.search(feat, 10), max(3, repeat // 4)),
         json=timed(lambda: JSONResponse(jsonable_encoder(reply)), repeat),
         kept=kept)

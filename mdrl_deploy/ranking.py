@@ -85,6 +85,17 @@ def _final(gallery: np.ndarray, query: np.ndarray, rows: np.ndarray,
     return scores[order], rows[order]
 
 
+def _require_finite(values: np.ndarray, ids: np.ndarray) -> None:
+    """Refuse scores ``[..., n]`` of gallery rows ``ids`` that are NaN/inf."""
+    finite = np.isfinite(values)
+    if not finite.all():
+        bad = ids[~finite.reshape(-1, len(ids)).all(axis=0)]
+        raise ValueError(
+            f'Gallery row(s) {", ".join(map(str, bad[:5].tolist()))} have '
+            'non-finite features (NaN or inf): the index file is damaged or '
+            'its model overflowed; rebuild the index.')
+
+
 def _check(queries: np.ndarray, gallery: np.ndarray, k) -> int:
     if queries.ndim != 2 or gallery.ndim != 2:
         raise ValueError(f'topk_cosine needs [T, D] queries and [N, D] '
@@ -96,6 +107,8 @@ def _check(queries: np.ndarray, gallery: np.ndarray, k) -> int:
                          'come from different models')
     if isinstance(k, bool) or int(k) < 1:
         raise ValueError(f'topk must be >= 1, got {k!r}')
+    if not np.isfinite(queries).all():
+        raise ValueError('Query features are not finite (NaN or inf).')
     return min(int(k), gallery.shape[0])
 
 
@@ -135,6 +148,7 @@ def topk_cosine(queries: np.ndarray, gallery: np.ndarray, k: int,
         block = np.asarray(gallery[start:start + rows], dtype=np.float32)
         sims = queries @ block.T  # [T, rows]
         ids = np.arange(start, start + block.shape[0], dtype=np.int64)
+        _require_finite(sims, ids)
         for q in range(t):
             s, i = _near_top(sims[q], ids, k, slack)
             near_s[q], near_i[q] = _near_top(np.concatenate([near_s[q], s]),
@@ -240,6 +254,7 @@ class Ranker:
             approx = np.concatenate([
                 np.asarray(self.features[rows[s:s + step]], np.float32)
                 @ queries[q] for s in range(0, len(rows), step)])
+            _require_finite(approx, rows)
             _, near = _near_top(approx, rows, k, _slack(dim))
             scores[q], indices[q] = _final(self.features, queries[q], near, k)
         return scores, indices
@@ -284,6 +299,7 @@ class Ranker:
             bound = q_dev @ np.asarray(self.spread[:, start:start + rows],
                                        np.float32) + slack
             ids = np.arange(start, start + est.shape[1], dtype=np.int64)
+            _require_finite(est + bound, ids)
             for q in range(t):
                 if kept[q] < 0:
                     continue

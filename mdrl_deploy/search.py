@@ -211,7 +211,9 @@ class GallerySearcher:
     encoders are.
     """
 
-    index: Optional[GalleryIndex] = None
+    #: ``(index, ranker)``, replaced as one pair: a search running while
+    #: another thread loads an index sees the old pair or the new one.
+    _indexed: Tuple[Optional[GalleryIndex], Any] = (None, None)
     #: Extra fingerprint field naming the encoder (e.g. ``onnxruntime``).
     encoder_name: Optional[str] = None
     fingerprint: Dict[str, Any]
@@ -255,12 +257,12 @@ class GallerySearcher:
         texts = check_queries(texts)
         for i, n in enumerate(self._token_lengths(texts)):
             if n > self.max_length:
-                short = texts[i] if len(texts[i]) <= 60 else \
-                    texts[i][:57] + '...'
+                # no query text in the message: Python remembers every
+                # distinct warning text, and a server sees unboundedly many
                 warnings.warn(
-                    f'Query texts[{i}] ("{short}") has {n} tokens but the '
-                    f'model reads at most {self.max_length} (max_length of '
-                    'the config, [CLS] and [SEP] included): the last '
+                    f'Query texts[{i}] has {n} tokens but the model reads at '
+                    f'most {self.max_length} (max_length of the config, '
+                    '[CLS] and [SEP] included): the last '
                     f'{n - self.max_length} tokens are ignored.',
                     QueryTruncatedWarning, stacklevel=3)
         return np.concatenate([
@@ -394,6 +396,13 @@ class GallerySearcher:
                 f'No readable image in {where}: all {len(paths)} image files '
                 f'failed to load, e.g. {skipped[0][0]!r} ({skipped[0][1]}).')
         kept_paths = [paths[i] for i in kept]
+        if not np.isfinite(features).all():
+            bad = [kept_paths[i] for i in np.flatnonzero(
+                ~np.isfinite(features).all(axis=1))]
+            raise ValueError(
+                f'The model gave non-finite features (NaN or inf) for '
+                f'{len(bad)} image(s) in {where}: {_names(bad)}. Check the '
+                'checkpoint (or the export) before indexing.')
         if label_list is not None:
             final_labels = [label_list[i] for i in kept]
         elif label_map is not None:
@@ -422,8 +431,20 @@ class GallerySearcher:
                 index.paths, index.features, index.fingerprint, index.sizes,
                 index.mtimes_ns, index.labels, index.root, index.created,
                 global_dim=self.global_dim)
-        self._ranker = self._make_ranker(index)
-        self.index = index
+        self._indexed = (index, self._make_ranker(index))
+
+    @property
+    def index(self) -> Optional[GalleryIndex]:
+        """The gallery index searched (None before one is built or loaded);
+        assigning one also builds its ranker."""
+        return self._indexed[0]
+
+    @index.setter
+    def index(self, index: Optional[GalleryIndex]) -> None:
+        if index is None:
+            self._indexed = (None, None)
+        else:
+            self._set_index(index)
 
     def _require_index(self) -> GalleryIndex:
         if self.index is None:
@@ -509,14 +530,18 @@ class GallerySearcher:
         Returns:
             Per query, the hits in rank order.
         """
-        index = self._require_index()
+        index, ranker = self._indexed
+        if index is None:
+            self._require_index()
         topk = check_topk(topk)
         feats = _as_array(query_feats)
         if feats.ndim != 2 or feats.shape[1] != index.feature_dim:
             raise ValueError(
                 f'Query features must be [T, {index.feature_dim}], got '
                 f'{tuple(feats.shape)}')
-        scores, indices = self._ranker.search(feats, topk)
+        if not np.isfinite(feats).all():
+            raise ValueError('Query features are not finite (NaN or inf).')
+        scores, indices = ranker.search(feats, topk)
         labels = index.labels
         results = []
         for row_s, row_i in zip(np.asarray(scores).tolist(),

@@ -256,11 +256,9 @@ def create_app(searcher: Any,
         if not limiter:
             limiter.append(anyio.CapacityLimiter(max_running))
         load['admitted'] += 1
-        try:
+        try:  # the body is checked: what the searcher raises is a 500
             hits, ms = await anyio.to_thread.run_sync(
                 run_search, body.query, body.topk, limiter=limiter[0])
-        except (ValueError, TypeError) as err:
-            return _error(422, str(err))
         finally:
             load['admitted'] -= 1
         results = []

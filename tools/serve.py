@@ -49,6 +49,11 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                 'checkpoint and needs --config CONFIG')
     if not 1 <= args.port <= 65535:
         p.error(f'--port must be 1..65535, got {args.port}')
+    for name, low in (('max_topk', 1), ('max_query_chars', 1),
+                      ('max_running', 1), ('max_waiting', 0)):
+        if getattr(args, name) < low:
+            p.error(f'--{name.replace("_", "-")} must be >= {low}, got '
+                    f'{getattr(args, name)}')
     args.allowed_host = args.allowed_host or \
         server.allowed_hosts_for(args.host)
     return args

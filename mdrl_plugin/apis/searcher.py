@@ -180,7 +180,6 @@ class PersonSearcher(GallerySearcher):
             config=self.config_name,
             checkpoint=self.checkpoint)
         self.index: Optional[GalleryIndex] = None
-        self._ranker = None
 
     @property
     def max_length(self) -> int:

@@ -1,5 +1,6 @@
 """Ranking: the exact NumPy top-k and Ranker of mdrl_deploy, the torch backend."""
 import os
+import re
 
 import numpy as np
 import pytest
@@ -160,6 +161,33 @@ def test_ranker_is_exactly_the_full_ranking(noise, max_elements,
         assert i.tolist() == exact_i.tolist()
         np.testing.assert_allclose(s, exact_s, atol=1e-6)
     assert ranker.search(queries, 5)[1][-2][:4].tolist() == [7, 11, 300, 599]
+
+
+@pytest.mark.filterwarnings('ignore:invalid value:RuntimeWarning')
+def test_non_finite_features_are_refused_not_misranked():
+    """One NaN row used to shorten the near-top list below k (a broadcast
+    error far inside NumPy) or drop out silently."""
+    feats = global_local(300, 4, noise=0.05)
+    queries = global_local(2, 5, noise=0.05)
+    message = re.escape('Gallery row(s) 123 have non-finite features (NaN or '
+                        'inf): the index file is damaged or its model '
+                        'overflowed; rebuild the index.')
+    damaged = feats.copy()
+    damaged[123, 40] = np.nan
+    with pytest.raises(ValueError, match=message):
+        topk_cosine(queries, damaged, 5, max_elements=64 * 16)
+    with pytest.raises(ValueError, match=message):  # the summary is damaged
+        Ranker(damaged, *summarize(damaged, 16)).search(queries, 5)
+    summary, spread = summarize(feats, 16)  # only the features are
+    damaged = feats.copy()
+    damaged[123] = np.inf
+    ranker = Ranker(damaged, summary, spread, max_fraction=1.0,
+                    max_candidates=300)
+    with pytest.raises(ValueError, match=message):
+        ranker.search(feats[[123]], 5)  # row 123 is re-ranked
+    with pytest.raises(ValueError, match=re.escape(
+            'Query features are not finite (NaN or inf).')):
+        topk_cosine(np.full((1, 80), np.nan, np.float32), feats, 5)
 
 
 def test_ranker_reads_the_summary_not_the_features():

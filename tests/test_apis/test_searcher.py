@@ -12,7 +12,7 @@ import pytest
 import torch
 from .search_testdata import pid_of, write_gallery
 
-from mdrl_plugin.apis import (IndexMismatchError, PersonSearcher,
+from mdrl_plugin.apis import (GalleryIndex, IndexMismatchError, PersonSearcher,
                               QueryTruncatedWarning, SearchHit,
                               SkippedImagesWarning, StaleIndexError,
                               UnmatchedLabelsWarning)
@@ -153,6 +153,53 @@ def test_long_query_is_truncated_with_a_notice(searcher, gallery):
     with pytest.warns(QueryTruncatedWarning):
         hits = searcher.search(long_query, topk=2)
     assert len(hits[0]) == 2
+
+
+def test_truncation_notices_do_not_grow_with_distinct_queries(searcher,
+                                                              gallery):
+    """Python keeps every distinct warning text: a server that warned with
+    the query text would keep one entry per distinct long query forever."""
+    searcher.build_index(gallery)
+    with pytest.warns(QueryTruncatedWarning) as notices:
+        searcher.encode_texts(' '.join(['red'] * 20))
+        searcher.encode_texts(' '.join(['blue'] * 20))
+    assert len(notices) == 2
+    assert str(notices[0].message) == str(notices[1].message)
+
+
+def test_assigning_an_index_also_swaps_its_ranker(searcher, gallery):
+    full = searcher.build_index(gallery)
+    two = GalleryIndex(paths=full.paths[:2], features=full.features[:2],
+                       fingerprint=full.fingerprint, sizes=full.sizes[:2],
+                       mtimes_ns=full.mtimes_ns[:2], root=full.root)
+    searcher.index = two
+    hits = searcher.search('a man in red', topk=10)[0]
+    assert sorted(h.path for h in hits) == sorted(full.paths[:2])
+    searcher.index = None
+    with pytest.raises(RuntimeError, match='No gallery index yet'):
+        searcher.search('a man')
+
+
+def test_non_finite_features_are_refused(searcher, gallery, monkeypatch):
+    searcher.build_index(gallery)
+    with pytest.raises(ValueError, match=re.escape(
+            'Query features are not finite (NaN or inf).')):
+        searcher.search_features(np.full((1, searcher.feature_dim), np.nan))
+    encode = searcher.encode_images
+
+    def one_nan(paths):
+        feats, kept, stats, skipped = encode(paths)
+        feats[1] = np.nan
+        return feats, kept, stats, skipped
+    monkeypatch.setattr(searcher, 'encode_images', one_nan)
+    with pytest.raises(ValueError, match=re.escape(
+            'The model gave non-finite features (NaN or inf) for 1 image(s) '
+            'in ')) as err:
+        searcher.build_index(gallery)
+    # the index of before is kept; its second image is the one refused
+    assert str(err.value).endswith(
+        f': {searcher.index.paths[1]}. Check the checkpoint (or the export) '
+        'before indexing.')
 
 
 def test_search_before_index(searcher):
@@ -447,7 +494,7 @@ def test_faiss_backend_when_importable(search_model, gallery, monkeypatch):
                                search_model['checkpoint'], backend='faiss',
                                progress=False)
     via_faiss.build_index(gallery)
-    assert isinstance(via_faiss._ranker.index, _FakeFlatIP)
+    assert isinstance(via_faiss._indexed[1].index, _FakeFlatIP)
     a = exact.search(QUERIES, topk=4)
     b = via_faiss.search(QUERIES, topk=4)
     assert [[h.path for h in r] for r in a] == [[h.path for h in r] for r in b]

@@ -215,7 +215,9 @@ def test_searches_past_the_bound_get_503(served):
 
 
 @pytest.mark.parametrize('error, status, message', [
-    (ValueError('Query texts[0] is empty'), 422, 'Query texts[0] is empty'),
+    # the body was validated: a searcher's ValueError is the server's fault
+    (ValueError('Query features are not finite'), 500,
+     'internal error (ValueError)'),
     (RuntimeError('boom'), 500, 'internal error (RuntimeError)'),
 ])
 def test_searcher_errors(served, error, status, message):

@@ -113,6 +113,14 @@ def test_serve_tool_arguments(deploy_model, capsys):
                                   '--allowed-host', 'search.example',
                                   '--max-running', '4'])
     assert args.allowed_host == ['search.example'] and args.max_running == 4
+    for option, value, low in (('--max-running', '0', 1),
+                               ('--max-waiting', '-1', 0),
+                               ('--max-topk', '0', 1)):
+        with pytest.raises(SystemExit):  # before a model is loaded
+            serve_tool.parse_args(['--index', 'i.npz', '--model',
+                                   deploy_model['export'], option, value])
+        assert f'{option} must be >= {low}, got {value}' in \
+            capsys.readouterr().err
     assert serve_tool.main(['--index', 'missing.npz', '--model',
                             deploy_model['export']]) == 2
     assert 'missing.npz' in capsys.readouterr().err
