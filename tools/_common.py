@@ -78,7 +78,13 @@ def _apply_common_args(cfg: Config, args: argparse.Namespace) -> None:
     """The options above; a strict, safe ``CheckpointLoadingHook``."""
     os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
     cfg.launcher = args.launcher
-    cfg.merge_from_dict(args.cfg_options or {})
+    try:
+        cfg.merge_from_dict(args.cfg_options or {})
+    except (KeyError, TypeError, AttributeError, IndexError) as e:
+        raise InputError(
+            f'--cfg-options: cannot apply {args.cfg_options} to '
+            f'{args.config} ({type(e).__name__}: {e}); a key follows the '
+            "config's nesting: dicts by name, lists by index.") from e
     cfg.work_dir = args.work_dir or cfg.get('work_dir', None) or osp.join(
         './work_dirs', osp.splitext(osp.basename(args.config))[0])
     hooks = list(cfg.get('custom_hooks', None) or [])
@@ -113,15 +119,19 @@ def run_tool(prog: str, args: argparse.Namespace,
         errors while running.
     """
     try:
-        cfg = Config.fromfile(args.config)
+        try:
+            cfg = Config.fromfile(args.config)
+        except (OSError, SyntaxError) as e:  # not all name the file
+            raise InputError(str(e) if args.config in str(e) else
+                             f'config {args.config}: {e}') from e
         _apply_common_args(cfg, args)
         prepare(cfg)
-    except (OSError, ValueError, SyntaxError) + USER_ERRORS as e:
+        setup_distributed(args.launcher)  # names missing launcher variables
+    except (OSError, ValueError, SyntaxError, RuntimeError) + USER_ERRORS as e:
         if args.debug:
             raise
         print(f'{prog}: error: {e}', file=sys.stderr)
         return 2, None, None
-    setup_distributed(args.launcher)
     from mmengine.registry import RUNNERS
     from mmengine.runner import Runner
     done = False

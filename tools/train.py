@@ -83,7 +83,7 @@ def last_checkpoint(work_dir: str):
         return named
     found = sorted((os.stat(p).st_mtime_ns, int(m[2]), p) for p, m in (
         (p, re.fullmatch(r'(epoch|iter)_(\d+)\.pth', osp.basename(p)))
-        for p in glob.glob(osp.join(work_dir, '*.pth'))) if m)
+        for p in glob.glob(osp.join(glob.escape(work_dir), '*.pth'))) if m)
     return next((p for *_, p in found[::-1] if is_complete_checkpoint(p)),
                 None)
 

@@ -32,7 +32,7 @@ def browser():
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
-        _need('the playwright package (pip install -r requirements/deploy.txt)')
+        _need('the playwright package (pip install -r requirements/tests.txt)')
     if not (os.path.isfile(CHROMIUM) or shutil.which(CHROMIUM)):
         _need(f'Chromium at {CHROMIUM} (apt-get install chromium)')
     with sync_playwright() as p:

@@ -94,6 +94,20 @@ def test_iteration_based_config_is_refused(tmp_path, capsys):
                          'logger.log_metric_by_epoch=False']) == 2
     assert 'logger.log_metric_by_epoch must be True' in \
         capsys.readouterr().err
+    # a schedule that never validates would train in full for nothing
+    full = osp.join(ABLATION, 'full.py')  # val_begin=3
+    assert compare.main([full, '--epochs', '2', '--work-dir',
+                         str(tmp_path / 'w')]) == 2
+    assert capsys.readouterr().err == (
+        f'tools/analysis_tools/compare.py: error: {full}: no epoch is '
+        'validated (val_begin=3, max_epochs=2): no val score to choose by.\n')
+    assert not osp.exists(tmp_path / 'w')
+    with pytest.raises(SystemExit):  # 0 used to mean "the config's"
+        compare.main([full, '--epochs', '0'])
+    assert '--epochs must be >= 1' in capsys.readouterr().err
+    assert compare.main([full, '--cfg-options', 'custom_hooks.99.x=1']) == 2
+    assert capsys.readouterr().err.startswith(
+        'tools/analysis_tools/compare.py: error: "Index 99 exceeds')
 
 
 # -------------------------------------------------------------------- report

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 import uuid
+from unittest import mock
 
 import pytest
 import torch
@@ -99,10 +100,32 @@ def test_train_reports_a_bad_config_or_resume_path(tmp_path, capsys):
         f"'{missing}'\n")
     bad = tmp_path / 'cfg.txt'
     bad.write_text('a = 1')
-    assert train.main([str(bad)]) == 2
+    assert train.main([str(bad)]) == 2  # MMEngine's message names no file
     assert capsys.readouterr().err == (
-        'tools/train.py: error: Only py/yml/yaml/json type are supported '
-        'now!\n')
+        f'tools/train.py: error: config {bad}: Only py/yml/yaml/json type '
+        'are supported now!\n')
+    bad = tmp_path / 'cfg.py'
+    bad.write_text('a = dict(\n')
+    assert train.main([str(bad)]) == 2
+    assert capsys.readouterr().err.startswith(
+        f"tools/train.py: error: config {bad}: '(' was never closed")
+    for option, error in (('custom_hooks.99.x=1', 'KeyError'),
+                          ('train_cfg.max_iters.x=1', 'TypeError')):
+        assert train.main([TOY_ITER_CONFIG, '--cfg-options', option]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(
+            f"tools/train.py: error: --cfg-options: cannot apply "
+            f"{{'{option[:-2]}': 1}} to {TOY_ITER_CONFIG} ({error}: "), err
+        assert err.endswith("a key follows the config's nesting: dicts by "
+                            'name, lists by index.\n')
+    clean = {k: v for k, v in os.environ.items() if not k.startswith('SLURM')}
+    with mock.patch.dict(os.environ, clean, clear=True):
+        assert train.main([TOY_ITER_CONFIG, '--work-dir', str(tmp_path / 'w'),
+                           '--launcher', 'slurm']) == 2
+    assert capsys.readouterr().err.startswith(
+        'tools/train.py: error: --launcher slurm needs the environment '
+        'variables SLURM_PROCID, SLURM_NTASKS, SLURM_NODELIST, which are not '
+        'set.')
     ckpt = str(tmp_path / 'nope.pth')
     assert train.main([TOY_ITER_CONFIG, '--work-dir', str(tmp_path / 'w'),
                        '--resume', ckpt]) == 2

@@ -61,6 +61,11 @@ def check_config(cfg: Config, path: str) -> dict:
         raise CompareError(
             f'{path}: default_hooks.checkpoint.by_epoch and default_hooks.'
             'logger.log_metric_by_epoch must be True.')
+    if not cfg.get('val_dataloader') or loop.get('val_begin', 1) > \
+            loop['max_epochs']:
+        raise CompareError(f"{path}: no epoch is validated (val_begin="
+                           f"{loop.get('val_begin', 1)}, max_epochs="
+                           f"{loop['max_epochs']}): no val score to choose by.")
     rule = ckpt.get('rule') or ('less' if 'loss' in metric else 'greater')
     return dict(metric=metric, rule=rule, epochs=int(loop['max_epochs']))
 
@@ -74,7 +79,8 @@ def epoch_options(cfg: Config, epochs: int, path: str) -> List[str]:
     Raises:
         CompareError: An iteration-based scheduler (it cannot be moved).
     """
-    old, opts = cfg.train_cfg.max_epochs, [f'train_cfg.max_epochs={epochs}']
+    old = (cfg.get('train_cfg') or {}).get('max_epochs')
+    opts = [f'train_cfg.max_epochs={epochs}']
     for i, s in enumerate(cfg.get('param_scheduler') or []):
         key = f'param_scheduler.{i}'
         if not s.get('by_epoch', True):
@@ -178,8 +184,10 @@ class Run:
         write_json(osp.join(self.dir, 'spec.json'), self.spec)
         argv = [self.config, '--work-dir', self.train_dir]
         if times:  # resume from the newest checkpoint, the time up to it
-            newest = max([t['start'] for t in times] + [osp.getmtime(p) for p
-                          in glob.glob(f'{self.train_dir}/epoch_*.pth')])
+            ckpts = glob.glob(osp.join(glob.escape(self.train_dir),
+                                       'epoch_*.pth'))
+            newest = max([t['start'] for t in times] +
+                         [osp.getmtime(p) for p in ckpts])
             for t in times:
                 t['end'] = t['end'] or max(t['start'], newest)
             argv.append('--resume')
@@ -362,7 +370,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--report-only', action='store_true')
     args = parser.parse_args(argv)
     names = [osp.splitext(osp.basename(c))[0] for c in args.configs]
-    if (args.epochs or 1) < 1 or len(set(args.seeds)) < len(args.seeds):
+    if (args.epochs is not None and args.epochs < 1) or \
+            len(set(args.seeds)) < len(args.seeds):
         parser.error('--epochs must be >= 1, --seeds distinct')
     if len(set(names)) < len(names) or not set(args.paired or []) <= set(
             names):
@@ -377,10 +386,10 @@ def plan(args: argparse.Namespace) -> Tuple[List[Run], str]:
     for path in args.configs:
         cfg = Config.fromfile(path, import_custom_modules=False)
         cfg.merge_from_dict(parse_options(args.cfg_options))
-        check_config(cfg, path)
         opts = args.cfg_options + (epoch_options(cfg, args.epochs, path)
                                    if args.epochs else [])
         cfg.merge_from_dict(parse_options(opts))
+        check_config(cfg, path)
         cfgs.append((path, cfg, opts))
     epochs = sorted({int(cfg.train_cfg.max_epochs) for _, cfg, _ in cfgs})
     work = args.work_dir or osp.join(
@@ -408,7 +417,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         runs, out = plan(args)
         finished = [run.record() for run in runs]
-    except (CompareError, FileNotFoundError) as e:
+    except (CompareError, OSError, SyntaxError, ValueError, KeyError,
+            TypeError) as e:  # configs, options and records
         print(f'{PROG}: error: {e}', file=sys.stderr)
         return 2
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
