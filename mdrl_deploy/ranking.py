@@ -74,13 +74,16 @@ def _top(scores: np.ndarray, index: np.ndarray,
 
 
 def _final(gallery: np.ndarray, query: np.ndarray, rows: np.ndarray,
-           k: int) -> Tuple[np.ndarray, np.ndarray]:
+           k: int, max_elements: int) -> Tuple[np.ndarray, np.ndarray]:
     """Top-``k`` of the candidate ``rows``, scored the same way wherever a
     row sits (``einsum``, one dot product per row: duplicates tie exactly),
-    by (score descending, index ascending)."""
+    by (score descending, index ascending); rows are read in blocks of
+    ``max_elements`` values (many tied images keep many rows)."""
     rows = np.sort(rows)
-    scores = np.einsum('ij,j->i', np.asarray(gallery[rows], np.float32),
-                       query)
+    step = max(1, max_elements // gallery.shape[1])
+    scores = np.concatenate([np.zeros(0, np.float32)] + [np.einsum(
+        'ij,j->i', np.asarray(gallery[rows[s:s + step]], np.float32), query)
+        for s in range(0, len(rows), step)])
     order = np.lexsort((rows, -scores))[:k]
     return scores[order], rows[order]
 
@@ -157,7 +160,8 @@ def topk_cosine(queries: np.ndarray, gallery: np.ndarray, k: int,
     scores = np.empty((t, k), np.float32)
     indices = np.empty((t, k), np.int64)
     for q in range(t):
-        scores[q], indices[q] = _final(gallery, queries[q], near_i[q], k)
+        scores[q], indices[q] = _final(gallery, queries[q], near_i[q], k,
+                                       max_elements)
     return scores, indices
 
 
@@ -256,7 +260,8 @@ class Ranker:
                 @ queries[q] for s in range(0, len(rows), step)])
             _require_finite(approx, rows)
             _, near = _near_top(approx, rows, k, _slack(dim))
-            scores[q], indices[q] = _final(self.features, queries[q], near, k)
+            scores[q], indices[q] = _final(self.features, queries[q], near, k,
+                                           self.max_elements)
         return scores, indices
 
     def shortlist(self, queries: np.ndarray,

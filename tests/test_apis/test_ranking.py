@@ -163,6 +163,34 @@ def test_ranker_is_exactly_the_full_ranking(noise, max_elements,
     assert ranker.search(queries, 5)[1][-2][:4].tolist() == [7, 11, 300, 599]
 
 
+class RowSpy:
+    """A gallery that records the most rows one read asked for."""
+
+    def __init__(self, array):
+        self.array, self.shape, self.most = array, array.shape, 0
+        self.ndim = array.ndim
+
+    def __getitem__(self, rows):
+        self.most = max(self.most, len(self.array[rows]))
+        return self.array[rows]
+
+
+def test_ties_do_not_break_the_memory_ceiling():
+    """400 identical images all tie at the k-th score: all are kept for the
+    exact re-rank, which reads them block by block."""
+    feats = global_local(600, 6, noise=0.05)
+    feats[100:500] = feats[0]
+    query = feats[[0]]
+    for ranker in (lambda g: topk_cosine(query, g, 10, max_elements=32 * 80),
+                   lambda g: Ranker(g, *summarize(feats, 16), max_fraction=1,
+                                    max_elements=32 * 80).search(query, 10)):
+        spy = RowSpy(feats)
+        s, i = ranker(spy)
+        assert i.tolist() == [[0] + list(range(100, 109))]
+        np.testing.assert_array_equal(s, topk_cosine(query, feats, 10)[0])
+        assert spy.most <= 32
+
+
 @pytest.mark.filterwarnings('ignore:invalid value:RuntimeWarning')
 def test_non_finite_features_are_refused_not_misranked():
     """One NaN row used to shorten the near-top list below k (a broadcast
