@@ -44,18 +44,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         manifest = export_onnx(cfg, args.checkpoint, args.out,
                                opset=args.opset, atol=args.atol,
                                overwrite=args.overwrite)
-    except (FileNotFoundError, FileExistsError, ValueError, KeyError,
-            ExportError) as err:
+        print(f'Exported to {args.out}: {manifest["feature"]["layout"]} '
+              f'features of width {manifest["feature"]["dim"]}, opset '
+              f'{manifest["opset"]}, max |ONNX - PyTorch| on probes '
+              f'{manifest["check"]["max_abs_diff"]}', file=sys.stderr)
+        if args.check_split:  # the split's data and images are read here
+            print(json.dumps(split_parity(
+                cfg, args.checkpoint, args.out, split=args.check_split,
+                topk=args.topk), indent=2))
+    except (OSError, ValueError, KeyError, ExportError) as err:
         print(f'error: {err}', file=sys.stderr)
         return 2
-    print(f'Exported to {args.out}: {manifest["feature"]["layout"]} '
-          f'features of width {manifest["feature"]["dim"]}, opset '
-          f'{manifest["opset"]}, max |ONNX - PyTorch| on probes '
-          f'{manifest["check"]["max_abs_diff"]}', file=sys.stderr)
-    if args.check_split:
-        report = split_parity(cfg, args.checkpoint, args.out,
-                              split=args.check_split, topk=args.topk)
-        print(json.dumps(report, indent=2))
     return 0
 
 

@@ -53,6 +53,15 @@ def test_export_tool_with_split_parity(demo_like, capsys):
                              '--out', out])
     assert code == 2
     assert 'not empty' in capsys.readouterr().err
+    # the split's data is read after the export: its errors are one line too
+    code = export_tool.main([
+        demo_like['config'], demo_like['checkpoint'], '--out', out,
+        '--overwrite', '--check-split', 'test', '--cfg-options',
+        'test_dataloader.dataset.data_root=/nonexistent/pedes'])
+    err = capsys.readouterr().err
+    assert code == 2 and 'Traceback' not in err
+    assert err.splitlines()[-1].startswith('error: ') and \
+        '/nonexistent/pedes' in err.splitlines()[-1]
 
 
 def test_export_tool_names_a_missing_checkpoint(demo_like, capsys):
