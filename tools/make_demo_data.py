@@ -11,8 +11,10 @@ from typing import List, Optional, Sequence
 def _synthetic():
     """``mdrl_plugin.datasets.synthetic``, which needs only NumPy and OpenCV:
     loaded without ``mdrl_plugin/__init__`` (torch, MMEngine, timm: ~10 s)."""
-    root = importlib.util.find_spec('mdrl_plugin').submodule_search_locations
-    folder = osp.join(root[0], 'datasets', 'synthetic')
+    found = importlib.util.find_spec('mdrl_plugin')  # else: this checkout's
+    root = found.submodule_search_locations[0] if found else osp.join(
+        osp.dirname(osp.dirname(osp.abspath(__file__))), 'mdrl_plugin')
+    folder = osp.join(root, 'datasets', 'synthetic')
     spec = importlib.util.spec_from_file_location(
         '_mdrl_synthetic', osp.join(folder, '__init__.py'),
         submodule_search_locations=[folder])
@@ -57,8 +59,9 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     synthetic = _synthetic()
     try:
         splits = parse_splits(args.splits) if args.splits else None
-        result = synthetic.generate(args.out, args.num_ids, args.images_per_id,
-                          args.seed, splits, args.overwrite)
+        result = synthetic.generate(args.out, args.num_ids,
+                                    args.images_per_id, args.seed, splits,
+                                    args.overwrite)
     except ValueError as e:
         print(f'make_demo_data.py: error: {e}', file=sys.stderr)
         raise SystemExit(2)

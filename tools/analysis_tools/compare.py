@@ -61,11 +61,10 @@ def check_config(cfg: Config, path: str) -> dict:
         raise CompareError(
             f'{path}: default_hooks.checkpoint.by_epoch and default_hooks.'
             'logger.log_metric_by_epoch must be True.')
-    if not cfg.get('val_dataloader') or loop.get('val_begin', 1) > \
-            loop['max_epochs']:
-        raise CompareError(f"{path}: no epoch is validated (val_begin="
-                           f"{loop.get('val_begin', 1)}, max_epochs="
-                           f"{loop['max_epochs']}): no val score to choose by.")
+    begin, end = loop.get('val_begin', 1), loop['max_epochs']
+    if not cfg.get('val_dataloader') or begin > end:
+        raise CompareError(f'{path}: no epoch is validated (val_begin={begin}'
+                           f', max_epochs={end}): no val score to choose by.')
     rule = ckpt.get('rule') or ('less' if 'loss' in metric else 'greater')
     return dict(metric=metric, rule=rule, epochs=int(loop['max_epochs']))
 
@@ -160,7 +159,7 @@ class Run:
         self.record_file = osp.join(out, 'records',
                                     f'{self.variant}_seed{seed}.json')
         text = json.dumps(cfg.to_dict(), sort_keys=True, default=str)
-        self.spec = dict(config=config, cfg_options=options,
+        self.spec = dict(config=osp.normpath(config), cfg_options=options,
                          config_sha1=hashlib.sha1(text.encode()).hexdigest())
 
     def record(self) -> Optional[dict]:
