@@ -127,6 +127,6 @@ def test_cfg_options_override_the_config(tool_env):
                  '--cfg-options', 'model.data_preprocessor.max_length=6',
                  cwd=str(tool_env['root']))
     assert r.returncode == 0, r.stderr
-    assert ('warning: Query texts[0] ("a man in a red shirt") has 8 tokens '
+    assert ('warning: Query texts[0] has 8 tokens '
             'but the model reads at most 6') in r.stderr
     assert len(rows(r.stdout)) == 2
