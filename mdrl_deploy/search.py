@@ -396,9 +396,9 @@ class GallerySearcher:
                 f'No readable image in {where}: all {len(paths)} image files '
                 f'failed to load, e.g. {skipped[0][0]!r} ({skipped[0][1]}).')
         kept_paths = [paths[i] for i in kept]
-        if not np.isfinite(features).all():
-            bad = [kept_paths[i] for i in np.flatnonzero(
-                ~np.isfinite(features).all(axis=1))]
+        finite = np.isfinite(features).all(axis=1)
+        if not finite.all():
+            bad = [kept_paths[i] for i in np.flatnonzero(~finite)]
             raise ValueError(
                 f'The model gave non-finite features (NaN or inf) for '
                 f'{len(bad)} image(s) in {where}: {_names(bad)}. Check the '
