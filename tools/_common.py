@@ -2,10 +2,11 @@
 made before anything is built, and one-paragraph user errors (a traceback
 only with ``--debug``)."""
 import argparse
+import gc
 import os
 import os.path as osp
 import sys
-from typing import Callable, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 import torch.distributed
 from mmengine.config import Config, DictAction
@@ -25,7 +26,7 @@ __all__ = [
     'InputError', 'USER_ERRORS', 'add_common_args',
     'add_partial_and_debug_args', 'check_file', 'check_checkpoint',
     'check_data_roots', 'check_output_path', 'check_work_dir',
-    'report_user_error', 'run_tool'
+    'report_user_error', 'run_tool', 'ToolRun'
 ]
 
 
@@ -104,8 +105,26 @@ def _apply_common_args(cfg: Config, args: argparse.Namespace) -> None:
         os.environ.setdefault('CUBLAS_WORKSPACE_CONFIG', ':4096:8')
 
 
+class ToolRun(NamedTuple):
+    """What :func:`run_tool` hands back (the Runner itself is released)."""
+    status: int  # 0, 1 for user errors while running, 2 for input errors
+    rank: int = 0
+    work_dir: str = ''
+    result: Any = None
+
+
+def _build_and_run(cfg: Config, method: str) -> ToolRun:
+    from mmengine.registry import RUNNERS
+    from mmengine.runner import Runner
+    runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else \
+        RUNNERS.build(cfg)
+    result = getattr(runner, method)()  # train(): the model, not kept
+    return ToolRun(0, runner.rank, runner.work_dir,
+                   None if method == 'train' else result)
+
+
 def run_tool(prog: str, args: argparse.Namespace,
-             prepare: Callable[[Config], None], method: str):
+             prepare: Callable[[Config], None], method: str) -> ToolRun:
     """Check the inputs, then build the Runner and call ``method``.
 
     Args:
@@ -115,8 +134,7 @@ def run_tool(prog: str, args: argparse.Namespace,
         method: ``'train'`` or ``'test'``.
 
     Returns:
-        ``(exit status, runner, result)``: 2 for input errors, 1 for user
-        errors while running.
+        The exit status, the rank, the work dir and what ``method`` returned.
     """
     try:
         try:
@@ -131,25 +149,27 @@ def run_tool(prog: str, args: argparse.Namespace,
         if args.debug:
             raise
         print(f'{prog}: error: {e}', file=sys.stderr)
-        return 2, None, None
-    from mmengine.registry import RUNNERS
-    from mmengine.runner import Runner
-    done = False
+        return ToolRun(2)
+    run = None
     try:
-        runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else \
-            RUNNERS.build(cfg)
-        result, done = getattr(runner, method)(), True
+        run = _build_and_run(cfg, method)
     except USER_ERRORS as e:
         report_user_error(prog, e, args.debug)
-        return 1, None, None
-    finally:  # a live gloo group can abort the interpreter's exit
+        run = ToolRun(1)
+    finally:
+        # The DDP wrapper keeps the gloo group alive past
+        # destroy_process_group(); left to the interpreter's exit, the
+        # group's worker threads can meet a finalising interpreter and abort
+        # the process (SIGABRT after a finished run). The Runner is gone with
+        # _build_and_run's frame: collect it while Python still runs.
+        gc.collect()
         if is_distributed():
             try:
-                if done:
+                if run is not None and run.status == 0:
                     barrier()
             finally:
                 torch.distributed.destroy_process_group()
-    return 0, runner, result
+    return run
 
 
 def check_file(path: str, what: str, hint: str = '') -> str:

@@ -54,15 +54,15 @@ def prepare(cfg, args) -> None:
 def main(argv=None) -> int:
     """Run the evaluation; return the exit status."""
     args = parse_args(argv)
-    status, runner, metrics = run_tool(
-        PROG, args, lambda cfg: prepare(cfg, args), 'test')
-    if status == 0 and args.out is not None and runner.rank == 0:
+    run = run_tool(PROG, args, lambda cfg: prepare(cfg, args), 'test')
+    metrics = run.result
+    if run.status == 0 and args.out is not None and run.rank == 0:
         os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)
         with open(args.out, 'w') as f:  # numpy scalars, tensors: tolist()
             json.dump(metrics, f, indent=2, sort_keys=True, default=lambda v:
                       v.tolist() if hasattr(v, 'tolist') else str(v))
         print(f'Metrics written to {args.out}')
-    return status
+    return run.status
 
 
 if __name__ == '__main__':

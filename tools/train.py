@@ -111,11 +111,10 @@ def prepare(cfg, args) -> None:
 def main(argv=None) -> int:
     """Run training; return the exit status."""
     args = parse_args(argv)
-    status, runner, _ = run_tool(PROG, args, lambda cfg: prepare(cfg, args),
-                                 'train')
-    if runner is not None and runner.rank == 0:
-        print(f'Work dir: {osp.abspath(runner.work_dir)}')
-    return status
+    run = run_tool(PROG, args, lambda cfg: prepare(cfg, args), 'train')
+    if run.status == 0 and run.rank == 0:
+        print(f'Work dir: {osp.abspath(run.work_dir)}')
+    return run.status
 
 
 if __name__ == '__main__':

@@ -3,6 +3,7 @@
 Error paths run the tools' ``main`` in-process; real runs use subprocesses,
 with ``tests/test_tools`` on ``PYTHONPATH`` for the toy components.
 """
+import gc
 import glob
 import importlib.util
 import json
@@ -324,3 +325,26 @@ def test_dist_train_and_dist_test_match_single_process(tmp_path):
     single = json.loads((tmp_path / 'single.json').read_text())
     assert (single['toy/count'], single['toy/id_sum']) == (7, 21)
     assert dist == single
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason='the gloo CPU path')
+def test_distributed_run_releases_the_group_before_the_interpreter_exits(
+        tmp_path):
+    # left to the interpreter's exit, the DDP wrapper (which holds the gloo
+    # group) can abort a finished run: it must be gone when main() returns
+    from torch.nn.parallel import DistributedDataParallel
+    env = dict(RANK='0', WORLD_SIZE='1', LOCAL_RANK='0',
+               MASTER_ADDR='127.0.0.1', MASTER_PORT=str(_free_port()))
+    gc.disable()  # only the tool's own collection may free the Runner
+    try:
+        with mock.patch.dict(os.environ, env):
+            assert _load_tool('train').main([
+                TOY_ITER_CONFIG, '--work-dir', str(tmp_path), '--launcher',
+                'pytorch', '--cfg-options', 'train_cfg.max_iters=2',
+                _exp()
+            ]) == 0
+        assert not torch.distributed.is_initialized()
+        assert not [o for o in gc.get_objects()
+                    if isinstance(o, DistributedDataParallel)]
+    finally:
+        gc.enable()

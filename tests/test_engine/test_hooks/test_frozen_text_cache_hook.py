@@ -331,6 +331,7 @@ def _node_worker(rank: str, init_file: str, root: str, bert_dir: str) -> None:
     dist.all_gather_object(seen['after'], rank)
     with open(osp.join(root, f'rank{rank}.json'), 'w') as f:
         json.dump(seen, f)
+    dist.destroy_process_group()  # not left to the interpreter's exit
 
 
 @pytest.fixture(scope='module')

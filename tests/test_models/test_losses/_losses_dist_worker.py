@@ -3,6 +3,7 @@
 Kept in its own module (not a test file) so ``torch.multiprocessing.spawn``
 can import it in the children.
 """
+import gc
 import os
 
 import torch
@@ -89,4 +90,8 @@ def run_worker(rank: int, world_size: int, init_file: str, out_dir: str,
             results['shape_error'] = str(err)
     finally:
         torch.save(results, os.path.join(out_dir, f'rank{rank}.pt'))
+        # the DDP wrapper holds the group: free it first, or the group's
+        # threads may outlive it into the interpreter's exit (SIGABRT)
+        ddp = model = feats = loss = None
+        gc.collect()
         dist.destroy_process_group()
