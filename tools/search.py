@@ -66,6 +66,16 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.topk < 1:
         p.error(f'--topk must be >= 1, got {args.topk}')
+    if args.onnx and (unused := [flag for flag, given in (
+            ('--device', args.device != 'cpu'),
+            ('--num-workers', args.num_workers != 0),
+            ('--backend', args.backend != 'numpy'),
+            ('--cfg-options', bool(args.cfg_options)),
+            ('--allow-partial-checkpoint', args.allow_partial_checkpoint))
+            if given]):
+        p.error(f'{", ".join(unused)}: not used with --onnx (ONNX Runtime '
+                'encodes on the CPU with the export\'s own settings; NumPy '
+                'ranks)')
     if args.query_pid is not None and len(args.query_pid) not in (
             1, len(args.query)):
         p.error(f'--query-pid was given {len(args.query_pid)} times for '

@@ -108,6 +108,19 @@ def test_search_tool_onnx_flag_gives_the_same_ranking(deploy_model,
     assert paths(capsys.readouterr().out) == paths(torch_out)
 
 
+def test_search_tool_refuses_options_that_onnx_would_ignore(capsys):
+    base = ['-', '-', '--onnx', 'export', '--gallery', 'g', '--query', 'q']
+    assert search_tool.parse_args(base + ['--device', 'cpu']).onnx == 'export'
+    with pytest.raises(SystemExit) as info:
+        search_tool.parse_args(base + ['--device', 'cuda', '--backend',
+                                       'torch', '--cfg-options', 'a=1'])
+    assert info.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1].endswith(
+        'error: --device, --backend, --cfg-options: not used with --onnx '
+        "(ONNX Runtime encodes on the CPU with the export's own settings; "
+        'NumPy ranks)')
+
+
 def test_serve_tool_arguments(deploy_model, capsys):
     with pytest.raises(SystemExit):
         serve_tool.parse_args(['--index', 'i.npz', '--model', 'ckpt.pth'])
