@@ -117,6 +117,22 @@ def _record(config, seed, r1, epochs=8, epoch=6, time_s=100.0):
                 train_time_s=time_s, test=test)
 
 
+def test_val_scores_read_val_rows_only(tmp_path):
+    rows = [dict(lr=0.1, loss=2.5, epoch=1, iter=10, step=10),
+            {'loss': 1.5, 'pedes/R1': 40.0, 'step': 1},
+            dict(lr=0.1, loss=0.5, epoch=2, iter=20, step=20),
+            {'loss': 1.25, 'pedes/R1': 50.0, 'step': 2}]
+    for stamp, part in (('20260101_000000', rows[:2]),
+                        ('20260102_000000', rows[2:])):  # a resumed run
+        path = tmp_path / stamp / 'vis_data' / 'scalars.json'
+        path.parent.mkdir(parents=True)
+        path.write_text(''.join(json.dumps(r) + '\n' for r in part) +
+                        '{"cut by a ki')
+    assert compare.val_scores(str(tmp_path), 'loss') == {1: 1.5, 2: 1.25}
+    assert compare.val_scores(str(tmp_path), 'pedes/R1') == {1: 40.0,
+                                                             2: 50.0}
+
+
 def test_report_table_paired_difference_and_chart(tmp_path):
     records = [_record('baseline', 0, 60.0), _record('full', 0, 66.0),
                _record('baseline', 1, 64.0, epoch=8),

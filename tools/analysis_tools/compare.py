@@ -14,6 +14,7 @@ import json
 import math
 import os
 import os.path as osp
+import shlex
 import signal
 import subprocess
 import sys
@@ -104,7 +105,8 @@ def val_scores(work_dir: str, metric: str) -> Dict[int, float]:
                 row = json.loads(line)
             except ValueError:  # a line cut by a kill
                 continue
-            if metric in row and 'step' in row:
+            # training rows carry 'iter' (and a loss metric's name, too)
+            if metric in row and 'step' in row and 'iter' not in row:
                 scores[int(row['step'])] = float(row[metric])
     return scores
 
@@ -130,7 +132,7 @@ def call(tool: str, argv: List[str], logfile: str) -> int:
     """Run ``tools/<tool>.py`` in a subprocess (stopped if we are stopped)."""
     cmd = [sys.executable, osp.join(TOOLS, f'{tool}.py'), *argv]
     with open(logfile, 'a') as log:
-        log.write('\n$ ' + ' '.join(cmd) + '\n')
+        log.write('\n$ ' + shlex.join(cmd) + '\n')
         log.flush()  # subprocess.run kills the child if we are stopped
         return subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT
                               ).returncode
