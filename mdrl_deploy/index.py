@@ -291,6 +291,9 @@ class GalleryIndex:
             feats = np.ascontiguousarray(feats, dtype=np.float32)
         self.features = feats
         n, dim = feats.shape
+        if n == 0 or dim == 0:
+            raise ValueError(f'GalleryIndex: features must hold at least one '
+                             f'image and one dimension, got shape {(n, dim)}')
         self.sizes = np.asarray(self.sizes, dtype=np.int64).reshape(-1)
         self.mtimes_ns = np.asarray(self.mtimes_ns,
                                     dtype=np.int64).reshape(-1)

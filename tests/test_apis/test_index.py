@@ -169,12 +169,29 @@ def test_other_version_is_refused(tmp_path):
         GalleryIndex.load(str(path))
 
 
+def test_an_empty_index_file_is_refused(tmp_path):
+    index = make_index(tmp_path)
+    header = dict(index.header(), version=1, paths=[], sizes=[], mtime_ns=[])
+    path = tmp_path / 'empty.npz'
+    np.savez(str(path), features=np.zeros((0, 3), np.float32),
+             header=np.frombuffer(json.dumps(header).encode(), np.uint8))
+    with pytest.raises(IndexFormatError) as info:
+        GalleryIndex.load(str(path))
+    assert str(info.value) == (
+        f"{str(path)!r}: GalleryIndex: features must hold at least one image "
+        "and one dimension, got shape (0, 3)")
+
+
 def test_inconsistent_lengths():
     with pytest.raises(ValueError, match='paths has 1 entries for 2 feature'):
         GalleryIndex(paths=['a'], features=np.zeros((2, 3)), fingerprint={},
                      sizes=[1, 2], mtimes_ns=[1, 2])
     with pytest.raises(ValueError, match=r'features must be \[N, D\]'):
         GalleryIndex(paths=[], features=np.zeros(3), fingerprint={},
+                     sizes=[], mtimes_ns=[])
+    with pytest.raises(ValueError, match=r'at least one image and one '
+                       r'dimension, got shape \(0, 3\)'):
+        GalleryIndex(paths=[], features=np.zeros((0, 3)), fingerprint={},
                      sizes=[], mtimes_ns=[])
     with pytest.raises(ValueError, match='global_dim must divide the feature '
                        'width 3, got 2'):
