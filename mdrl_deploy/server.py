@@ -62,13 +62,22 @@ def allowed_hosts_for(bind_host: str) -> list:
     Returns:
         The local names for a loopback address, ``['*']`` (any) for a
         wildcard address (``0.0.0.0``, ``::``; pass explicit names there to
-        protect against DNS rebinding), else ``[bind_host]``.
+        protect against DNS rebinding), else ``[bind_host]``; IPv6 addresses
+        in brackets, as a ``Host`` header writes them (``[::1]``).
     """
-    if bind_host in LOCAL_HOSTS or bind_host == '::1':
+    if bind_host in LOCAL_HOSTS:
         return list(LOCAL_HOSTS)
-    if bind_host in ('0.0.0.0', '::', ''):
+    if bind_host in ('0.0.0.0', '::', '[::]', ''):
         return ['*']
-    return [bind_host]
+    if bind_host.strip('[]') == '::1':
+        return ['[::1]', 'localhost']
+    return [_host_header_name(bind_host)]
+
+
+def _host_header_name(host: str) -> str:
+    """``host`` as a ``Host`` header names it: an IPv6 address in
+    brackets (``::1`` -> ``[::1]``), anything else as it is."""
+    return f'[{host}]' if ':' in host and not host.startswith('[') else host
 
 
 def _error(status: int, message: str, headers: Optional[dict] = None):
@@ -137,8 +146,8 @@ def create_app(searcher: Any,
         max_topk: Largest accepted ``topk``.
         title: Text under the page heading (default: gallery size).
         allowed_hosts: Accepted ``Host`` header names (default
-            :data:`LOCAL_HOSTS`; ``['*']`` accepts any), see
-            :func:`allowed_hosts_for`.
+            :data:`LOCAL_HOSTS`; ``['*']`` accepts any; IPv6 addresses with
+            or without brackets), see :func:`allowed_hosts_for`.
         max_running: Searches computed at once.
         max_waiting: Searches that may wait for a slot; more get 503.
 
@@ -192,8 +201,8 @@ def create_app(searcher: Any,
 
     app = FastAPI(title='MDRL person search', docs_url=None, redoc_url=None,
                   openapi_url=None)
-    app.add_middleware(TrustedHostMiddleware,
-                       allowed_hosts=list(allowed_hosts or LOCAL_HOSTS))
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=[
+        _host_header_name(h) for h in allowed_hosts or LOCAL_HOSTS])
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException):

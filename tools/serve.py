@@ -95,8 +95,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if '*' in args.allowed_host:
         print('warning: any Host header is accepted; name this server with '
               '--allowed-host to block DNS rebinding', file=sys.stderr)
+    host = f'[{args.host}]' if ':' in args.host else args.host  # IPv6
     print(f'Serving {searcher.num_images} images at '
-          f'http://{args.host}:{args.port}/', file=sys.stderr, flush=True)
+          f'http://{host}:{args.port}/', file=sys.stderr, flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level='warning',
                 access_log=False)
     return 0

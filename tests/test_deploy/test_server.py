@@ -161,6 +161,21 @@ def test_host_header_is_checked(served):
     assert allowed_hosts_for('127.0.0.1') == ['127.0.0.1', 'localhost']
     assert allowed_hosts_for('0.0.0.0') == ['*']
     assert allowed_hosts_for('10.1.2.3') == ['10.1.2.3']
+    # IPv6: a Host header writes the address in brackets
+    assert allowed_hosts_for('::1') == ['[::1]', 'localhost']
+    assert allowed_hosts_for('::') == ['*']
+    assert allowed_hosts_for('fd00::5') == ['[fd00::5]']
+
+
+def test_ipv6_host_headers_are_matched(served):
+    from fastapi.testclient import TestClient
+    app = create_app(served['searcher'], allowed_hosts=['::1', 'localhost'])
+    with TestClient(app) as client:
+        for host, status in (('[::1]:8000', 200), ('[::1]', 200),
+                             ('localhost:8000', 200), ('[::2]:8000', 400),
+                             ('attacker.example', 400)):
+            reply = client.get('/health', headers={'host': host})
+            assert reply.status_code == status, host
 
 
 class _Gate:
