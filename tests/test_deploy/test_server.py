@@ -345,8 +345,10 @@ def _expected(searcher, queries, gallery):
 
 
 def test_live_server_under_8_concurrent_clients(live_onnx, served):
-    """Answers equal the in-process ranking, and searches really overlapped
-    in the server (its peak of searches running at once)."""
+    """Answers equal the in-process ranking while requests overlap, and no
+    more searches ran at once than the bound (2). That two do run side by
+    side is test_searches_run_side_by_side_up_to_the_bound (a search of a
+    small gallery is too quick to rely on timing here)."""
     queries = [QUERY, 'a man in a red shirt'] * 24
     replies = _hammer(live_onnx, queries, 8,
                       _expected(served['searcher'], queries,
@@ -354,6 +356,39 @@ def test_live_server_under_8_concurrent_clients(live_onnx, served):
     spans = sorted((s, e) for *_, s, e in replies)
     assert any(b[0] < a[1] for a, b in zip(spans, spans[1:]))
     health = httpx.get(live_onnx + '/health').json()
+    assert 1 <= health['searches']['peak_running'] <= 2
+
+
+class _Meet:
+    """A searcher whose searches wait until ``parties`` of them are inside
+    at once (a server that runs them one by one breaks the barrier)."""
+
+    def __init__(self, inner, parties):
+        self.index = inner.index
+        self.fingerprint = inner.fingerprint
+        self.inner = inner
+        self.barrier = threading.Barrier(parties, timeout=30)
+
+    def search(self, query, topk):
+        self.barrier.wait()
+        return self.inner.search(query, topk)
+
+
+def test_searches_run_side_by_side_up_to_the_bound(served):
+    meet = _Meet(served['searcher'], parties=2)
+    app = create_app(meet, max_running=2)
+
+    async def run():
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport,
+                                     base_url='http://127.0.0.1') as client:
+            replies = await asyncio.gather(*[
+                client.post('/search', json=dict(query=QUERY, topk=3))
+                for _ in range(4)])
+            return replies, (await client.get('/health')).json()
+
+    replies, health = asyncio.run(run())
+    assert [r.status_code for r in replies] == [200] * 4
     assert health['searches']['peak_running'] == 2
 
 
