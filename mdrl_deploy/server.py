@@ -34,8 +34,9 @@ import urllib.parse
 from importlib import resources
 from typing import Any, Dict, Optional, Sequence
 
-__all__ = ['create_app', 'allowed_hosts_for', 'MAX_QUERY_CHARS', 'MAX_TOPK',
-           'MAX_BODY_BYTES', 'MAX_RUNNING', 'MAX_WAITING', 'LOCAL_HOSTS']
+__all__ = ['create_app', 'allowed_hosts_for', 'host_header_name',
+           'MAX_QUERY_CHARS', 'MAX_TOPK', 'MAX_BODY_BYTES', 'MAX_RUNNING',
+           'MAX_WAITING', 'LOCAL_HOSTS']
 
 #: Longest accepted query (characters).
 MAX_QUERY_CHARS = 500
@@ -71,12 +72,18 @@ def allowed_hosts_for(bind_host: str) -> list:
         return ['*']
     if bind_host.strip('[]') == '::1':
         return ['[::1]', 'localhost']
-    return [_host_header_name(bind_host)]
+    return [host_header_name(bind_host)]
 
 
-def _host_header_name(host: str) -> str:
-    """``host`` as a ``Host`` header names it: an IPv6 address in
-    brackets (``::1`` -> ``[::1]``), anything else as it is."""
+def host_header_name(host: str) -> str:
+    """``host`` as a ``Host`` header or a URL names it.
+
+    Args:
+        host: A name or address, e.g. ``localhost``, ``::1``.
+
+    Returns:
+        An IPv6 address in brackets (``[::1]``), anything else as it is.
+    """
     return f'[{host}]' if ':' in host and not host.startswith('[') else host
 
 
@@ -202,7 +209,7 @@ def create_app(searcher: Any,
     app = FastAPI(title='MDRL person search', docs_url=None, redoc_url=None,
                   openapi_url=None)
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=[
-        _host_header_name(h) for h in allowed_hosts or LOCAL_HOSTS])
+        host_header_name(h) for h in allowed_hosts or LOCAL_HOSTS])
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException):

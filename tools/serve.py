@@ -88,16 +88,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 2
     import uvicorn
 
-    from mdrl_deploy.server import create_app
+    from mdrl_deploy.server import create_app, host_header_name
     app = create_app(searcher, allowed_hosts=args.allowed_host, **{
         k: getattr(args, k) for k in ('max_query_chars', 'max_topk',
                                       'max_running', 'max_waiting')})
     if '*' in args.allowed_host:
         print('warning: any Host header is accepted; name this server with '
               '--allowed-host to block DNS rebinding', file=sys.stderr)
-    host = f'[{args.host}]' if ':' in args.host else args.host  # IPv6
     print(f'Serving {searcher.num_images} images at '
-          f'http://{host}:{args.port}/', file=sys.stderr, flush=True)
+          f'http://{host_header_name(args.host)}:{args.port}/',
+          file=sys.stderr, flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level='warning',
                 access_log=False)
     return 0

@@ -14,7 +14,8 @@ import httpx
 import pytest
 
 from mdrl_deploy import OrtSearcher
-from mdrl_deploy.server import MAX_BODY_BYTES, allowed_hosts_for, create_app
+from mdrl_deploy.server import (MAX_BODY_BYTES, allowed_hosts_for, create_app,
+                                host_header_name)
 from .serving import start_server
 
 QUERY = 'a woman with a blue bag and long hair'
@@ -165,6 +166,8 @@ def test_host_header_is_checked(served):
     assert allowed_hosts_for('::1') == ['[::1]', 'localhost']
     assert allowed_hosts_for('::') == ['*']
     assert allowed_hosts_for('fd00::5') == ['[fd00::5]']
+    assert [host_header_name(h) for h in ('::1', '[::1]', 'localhost')] == [
+        '[::1]', '[::1]', 'localhost']
 
 
 def test_ipv6_host_headers_are_matched(served):
@@ -359,14 +362,12 @@ def test_live_server_under_8_concurrent_clients(live_onnx, served):
     assert 1 <= health['searches']['peak_running'] <= 2
 
 
-class _Meet:
+class _Meet(_Gate):
     """A searcher whose searches wait until ``parties`` of them are inside
     at once (a server that runs them one by one breaks the barrier)."""
 
     def __init__(self, inner, parties):
-        self.index = inner.index
-        self.fingerprint = inner.fingerprint
-        self.inner = inner
+        super().__init__(inner)
         self.barrier = threading.Barrier(parties, timeout=30)
 
     def search(self, query, topk):
