@@ -19,6 +19,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from mdrl_deploy.utils import first_n
 from .errors import (AnnotationFormatError, AnnotationNotFoundError,
                      DatasetNotFoundError)
 
@@ -427,7 +428,4 @@ def format_problems(problems: Sequence[AnnotationProblem],
     Returns:
         A multi-line string.
     """
-    lines = [f'  {p}' for p in problems[:limit]]
-    if len(problems) > limit:
-        lines.append(f'  ... and {len(problems) - limit} more')
-    return '\n'.join(lines)
+    return first_n([f'  {p}' for p in problems], limit, sep='\n')

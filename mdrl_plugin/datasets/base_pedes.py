@@ -6,6 +6,7 @@ from typing import Callable, List, Mapping, Optional, Sequence, Union
 import numpy as np
 from mmengine.dataset import BaseDataset, force_full_init
 
+from mdrl_deploy.utils import first_n
 from mdrl_plugin.registry import DATASETS, TRANSFORMS
 from .annotation import (PedesRecord, check_data_root, find_annotation_file,
                          find_missing_files, format_problems, group_images,
@@ -249,14 +250,13 @@ class BasePedesDataset(BaseDataset):
                 f'{name}: image folder {self.img_dir!r} does not exist; '
                 f'{self.ann_file} lists {len(img_paths)} images of split '
                 f'{self.split!r} under it.')
-        shown = ', '.join(
+        shown = first_n([
             osp.relpath(p, self.img_dir) if p.startswith(self.img_dir) else p
-            for p in missing[:_SHOW_MISSING])
-        more = ', ...' if len(missing) > _SHOW_MISSING else ''
+            for p in missing], _SHOW_MISSING)
         raise MissingImagesError(
             f'{name}: {len(missing)} of {len(img_paths)} images of split '
             f'{self.split!r} listed in {self.ann_file} do not exist under '
-            f'{self.img_dir!r}; first missing: {shown}{more}')
+            f'{self.img_dir!r}; first missing: {shown}')
 
     @force_full_init
     def get_gt_labels(self) -> np.ndarray:

@@ -13,10 +13,11 @@ from typing import Dict, List, Optional, Sequence, TextIO, Tuple
 
 import numpy as np
 
+from mdrl_deploy.utils import first_n
 from mdrl_plugin.registry import DATASETS
 
 from .annotation import (PedesImage, check_data_root, find_annotation_file,
-                         find_missing_files, group_images,
+                         find_missing_files, format_problems, group_images,
                          load_annotation_json, parse_pedes_records)
 from .errors import (AnnotationFormatError, AnnotationNotFoundError,
                      DatasetNotFoundError)
@@ -36,11 +37,6 @@ def _stats(values: Sequence[float]) -> str:
     p95 = np.percentile(a, 95, method='nearest')
     return (f'mean {a.mean():.2f}, min {a.min():g}, median '
             f'{np.median(a):g}, p95 {p95:g}, max {a.max():g}')
-
-
-def _examples(items: Sequence[str], show: int) -> str:
-    shown = ', '.join(items[:show])
-    return shown + (', ...' if len(items) > show else '')
 
 
 def check_images_readable(
@@ -117,7 +113,7 @@ def report_split(split: str, images: List[PedesImage], img_dir: str,
            for p in missing]
     if missing:
         print(f'  missing images: {len(missing)} of {len(paths)}: '
-              f'{_examples(rel, show)}', file=out)
+              f'{first_n(rel, show)}', file=out)
         reasons.append(f'{len(missing)} missing images in split {split!r}')
     else:
         print('  missing images: 0', file=out)
@@ -128,7 +124,7 @@ def report_split(split: str, images: List[PedesImage], img_dir: str,
         if bad:
             names = [osp.relpath(p, img_dir) for p in bad]
             print(f'  unreadable images: {len(bad)} of {len(present)}: '
-                  f'{_examples(names, show)}', file=out)
+                  f'{first_n(names, show)}', file=out)
             reasons.append(
                 f'{len(bad)} unreadable images in split {split!r}')
         else:
@@ -199,10 +195,7 @@ def check_dataset(dataset: str, data_root: str, ann_file: Optional[str] = None,
         kinds = Counter(p.kind for p in problems)
         summary = ', '.join(f'{k}: {v}' for k, v in sorted(kinds.items()))
         print(f'record problems: {len(problems)} ({summary})', file=out)
-        for p in problems[:show]:
-            print(f'  {p}', file=out)
-        if len(problems) > show:
-            print(f'  ... and {len(problems) - show} more', file=out)
+        print(format_problems(problems, show), file=out)
         reasons.append(f'{len(problems)} record problems')
     else:
         print('record problems: none', file=out)

@@ -32,8 +32,9 @@ def test_parse_records_kinds_and_kept_records():
     assert [(p.kind, p.index) for p in problems] == [
         ('record', 1), ('empty_caption', 2), ('id', 3)]
     assert str(problems[0]) == 'record 1: expected a JSON object, got str'
-    assert format_problems(problems, limit=2).splitlines()[-1] == \
-        '  ... and 1 more'
+    assert format_problems(problems, limit=2).splitlines() == [
+        '  record 1: expected a JSON object, got str',
+        f'  {problems[1]} and 1 more']
 
 
 def test_group_images_merges_and_flags_conflicts():

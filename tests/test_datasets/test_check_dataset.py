@@ -88,8 +88,8 @@ def test_record_problems_are_listed(tool, capsys, tmp_path):
                             'captions are blank; expected at least one '
                             'non-empty caption')
     assert lines[i + 2] == ("  record 3 (file_path 'cam_a/0004.png'): 1 of 2 "
-                            'captions are blank')
-    assert lines[i + 3] == '  ... and 1 more'
+                            'captions are blank and 1 more')
+    assert lines[i + 3] == 'split train: 2 identities, 3 images, 4 captions'
     # record 1 is dropped, record 3 keeps its non-blank caption
     j = lines.index('split train: 2 identities, 3 images, 4 captions')
     assert lines[j + 3] == '  records with empty or blank captions: 2'
