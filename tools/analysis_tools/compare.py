@@ -23,6 +23,8 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from mmengine.config import Config, DictAction
 
+from mdrl_deploy.utils import atomic_write_bytes
+
 TOOLS = osp.dirname(osp.dirname(osp.abspath(__file__)))
 PROG = 'tools/analysis_tools/compare.py'
 EPOCH_LOOPS = ('EpochBasedTrainLoop', 'mmengine.EpochBasedTrainLoop')
@@ -122,10 +124,7 @@ def read_json(path: str):
 
 def write_json(path: str, obj) -> None:
     """Write ``obj`` as JSON atomically (never a partial file)."""
-    os.makedirs(osp.dirname(path), exist_ok=True)
-    with open(f'{path}.tmp', 'w') as f:
-        json.dump(obj, f, indent=2)
-    os.replace(f'{path}.tmp', path)
+    atomic_write_bytes(json.dumps(obj, indent=2).encode(), path)
 
 
 def call(tool: str, argv: List[str], logfile: str) -> int:

@@ -41,6 +41,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from mdrl_deploy.utils import check_topk
 from .similarity import rows_per_chunk, similarity_chunks
 
 __all__ = ['rank_metrics', 'rank_metrics_from_features']
@@ -76,11 +77,7 @@ def _check_topk(topk: TopK) -> Tuple[int, ...]:
                         f'got {type(topk).__name__}') from None
     if len(ks) == 0:
         raise ValueError('topk must contain at least one value, got ()')
-    for k in ks:
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise ValueError(
-                f'topk values must be positive ints, got {ks!r}')
-    return ks
+    return tuple(check_topk(k, f'topk {ks!r}: each value') for k in ks)
 
 
 def _check_pids(pids: Tensor, name: str, length: int, what: str) -> None:

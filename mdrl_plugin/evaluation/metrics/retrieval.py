@@ -10,7 +10,7 @@ from mmengine.structures import BaseDataElement
 from torch import Tensor
 
 from mdrl_plugin.registry import METRICS
-from ..functional.retrieval import rank_metrics_from_features
+from ..functional.retrieval import _check_topk, rank_metrics_from_features
 
 __all__ = ['PersonRetrievalMetric']
 
@@ -69,14 +69,7 @@ class PersonRetrievalMetric(BaseMetric):
             collect_device=collect_device,
             prefix=prefix,
             collect_dir=collect_dir)
-        if isinstance(topk, int) and not isinstance(topk, bool):
-            topk = (topk, )
-        topk = tuple(topk)
-        if len(topk) == 0 or any(
-                isinstance(k, bool) or not isinstance(k, int) or k < 1
-                for k in topk):
-            raise ValueError(
-                f'topk must be positive ints, got {topk!r}')
+        topk = _check_topk(topk)
         if chunk_size is not None and (isinstance(chunk_size, bool)
                                        or not isinstance(chunk_size, int)
                                        or chunk_size < 1):

@@ -21,11 +21,12 @@ from typing import NamedTuple, Optional, Sequence
 
 import torch
 import torch.distributed as dist
+from mmengine.dist import get_dist_info
 from torch import Tensor
 
 __all__ = [
     'GatheredBatch', 'all_gather_with_grad', 'gather_features',
-    'get_dist_info', 'check_matching_inputs', 'matching_kl'
+    'check_matching_inputs', 'matching_kl'
 ]
 
 #: Maximum tensor rank :func:`all_gather_with_grad` supports.
@@ -44,20 +45,6 @@ class GatheredBatch(NamedTuple):
     tensors: tuple
     local_slice: slice
     world_size: int
-
-
-def get_dist_info(group: Optional[object] = None) -> tuple:
-    """Rank and world size, ``(0, 1)`` when torch.distributed is not in use.
-
-    Args:
-        group: Process group; ``None`` for the default group.
-
-    Returns:
-        ``(rank, world_size)``.
-    """
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(group), dist.get_world_size(group)
-    return 0, 1
 
 
 class _AllGatherRows(torch.autograd.Function):

@@ -465,8 +465,8 @@ def test_rank_metrics_input_errors():
     nan_sim[1, 2] = float('nan')
     with pytest.raises(ValueError, match='similarity contains NaN'):
         rank_metrics(nan_sim, qp, gp)
-    with pytest.raises(ValueError, match=r'topk values must be positive '
-                       r'ints, got \(1, 0\)'):
+    with pytest.raises(ValueError, match=r'topk \(1, 0\): each value must '
+                       r'be a positive int, got 0'):
         rank_metrics(sim, qp, gp, topk=(1, 0))
     with pytest.raises(ValueError, match='topk must contain at least one'):
         rank_metrics(sim, qp, gp, topk=())

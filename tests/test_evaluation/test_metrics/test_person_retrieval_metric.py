@@ -227,7 +227,9 @@ def test_no_captions_at_all_error():
 
 
 @pytest.mark.parametrize('kwargs, message', [
-    (dict(topk=(1, 0)), r'topk must be positive ints, got \(1, 0\)'),
+    (dict(topk=(1, 0)),
+     r'topk \(1, 0\): each value must be a positive int, got 0'),
+    (dict(topk=()), r'topk must contain at least one value, got \(\)'),
     (dict(chunk_size=0), 'chunk_size must be a positive int or None, got 0'),
 ])
 def test_bad_arguments(kwargs, message):
