@@ -3,6 +3,7 @@ from typing import Optional
 
 import torch
 import torch.nn as nn
+import torch.utils.checkpoint
 
 __all__ = ['build_transformer_encoder', 'masked_transformer']
 
@@ -48,18 +49,36 @@ def build_transformer_encoder(embed_dims: int,
 
 
 def masked_transformer(encoder: nn.TransformerEncoder, tokens: torch.Tensor,
-                       padding_mask: Optional[torch.Tensor]) -> torch.Tensor:
+                       padding_mask: Optional[torch.Tensor],
+                       with_cp: bool = False) -> torch.Tensor:
     """Run ``encoder`` with a key padding mask (``True`` marks padding).
+
+    With ``with_cp`` (activation checkpointing), while the encoder is in
+    training mode and gradients are enabled, each layer runs under
+    ``torch.utils.checkpoint.checkpoint(..., use_reentrant=False)``: only the
+    layer inputs are kept for backward and the layer is recomputed then (with
+    the same dropout masks: the RNG state is replayed). The outputs and
+    gradients are those of the plain run; otherwise the encoder runs as it is.
 
     Args:
         encoder: Encoder from :func:`build_transformer_encoder`.
         tokens: ``[B, L, D]``.
         padding_mask: ``[B, L]`` bool, ``True`` where a token is padding, or
             ``None`` when nothing is padded.
+        with_cp: Checkpoint each layer in training. Defaults to False.
 
     Returns:
         ``[B, L, D]``; rows at padded positions carry no meaning.
     """
     if padding_mask is not None and not padding_mask.any():
         padding_mask = None
-    return encoder(tokens, src_key_padding_mask=padding_mask)
+    if not (with_cp and encoder.training and torch.is_grad_enabled()):
+        return encoder(tokens, src_key_padding_mask=padding_mask)
+    # what nn.TransformerEncoder.forward does in training (no mask, not
+    # causal, no nested tensors), one checkpointed call per layer; each layer
+    # turns the bool padding mask into the same additive mask the encoder would
+    out = tokens
+    for layer in encoder.layers:
+        out = torch.utils.checkpoint.checkpoint(
+            layer, out, None, padding_mask, use_reentrant=False)
+    return encoder.norm(out) if encoder.norm is not None else out

@@ -41,6 +41,13 @@ class TimmVisionTransformer(BaseModule):
         drop_path_rate: Stochastic depth rate.
         arch_kwargs: Extra arguments of ``timm.create_model`` (e.g.
             ``embed_dim``, ``depth``, ``num_heads`` for a small ViT).
+        with_cp: Activation checkpointing of the transformer blocks through
+            timm's own ``set_grad_checkpointing``: in training with gradients
+            enabled, each block keeps only its input and is recomputed in
+            backward (less memory, about one more forward of compute; the
+            same outputs and gradients, drop path and dropout included).
+            timm calls ``torch.utils.checkpoint`` with ``use_reentrant=False``
+            unless ``TIMM_REENTRANT_CKPT`` says otherwise. Defaults to False.
         init_cfg: MMEngine init config.
     """
 
@@ -53,6 +60,7 @@ class TimmVisionTransformer(BaseModule):
                  out_channels: Optional[int] = None,
                  drop_path_rate: float = 0.1,
                  arch_kwargs: Optional[dict] = None,
+                 with_cp: bool = False,
                  init_cfg: Optional[dict] = None) -> None:
         super().__init__(init_cfg=init_cfg)
         img_size = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
@@ -73,6 +81,7 @@ class TimmVisionTransformer(BaseModule):
         if stride is not None and stride != patch_size:
             self._set_stride(stride, img_size, patch_size)
         self.img_size = img_size
+        self.with_cp = with_cp
         self.embed_dims = self.vit.embed_dim
         self.proj = (nn.Linear(self.embed_dims, out_channels)
                      if out_channels else nn.Identity())
@@ -121,5 +130,8 @@ class TimmVisionTransformer(BaseModule):
                 f'TimmVisionTransformer expects images of size (H, W) = '
                 f'{self.img_size}, got {tuple(images.shape[-2:])}: resize them in '
                 'the pipeline or set img_size in the config')
+        if self.with_cp:  # checkpoint in training only (eval: no graph)
+            self.vit.set_grad_checkpointing(
+                self.training and torch.is_grad_enabled())
         x = self.proj(self.vit.forward_features(images))
         return x[:, 0], x[:, 1:]
