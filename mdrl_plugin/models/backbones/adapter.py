@@ -1,5 +1,6 @@
 """Any registered backbone or timm model as MDRL's image encoder."""
 import importlib.util
+import inspect
 from typing import Any, Optional, Sequence, Tuple
 
 import timm
@@ -122,6 +123,18 @@ class BackboneAdapter(BaseModule):
             width; else the backbone's width.
         probe_size: ``(H, W)`` of the probe image; set it to the training size
             when the backbone accepts only one size.
+        with_cp: Activation checkpointing of the wrapped backbone, passed on
+            to it: a ``timm_model`` gets timm's ``set_grad_checkpointing``
+            (switched on in training with gradients enabled, off otherwise); a
+            registered ``backbone`` whose class takes a ``with_cp`` argument
+            (the plugin's ``TimmVisionTransformer``, mmpretrain's ResNet,
+            Swin, ConvNeXt...) gets ``with_cp=True`` in its config and
+            checkpoints in its own way (mmpretrain calls
+            ``torch.utils.checkpoint`` itself, with torch's default
+            ``use_reentrant``). A backbone that supports neither is a
+            ``ValueError`` at build time naming it (mmpretrain's
+            ``VisionTransformer`` has no ``with_cp``), rather than a run that
+            silently keeps every activation. Defaults to False.
         init_cfg: MMEngine init config of the adapter.
     """
 
@@ -132,6 +145,7 @@ class BackboneAdapter(BaseModule):
                  timm_checkpoint: Optional[str] = None,
                  out_channels: Optional[int] = None,
                  probe_size: Sequence[int] = (224, 224),
+                 with_cp: bool = False,
                  init_cfg: Optional[dict] = None) -> None:
         super().__init__(init_cfg=init_cfg)
         if (backbone is None) == (timm_model is None):
@@ -143,6 +157,7 @@ class BackboneAdapter(BaseModule):
                              'apply to `timm_model` only; a registered backbone '
                              'takes its arguments and init_cfg in `backbone`')
         self.from_timm = timm_model is not None
+        self.with_cp = with_cp
         if self.from_timm:
             kwargs = dict(num_classes=0, **(timm_kwargs or {}))
             if timm_checkpoint is not None:
@@ -157,6 +172,8 @@ class BackboneAdapter(BaseModule):
             self.backbone_type = f'timm {timm_model!r}'
             self.num_prefix_tokens = getattr(self.backbone, 'num_prefix_tokens', 0)
             self.channels_last = getattr(self.backbone, 'output_fmt', 'NCHW') == 'NHWC'
+            if with_cp:
+                self._check_timm_checkpointing()
         else:
             name = backbone['type']
             self.backbone_type = name if isinstance(name, str) else name.__name__
@@ -166,6 +183,8 @@ class BackboneAdapter(BaseModule):
                     f'BackboneAdapter: backbone type {name!r} comes from the '
                     f'package {scope!r}, which is not installed (for mmpretrain: '
                     "pip install -e '.[mmpretrain]')")
+            if with_cp:
+                backbone = self._with_cp_config(backbone)
             self.backbone = MODELS.build(backbone)
             self.num_prefix_tokens = getattr(self.backbone, 'num_extra_tokens',
                                              getattr(self.backbone,
@@ -176,6 +195,39 @@ class BackboneAdapter(BaseModule):
                      if out_channels else nn.Identity())
         self.out_channels = out_channels or self.embed_dims
 
+    def _check_timm_checkpointing(self) -> None:
+        """Fail now if the timm model cannot checkpoint its activations."""
+        hint = ('set with_cp=False, or wrap a model that supports it (e.g. '
+                "timm's ViTs, ResNets, ConvNeXts)")
+        switch = getattr(self.backbone, 'set_grad_checkpointing', None)
+        if switch is None:
+            raise ValueError(
+                f'BackboneAdapter(with_cp=True): {self.backbone_type} has no '
+                f'set_grad_checkpointing (no activation checkpointing); {hint}')
+        try:  # timm models without support assert or raise here
+            switch(True)
+        except (AssertionError, NotImplementedError) as err:
+            raise ValueError(
+                f'BackboneAdapter(with_cp=True): {self.backbone_type} does not '
+                f'support gradient checkpointing ({err or "refused by timm"}); '
+                f'{hint}') from err
+        switch(False)  # switched on per forward, in training only
+
+    def _with_cp_config(self, backbone: dict) -> dict:
+        """``backbone`` with ``with_cp=True``, if its class takes it."""
+        name = backbone['type']
+        cls = MODELS.get(name) if isinstance(name, str) else name
+        if cls is None:  # unknown type: MODELS.build names it
+            return backbone
+        if 'with_cp' not in inspect.signature(cls).parameters:
+            raise ValueError(
+                f'BackboneAdapter(with_cp=True): the backbone {self.backbone_type} '
+                'takes no `with_cp` argument, so its activations cannot be '
+                'checkpointed; set with_cp=False, or use a backbone that takes '
+                "one (e.g. 'TimmVisionTransformer', 'mmpretrain.ResNet', "
+                "'mmpretrain.SwinTransformer') or a timm model (`timm_model`)")
+        return dict(backbone, with_cp=True)
+
     def _probe(self, size: Tuple[int, int]) -> int:
         was_training = self.backbone.training
         self.backbone.eval()
@@ -185,6 +237,9 @@ class BackboneAdapter(BaseModule):
         return tokens.shape[-1]
 
     def _features(self, images: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        if self.with_cp and self.from_timm:  # training only (eval: no graph)
+            self.backbone.set_grad_checkpointing(
+                self.training and torch.is_grad_enabled())
         out = (self.backbone.forward_features(images)
                if self.from_timm else self.backbone(images))
         read = read_tokens(out, self.num_prefix_tokens, self.channels_last)

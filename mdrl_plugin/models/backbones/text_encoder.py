@@ -144,6 +144,13 @@ class BertTextEncoder(BaseModule):
             next multiple of this many tokens (``max_length`` pads them all
             to ``max_length``). Defaults to 8: BERT's cost follows the padded
             length, and demo captions average 30 tokens.
+        with_cp: Activation checkpointing of the LTE layers (one
+            ``torch.utils.checkpoint`` call per layer, ``use_reentrant=False``,
+            in training with gradients enabled): the same outputs and
+            gradients for less memory. A frozen BERT runs under ``no_grad``
+            and keeps no activations, so nothing of it is checkpointed; an
+            unfrozen BERT (``frozen=False``) is not checkpointed either.
+            Defaults to False.
         init_cfg: MMEngine init config.
     """
 
@@ -159,6 +166,7 @@ class BertTextEncoder(BaseModule):
                  project_first: bool = False,
                  max_length: int = 64,
                  pad_to_multiple_of: int = 8,
+                 with_cp: bool = False,
                  init_cfg: Optional[dict] = None) -> None:
         super().__init__(init_cfg=init_cfg)
         self.bert = load_bert(pretrained, bert_config)
@@ -184,6 +192,7 @@ class BertTextEncoder(BaseModule):
             raise ValueError('BertTextEncoder(project_first=True) needs '
                              'out_channels')
         self.project_first = project_first
+        self.with_cp = with_cp
         lte_width = out_channels if project_first else width
         self.lte = None
         if num_lte_layers > 0:
@@ -364,7 +373,8 @@ class BertTextEncoder(BaseModule):
         if self.project_first:
             hidden = self.proj(hidden)
         if self.lte is not None:
-            hidden = masked_transformer(self.lte, hidden, padding_mask)
+            hidden = masked_transformer(self.lte, hidden, padding_mask,
+                                        with_cp=self.with_cp)
         if not self.project_first:
             hidden = self.proj(hidden)
         return hidden[:, 0], hidden[:, 1:], padding_mask[:, 1:]

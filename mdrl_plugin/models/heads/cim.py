@@ -29,6 +29,10 @@ class CrossModalInteraction(BaseModule):
         dropout: Dropout. Defaults to 0.
         modality_embed: Add a learnable embedding per modality so the
             encoder can tell visual from text tokens. Defaults to True.
+        with_cp: Activation checkpointing of the K encoder layers (one
+            ``torch.utils.checkpoint`` call per layer, ``use_reentrant=False``,
+            in training with gradients enabled): the same outputs and
+            gradients for less memory. Defaults to False.
         init_cfg: MMEngine init config.
     """
 
@@ -39,9 +43,11 @@ class CrossModalInteraction(BaseModule):
                  mlp_ratio: float = 4.0,
                  dropout: float = 0.0,
                  modality_embed: bool = True,
+                 with_cp: bool = False,
                  init_cfg: Optional[dict] = None) -> None:
         super().__init__(init_cfg=init_cfg)
         self.embed_dims = embed_dims
+        self.with_cp = with_cp
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dims))
         nn.init.trunc_normal_(self.cls_token, std=0.02)
         self.modality_embed = (nn.Parameter(torch.zeros(2, embed_dims))
@@ -78,7 +84,8 @@ class CrossModalInteraction(BaseModule):
         if text_padding_mask is not None:
             mask = torch.cat([
                 text_padding_mask.new_zeros(B, 1 + N), text_padding_mask], dim=1)
-        return masked_transformer(self.encoder, seq, mask)[:, 0]
+        return masked_transformer(self.encoder, seq, mask,
+                                  with_cp=self.with_cp)[:, 0]
 
 
 @MODELS.register_module()

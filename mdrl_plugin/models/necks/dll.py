@@ -86,6 +86,11 @@ class DisorderedLocalLearning(BaseModule):
         mlp_ratio: MLP ratio. Defaults to 4.
         dropout: Dropout. Defaults to 0.
         shuffle: Shuffle tokens in training. Defaults to True.
+        with_cp: Activation checkpointing of the local encoder's layers (one
+            ``torch.utils.checkpoint`` call per layer, ``use_reentrant=False``,
+            in training with gradients enabled): the same outputs and
+            gradients for less memory. The random grouping is drawn once,
+            outside the checkpointed layers. Defaults to False.
         init_cfg: MMEngine init config.
     """
 
@@ -97,6 +102,7 @@ class DisorderedLocalLearning(BaseModule):
                  mlp_ratio: float = 4.0,
                  dropout: float = 0.0,
                  shuffle: bool = True,
+                 with_cp: bool = False,
                  init_cfg: Optional[dict] = None) -> None:
         super().__init__(init_cfg=init_cfg)
         if num_groups < 1:
@@ -104,6 +110,7 @@ class DisorderedLocalLearning(BaseModule):
         self.embed_dims = embed_dims
         self.num_groups = num_groups
         self.shuffle = shuffle
+        self.with_cp = with_cp
         self.encoder = build_transformer_encoder(embed_dims, num_layers,
                                                  num_heads, mlp_ratio, dropout)
 
@@ -132,5 +139,6 @@ class DisorderedLocalLearning(BaseModule):
             [global_feat[:, None, None, :].expand(B, P, 1, D), groups], dim=2)
         mask = torch.cat([empty.new_zeros(B, P, 1), empty], dim=2)
         out = masked_transformer(self.encoder, seq.reshape(B * P, G + 1, D),
-                                 mask.reshape(B * P, G + 1))
+                                 mask.reshape(B * P, G + 1),
+                                 with_cp=self.with_cp)
         return out[:, 0].reshape(B, P, D)
