@@ -8,16 +8,15 @@ import pickle
 import re
 import zipfile
 from _compat_pickle import IMPORT_MAPPING, NAME_MAPPING
-from collections import namedtuple
+from collections import OrderedDict
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 import numpy as np
 import torch
 from mmengine.logging import HistoryBuffer, print_log
 from mmengine.model import is_model_wrapper
-from mmengine.runner.checkpoint import (CheckpointLoader, _load_checkpoint,
-                                        _load_checkpoint_to_model,
-                                        load_from_local)
+from mmengine.runner.checkpoint import (CheckpointLoader, load_from_local,
+                                        load_state_dict)
 from mmengine.utils import get_object_from_string
 
 _HINT = (
@@ -93,6 +92,7 @@ def check_torch_file(path: str) -> None:
 
 def _options() -> Dict[str, Any]:
     """Settings of the enabled safe MMEngine loader, else ``{}``."""
+    # MMEngine has no public getter for a registered loader
     return getattr(CheckpointLoader._schemes.get(''), 'safe_options', {})
 
 
@@ -176,7 +176,7 @@ def enable_safe_checkpoint_loading(allow_globals: Iterable[Any] = (),
 def disable_safe_checkpoint_loading() -> None:
     """Give MMEngine its own local loader back."""
     if _options():
-        CheckpointLoader._schemes[''] = load_from_local
+        CheckpointLoader.register_scheme('', load_from_local, force=True)
 
 
 def safe_checkpoint_loading_enabled() -> bool:
@@ -193,66 +193,52 @@ def is_complete_checkpoint(path: str) -> bool:
         return False
 
 
-#: What does not fit: ``[(key, checkpoint shape, model shape)]``, missing keys,
-#: unexpected keys.
-StateDictMatch = namedtuple('StateDictMatch', 'mismatched missing unexpected')
-
-
 class CheckpointMismatchError(ValueError, RuntimeError):
-    """A checkpoint does not fit the model (``RuntimeError``: as MMEngine's)."""
+    """A checkpoint does not fit the model (``RuntimeError``: as MMEngine's).
 
-    def __init__(self, filename: str, match: StateDictMatch,
+    ``report`` is PyTorch's own list of the missing, unexpected and
+    wrong-shaped keys (``Module.load_state_dict(strict=True)``).
+    """
+
+    def __init__(self, filename: str, report: str,
                  config: Optional[str] = None) -> None:
-        self.filename, self.match = filename, match
-        parts = [f'{len(keys)} {kind} key(s)' +
-                 f' (e.g. {", ".join(keys[:3])})' * bool(keys)
-                 for kind, keys in (('missing', match.missing),
-                                    ('unexpected', match.unexpected))]
-        if match.mismatched:
-            shapes = '; '.join(f'{k}: checkpoint {c} vs model {m}'
-                               for k, c, m in match.mismatched[:3])
-            more = len(match.mismatched) - 3
-            parts.insert(0, f'{len(match.mismatched)} weight(s) of another '
-                         f'shape ({shapes}{f" and {more} more" * (more > 0)})')
+        self.filename, self.report = filename, report
         super().__init__(
             f'Checkpoint {filename!r} does not fit the model'
-            f'{f" of config {config!r}" if config else ""}: '
-            f'{", ".join(parts)}. It was most likely written for another '
-            'config (another model, width or number of identities): use the '
-            'config it was trained with. To load only the weights that fit '
-            'and keep the others at their initialisation, pass '
-            '--allow-partial-checkpoint (tools) or allow_partial=True.')
+            f'{f" of config {config!r}" if config else ""}. It was most '
+            'likely written for another config (another model, width or '
+            'number of identities): use the config it was trained with. To '
+            'load only the weights that fit and keep the others at their '
+            'initialisation, pass --allow-partial-checkpoint (tools) or '
+            f'allow_partial=True. {report}')
 
 
-def check_state_dict(model: torch.nn.Module, state_dict: Dict[str, Any],
-                     filename: str, allow_partial: bool = False,
-                     logger: Any = 'current',
-                     config: Optional[str] = None) -> StateDictMatch:
-    """Raise :class:`CheckpointMismatchError` (``allow_partial``: log to
-    ``logger`` what stays uninitialised) when ``state_dict`` does not fit
-    ``model``, ignoring ``module.`` prefixes and ``num_batches_tracked``; the
-    messages name ``filename`` and ``config``. Returns what does not fit."""
+def load_state_dict_checked(model: torch.nn.Module,
+                            state_dict: Dict[str, Any], filename: str,
+                            allow_partial: bool = False,
+                            logger: Any = 'current',
+                            config: Optional[str] = None) -> None:
+    """Load ``state_dict`` (``module.`` prefixes stripped) into ``model``.
+
+    Strict: PyTorch's ``load_state_dict(strict=True)``, on every rank; its
+    report becomes a :class:`CheckpointMismatchError` naming ``filename`` and
+    ``config`` (the model may then hold the weights that fitted: do not use
+    it). ``allow_partial``: MMEngine's ``load_state_dict``, which loads what
+    fits and logs the rest to ``logger``.
+    """
     model = model.module if is_model_wrapper(model) else model
-    expected = model.state_dict()
-    given = {re.sub(r'^module\.', '', k): v for k, v in state_dict.items()}
-    match = StateDictMatch(
-        [(k, tuple(given[k].shape), tuple(v.shape))
-         for k, v in expected.items() if k in given
-         and tuple(getattr(given[k], 'shape', v.shape)) != v.shape],
-        [k for k in expected
-         if k not in given and not k.endswith('num_batches_tracked')],
-        [k for k in given if k not in expected])
-    if any(match) and not allow_partial:
-        raise CheckpointMismatchError(filename, match, config)
-    if any(match):
-        left = sorted(match.missing + [k for k, _, _ in match.mismatched])
-        print_log(
-            f"Partial checkpoint '{filename}' (allowed): {len(left)} model "
-            f'weight(s) left uninitialised: {", ".join(left) or "none"}; '
-            f'{len(match.unexpected)} checkpoint key(s) ignored'
-            f'{": " * bool(match.unexpected)}{", ".join(match.unexpected)}.',
-            logger=logger, level=logging.WARNING)
-    return match
+    metadata = getattr(state_dict, '_metadata', None)
+    state_dict = OrderedDict((re.sub(r'^module\.', '', k), v)
+                             for k, v in state_dict.items())
+    if metadata is not None:  # per-module versions (e.g. BatchNorm's)
+        state_dict._metadata = metadata
+    if allow_partial:
+        load_state_dict(model, state_dict, strict=False, logger=logger)
+        return
+    try:
+        model.load_state_dict(state_dict, strict=True)
+    except RuntimeError as e:
+        raise CheckpointMismatchError(filename, str(e), config) from None
 
 
 def load_model_weights(model: torch.nn.Module, filename: str, *,
@@ -260,16 +246,15 @@ def load_model_weights(model: torch.nn.Module, filename: str, *,
                        logger: Any = 'current',
                        config: Optional[str] = None) -> dict:
     """Load a checkpoint (local: :func:`safe_torch_load`; URI: MMEngine) into
-    ``model`` through :func:`check_state_dict` (the other arguments' doc)."""
+    ``model`` with :func:`load_state_dict_checked` (the other arguments'
+    doc). Returns the checkpoint."""
     filename = os.fspath(filename)
-    checkpoint = (_load_checkpoint(filename, map_location) if '://' in
-                  filename else safe_torch_load(filename, map_location))
+    checkpoint = (CheckpointLoader.load_checkpoint(filename, map_location, logger)
+                  if '://' in filename else
+                  safe_torch_load(filename, map_location))
     if not isinstance(checkpoint, dict):
         raise CheckpointLoadError(filename, 'expected a dict of weights, got '
                                   f'{type(checkpoint).__name__}')
-    state_dict = checkpoint.get('state_dict', checkpoint)
-    check_state_dict(model, state_dict, filename, allow_partial, logger,
-                     config)
-    _load_checkpoint_to_model(model, dict(state_dict=state_dict),  # unwraps
-                              strict=not allow_partial, logger='silent')
+    load_state_dict_checked(model, checkpoint.get('state_dict', checkpoint),
+                            filename, allow_partial, logger, config)
     return checkpoint

@@ -10,7 +10,7 @@ from mdrl_plugin.engine import (CheckpointMismatchError, UnsafeCheckpointError,
                                 disable_safe_checkpoint_loading,
                                 load_model_weights,
                                 safe_checkpoint_loading_enabled)
-from mdrl_plugin.engine.checkpoint import check_state_dict
+from mdrl_plugin.engine.checkpoint import load_state_dict_checked
 from mdrl_plugin.registry import MODELS
 
 
@@ -49,18 +49,21 @@ def test_a_shape_mismatch_is_refused_with_both_shapes(tmp_path):
     before = model.fc1.weight.detach().clone()
     with pytest.raises(CheckpointMismatchError) as info:
         load_model_weights(model, path, config='configs/x.py')
+    # the hint, then PyTorch's own report (strict load_state_dict)
     assert str(info.value) == (
         f"Checkpoint '{path}' does not fit the model of config "
-        "'configs/x.py': 1 weight(s) of another shape (fc1.weight: "
-        'checkpoint (19, 8) vs model (16, 8)), 0 missing key(s), 0 '
-        'unexpected key(s). It was most likely written for another config '
+        "'configs/x.py'. It was most likely written for another config "
         '(another model, width or number of identities): use the config it '
         'was trained with. To load only the weights that fit and keep the '
         'others at their initialisation, pass --allow-partial-checkpoint '
-        '(tools) or allow_partial=True.')
+        '(tools) or allow_partial=True. Error(s) in loading state_dict for '
+        'ToyModel:\n\tsize mismatch for fc1.weight: copying a param with '
+        'shape torch.Size([19, 8]) from checkpoint, the shape in current '
+        'model is torch.Size([16, 8]).')
+    assert info.value.filename == path
     assert isinstance(info.value, ValueError)
     assert isinstance(info.value, RuntimeError)  # as MMEngine's strict load
-    assert torch.equal(model.fc1.weight, before)  # nothing was loaded
+    assert torch.equal(model.fc1.weight, before)  # not copied
 
 
 def test_missing_and_unexpected_keys_are_counted(tmp_path):
@@ -70,20 +73,21 @@ def test_missing_and_unexpected_keys_are_counted(tmp_path):
     path = _save(tmp_path, 'baseline.pth', sd)
     with pytest.raises(CheckpointMismatchError) as info:
         load_model_weights(_toy(), path)
-    assert info.value.match.missing == ['fc2.weight', 'fc2.bias']
-    assert info.value.match.unexpected == ['frozen.weight', 'frozen.bias']
-    assert ('2 missing key(s) (e.g. fc2.weight, fc2.bias), 2 unexpected '
-            'key(s) (e.g. frozen.weight, frozen.bias)') in str(info.value)
+    assert info.value.report.splitlines()[1:] == [
+        '\tMissing key(s) in state_dict: "fc2.weight", "fc2.bias". ',
+        '\tUnexpected key(s) in state_dict: "frozen.weight", "frozen.bias". ']
+    assert str(info.value).endswith(info.value.report)
 
 
-def test_the_message_names_the_first_three_and_counts_the_rest(tmp_path):
+def test_every_wrong_shaped_weight_is_named(tmp_path):
     src = _toy(in_dim=5, hidden=4, num_classes=2)
     path = _save(tmp_path, 'small.pth', src.state_dict())
     with pytest.raises(CheckpointMismatchError) as info:
         load_model_weights(_toy(), path)
-    assert re.search(r'4 weight\(s\) of another shape \(fc1.weight: '
-                     r'checkpoint \(4, 5\) vs model \(16, 8\); fc1.bias: .*; '
-                     r'fc2.weight: .* and 1 more\)', str(info.value))
+    assert re.findall(r'size mismatch for (\S+): copying a param with shape '
+                      r'torch.Size\(\[[\d, ]+\]\) from checkpoint',
+                      str(info.value)) == [
+        'fc1.weight', 'fc1.bias', 'fc2.weight', 'fc2.bias']
 
 
 def test_allow_partial_loads_what_fits_and_reports_the_rest(tmp_path,
@@ -107,17 +111,27 @@ def test_allow_partial_loads_what_fits_and_reports_the_rest(tmp_path,
     assert torch.equal(model.fc2.bias, init['fc2.bias'])  # kept
     assert torch.equal(model.fc1.bias, torch.full((16, ), 3.0))  # loaded
     assert torch.equal(model.fc2.weight, torch.full((3, 16), 3.0))
+    # MMEngine's own report of a non-strict load
     assert caplog.messages == [
-        f"Partial checkpoint '{path}' (allowed): 2 model weight(s) left "
-        'uninitialised: fc1.weight, fc2.bias; 1 checkpoint key(s) '
-        'ignored: extra.weight.']
+        'The model and loaded state dict do not match exactly\n\n'
+        'size mismatch for fc1.weight: copying a param with shape '
+        'torch.Size([19, 8]) from checkpoint, the shape in current model is '
+        'torch.Size([16, 8]).\nunexpected key in source state_dict: '
+        'extra.weight\n\nmissing keys in source state_dict: fc2.bias\n']
 
 
-def test_check_state_dict_ignores_batchnorm_counters():
+def test_a_batchnorm_state_dict_of_old_torch_loads_strictly():
+    # no per-module versions and no counters, as before torch 0.4.1
     model = torch.nn.BatchNorm1d(3)
-    sd = model.state_dict()
+    sd = {k: v + 1 for k, v in model.state_dict().items()
+          if k != 'num_batches_tracked'}
+    load_state_dict_checked(model, sd, 'bn.pth')
+    assert torch.equal(model.running_var, torch.full((3, ), 2.0))
+    sd = model.state_dict()  # versioned: the counter must be there
     del sd['num_batches_tracked']
-    assert check_state_dict(model, sd, 'bn.pth') == ([], [], [])
+    with pytest.raises(CheckpointMismatchError, match='Missing key.*'
+                       'num_batches_tracked'):
+        load_state_dict_checked(model, sd, 'bn.pth')
 
 
 def test_hook_refuses_load_from_that_does_not_fit(tmp_path):
@@ -129,8 +143,9 @@ def test_hook_refuses_load_from_that_does_not_fit(tmp_path):
     cfg.custom_hooks = cfg.custom_hooks + [hook]
     cfg.load_from = path
     with pytest.raises(CheckpointMismatchError,
-                       match=r'fc2.weight: checkpoint \(4, 16\) vs model '
-                       r'\(3, 16\)'):
+                       match=r'size mismatch for fc2.weight: copying a param '
+                       r'with shape torch.Size\(\[4, 16\]\) from checkpoint, the '
+                       r'shape in current model is torch.Size\(\[3, 16\]\)'):
         run_toy(cfg)
     assert not (tmp_path / 'w' / 'iter_2.pth').exists()  # never trained
     cfg = make_toy_cfg(tmp_path / 'p', **{'train_cfg.max_iters': 2})

@@ -5,7 +5,7 @@ from mmengine.hooks import Hook
 from mmengine.runner.checkpoint import CheckpointLoader
 
 from mdrl_plugin.registry import HOOKS
-from ..checkpoint import check_state_dict, enable_safe_checkpoint_loading
+from ..checkpoint import enable_safe_checkpoint_loading, load_state_dict_checked
 
 
 @HOOKS.register_module()
@@ -15,7 +15,8 @@ class CheckpointLoadingHook(Hook):
 
     Args:
         allow_globals: Extra trusted ``'module.Name'`` globals.
-        allow_partial: Load what fits and log the rest.
+        allow_partial: Load what fits and log the rest (MMEngine's own
+            non-strict load).
         allow_unsafe: Full unpickling (trusted files only).
     """
 
@@ -29,18 +30,21 @@ class CheckpointLoadingHook(Hook):
 
     def before_run(self, runner) -> None:
         """Switch the safe loader on (MMEngine loads after ``before_run``)."""
+        # MMEngine has no public getter for a registered loader
         self._previous = CheckpointLoader._schemes.get('')
         enable_safe_checkpoint_loading(self.allow_globals, self.allow_unsafe)
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
-        """Refuse weights that do not fit the model."""
-        check_state_dict(
-            runner.model, checkpoint.get('state_dict', checkpoint),
-            runner._load_from or '<checkpoint>', self.allow_partial,
-            config=getattr(runner.cfg, 'filename', None))
+        """Load the weights strictly (before MMEngine's non-strict load):
+        refuse weights that do not fit the model."""
+        if not self.allow_partial:
+            load_state_dict_checked(
+                runner.model, checkpoint.get('state_dict', checkpoint),
+                runner.cfg.get('load_from') or '<checkpoint>',
+                config=getattr(runner.cfg, 'filename', None))
 
     def after_run(self, runner) -> None:
         """Put the previous loader back."""
         if self._previous is not None:
-            CheckpointLoader._schemes[''] = self._previous
+            CheckpointLoader.register_scheme('', self._previous, force=True)
             self._previous = None

@@ -60,6 +60,9 @@ def test_users_runner_test_loads_the_plugins_checkpoint_strictly(
         Runner.from_cfg(cfg).test()
     assert str(info.value).startswith(
         f"Checkpoint '{bad}' does not fit the model of config "
-        f"'{cfg.filename}': 1 weight(s) of another shape ({qkv}: checkpoint "
-        f'({rows + 3}, {cols}) vs model ({rows}, {cols})), 0 missing key(s), '
-        '0 unexpected key(s).')
+        f"'{cfg.filename}'. It was most likely written for another config")
+    assert info.value.report == (
+        'Error(s) in loading state_dict for MDRL:\n\tsize mismatch for '
+        f'{qkv}: copying a param with shape torch.Size([{rows + 3}, {cols}]) '
+        'from checkpoint, the shape in current model is '
+        f'torch.Size([{rows}, {cols}]).')
