@@ -1,112 +1,17 @@
 """Atomic writes (readers see the old or the new file, never a partial one),
 temp cleanup by host and age, and the MMEngine file backend 'local_atomic'."""
-import os
-import os.path as osp
-import re
-import shutil
-import socket
-import time
-import uuid
-from contextlib import suppress
-from typing import BinaryIO, Callable
-
 from mmengine.fileio import LocalBackend, register_backend
 
-#: Temp entries; ``.<name>.<pid>.<hex>.part`` is the old naming (no host).
-TEMP_FILE_PATTERN = re.compile(
-    r'^\.(?P<target>.+?)(\.(?P<host>[\w-]+)\.(?P<pid>\d+)\.[0-9a-f]{8}\.tmp'
-    r'|\.\d+\.[0-9a-f]{8}\.part)$')
+# one home for both layers: mdrl_deploy.utils (torch-free)
+from mdrl_deploy.utils import (TEMP_FILE_PATTERN, AtomicWriteError,
+                               atomic_write, atomic_write_bytes, fsync_dir,
+                               remove_stale_temps, temp_path)
 
-
-def _host() -> str:
-    return re.sub(r'[^\w-]', '_', socket.gethostname()) or 'host'
-
-
-def temp_path(target: str) -> str:
-    """A unique sibling ``.<name>.<host>.<pid>.<8 hex>.tmp`` of ``target``."""
-    folder, name = osp.split(osp.abspath(os.fspath(target)))
-    return osp.join(folder, f'.{name}.{_host()}.{os.getpid()}.'
-                    f'{uuid.uuid4().hex[:8]}.tmp')
-
-
-def _dead(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except OSError:  # another user's process
-        pass
-    return False
-
-
-def remove_stale_temps(folder: str, max_age_s: float = 6 * 3600) -> None:
-    """Remove the temp entries of ``folder`` (if any) whose writer is gone:
-    this host's with a dead pid, and any (another node's, an old ``.part``)
-    whose mtime is older than ``max_age_s``."""
-    names = os.listdir(folder) if osp.isdir(folder) else []
-    for match in filter(None, map(TEMP_FILE_PATTERN.match, names)):
-        path = osp.join(folder, match.string)
-        with suppress(OSError):  # removed meanwhile by another cleaner
-            if (match['host'] == _host() and _dead(int(match['pid']))) or \
-                    time.time() - os.lstat(path).st_mtime > max_age_s:
-                if osp.isdir(path) and not osp.islink(path):
-                    shutil.rmtree(path)
-                else:
-                    os.unlink(path)
-
-
-def fsync_dir(folder: str) -> None:
-    """Make renames in ``folder`` durable (no-op where unsupported)."""
-    with suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-class AtomicWriteError(OSError):
-    """``filepath`` could not be written; its previous version is untouched."""
-
-    def __init__(self, filepath: str, error: OSError) -> None:
-        super().__init__(
-            error.errno,
-            f"Could not write '{filepath}': {error.strerror or error}. "
-            'Nothing was replaced: the previous version of the file (for a '
-            'checkpoint, the last complete one) is untouched and usable. '
-            'Free disk space or choose a writable --work-dir, then continue '
-            'with tools/train.py --resume.', filepath)
-
-    def __str__(self) -> str:
-        return self.strerror
-
-
-def atomic_write(filepath: str, write: Callable[[BinaryIO], None]) -> None:
-    """Write ``filepath`` (and its folder) atomically: ``write(f)`` on a
-    sibling temp file, fsync, rename, fsync of the folder. An ``OSError``
-    becomes :class:`AtomicWriteError` (the temp file is removed)."""
-    filepath = osp.abspath(os.fspath(filepath))
-    folder, tmp = osp.dirname(filepath), temp_path(filepath)
-    try:
-        os.makedirs(folder, exist_ok=True)
-        remove_stale_temps(folder)
-        try:
-            with open(tmp, 'xb') as f:
-                write(f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, filepath)
-        finally:
-            if osp.exists(tmp):  # not renamed: the write failed
-                os.unlink(tmp)
-        fsync_dir(folder)
-    except OSError as e:
-        raise AtomicWriteError(filepath, e) from e
-
-
-def atomic_write_bytes(data: bytes, filepath: str) -> None:
-    """Write ``data`` to ``filepath`` with :func:`atomic_write`."""
-    atomic_write(filepath, lambda f: f.write(data))
+__all__ = [
+    'TEMP_FILE_PATTERN', 'AtomicWriteError', 'AtomicLocalBackend',
+    'atomic_write', 'atomic_write_bytes', 'fsync_dir', 'remove_stale_temps',
+    'temp_path'
+]
 
 
 @register_backend('local_atomic')
@@ -114,6 +19,7 @@ class AtomicLocalBackend(LocalBackend):
     """MMEngine's ``LocalBackend`` whose ``put``/``put_text`` are atomic."""
 
     def put(self, obj: bytes, filepath: str) -> None:
+        # looked up at call time, so tests can make this write fail
         atomic_write_bytes(obj, filepath)
 
     def put_text(self, obj: str, filepath: str, encoding: str = 'utf-8'):
