@@ -4,12 +4,14 @@ A training run is killed with SIGKILL three times and resumed with
 ``--resume`` each time; it must end with exactly the weights, optimizer
 state, training losses and validation metrics of an uninterrupted run. The
 kills: right after a checkpoint appears, after a random delay (up to one step
-later: mid-step or mid-save), and during a validation. The randomness in
+later, and never past the next checkpoint: mid-step or mid-save), and during
+a validation. The randomness in
 play: the identity-balanced sampler's plan, ``RandomFlip``, dropout and drop
 path, and DLL's random token grouping (torch RNG), with
-``randomness.deterministic=True``. The kill points come from a seeded RNG;
-the seed is printed (and named in every failure): rerun a failure with
-``MDRL_CRASH_SEED=<seed>``.
+``randomness.deterministic=True``. The kill points come from an RNG with a
+fixed seed (615936, the seed of a run whose second kill once landed three
+checkpoints late); ``MDRL_CRASH_SEED=<seed>`` tries another, and the seed is
+named in every failure.
 """
 import glob
 import json
@@ -149,7 +151,7 @@ def _val_metrics(run):
 
 def test_sigkill_three_times_then_resume_matches_an_uninterrupted_run(
         tiny_bert_dir, tiny_pedes_root, tmp_path):
-    seed = int(os.environ.get('MDRL_CRASH_SEED', random.randrange(10**6)))
+    seed = int(os.environ.get('MDRL_CRASH_SEED', 615936))
     rng = random.Random(seed)
     # kill 1 once iter_<first>.pth exists; kill 2 a random fraction of a
     # step after the resumed run's next checkpoint; kill 3 in the first
@@ -172,7 +174,13 @@ def test_sigkill_three_times_then_resume_matches_an_uninterrupted_run(
         victim = _train(cfg_file, cut_dir, tmp_path / 'cut1.out', '--resume')
         t0 = _wait_for(victim, _saved(cut_dir, first + 1), 'the 1st resume')
         t1 = _wait_for(victim, _saved(cut_dir, first + 2), 'the 1st resume')
-        time.sleep(fraction * (t1 - t0))
+        # a fraction of the last step's time, but never past the next
+        # checkpoint: on a loaded machine one slow step followed by fast
+        # ones would otherwise let the run go on for several checkpoints
+        stop, next_saved = t1 + fraction * (t1 - t0), _saved(cut_dir,
+                                                              first + 3)
+        while time.time() < stop and not next_saved():
+            time.sleep(0.002)
         _kill(victim, 'the first resumed run')
         victim = _train(cfg_file, cut_dir, tmp_path / 'cut2.out', '--resume')
         _wait_for(victim, _validating(victim), 'the 2nd resume')
