@@ -1,5 +1,9 @@
-"""Data transforms: an image loader that names bad files, and the packer."""
+"""Data transforms: an image loader that names bad files, the packer, and the
+training augmentations (random crop with padding, random erasing)."""
+from .augment import RandomCropPad, RandomErasing
 from .formatting import PackTextImageInputs
 from .loading import LoadPersonImage
 
-__all__ = ['LoadPersonImage', 'PackTextImageInputs']
+__all__ = [
+    'LoadPersonImage', 'PackTextImageInputs', 'RandomCropPad', 'RandomErasing'
+]
