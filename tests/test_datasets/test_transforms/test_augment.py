@@ -60,16 +60,17 @@ def test_crop_is_a_shifted_window_of_the_padded_image():
 
 
 def test_crop_exact_pixels_of_one_shift():
-    img = hand_image(3, 3, 1)[..., 0]  # 2-D: [[10 11 12] [13 14 15] [16 17 18]]
+    # 2-D image [[10 11 12] [13 14 15] [16 17 18]]
+    img = hand_image(3, 3, 1)[..., 0]
     t = RandomCropPad(padding=1, pad_val=0)
     np.random.seed(0)
     outs = {}
     for _ in range(200):
         out = t(dict(img=img.copy()))['img']
         outs[tuple(out.ravel())] = out
-    assert len(outs) == 9
-    # shifted down by one and right by one (crop at top=0, left=0)
+    assert len(outs) == 9  # the 3 x 3 shifts, each drawn
     assert (10, 11, 12, 13, 14, 15, 16, 17, 18) in outs  # no shift
+    # crop at the padded image's corner: shifted down and right by one
     np.testing.assert_array_equal(
         outs[(0, 0, 0, 0, 10, 11, 0, 13, 14)],
         np.array([[0, 0, 0], [0, 10, 11], [0, 13, 14]], np.uint8))
