@@ -1,0 +1,72 @@
+"""The recipe study's arms (configs/study/, issue 24) each change exactly
+the one choice they name, relative to configs/mdrl_demo.py, and build."""
+import os.path as osp
+
+import pytest
+from mmengine.config import Config
+from mmengine.dataset import Compose
+from mmengine.registry import DefaultScope
+
+import mdrl_plugin  # noqa: F401 (registers the transforms)
+from mdrl_test_utils import REPO_ROOT
+
+STUDY = osp.join(REPO_ROOT, 'configs', 'study')
+
+
+def _flat(d, prefix=''):
+    """{dotted key: leaf} of nested dicts (lists are leaves)."""
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f'{prefix}{k}.'))
+        else:
+            out[f'{prefix}{k}'] = v
+    return out
+
+
+def _changed(name):
+    demo = _flat(Config.fromfile(osp.join(REPO_ROOT, 'configs',
+                                          'mdrl_demo.py')).to_dict())
+    arm = _flat(Config.fromfile(osp.join(STUDY, name)).to_dict())
+    return {k: arm.get(k) for k in demo.keys() | arm.keys()
+            if demo.get(k) != arm.get(k)}
+
+
+@pytest.mark.parametrize('name, expected', [
+    ('mean.py', {'model.local_aggregation': 'mean'}),
+    ('idavg.py', {'model.loss_weights.id_global': 0.5,
+                  'model.loss_weights.id_local': 0.5}),
+])
+def test_arm_changes_one_choice(name, expected):
+    assert _changed(name) == expected
+
+
+def test_epochs_arm_moves_the_whole_schedule():
+    changed = _changed('epochs8.py')
+    assert changed.pop('max_epochs') == 8
+    assert changed.pop('train_cfg.max_epochs') == 8
+    cosine = changed.pop('param_scheduler')[1]
+    assert (cosine['end'], cosine['T_max']) == (8, 7)
+    assert changed == {}
+
+
+def test_lr_arm_sets_new_modules_to_5x():
+    changed = _changed('lr5x.py')
+    assert changed.pop('new_module.lr_mult') == 5.0  # the config's variable
+    prefix = 'optim_wrapper.paramwise_cfg.custom_keys.'
+    assert changed == {prefix + f'{m}.lr_mult': 5.0 for m in (
+        'text_encoder.lte', 'text_encoder.proj', 'image_encoder.proj',
+        'image_local', 'text_local', 'cross_modal', 'classifier')}
+
+
+def test_augmentation_arm_builds_and_only_adds_two_transforms():
+    cfg = Config.fromfile(osp.join(STUDY, 'aug.py'))
+    demo = Config.fromfile(osp.join(REPO_ROOT, 'configs', 'mdrl_demo.py'))
+    pipeline = cfg.train_dataloader.dataset.pipeline
+    assert [t['type'] for t in pipeline] == [
+        t['type'] for t in demo.train_dataloader.dataset.pipeline][:3] + [
+        'RandomCropPad', 'RandomErasing', 'PackTextImageInputs']
+    with DefaultScope.overwrite_default_scope('mdrl_plugin'):
+        built = Compose(pipeline)
+    assert [type(t).__name__ for t in built.transforms][3:5] == [
+        'RandomCropPad', 'RandomErasing']
