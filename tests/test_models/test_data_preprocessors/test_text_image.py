@@ -59,3 +59,66 @@ def test_missing_tokenizer_folder(tmp_path):
     (tmp_path / 'empty').mkdir()
     with pytest.raises(FileNotFoundError, match='holds no usable tokenizer'):
         build(str(tmp_path / 'empty'))
+
+
+
+class _Recorder:
+    """A Rust tokenizer that records the calls reconfiguring it."""
+
+    SETTERS = ('enable_truncation', 'no_truncation', 'enable_padding',
+               'no_padding')
+
+    def __init__(self, inner, calls):
+        self._inner, self._calls = inner, calls
+
+    def __getattr__(self, name):
+        attr = getattr(self._inner, name)
+        if name not in self.SETTERS:
+            return attr
+
+        def setter(*args, **kwargs):
+            self._calls.append(name)
+            return attr(*args, **kwargs)
+        return setter
+
+
+@pytest.mark.parametrize('padding', ['longest', 'max_length'])
+def test_encoding_never_reconfigures_a_shared_tokenizer(tiny_bert_dir,
+                                                        padding, monkeypatch):
+    # A fast tokenizer's truncation/padding is state shared by all threads
+    # (the search server's): reconfiguring it per call, even to the same
+    # values, is the race behind "Already borrowed". Deterministic guard:
+    # after set-up, no call of any length reconfigures any Rust tokenizer.
+    import tokenizers
+    calls = []
+    real = tokenizers.Tokenizer
+    monkeypatch.setattr(tokenizers, 'Tokenizer', type('Tokenizer', (), dict(
+        from_str=staticmethod(lambda s: _Recorder(real.from_str(s), calls)),
+        from_file=staticmethod(lambda f: _Recorder(real.from_file(f),
+                                                   calls)))))
+    pre = build(tiny_bert_dir, padding=padding)
+    assert pre.tokenizer.is_fast  # the server's case
+    hf = pre.tokenizer
+    hf._tokenizer = _Recorder(hf._tokenizer, calls)  # HF's Rust tokenizer
+    pre.tokenize(['a man'])  # set-up: the thread-safe copy, on first use
+    copy = pre._fast_tokenizer()
+    rust = [hf.backend_tokenizer] + [
+        t for t in vars(copy).values() if isinstance(t, _Recorder)]
+    assert len(rust) >= 2 and rust[0].truncation is None
+    states = [(t.truncation, t.padding) for t in rust]
+    calls.clear()
+    long = ' '.join(['red shirt and blue pants on'] * 4)  # over max_length
+    img = torch.zeros(3, 2, 2, dtype=torch.uint8)
+    for texts in (['a man'], [long], ['woman', long, 'a'], [long, 'a man']):
+        for call in (pre.tokenize, pre.token_ids, pre.text_lengths,
+                     lambda t: pre(dict(inputs=[img], data_samples=[
+                         BaseDataElement(metainfo=dict(texts=t))]))):
+            call(texts)
+            assert calls == [], (call, texts)
+            assert [(t.truncation, t.padding) for t in rust] == states
+    assert pre._fast_tokenizer() is copy  # made once, not per call
+    ids = pre.token_ids([long])[0]
+    assert len(ids) == 6 and ids[-1] == 3  # still truncated, [SEP] last
+    # the guard sees the bug class: HF's own call reconfigures its tokenizer
+    hf(['a man'], truncation=True, max_length=6)
+    assert 'enable_truncation' in calls
