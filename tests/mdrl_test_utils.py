@@ -158,3 +158,36 @@ def tree_bytes(root: str) -> dict:
             with open(os.path.join(d, f), 'rb') as fh:
                 found[os.path.relpath(os.path.join(d, f), root)] = fh.read()
     return found
+
+
+def train_few_iterations(cfg, work_dir: str, before_train=None,
+                         validate: bool = True) -> 'dict | None':
+    """Train a :func:`shrink_config`-ed config (2 iterations) and validate it.
+
+    Checks that the last checkpoint was written and the val metrics are
+    percentages. (Training already validates once, at its last iteration.)
+
+    Args:
+        cfg: The shrunk config.
+        work_dir: The run's work_dir.
+        before_train: Optional ``fn(runner)`` called once the Runner (and
+            its model) is built, before training.
+        validate: Run the val loop once more after training and check its
+            metrics.
+
+    Returns:
+        The val metrics (None without ``validate``).
+    """
+    from mmengine.runner import Runner
+    cfg.work_dir = str(work_dir)
+    runner = Runner.from_cfg(cfg)
+    if before_train is not None:
+        before_train(runner)
+    runner.train()
+    assert os.path.isfile(os.path.join(str(work_dir), 'iter_2.pth'))
+    if not validate:
+        return None
+    metrics = runner.val_loop.run()
+    assert set(metrics) == {'R1', 'R5', 'R10', 'mAP', 'mINP'}
+    assert all(0.0 <= v <= 100.0 for v in metrics.values())
+    return metrics
