@@ -14,6 +14,7 @@ import torch
 from mmengine.config import Config
 from mmengine.logging import MMLogger
 from safetensors.torch import save_file
+from timm.layers import resample_abs_pos_embed
 from transformers import BertModel
 
 from mdrl_plugin.models import (WeightsNotFoundError, WeightSource,
@@ -59,7 +60,7 @@ def test_cnn_encoder_loads_a_wrapped_ddp_checkpoint(tmp_path):
     torch.save({'state_dict': {f'module.{k}': v for k, v in src.state_dict().items()}},
                path)
     cnn = MODELS.build(dict(type='TimmCNNEncoder', arch='resnet18', pretrained=str(path)))
-    for key, value in cnn.cnn.state_dict().items():
+    for key, value in cnn.backbone.state_dict().items():
         assert torch.equal(value, src.state_dict()[key]), key
 
 
@@ -79,9 +80,23 @@ def test_vit_encoder_loads_safetensors(tmp_path):
 def test_checkpoint_of_another_model_is_refused(tmp_path):
     path = tmp_path / 'other.pth'
     torch.save({'encoder.weight': torch.zeros(2, 2)}, path)
-    with pytest.raises(ValueError, match='CNN pretrained weights .*other.pth.*no key '
-                       'matches the model'):
+    with pytest.raises(ValueError, match=r"(?s)timm 'resnet18' weights '.*other.pth' "
+                       r'do not fit the model.*Missing key\(s\).*"conv1.weight".*'
+                       r'Unexpected key\(s\) in state_dict: "encoder.weight"'):
         MODELS.build(dict(type='TimmCNNEncoder', arch='resnet18', pretrained=str(path)))
+
+
+def test_former_cnn_encoder_checkpoints_still_load():
+    """TimmCNNEncoder is BackboneAdapter now; its former keys `cnn.*` load."""
+    torch.manual_seed(0)
+    cfg = dict(type='TimmCNNEncoder', arch='test_resnet', out_channels=4)
+    old = {k.replace('backbone.', 'cnn.', 1): v + 1
+           for k, v in MODELS.build(cfg).state_dict().items()}
+    assert 'cnn.conv1.0.weight' in old and 'proj.weight' in old
+    model = torch.nn.ModuleDict(dict(image_encoder=MODELS.build(cfg)))
+    model.load_state_dict({f'image_encoder.{k}': v for k, v in old.items()})
+    assert torch.equal(model.image_encoder.backbone.conv1[0].weight,
+                       old['cnn.conv1.0.weight'])
 
 
 # ------------------------------------------------------------ hub ids, offline
@@ -152,7 +167,7 @@ def test_urls_resolve_from_the_torch_hub_cache(hub, tmp_path):
     src = timm.create_model('test_resnet', num_classes=0)
     torch.save(src.state_dict(), folder / 'test_resnet-0123.pth')
     cnn = MODELS.build(dict(type='TimmCNNEncoder', arch='test_resnet', pretrained=url))
-    for key, value in cnn.cnn.state_dict().items():
+    for key, value in cnn.backbone.state_dict().items():
         assert torch.equal(value, src.state_dict()[key]), key
     # MMEngine's Pretrained init reads the same cache
     torch.save({'state_dict': cnn.state_dict()}, folder / 'mmengine_style.pth')
@@ -161,7 +176,7 @@ def test_urls_resolve_from_the_torch_hub_cache(hub, tmp_path):
     torch.manual_seed(5)
     enc = MODELS.build(cfg)
     enc.init_weights()
-    for key, value in enc.cnn.state_dict().items():
+    for key, value in enc.backbone.state_dict().items():
         assert torch.equal(value, src.state_dict()[key]), key
     check_weights(Config(dict(model=dict(type='MDRL', image_encoder=cfg))))
 
@@ -177,6 +192,9 @@ def test_a_fetched_url_lands_where_mmengine_looks(offline_hub, tmp_path):
     from mmengine.runner.checkpoint import CheckpointLoader
     loaded = CheckpointLoader.load_checkpoint('https://example.invalid/a/w-01.pth')
     assert torch.equal(loaded['w'], torch.arange(3))
+    # an https URL is looked at first, with a time limit (torch hub has none)
+    with pytest.raises(OSError, match='the tests never reach the network'):
+        WeightSource('image encoder', 'v', 'url', url='https://x.invalid/v.pth').fetch()
 
 
 # ------------------------------------------------------------ what is missing
@@ -236,7 +254,7 @@ def test_without_network_one_download_is_tried(offline_hub, tmp_path, monkeypatc
 @pytest.mark.parametrize('name,kind', [
     ('bert-base-uncased', 'hf'), ('google-bert/bert-base-uncased', 'hf'),
     ('/abs/bert', 'path'), ('./bert', 'path'), ('a/b/c', 'path'),
-    ('tests/nowhere', 'path')])  # tests/ is a local folder
+    ('tests/nowhere', 'hf')])  # transformers' rule: no local path, a valid id
 def test_hf_names_and_paths(name, kind, monkeypatch):
     monkeypatch.chdir(REPO_ROOT)
     assert hf_source(name).kind == kind
@@ -265,24 +283,99 @@ def test_shipped_configs_name_hub_weights():
     assert resnet[1].repo_id == 'timm/resnet50.tv_in1k'
 
 
-# ------------------------------------------------------------ log levels
-def test_missing_keys_of_pretrained_weights_are_warnings(tmp_path):
+# ------------------------------------------------------------ strict loading
+def test_pretrained_weights_that_miss_keys_are_refused(tmp_path):
+    """timm's strict load: a key the checkpoint lacks is an error naming the
+    file and the key (MMEngine's Pretrained init stays non-strict: a WARNING)."""
     torch.manual_seed(6)
-    src = timm.create_model('test_resnet', num_classes=0)
-    state = src.state_dict()
+    state = timm.create_model('test_resnet', num_classes=0).state_dict()
     del state['conv1.0.weight']
     path = str(tmp_path / 'partial.pth')
     torch.save(state, path)
-    with log_records() as records:
+    with pytest.raises(ValueError, match=r"(?s)'.*partial.pth' do not fit the model"
+                       r'.*Missing key\(s\) in state_dict: "conv1.0.weight"\. *$'):
         MODELS.build(dict(type='TimmCNNEncoder', arch='test_resnet', pretrained=path))
-    warnings = [r.getMessage() for r in records if r.levelno == logging.WARNING]
-    assert len(warnings) == 1 and "['conv1.0.weight']" in warnings[0], warnings
-    # MMEngine's Pretrained init (non-strict) warns as well
+    # a former TimmCNNEncoder's keys (`cnn.`), through MMEngine's loader
     torch.save({'state_dict': {f'cnn.{k}': v for k, v in state.items()}}, path)
     enc = MODELS.build(dict(type='TimmCNNEncoder', arch='test_resnet',
                             init_cfg=dict(type='Pretrained', checkpoint=path)))
     with log_records() as records:
         enc.init_weights()
     warnings = [r.getMessage() for r in records if r.levelno == logging.WARNING]
-    assert any('missing keys in source state_dict: cnn.conv1.0.weight' in w
+    assert any('missing keys in source state_dict: backbone.conv1.0.weight\n' in w
                for w in warnings), warnings
+    assert torch.equal(enc.backbone.conv1[1].weight, state['conv1.1.weight'])
+
+
+def test_a_strided_vit_resamples_the_loaded_position_embeddings(tmp_path):
+    torch.manual_seed(7)
+    tiny = dict(embed_dim=32, depth=1, num_heads=2)
+    src = timm.create_model('vit_base_patch16_224', img_size=32, num_classes=0, **tiny)
+    path = str(tmp_path / 'vit.pth')
+    torch.save(src.state_dict(), path)
+    cfg = dict(type='TimmVisionTransformer', img_size=(64, 32), arch_kwargs=tiny,
+               pretrained=path)
+    plain = MODELS.build(cfg).vit.pos_embed  # 2x2 grid resampled to 4x2 by timm
+    strided = MODELS.build(dict(cfg, stride=8)).vit.pos_embed  # then to 7x3
+    assert strided.shape == (1, 1 + 7 * 3, 32)
+    assert torch.equal(strided[:, 0], src.pos_embed[:, 0])
+    torch.testing.assert_close(
+        strided, resample_abs_pos_embed(plain, (7, 3), (4, 2), num_prefix_tokens=1))
+
+
+# ------------------------------------------------------------ fetching
+class FakeHub:
+    """huggingface_hub's model_info and snapshot_download, over a folder of
+    repos: what is asked for is laid out in the cache as a download would."""
+
+    def __init__(self, cache, repos):
+        self.cache, self.repos, self.calls = cache, repos, []
+
+    def model_info(self, api, repo_id, revision=None, timeout=None):
+        from types import SimpleNamespace
+        self.calls.append(('model_info', repo_id, timeout))
+        return SimpleNamespace(siblings=[SimpleNamespace(rfilename=f)
+                                         for f in self.repos[repo_id]])
+
+    def snapshot_download(self, repo_id, revision=None, allow_patterns=None):
+        from fnmatch import fnmatch
+        self.calls.append(('snapshot_download', repo_id, allow_patterns))
+        files = {f: p for f, p in self.repos[repo_id].items()
+                 if any(fnmatch(f, pattern) for pattern in allow_patterns)}
+        return put_in_hub_cache(self.cache, repo_id, files)
+
+
+def test_fetch_takes_only_the_files_the_loaders_read(offline_hub, tmp_path,
+                                                     monkeypatch):
+    import huggingface_hub
+    from huggingface_hub import constants
+    monkeypatch.setattr(constants, 'HF_HUB_OFFLINE', False)
+    monkeypatch.delenv('HF_HUB_OFFLINE')
+    bert = folder_files(write_tiny_bert(str(tmp_path / 'bert')))
+    torch.save({}, tmp_path / 'pytorch_model.bin')
+    vit = {'config.json': bert['config.json'],
+           'pytorch_model.bin': str(tmp_path / 'pytorch_model.bin')}
+    hub = FakeHub(offline_hub, {'org/tiny-bert': dict(
+        bert, **{'tf_model.h5': bert['config.json']}), 'timm/test_vit.r160_in1k': vit})
+    monkeypatch.setattr(huggingface_hub.HfApi, 'model_info',
+                        lambda api, *a, **k: hub.model_info(api, *a, **k))
+    monkeypatch.setattr(huggingface_hub, 'snapshot_download', hub.snapshot_download)
+    tokenizer = hf_source('org/tiny-bert', 'tokenizer')
+    assert tokenizer.locate() is None
+    folder = tokenizer.resolve()
+    assert sorted(os.listdir(folder)) == sorted(
+        f for f in bert if f.endswith(('.json', '.txt')))  # no weights
+    assert hf_source('org/tiny-bert').locate() is None  # the model's are missing
+    assert hf_source('org/tiny-bert').resolve() == folder
+    assert 'model.safetensors' in os.listdir(folder) and 'tf_model.h5' not in os.listdir(
+        folder)
+    image = image_source('test_vit.r160_in1k', 'test_vit')
+    assert image.resolve().endswith('/pytorch_model.bin')  # no safetensors there
+    assert hub.calls == [
+        ('model_info', 'org/tiny-bert', constants.HF_HUB_ETAG_TIMEOUT),
+        ('snapshot_download', 'org/tiny-bert', ['*.json', '*.txt', '*.model']),
+        ('model_info', 'org/tiny-bert', constants.HF_HUB_ETAG_TIMEOUT),
+        ('snapshot_download', 'org/tiny-bert',
+         ['*.json', '*.txt', '*.model', 'model*.safetensors']),
+        ('model_info', 'timm/test_vit.r160_in1k', constants.HF_HUB_ETAG_TIMEOUT),
+        ('snapshot_download', 'timm/test_vit.r160_in1k', ['pytorch_model.bin'])]

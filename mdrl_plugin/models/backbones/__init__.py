@@ -1,7 +1,7 @@
-from .adapter import BackboneAdapter, read_tokens
+from .adapter import BackboneAdapter, create_timm_model, read_tokens
 from .cnn import TimmCNNEncoder
 from .text_encoder import BertTextEncoder
 from .vit import TimmVisionTransformer
 
 __all__ = ['BackboneAdapter', 'read_tokens', 'TimmVisionTransformer',
-           'TimmCNNEncoder', 'BertTextEncoder']
+           'TimmCNNEncoder', 'BertTextEncoder', 'create_timm_model']

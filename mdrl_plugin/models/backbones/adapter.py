@@ -11,7 +11,7 @@ from mmengine.model import BaseModule
 from mdrl_plugin.registry import MODELS
 from ..weights import image_source
 
-__all__ = ['BackboneAdapter', 'read_tokens']
+__all__ = ['BackboneAdapter', 'read_tokens', 'create_timm_model']
 
 
 def _describe(out: Any) -> str:
@@ -71,6 +71,52 @@ def read_tokens(out: Any,
     return None
 
 
+def create_timm_model(arch: str, weights: Optional[str] = None,
+                      what: str = 'weights', **kwargs) -> nn.Module:
+    """A timm model without classifier, its pretrained weights loaded strictly.
+
+    timm reads the weights (safetensors, or ``torch.load(weights_only=True)``;
+    a ``state_dict``/``model`` entry and a ``module.`` prefix unwrapped, no
+    EMA), the classifier its ``pretrained_cfg`` names is dropped, and
+    ``timm.create_model(pretrained=True, pretrained_cfg_overlay=...)`` applies
+    the architecture's checkpoint filter (a ViT's position embeddings are
+    resampled to its ``img_size``) and loads them with ``strict=True``.
+
+    Args:
+        arch: timm model name.
+        weights: None (timm's initialisation), or a local file, a timm tag of
+            ``arch`` or a URL (:func:`mdrl_plugin.models.image_source`).
+        what: Words for messages, e.g. ``'ViT pretrained weights'``.
+        **kwargs: Other arguments of ``timm.create_model``.
+
+    Returns:
+        The model, created with ``num_classes=0``.
+
+    Raises:
+        WeightsNotFoundError: The weights are not here and cannot be fetched.
+        ValueError: They do not fit the model; the message names the file and
+            the missing, unexpected or wrong-shaped keys.
+    """
+    if weights is None:
+        return timm.create_model(arch, num_classes=0, **kwargs)
+    from timm.models import get_pretrained_cfg, load_state_dict
+    path = image_source(weights, arch, what).resolve()
+    state = load_state_dict(path, use_ema=False)
+    heads = getattr(get_pretrained_cfg(arch), 'classifier', None) or ()
+    for head in (heads, ) if isinstance(heads, str) else heads:
+        for key in (f'{head}.weight', f'{head}.bias'):
+            state.pop(key, None)
+    overlay = dict(state_dict=state, num_classes=0)  # timm keeps strict=True
+    try:
+        return timm.create_model(arch, pretrained=True, num_classes=0,
+                                 pretrained_cfg_overlay=overlay, **kwargs)
+    except RuntimeError as err:
+        raise ValueError(f"{what} {path!r} do not fit the model (timm's "
+                         f'strict load, the classifier dropped): {err}') from err
+    finally:
+        state.clear()  # the model's pretrained_cfg keeps a reference
+
+
 @MODELS.register_module()
 class BackboneAdapter(BaseModule):
     """Turn any registered backbone or timm model into MDRL's image encoder.
@@ -105,11 +151,8 @@ class BackboneAdapter(BaseModule):
     prefix='backbone.')`` (applied by ``init_weights``, which the Runner
     calls; an ``http(s)://`` checkpoint comes from the torch hub cache). A
     timm model loads ``timm_checkpoint`` (a local file, a timm tag or a URL,
-    see :mod:`mdrl_plugin.models.weights`) with timm's own loader
-    (``timm.create_model(..., pretrained=True,
-    pretrained_cfg_overlay=dict(file=path))``, strict, the classifier dropped
-    and ViT position embeddings resized by timm); ``init_weights`` then leaves
-    it alone.
+    see :mod:`mdrl_plugin.models.weights`) with timm's own loader, strictly
+    (:func:`create_timm_model`); ``init_weights`` then leaves it alone.
 
     Args:
         backbone: Config of a registered backbone (exclusive with
@@ -159,13 +202,9 @@ class BackboneAdapter(BaseModule):
         self.from_timm = timm_model is not None
         self.with_cp = with_cp
         if self.from_timm:
-            kwargs = dict(num_classes=0, **(timm_kwargs or {}))
-            if timm_checkpoint is not None:
-                path = image_source(timm_checkpoint, timm_model,
-                                    f'timm {timm_model!r} weights').resolve()
-                kwargs.update(pretrained=True,
-                              pretrained_cfg_overlay=dict(file=path))
-            self.backbone = timm.create_model(timm_model, **kwargs)
+            self.backbone = create_timm_model(
+                timm_model, timm_checkpoint, f'timm {timm_model!r} weights',
+                **(timm_kwargs or {}))
             # timm initialises (and loads) its models at construction;
             # MMEngine's init_weights skips modules marked as initialised
             self.backbone.is_init = True

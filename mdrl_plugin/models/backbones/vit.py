@@ -1,14 +1,14 @@
 """Vision Transformer image encoder built on timm."""
 from typing import Optional, Sequence, Tuple, Union
 
-import timm
 import torch
 import torch.nn as nn
 from mmengine.model import BaseModule
-from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_fn
+from timm.layers import resample_abs_pos_embed
+from timm.models.vision_transformer import VisionTransformer
 
 from mdrl_plugin.registry import MODELS
-from ..weights import image_source, load_timm_checkpoint
+from .adapter import create_timm_model
 
 __all__ = ['TimmVisionTransformer']
 
@@ -33,10 +33,9 @@ class TimmVisionTransformer(BaseModule):
             such as ``'vit_base_patch16_224.orig_in21k_ft_in1k'`` (``'timm'``:
             the default tag), whose weights come from the Hugging Face cache;
             or an ``http(s)://`` URL (torch hub cache). A file that exists
-            wins; see :mod:`mdrl_plugin.models.weights`. The weights are read
-            by timm's ``load_checkpoint`` (non-strict) and the position
-            embeddings resized from the checkpoint's grid by timm's
-            ``checkpoint_filter_fn``.
+            wins; see :mod:`mdrl_plugin.models.weights`. timm loads them
+            strictly, the classifier dropped and the position embeddings
+            resampled to the patch grid (:func:`create_timm_model`).
         out_channels: If set, a linear projection of all outputs to this width.
         drop_path_rate: Stochastic depth rate.
         arch_kwargs: Extra arguments of ``timm.create_model`` (e.g.
@@ -67,12 +66,11 @@ class TimmVisionTransformer(BaseModule):
         kwargs = dict(
             img_size=img_size,
             patch_size=patch_size,
-            num_classes=0,
             drop_path_rate=drop_path_rate)
         kwargs.update(arch_kwargs or {})
-        source = (image_source(pretrained, arch, 'ViT pretrained weights')
-                  if pretrained is not None else None)
-        self.vit = timm.create_model(arch, pretrained=False, **kwargs)
+        self.pretrained = pretrained
+        self.vit = create_timm_model(arch, pretrained,
+                                     'ViT pretrained weights', **kwargs)
         if not isinstance(self.vit, VisionTransformer):
             raise TypeError(f'{arch!r} is not a timm VisionTransformer')
         if self.vit.num_prefix_tokens != 1:
@@ -86,9 +84,6 @@ class TimmVisionTransformer(BaseModule):
         self.proj = (nn.Linear(self.embed_dims, out_channels)
                      if out_channels else nn.Identity())
         self.out_channels = out_channels or self.embed_dims
-        self.pretrained = pretrained
-        if source is not None:
-            self._load_pretrained(source.resolve())
 
     @property
     def num_patches(self) -> int:
@@ -100,16 +95,15 @@ class TimmVisionTransformer(BaseModule):
         pe = self.vit.patch_embed
         pe.proj.stride = (stride, stride)
         grid = tuple((s - patch_size) // stride + 1 for s in img_size)
-        pe.grid_size = grid
-        pe.num_patches = grid[0] * grid[1]
-        new_len = pe.num_patches + self.vit.num_prefix_tokens
-        self.vit.pos_embed = nn.Parameter(
-            torch.zeros(1, new_len, self.vit.embed_dim))
-        nn.init.trunc_normal_(self.vit.pos_embed, std=0.02)
-
-    def _load_pretrained(self, path: str) -> None:
-        load_timm_checkpoint(self.vit, path, what='ViT pretrained weights',
-                             filter_fn=checkpoint_filter_fn)
+        if self.pretrained is None:
+            pos_embed = torch.zeros(1, grid[0] * grid[1] + 1,
+                                    self.vit.embed_dim)
+            nn.init.trunc_normal_(pos_embed, std=0.02)
+        else:  # the loaded embeddings, resampled to the strided grid
+            pos_embed = resample_abs_pos_embed(self.vit.pos_embed.data, grid,
+                                               pe.grid_size)
+        pe.grid_size, pe.num_patches = grid, grid[0] * grid[1]
+        self.vit.pos_embed = nn.Parameter(pos_embed)
 
     def init_weights(self) -> None:
         """Keep timm's (or the pretrained) initialisation of the ViT."""
