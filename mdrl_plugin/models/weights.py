@@ -81,21 +81,23 @@ class WeightSource:
     def cache_path(self) -> str:
         """Where a download goes."""
         from huggingface_hub import constants
+        from huggingface_hub.file_download import repo_folder_name
         from torch.hub import get_dir
         if self.url:
             return osp.join(get_dir(), 'checkpoints',
                             osp.basename(urlparse(self.url).path))
-        return osp.join(constants.HF_HUB_CACHE,
-                        'models--' + self.repo_id.replace('/', '--'))
+        return osp.join(constants.HF_HUB_CACHE, repo_folder_name(
+            repo_id=self.repo_id, repo_type='model'))
 
     def looked_in(self) -> str:
         """Where :meth:`locate` looked, for messages."""
-        where = (f'the torch hub cache (TORCH_HOME): {self.cache_path()}'
-                 if self.url else self.kind != 'path' and
-                 f'the Hugging Face cache (HF_HOME): {self.cache_path()}')
         local = osp.abspath(self.name)
-        return {'path': f'the local path {local!r}', 'url': where,
-                'hf': f'the local folder {local!r} and {where}',
+        if self.kind == 'path':
+            return f'the local path {local!r}'
+        cache = ('torch hub cache (TORCH_HOME)' if self.url else
+                 'Hugging Face cache (HF_HOME)')
+        where = f'the {cache}: {self.cache_path()}'
+        return {'url': where, 'hf': f'the local folder {local!r} and {where}',
                 'timm': f'{" or ".join(self.filenames)} of {self.repo_id!r} '
                         f'in {where}'}[self.kind]
 
