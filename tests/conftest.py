@@ -1,6 +1,8 @@
-"""Shared fixtures: tiny Hugging Face BERT folders written by the tests themselves."""
+"""Shared fixtures: tiny Hugging Face BERT folders written by the tests themselves,
+and a check that no test leaves the checkpoint-loading state changed."""
 import os
 import socket
+import sys
 
 import pytest
 
@@ -8,6 +10,59 @@ from mdrl_test_utils import REPO_ROOT, tiny_mdrl_cfg, write_tiny_bert
 
 os.environ.setdefault('HF_HUB_OFFLINE', '1')
 os.environ.setdefault('TRANSFORMERS_OFFLINE', '1')
+
+
+def _not_torchs(entry) -> bool:
+    """Whether a safe-globals entry is not one torch adds itself when some of
+    its modules are first imported (its own classes; torch.distributed adds
+    the builtin exceptions and ``traceback``'s summaries)."""
+    obj = entry[0] if isinstance(entry, tuple) else entry
+    module = getattr(obj, '__module__', None) or ''
+    return module.split('.')[0] not in ('torch', 'builtins', 'traceback')
+
+
+def _loading_state():
+    """MMEngine's checkpoint loaders by scheme (the safe-loading switch is
+    the local one) and the safe globals torch was given from outside;
+    defaults for what is not imported yet."""
+    ckpt = sys.modules.get('mmengine.runner.checkpoint')
+    serialization = sys.modules.get('torch.serialization')
+    # no public getter for MMEngine's registered loaders
+    return (dict(ckpt.CheckpointLoader._schemes) if ckpt else None,
+            set(filter(_not_torchs, serialization.get_safe_globals()))
+            if serialization else set())
+
+
+@pytest.fixture(autouse=True)
+def _no_checkpoint_loading_leak():
+    """Fail a test that leaves the checkpoint loaders or torch's safe globals
+    other than it found them (and put them back for the next test)."""
+    schemes, safe_globals = _loading_state()
+    yield
+    now_schemes, now_globals = _loading_state()
+    if schemes is None and now_schemes is not None:  # imported by the test
+        from mmengine.runner.checkpoint import load_from_local
+        schemes = dict(now_schemes, **{'': load_from_local})
+    leaks = []
+    if now_schemes is not None and now_schemes != schemes:
+        from mmengine.runner.checkpoint import CheckpointLoader
+        leaks.append('MMEngine checkpoint loaders: ' + ', '.join(
+            f'{k!r}: {now_schemes.get(k)} (was {schemes.get(k)})'
+            for k in {*schemes, *now_schemes}
+            if now_schemes.get(k) is not schemes.get(k)))
+        CheckpointLoader._schemes.clear()
+        CheckpointLoader._schemes.update(schemes)
+    if now_globals != safe_globals:
+        import torch.serialization
+        leaks.append(f'torch safe globals: {now_globals - safe_globals} '
+                     f'added, {safe_globals - now_globals} removed')
+        kept = [g for g in torch.serialization.get_safe_globals()
+                if not _not_torchs(g)]
+        torch.serialization.clear_safe_globals()
+        torch.serialization.add_safe_globals(kept + list(safe_globals))
+    if leaks:
+        pytest.fail('the test left global state changed: ' +
+                    '; '.join(leaks), pytrace=False)
 
 
 @pytest.fixture(scope='session')

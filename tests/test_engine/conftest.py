@@ -16,16 +16,18 @@ from toy_helpers import make_toy_cfg, preserved_global_state, run_toy  # noqa
 def _restore_global_state():
     """Each test runs as the tools do: with the safe checkpoint loader on
     (torch >= 2.6 cannot read MMEngine checkpoints without it); the loader
-    and the other global switches are restored afterwards."""
-    from mdrl_plugin.engine import (disable_safe_checkpoint_loading,
-                                    enable_safe_checkpoint_loading,
-                                    safe_checkpoint_loading_enabled)
-    was_safe = safe_checkpoint_loading_enabled()
+    and the other global switches are put back as found afterwards (which
+    tests/conftest.py checks)."""
+    from mmengine.runner.checkpoint import CheckpointLoader
+
+    from mdrl_plugin.engine import enable_safe_checkpoint_loading
+    found = CheckpointLoader._schemes['']  # no public getter
     enable_safe_checkpoint_loading()
-    with preserved_global_state():
-        yield
-    if not was_safe:
-        disable_safe_checkpoint_loading()
+    try:
+        with preserved_global_state():
+            yield
+    finally:
+        CheckpointLoader.register_scheme('', found, force=True)
 
 
 @pytest.fixture(scope='session')

@@ -220,8 +220,17 @@ def test_safetensors_files(tmp_path):
     assert torch.equal(safe_torch_load(path)['w'], torch.arange(4.))
 
 
+@pytest.fixture
+def loader_put_back():
+    """MMEngine's local loader as found, after the test (even a failed one)."""
+    found = CheckpointLoader._schemes['']  # no public getter
+    yield
+    CheckpointLoader.register_scheme('', found, force=True)
+
+
 def test_mmengine_loads_go_through_the_safe_loader(tmp_path,
-                                                   mmengine_checkpoint):
+                                                   mmengine_checkpoint,
+                                                   loader_put_back):
     enable_safe_checkpoint_loading()
     for path in ('/a/b.pth', 'rel/b.pth'):
         assert CheckpointLoader._get_checkpoint_loader(path).__module__ == \
