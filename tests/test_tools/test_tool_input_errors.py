@@ -1,37 +1,67 @@
-"""User mistakes through the tools' real entry points (subprocesses).
+"""User mistakes through the tools' entry points.
 
 Each mistake must give one paragraph on stderr, a non-zero exit status and no
 traceback (unless ``--debug``), and input mistakes must be found before any
-model is built or image encoded.
+model is built or image encoded. The tools' ``main(argv)`` runs in this
+process (``main`` returning a status means no exception escaped); one
+subprocess shows that the real entry point prints no traceback either.
 """
+import importlib.util
 import os
 import os.path as osp
 import subprocess
 import sys
+import warnings
 
 import pytest
 import torch
 
 from mdrl_test_utils import REPO_ROOT, shrink_config
+from toy_helpers import preserved_global_state
 
 TOOLS = osp.join(REPO_ROOT, 'tools')
 DEMO = osp.join(REPO_ROOT, 'configs', 'mdrl_demo.py')
+_TOOLS = {}
 
 
-def tool(name, *args, cwd):
-    env = dict(os.environ, PYTHONPATH=REPO_ROOT, OMP_NUM_THREADS='1',
-               HF_HUB_OFFLINE='1', TRANSFORMERS_OFFLINE='1')
-    return subprocess.run(
-        [sys.executable, osp.join(TOOLS, f'{name}.py'), *map(str, args)],
-        cwd=str(cwd), env=env, capture_output=True, text=True, timeout=600)
+def _tool(name):
+    """``tools/<name>.py`` as a module (loaded once)."""
+    if name not in _TOOLS:
+        spec = importlib.util.spec_from_file_location(
+            f'mdrl_tool_{name}', osp.join(TOOLS, f'{name}.py'))
+        _TOOLS[name] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(_TOOLS[name])
+    return _TOOLS[name]
 
 
-def user_error(proc, status, *fragments):
+@pytest.fixture
+def run(tmp_path, monkeypatch, capsys):
+    """``run(tool, *args)``: ``(status, stdout, stderr)`` of the tool's
+    ``main`` in ``tmp_path``; what the tools and Runners change globally
+    (environment, RNGs, loaders, warnings' printer) is put back."""
+    monkeypatch.chdir(tmp_path)
+    for name, value in (('LOCAL_RANK', '0'),
+                        ('CUBLAS_WORKSPACE_CONFIG', ':4096:8')):
+        monkeypatch.setenv(name, value)  # the tools' setdefault: undone
+    monkeypatch.setattr(warnings, 'showwarning', warnings.showwarning)
+    capsys.readouterr()
+
+    def call(name, *args):
+        status = _tool(name).main([str(a) for a in args])
+        out, err = capsys.readouterr()
+        return status, out, err
+
+    with preserved_global_state():
+        yield call
+
+
+def user_error(result, status, *fragments):
     """Assert a one-paragraph error with the given exit status."""
-    assert proc.returncode == status, proc.stderr[-3000:]
-    assert 'Traceback' not in proc.stderr, proc.stderr[-3000:]
+    code, _, err = result
+    assert code == status, err[-3000:]
+    assert 'Traceback' not in err, err[-3000:]
     for fragment in fragments:
-        assert fragment in proc.stderr, proc.stderr[-3000:]
+        assert fragment in err, err[-3000:]
 
 
 @pytest.fixture(scope='module')
@@ -56,88 +86,100 @@ def tiny(tiny_bert_dir, tiny_pedes_root, tmp_path_factory):
     torch.save({'meta': {}, 'state_dict': other}, mismatched)
     text = root / 'notes.pth'
     text.write_text('these are my notes, not weights\n')
-    return dict(root=root, config=config, qkv=qkv, shape=(rows, cols),
+    # PyTorch's words for the wrong-shaped weight
+    report = (f'size mismatch for {qkv}: copying a param with shape '
+              f'torch.Size([{rows + 3}, {cols}]) from checkpoint, the shape '
+              f'in current model is torch.Size([{rows}, {cols}]).')
+    return dict(root=root, config=config, qkv=qkv, report=report,
                 mismatched=mismatched, text=str(text))
 
 
-def test_train_checks_its_inputs_before_building(tiny, tmp_path):
+def test_train_checks_its_inputs_before_building(tiny, tmp_path, run):
     # the shipped demo config without its data: no model is built (its BERT
     # folder does not exist here either)
-    p = tool('train', DEMO, '--work-dir', tmp_path / 'w', cwd=tmp_path)
-    user_error(p, 2, "tools/train.py: error: train_dataloader.dataset."
+    user_error(run('train', DEMO, '--work-dir', tmp_path / 'w'), 2,
+               "tools/train.py: error: train_dataloader.dataset."
                "data_root 'data/demo' does not exist",
                'tools/make_demo_data.py')
-    p = tool('train', tiny['config'], '--work-dir', tmp_path / 'w',
-             '--cfg-options', f"load_from={tiny['text']}", cwd=tmp_path)
-    user_error(p, 2, f"Could not load checkpoint '{tiny['text']}': it is "
-               'not a PyTorch checkpoint')
+    user_error(run('train', tiny['config'], '--work-dir', tmp_path / 'w',
+                   '--cfg-options', f"load_from={tiny['text']}"), 2,
+               f"Could not load checkpoint '{tiny['text']}': it is not a "
+               'PyTorch checkpoint')
     a_file = tmp_path / 'a_file'
     a_file.write_text('x')
-    p = tool('train', tiny['config'], '--work-dir', a_file, cwd=tmp_path)
-    user_error(p, 2, f"work dir '{a_file}' is a file, not a folder.")
+    user_error(run('train', tiny['config'], '--work-dir', a_file), 2,
+               f"work dir '{a_file}' is a file, not a folder.")
+    assert not (tmp_path / 'w').exists()  # nothing was built
 
 
-def test_train_num_classes_mismatch_without_traceback(tiny, tmp_path):
+def test_train_num_classes_mismatch_without_traceback(tiny, tmp_path, run):
+    from mdrl_plugin.engine import NumClassesMismatchError
     args = [tiny['config'], '--work-dir', tmp_path / 'w', '--cfg-options',
             'model.num_classes=200']
-    p = tool('train', *args, cwd=tmp_path)
-    user_error(p, 1, 'tools/train.py: error: model.num_classes=200 but the '
-               'training dataset', 'has 6 identities: set '
-               'model.num_classes=6')
-    p = tool('train', *args, '--debug', cwd=tmp_path)
-    assert p.returncode == 1
-    assert 'Traceback' in p.stderr and 'NumClassesMismatchError' in p.stderr
+    user_error(run('train', *args), 1, 'tools/train.py: error: '
+               'model.num_classes=200 but the training dataset',
+               'has 6 identities: set model.num_classes=6')
+    with pytest.raises(NumClassesMismatchError):  # --debug: the traceback
+        run('train', *args, '--debug')
 
 
-def test_test_refuses_a_mismatched_or_non_checkpoint(tiny, tmp_path):
-    p = tool('test', tiny['config'], tiny['text'], '--work-dir',
-             tmp_path / 't', cwd=tmp_path)
-    user_error(p, 2, f"tools/test.py: error: Could not load checkpoint "
+def test_test_refuses_a_mismatched_or_non_checkpoint(tiny, tmp_path, run):
+    result = run('test', tiny['config'], tiny['text'], '--work-dir',
+                 tmp_path / 't')
+    user_error(result, 2, "tools/test.py: error: Could not load checkpoint "
                f"'{tiny['text']}': it is not a PyTorch checkpoint")
-    assert 'safe loader' not in p.stderr
-    rows, cols = tiny['shape']
-    p = tool('test', tiny['config'], tiny['mismatched'], '--work-dir',
-             tmp_path / 't', cwd=tmp_path)
-    user_error(p, 1, f"tools/test.py: error: Checkpoint "
-               f"'{tiny['mismatched']}' does not fit the model of config",
-               f"1 weight(s) of another shape ({tiny['qkv']}: checkpoint "
-               f'({rows + 3}, {cols}) vs model ({rows}, {cols}))',
-               '0 missing key(s), 0 unexpected key(s)',
+    assert 'safe loader' not in result[2]
+    user_error(run('test', tiny['config'], tiny['mismatched'], '--work-dir',
+                   tmp_path / 't'), 1,
+               f"tools/test.py: error: Checkpoint '{tiny['mismatched']}' "
+               'does not fit the model of config', tiny['report'],
                'written for another config', '--allow-partial-checkpoint')
     out = tmp_path / 'm.json'
-    p = tool('test', tiny['config'], tiny['mismatched'], '--work-dir',
-             tmp_path / 't', '--allow-partial-checkpoint', '--out', out,
-             cwd=tmp_path)
-    assert p.returncode == 0, p.stderr[-3000:]
-    assert (f"1 model weight(s) left uninitialised: {tiny['qkv']}"
-            in p.stdout + p.stderr)
+    status, stdout, stderr = run(
+        'test', tiny['config'], tiny['mismatched'], '--work-dir',
+        tmp_path / 't', '--allow-partial-checkpoint', '--out', out)
+    assert status == 0, stderr[-3000:]
+    # MMEngine's own report of what was left at its initialisation
+    assert tiny['report'] in stdout + stderr
     assert out.is_file()
 
 
-def test_search_checks_everything_before_encoding(tiny, tmp_path):
+def test_the_real_entry_point_prints_no_traceback(tiny, tmp_path):
+    env = dict(os.environ, PYTHONPATH=REPO_ROOT, OMP_NUM_THREADS='1',
+               HF_HUB_OFFLINE='1', TRANSFORMERS_OFFLINE='1')
+    proc = subprocess.run(
+        [sys.executable, osp.join(TOOLS, 'test.py'), tiny['config'],
+         tiny['mismatched'], '--work-dir', str(tmp_path / 't')],
+        cwd=str(tmp_path), env=env, capture_output=True, text=True,
+        timeout=600)
+    user_error((proc.returncode, proc.stdout, proc.stderr), 1,
+               f"tools/test.py: error: Checkpoint '{tiny['mismatched']}' "
+               'does not fit the model of config', tiny['report'])
+
+
+def test_search_checks_everything_before_encoding(tiny, tmp_path, run):
     gallery = tmp_path / 'gallery'
     gallery.mkdir()
-    p = tool('search', tiny['config'], tiny['text'], '--gallery', gallery,
-             '--query', 'a man', cwd=tmp_path)
-    user_error(p, 2, f"Could not load checkpoint '{tiny['text']}': it is "
-               'not a PyTorch checkpoint')
-    p = tool('search', tiny['config'], tiny['mismatched'], '--gallery',
-             tmp_path / 'nowhere', '--query', 'a man', cwd=tmp_path)
-    user_error(p, 2, f"--gallery '{tmp_path / 'nowhere'}' does not exist")
-    p = tool('search', tiny['config'], tiny['mismatched'], '--gallery',
-             gallery, '--query', 'a man', '--query', ' ', cwd=tmp_path)
-    user_error(p, 2, 'tools/search.py: error: Query texts[1] is empty')
-    assert 'Encoding' not in p.stderr
-    p = tool('search', tiny['config'], tiny['mismatched'], '--gallery',
-             gallery, '--query', 'a man', cwd=tmp_path)
-    user_error(p, 2, f"Checkpoint '{tiny['mismatched']}' does not fit the "
-               f"model of config", tiny['qkv'])
-    assert 'Encoding' not in p.stderr
+    user_error(run('search', tiny['config'], tiny['text'], '--gallery',
+                   gallery, '--query', 'a man'), 2,
+               f"Could not load checkpoint '{tiny['text']}': it is not a "
+               'PyTorch checkpoint')
+    user_error(run('search', tiny['config'], tiny['mismatched'], '--gallery',
+                   tmp_path / 'nowhere', '--query', 'a man'), 2,
+               f"--gallery '{tmp_path / 'nowhere'}' does not exist")
+    result = run('search', tiny['config'], tiny['mismatched'], '--gallery',
+                 gallery, '--query', 'a man', '--query', ' ')
+    user_error(result, 2, 'tools/search.py: error: Query texts[1] is empty')
+    assert 'Encoding' not in result[2]
+    result = run('search', tiny['config'], tiny['mismatched'], '--gallery',
+                 gallery, '--query', 'a man')
+    user_error(result, 2, f"Checkpoint '{tiny['mismatched']}' does not fit "
+               'the model of config', tiny['qkv'])
+    assert 'Encoding' not in result[2]
 
 
-def test_check_dataset_reports_a_missing_root(tmp_path):
-    p = tool('check_dataset', 'CUHKPEDES', tmp_path / 'nowhere', cwd=tmp_path)
-    assert p.returncode == 1 and 'Traceback' not in p.stderr
-    assert "data_root '" in p.stdout and 'does not exist' in p.stdout
-    assert p.stdout.rstrip().endswith(
-        'RESULT: NOT usable (see the error above)')
+def test_check_dataset_reports_a_missing_root(tmp_path, run):
+    status, out, err = run('check_dataset', 'CUHKPEDES', tmp_path / 'nowhere')
+    assert status == 1 and 'Traceback' not in err
+    assert "data_root '" in out and 'does not exist' in out
+    assert out.rstrip().endswith('RESULT: NOT usable (see the error above)')
