@@ -84,7 +84,9 @@ def test_non_empty_out_needs_overwrite(tmp_path, capsys):
     stale.write_bytes(b'old')
     mdd.main(args + ['--overwrite'])
     assert not stale.exists()  # imgs/ is replaced, not merged
-    assert sorted(os.listdir(out)) == ['imgs', 'notes.txt', 'reid_raw.json']
+    assert sorted(os.listdir(out)) == [
+        'imgs', 'labels_test_query.json', 'labels_train_query.json',
+        'labels_val_query.json', 'notes.txt', 'reid_raw.json']
     assert (out / 'notes.txt').read_text() == 'keep me'
     (tmp_path / 'file').write_text('')
     assert _error([str(tmp_path / 'file')], capsys) == (

@@ -65,7 +65,9 @@ def generate(out: str,
     ``out/imgs/<split>_query/p<id>_s<n>.jpg`` and ``out/reid_raw.json``, a
     JSON list of records as the CUHK-PEDES release ships them (``split``,
     ``captions``, ``file_path`` relative to ``imgs/``, ``processed_tokens``,
-    1-based ``id``). Identity ``pid``'s image ``k`` is drawn from the random
+    1-based ``id``), and, for searching a split's images as a gallery,
+    ``out/labels_<split>_query.json``, the search labels ``{file name in
+    imgs/<split>_query: id}`` (docs/search.md). Identity ``pid``'s image ``k`` is drawn from the random
     generator seeded ``[seed, pid, k]``: equal arguments give byte-identical
     files.
 
@@ -122,6 +124,10 @@ def generate(out: str,
             summary[ident.split]['captions'] += len(captions)
     with open(json_path, 'w') as f:
         json.dump(records, f)
+    for split in SPLITS:
+        with open(os.path.join(out, f'labels_{split}_query.json'), 'w') as f:
+            json.dump({r['file_path'].split('/', 1)[1]: r['id']
+                       for r in records if r['split'] == split}, f, indent=0)
     return dict(out=out, json=json_path, identities=identities,
                 splits=summary, seconds=time.perf_counter() - t0)
 

@@ -1,6 +1,7 @@
 """mdrl_plugin.datasets.synthetic.writer: the CUHK-PEDES layout, exactly
 reproducible."""
 import hashlib
+import json
 import os
 import os.path as osp
 import re
@@ -25,7 +26,14 @@ def _read_rgb(path: str) -> np.ndarray:
 
 def test_layout_is_the_cuhk_pedes_release(tiny):
     out, _, records = tiny
-    assert sorted(os.listdir(out)) == ['imgs', 'reid_raw.json']
+    assert sorted(os.listdir(out)) == [
+        'imgs', 'labels_test_query.json', 'labels_train_query.json',
+        'labels_val_query.json', 'reid_raw.json']
+    for split in ('train', 'val', 'test'):  # the search labels of a split
+        with open(osp.join(out, f'labels_{split}_query.json')) as f:
+            assert json.load(f) == {
+                r['file_path'][len(split) + 7:]: r['id'] for r in records
+                if r['split'] == split}
     assert sorted(os.listdir(osp.join(
         out, 'imgs'))) == ['test_query', 'train_query', 'val_query']
     assert isinstance(records, list) and len(records) == 12 * 2
@@ -89,9 +97,11 @@ def test_images_vary_within_an_identity(tiny):
 # reproducibility
 # --------------------------------------------------------------------------
 def _digest(root: str) -> str:
+    """Of imgs/ and reid_raw.json (the search labels files came later)."""
     h = hashlib.sha256()
     for rel, data in sorted(tree_bytes(root).items()):
-        h.update(rel.encode() + b'\0' + data)
+        if not rel.startswith('labels_'):
+            h.update(rel.encode() + b'\0' + data)
     return h.hexdigest()
 
 
@@ -104,7 +114,10 @@ def test_same_seed_is_byte_identical_and_other_seed_differs(tiny, tmp_path):
     generate(other, **dict(TINY, seed=1))
     a, b = tree_bytes(out), tree_bytes(other)
     assert sorted(a) == sorted(b)  # same layout
-    assert sum(a[k] != b[k] for k in a) == len(a)
+    # every picture and caption differs; the file names and ids (so the
+    # search labels files) do not depend on the seed
+    assert sorted(k for k in a if a[k] == b[k]) == [
+        f'labels_{split}_query.json' for split in ('test', 'train', 'val')]
 
 
 def test_a_small_set_is_the_one_of_the_stored_digest(tmp_path):
@@ -120,6 +133,8 @@ def test_a_small_set_is_the_one_of_the_stored_digest(tmp_path):
             '27193a17f631b8b0676d3a4ed8577c0de1ff09350cfa1e17a6e858d5ba8ceac7')
     assert _digest(out) == (
         'a64a6c68b87487e56c62a39a239f42d44553d9047b920b955b7fe63b78bde5ac')
+    with open(osp.join(out, 'labels_test_query.json'), 'rb') as f:
+        assert f.read() == b'{\n"p00006_s00011.jpg": 6,\n"p00006_s00012.jpg": 6\n}'
 
 
 # --------------------------------------------------------------------------
