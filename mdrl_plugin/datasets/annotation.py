@@ -200,7 +200,7 @@ def load_annotation_json(path: str) -> list:
             f'{path}: malformed JSON at line {e.lineno}, column {e.colno}: '
             f'{e.msg}.') from None
     if not isinstance(data, list):
-        detail = (f'an object with keys {sorted(data)[:5]}'
+        detail = (f'an object with keys {first_n(sorted(map(repr, data)))}'
                   if isinstance(data, dict) else type(data).__name__)
         raise AnnotationFormatError(
             f'{path}: expected a JSON list of records at the top level, got '

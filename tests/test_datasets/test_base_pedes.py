@@ -81,7 +81,7 @@ def test_json_that_is_not_a_list(cuhk_root):
     write_json_text(cuhk_root, '{"annotations": []}')
     with pytest.raises(AnnotationFormatError,
                        match=r'expected a JSON list of records at the top '
-                       r"level, got an object with keys \['annotations'\]"):
+                       r"level, got an object with keys 'annotations'\.$"):
         build(cuhk_root)
 
 
