@@ -2,9 +2,9 @@
 
 The sweep test reads MMEngine's ``scalars.json`` itself (not through the
 tool's parser), and checks that the tested checkpoint was saved at the epoch
-with the best val score: by the checkpoint's ``meta.epoch``, and by its test
-scores (the toy config tests on its val set, so they equal that epoch's val
-scores).
+with the best val score, which is scripted to be the middle one (not the
+last): by the checkpoint's ``meta.epoch``, and by its test scores (the toy
+config tests on its val set, so they equal that epoch's val scores).
 """
 import importlib.util
 import json
@@ -30,6 +30,8 @@ compare = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(compare)
 
 TOY_EPOCH_CONFIG = osp.join(TOY_DIR, 'configs', 'toy_epoch.py')
+#: Its val score peaks at epoch 2 of 3 (40, 70, 50).
+TOY_PEAK_CONFIG = osp.join(TOY_DIR, 'configs', 'toy_epoch_peak.py')
 ABLATION = osp.join(REPO_ROOT, 'configs', 'ablation')
 DEMO = osp.join(REPO_ROOT, 'configs', 'mdrl_demo.py')
 
@@ -214,13 +216,13 @@ def _scalars(work_dir, metric):
 
 def test_sweep_killed_resumed_picked_and_tested(tmp_path):
     work, out = str(tmp_path / 'work'), str(tmp_path / 'out')
-    cmd = [sys.executable, TOOL, TOY_EPOCH_CONFIG, '--seeds', '5',
+    cmd = [sys.executable, TOOL, TOY_PEAK_CONFIG, '--seeds', '5',
            '--work-dir', work, '--out', out,
-           '--metrics', 'toy/accuracy', 'toy/score_sum',
+           '--metrics', 'toy/scripted', 'toy/accuracy', 'toy/score_sum',
            '--cfg-options', 'model.step_delay=0.3']
     env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONPATH=os.pathsep.join(
         [TOY_DIR, REPO_ROOT]))
-    run_dir = osp.join(work, 'toy_epoch', 'seed_5')
+    run_dir = osp.join(work, 'toy_epoch_peak', 'seed_5')
     train_dir = osp.join(run_dir, 'train')
 
     # 1) stop the sweep (SIGTERM, as a scheduler would) once epoch 1 is
@@ -230,13 +232,13 @@ def test_sweep_killed_resumed_picked_and_tested(tmp_path):
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     deadline = time.time() + 1200  # generous: the machine may be busy
     while not osp.isfile(osp.join(train_dir,
-                                  'best_toy_accuracy_epoch_1.pth')):
+                                  'best_toy_scripted_epoch_1.pth')):
         assert proc.poll() is None, proc.stdout.read()
         assert time.time() < deadline
         time.sleep(0.1)
     proc.send_signal(signal.SIGTERM)
     assert proc.communicate(timeout=60)[0].splitlines() == [
-        'compare.py: [toy_epoch/seed_5] training']
+        'compare.py: [toy_epoch_peak/seed_5] training']
     assert proc.returncode == 143
     assert not osp.exists(osp.join(out, 'records'))
 
@@ -244,21 +246,24 @@ def test_sweep_killed_resumed_picked_and_tested(tmp_path):
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, text=True,
                           capture_output=True, timeout=1200)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert '[toy_epoch/seed_5] resuming' in proc.stdout
+    assert '[toy_epoch_peak/seed_5] resuming' in proc.stdout
     assert re.search(r'resumed epoch: [12], iter: [36]\b',
                      open(osp.join(run_dir, 'train.log')).read())
-    rec = json.load(open(osp.join(out, 'records', 'toy_epoch_seed5.json')))
-    rows = _scalars(train_dir, 'toy/accuracy')
+    rec = json.load(open(osp.join(out, 'records', 'toy_epoch_peak_seed5.json')))
+    rows = _scalars(train_dir, 'toy/scripted')
     assert sorted(rows) == [1, 2, 3]
     last = {e: r[-1] for e, r in rows.items()}  # a resumed epoch: the last
-    best = max(a['toy/accuracy'] for a in last.values())
-    epoch = min(e for e, r in last.items() if r['toy/accuracy'] == best)
-    assert rec['picked_epoch'] == epoch
+    assert {e: r['toy/scripted'] for e, r in last.items()} == {
+        1: 40.0, 2: 70.0, 3: 50.0}
+    epoch = 2  # the val peak, before the last epoch
+    assert rec['picked_epoch'] == epoch < rec['epochs'] == 3
+    assert rec['checkpoint'] == 'best_toy_scripted_epoch_2.pth'
     assert (rec['seed'], rec['epochs'], rec['attempts']) == (5, 3, 2)
     ckpt = safe_torch_load(osp.join(train_dir, rec['checkpoint']))
     assert ckpt['meta']['epoch'] == epoch
     # the test set is the val set: the tested weights gave that epoch's
-    # val scores
+    # val scores (not the last epoch's 50)
+    assert rec['test']['toy/scripted'] == 70.0
     assert rec['test']['toy/accuracy'] == last[epoch]['toy/accuracy']
     assert rec['test']['toy/score_sum'] == pytest.approx(
         last[epoch]['toy/score_sum'], abs=1e-4)
@@ -268,14 +273,14 @@ def test_sweep_killed_resumed_picked_and_tested(tmp_path):
         rec['checkpoint']]
     md = open(osp.join(out, 'compare.md')).read()
     assert md.startswith('# Test scores at the epoch chosen on val: 3 epochs')
-    assert f"| toy_epoch | 3 | 5 | {rec['test']['toy/accuracy']:.2f} |" in md
+    assert '| toy_epoch_peak | 3 | 5 | 70.00 |' in md
 
     # 3) a finished run is skipped; other settings are refused
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, text=True,
                           capture_output=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines()[0] == (
-        'compare.py: [toy_epoch/seed_5] finished before, skipped')
+        'compare.py: [toy_epoch_peak/seed_5] finished before, skipped')
     proc = subprocess.run(cmd + ['--epochs', '4'], cwd=tmp_path, env=env,
                           text=True, capture_output=True, timeout=600)
     assert proc.returncode == 2

@@ -13,7 +13,9 @@ training run takes well under a second of compute.
   iteration, and a record of the activation dtype (to observe autocast).
 * :class:`ToyMetric` - reports the sample count and the sum of the sample ids
   (so a dropped or duplicated sample is visible), the accuracy and the sum of
-  the scores (a float that changes with any weight change).
+  the scores (a float that changes with any weight change); optionally a
+  score scripted per trained epoch (read from the model's step counter, so a
+  checkpoint scores as at its epoch's validation).
 """
 import time
 from typing import Dict, List, Optional, Sequence, Union
@@ -161,7 +163,8 @@ class ToyModel(BaseModel):
             logits = logits.float()
             return [
                 dict(sample_id=d.sample_id, gt_label=d.gt_label,
-                     pred=int(row.argmax()), score=float(row.max()))
+                     pred=int(row.argmax()), score=float(row.max()),
+                     train_steps=int(self.num_train_steps))
                 for d, row in zip(data_samples, logits)
             ]
         raise ValueError(f'unknown mode {mode!r}')
@@ -169,23 +172,41 @@ class ToyModel(BaseModel):
 
 @METRICS.register_module(force=True)
 class ToyMetric(BaseMetric):
-    """Count, id sum, accuracy and score sum of the evaluated samples."""
+    """Count, id sum, accuracy and score sum of the evaluated samples.
+
+    Args:
+        script: ``script[e]`` is reported as ``scripted`` for a model trained
+            ``e`` epochs (by its ``num_train_steps``); None: not reported.
+        steps_per_epoch: Training steps of one epoch.
+        **kwargs: ``BaseMetric``'s.
+    """
 
     default_prefix = 'toy'
+
+    def __init__(self, script: Optional[Sequence[float]] = None,
+                 steps_per_epoch: int = 1, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.script, self.steps_per_epoch = script, steps_per_epoch
 
     def process(self, data_batch, data_samples: Sequence[dict]) -> None:
         for sample in data_samples:
             self.results.append(
                 dict(sample_id=sample['sample_id'],
                      correct=float(sample['pred'] == sample['gt_label']),
-                     score=sample['score']))
+                     score=sample['score'], train_steps=sample['train_steps']))
 
     def compute_metrics(self, results: list) -> Dict[str, float]:
-        return dict(
+        metrics = dict(
             count=len(results),
             id_sum=int(sum(r['sample_id'] for r in results)),
             accuracy=100.0 * sum(r['correct'] for r in results) / len(results),
             score_sum=float(sum(r['score'] for r in results)))
+        if self.script is not None:
+            epoch, rest = divmod(results[0]['train_steps'],
+                                 self.steps_per_epoch)
+            assert rest == 0, 'scripted scores need whole epochs'
+            metrics['scripted'] = float(self.script[epoch])
+        return metrics
 
 
 class ToyInterrupt(Exception):
