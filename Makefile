@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.mdrl-installed
 
-.PHONY: install install-mmpretrain install-deploy install-tests demo test bench clean
+.PHONY: install install-mmpretrain install-deploy install-tests install-lint demo test lint bench clean
 
 install: $(STAMP)
 
@@ -34,6 +34,15 @@ $(VENV)/.mdrl-tests-installed: $(STAMP) requirements/tests.txt
 	$(PIP) install -q -r requirements/tests.txt
 	touch $@
 
+# the linter (requirements/lint.txt), pinned; ruff alone, so `make lint` needs
+# only the venv, not the package's install
+install-lint: $(VENV)/.mdrl-lint-installed
+
+$(VENV)/.mdrl-lint-installed: requirements/lint.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q -r requirements/lint.txt
+	touch $@
+
 $(STAMP): setup.py requirements/runtime.txt requirements/pinned.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	# torch first and pinned: an unpinned torch pulls gigabytes of CUDA wheels.
@@ -54,6 +63,11 @@ TEST_WORKERS ?= 2
 
 test: install install-mmpretrain install-deploy install-tests
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile tests
+
+# style, pyflakes and import order (ruff.toml, tests/ruff.toml); .ci/run
+# calls it before the tests, .pre-commit-config.yaml runs the same checks
+lint: install-lint
+	$(PY) -m ruff check .
 
 bench: install install-deploy
 	$(PY) benchmarks/bench_metric.py
