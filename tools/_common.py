@@ -12,14 +12,22 @@ import torch.distributed
 from mmengine.config import Config, DictAction
 from mmengine.dist import barrier, is_distributed
 
-from mdrl_plugin.datasets.errors import (AnnotationFormatError,
-                                         AnnotationNotFoundError,
-                                         DatasetNotFoundError, EmptySplitError,
-                                         MissingImagesError)
-from mdrl_plugin.engine import (LAUNCHERS, AtomicWriteError,
-                                CheckpointLoadError, CheckpointMismatchError,
-                                NumClassesMismatchError, adapt_cfg_for_device,
-                                setup_distributed)
+from mdrl_plugin.datasets.errors import (
+    AnnotationFormatError,
+    AnnotationNotFoundError,
+    DatasetNotFoundError,
+    EmptySplitError,
+    MissingImagesError,
+)
+from mdrl_plugin.engine import (
+    LAUNCHERS,
+    AtomicWriteError,
+    CheckpointLoadError,
+    CheckpointMismatchError,
+    NumClassesMismatchError,
+    adapt_cfg_for_device,
+    setup_distributed,
+)
 from mdrl_plugin.engine.checkpoint import check_torch_file
 
 __all__ = [

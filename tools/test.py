@@ -22,9 +22,15 @@ import sys
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))  # tools/_common.py
 
 import mdrl_plugin  # noqa: E402,F401  (registries)
-from _common import (add_common_args, check_checkpoint,  # noqa: E402
-                     check_data_roots, check_output_path, check_work_dir,
-                     run_tool)
+
+from _common import (  # noqa: E402
+    add_common_args,
+    check_checkpoint,
+    check_data_roots,
+    check_output_path,
+    check_work_dir,
+    run_tool,
+)
 
 PROG = 'tools/test.py'
 

@@ -23,13 +23,19 @@ import sys
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))  # tools/_common.py
 
-import mdrl_plugin  # noqa: E402,F401  (registries)
-from _common import (InputError, add_common_args,  # noqa: E402
-                     check_checkpoint, check_data_roots, check_work_dir,
-                     run_tool)
 from mmengine.logging import print_log  # noqa: E402
 
+import mdrl_plugin  # noqa: E402,F401  (registries)
 from mdrl_plugin.engine.checkpoint import is_complete_checkpoint  # noqa
+
+from _common import (  # noqa: E402
+    InputError,
+    add_common_args,
+    check_checkpoint,
+    check_data_roots,
+    check_work_dir,
+    run_tool,
+)
 
 PROG = 'tools/train.py'
 
