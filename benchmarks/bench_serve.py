@@ -101,8 +101,8 @@ def make_index(searcher, num, work):
 
     from mdrl_deploy import GalleryIndex
     sha = searcher.fingerprint['checkpoint_sha256'][:8]
-    path = osp.join(work, f'index_{num}_{sha}.npz')
-    if osp.isfile(path):  # reused if this version reads it with a summary
+    path = osp.join(work, f'index_{num}_{sha}')
+    if osp.isdir(path):  # reused if this version reads it with a summary
         try:
             if GalleryIndex.load(path).global_dim == searcher.global_dim:
                 return path

@@ -1,22 +1,18 @@
 """Text-to-image person search with the exported ONNX graphs, without torch.
 
 :class:`OrtSearcher` is the torch-free twin of
-:class:`mdrl_plugin.apis.PersonSearcher`: it needs ``onnxruntime``,
-``tokenizers``, NumPy and Pillow (OpenCV when installed, for bit-exact image
-resizing) and brings only the encoders; index building, labels, index files
-and ranking are :class:`~mdrl_deploy.search.GallerySearcher`'s, shared with
-``PersonSearcher``.
+:class:`mdrl_plugin.apis.PersonSearcher` (``onnxruntime``, ``tokenizers``,
+NumPy and Pillow; OpenCV when installed, for bit-exact resizing): it brings
+the encoders, :class:`~mdrl_deploy.search.GallerySearcher` the rest.
 """
 import os.path as osp
-import sys
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from .index import file_stat
 from .manifest import load_manifest
 from .preprocess import ImagePreprocessor, TextTokenizer
-from .search import GallerySearcher, skip_reason
+from .search import GallerySearcher
 
 __all__ = ['OrtSearcher']
 
@@ -34,6 +30,7 @@ class OrtSearcher(GallerySearcher):
     Args:
         export_dir: Folder written by ``tools/export.py``.
         batch_size: Images encoded per run of the image graph.
+        num_workers: Threads that read gallery images (0: none).
         num_threads: ONNX Runtime intra-op threads (None: its default).
             They sleep between runs instead of spinning: a search
             alternates the text graph with NumPy's ranking, whose BLAS
@@ -49,6 +46,7 @@ class OrtSearcher(GallerySearcher):
     def __init__(self,
                  export_dir: str,
                  batch_size: int = 64,
+                 num_workers: int = 0,
                  num_threads: Optional[int] = None,
                  image_backend: Optional[str] = None,
                  providers: Optional[Sequence[str]] = None,
@@ -83,59 +81,18 @@ class OrtSearcher(GallerySearcher):
         self.global_dim = self.feature_dim // (int(groups) + 1) \
             if feature['layout'] == 'global+local' and groups else None
         self.fingerprint: Dict[str, Any] = dict(self.manifest['fingerprint'])
-        self.batch_size = int(batch_size)
+        self.batch_size, self.num_workers = int(batch_size), int(num_workers)
         self.progress = progress
-        self.index = None
 
-    # ------------------------------------------------------------ encoding
-    def encode_image_arrays(self, images: np.ndarray) -> np.ndarray:
-        """Features ``float32 [B, D]`` of normalised ``[B, 3, H, W]`` images."""
-        return self.image_session.run(
-            None, {'images': np.ascontiguousarray(images, np.float32)})[0]
+    # ------------------------------------------------------------ encoders
+    def _read_image(self, path: str) -> np.ndarray:
+        return self.preprocessor([path])[0]
 
-    def encode_images(self, paths: Sequence[str]
-                      ) -> Tuple[np.ndarray, List[int], List[Tuple[int, int]],
-                                 List[Tuple[str, str]]]:
-        """:meth:`GallerySearcher.encode_images` with
-        :class:`~mdrl_deploy.preprocess.ImagePreprocessor` and the image
-        graph."""
-        feats, kept, stats, skipped = [], [], [], []
-        for start in range(0, len(paths), self.batch_size):
-            arrays, idx = [], []
-            for i in range(start, min(start + self.batch_size, len(paths))):
-                try:
-                    stat = file_stat(paths[i])
-                    arrays.append(self.preprocessor([paths[i]])[0])
-                except Exception as err:  # decoders raise many types
-                    skipped.append((paths[i], skip_reason(err)))
-                    continue
-                idx.append(i)
-                stats.append(stat)
-            if arrays:
-                feats.append(self.encode_image_arrays(np.stack(arrays)))
-                kept.extend(idx)
-            if self.progress:
-                print(f'\rencoded {min(start + self.batch_size, len(paths))}'
-                      f'/{len(paths)} images', end='', file=sys.stderr)
-        if self.progress and paths:
-            print(file=sys.stderr)
-        features = (np.concatenate(feats) if feats else
-                    np.zeros((0, self.feature_dim), np.float32))
-        return features.astype(np.float32), kept, stats, skipped
+    def _encode_images(self, images: List[np.ndarray]) -> np.ndarray:
+        return self.image_session.run(None, {'images': np.stack(images)})[0]
 
     def _token_lengths(self, texts: List[str]) -> List[int]:
         return self.tokenizer.lengths(texts)
 
-    def _encode_batch(self, texts: List[str]) -> np.ndarray:
+    def _encode_texts(self, texts: List[str]) -> np.ndarray:
         return self.text_session.run(None, self.tokenizer(texts))[0]
-
-    def encode_texts(self, texts) -> np.ndarray:
-        """L2-normalised query features ``float32 [T, D]``.
-
-        A query longer than ``max_length`` tokens is truncated with a
-        :class:`~mdrl_deploy.search.QueryTruncatedWarning`.
-
-        Raises:
-            ValueError: If there is no query or one is empty.
-        """
-        return self.encode_queries(texts)

@@ -1,40 +1,25 @@
-"""Top-k cosine ranking with NumPy: exact, chunked, with a fixed memory ceiling.
+"""Exact top-k cosine ranking with NumPy, at a fixed memory ceiling.
 
-The one ranking rule of both search paths (``mdrl_plugin.apis.PersonSearcher``
-and :class:`mdrl_deploy.OrtSearcher`): descending inner product of
-L2-normalised features (cosine), equal scores in ascending gallery order.
-
-:func:`topk_cosine` scans the gallery in blocks of rows, so that whatever
-its size (a memory-mapped index may be larger than RAM) a search holds at
-most ``max_elements`` gallery values and ``max_elements`` scores at once,
-plus the ``[T, k]`` running result.
-
-:class:`Ranker` reads less for ``global+local`` features. Such a feature is
-``[B_0, B_1 .. B_P]`` (global part, then P local parts of width G, scaled by
-``1 / sqrt(P + 1)``), and a score is ``<Q_0, B_0> + sum_l <Q_l, B_l>``.
-With ``M`` the mean of an image's local parts and ``Qm`` the query's, the
-local sum is ``P <Qm, M> + sum_l <Q_l - Qm, B_l - M>`` (the cross terms
-vanish), and by Cauchy-Schwarz the last sum is at most
-``sum_l |Q_l - Qm| |B_l - M|`` in absolute value. The index therefore keeps
-a *summary* ``[B_0, P M]`` (width 2G) and the *spread* ``|B_l - M|`` (P
-values) of each image (:func:`summarize`), stored by columns (``[2G, N]``
-and ``[P, N]``: a scan multiplies the queries with long contiguous rows,
-twice as fast as with ``[N, 2G]`` in OpenBLAS); a search scans those
-(2G + P of the D = (P + 1) G values, 0.4 for the demo model), which gives
-every image an estimate ``e`` and an error bound ``r``, keeps the images whose
-upper bound ``e + r`` reaches the k-th largest lower bound ``e - r``, and
-ranks them with their full features. Every image of the exact top-k is
-kept (its score is at least the k-th largest score, which is at least the
-k-th largest lower bound), so the result *is* the exact ranking, ties
-included; only the time depends on how tight the bounds are. Float32
-rounding is covered by a slack of ``4 D 2**-24`` on every bound (twice the
-worst-case error of a dot product of unit vectors). When a query would keep
-more than ``max_candidates`` images, or ``max_fraction`` of the gallery, it
-is ranked by a full scan.
+The one ranking of both searchers: descending inner product of
+L2-normalised features, equal scores in ascending gallery order.
+:class:`Ranker` is what they search with. For global+local features
+(``[B_0, B_1 .. B_P]``: a global part and P local parts of width G) it scans
+a per-image *summary* ``[B_0, P M]`` (``M`` the mean of the local parts)
+and *spread* ``|B_l - M|`` (:func:`summarize`, stored by columns), which
+give every image a score estimate and a Cauchy-Schwarz error bound; the
+images whose upper bound reaches the k-th largest lower bound (a superset of
+the exact top-k, float32 rounding covered by a slack of ``4 D 2**-24``) are
+re-ranked with their full features. The result is the exact ranking, ties
+included; docs/search.md ("Ranking and scale") gives the derivation. Global
+features, and queries whose bounds would keep too many images, are ranked by
+:func:`topk_cosine`, a scan of all features in blocks of rows (a memory map
+is never read whole).
 """
 from typing import List, Optional, Tuple
 
 import numpy as np
+
+from .utils import check_topk
 
 __all__ = ['topk_cosine', 'summarize', 'Ranker', 'MAX_ELEMENTS',
            'MAX_CANDIDATES']
@@ -108,8 +93,7 @@ def _check(queries: np.ndarray, gallery: np.ndarray, k) -> int:
         raise ValueError(f'Query features are {queries.shape[1]}-d but the '
                          f'gallery features are {gallery.shape[1]}-d: they '
                          'come from different models')
-    if isinstance(k, bool) or int(k) < 1:
-        raise ValueError(f'topk must be >= 1, got {k!r}')
+    k = check_topk(k)
     if not np.isfinite(queries).all():
         raise ValueError('Query features are not finite (NaN or inf).')
     return min(int(k), gallery.shape[0])
@@ -120,25 +104,21 @@ def topk_cosine(queries: np.ndarray, gallery: np.ndarray, k: int,
                 ) -> Tuple[np.ndarray, np.ndarray]:
     """Top-``k`` rows of ``queries @ gallery.T``, best first, ties by index.
 
-    The gallery is read in blocks of rows (never copied whole, so a
-    ``np.memmap`` works); at most ``max_elements`` gallery values and scores
-    are held at once.
-
     Args:
         queries: ``float32 [T, D]``.
-        gallery: ``float32 [N, D]`` (any array that slices by rows).
+        gallery: ``float32 [N, D]``, any array that slices by rows (a
+            ``np.memmap`` is read in blocks, never whole).
         k: Hits per query; clipped to ``N``.
-        max_elements: Memory ceiling of one block, in values.
+        max_elements: Gallery values (and scores) held at once.
 
     Returns:
         ``(scores float32 [T, k'], indices int64 [T, k'])``, ``k' = min(k,
-        N)``; equal scores are ordered by ascending gallery index, also at the
-        k-th place. The returned scores (and the order among the images near
-        the k-th) come from one dot product per image, so identical images
-        tie exactly, wherever they are in the gallery.
+        N)``; equal scores in ascending gallery index, also at the k-th
+        place (each image's final score is one dot product: duplicates tie
+        exactly, wherever they are).
 
     Raises:
-        ValueError: For mismatched shapes or ``k < 1``.
+        ValueError: For mismatched shapes or a bad ``k``.
     """
     queries = np.asarray(queries, dtype=np.float32)
     k = _check(queries, gallery, k)
@@ -213,7 +193,6 @@ class Ranker:
         summary: ``[2G, N]`` and
         spread: ``[P, N]`` of :func:`summarize` (global+local features), or
             None: every search scans ``features``.
-        exact: Always scan the full features (the result is the same).
         max_elements: Memory ceiling of one block (see :func:`topk_cosine`).
         max_candidates: Candidates per query before that query is ranked by
             a full scan.
@@ -224,12 +203,11 @@ class Ranker:
     def __init__(self, features: np.ndarray,
                  summary: Optional[np.ndarray] = None,
                  spread: Optional[np.ndarray] = None,
-                 exact: bool = False,
                  max_elements: int = MAX_ELEMENTS,
                  max_candidates: int = MAX_CANDIDATES,
                  max_fraction: float = 0.25) -> None:
         self.features = features
-        self.summary = None if exact or spread is None else summary
+        self.summary = None if spread is None else summary
         self.spread = spread
         self.max_elements = max_elements
         self.max_candidates = max_candidates

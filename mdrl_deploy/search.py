@@ -1,39 +1,40 @@
-"""What both searchers share: hits, folder scan, query checks, index handling.
+"""What both searchers share: hits, folder scan, labels, encoding loop, index.
 
-:class:`GallerySearcher` holds everything of a text-to-image searcher but the
-two encoders: building, labelling, saving and loading the index, checking
-queries and ranking. ``mdrl_plugin.apis.PersonSearcher`` (PyTorch) and
-:class:`mdrl_deploy.OrtSearcher` (ONNX Runtime) implement the encoders
-(:meth:`GallerySearcher.encode_images`, ``_token_lengths`` and
-``_encode_batch``), so both index, warn and rank in exactly the same way.
-Torch-free.
+:class:`GallerySearcher` is a text-to-image searcher but for the model: it
+builds, labels, saves and loads the index, runs the image-encoding loop,
+checks queries and ranks. ``mdrl_plugin.apis.PersonSearcher`` (PyTorch) and
+:class:`mdrl_deploy.OrtSearcher` (ONNX Runtime) only supply the encoders,
+so both index, warn and rank in exactly the same way. Torch-free.
 """
+import json
 import os
 import os.path as osp
+import sys
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import (Any, Dict, Iterator, List, Mapping, Optional, Sequence,
                     Tuple, Union)
 
 import numpy as np
 
-from .index import GalleryIndex
-from .labels import Label, check_label, load_labels, resolve_label_map
+from .index import GalleryIndex, file_stat
 from .ranking import Ranker
+from .utils import check_topk, first_n
 
 __all__ = [
-    'IMAGE_EXTENSIONS', 'SearchHit', 'scan_images', 'check_queries',
-    'check_topk', 'skip_reason', 'QueryTruncatedWarning', 'SkippedImagesWarning',
-    'UnmatchedLabelsWarning', 'GallerySearcher', 'format_results'
+    'IMAGE_EXTENSIONS', 'Label', 'SearchHit', 'scan_images', 'check_queries',
+    'read_labels', 'QueryTruncatedWarning',
+    'SkippedImagesWarning', 'UnmatchedLabelsWarning', 'GallerySearcher'
 ]
 
 #: File name endings (lower case) taken as images by a folder scan.
 IMAGE_EXTENSIONS: Tuple[str, ...] = ('.jpg', '.jpeg', '.png', '.bmp', '.ppm',
                                      '.pgm', '.pbm', '.tif', '.tiff',
                                      '.webp')
-#: How many file names a warning lists.
-_SHOW = 5
 _EXAMPLE = '"a woman in a red coat and black trousers"'
+Label = Union[int, str]
+Labels = Union[str, 'os.PathLike[str]', Mapping[str, Label]]
 
 
 class SkippedImagesWarning(UserWarning):
@@ -50,15 +51,13 @@ class UnmatchedLabelsWarning(UserWarning):
 
 @dataclass(frozen=True)
 class SearchHit:
-    """One ranked gallery image for a query.
-
-    Unpacks as ``(path, score)``: ``for path, score in hits: ...``.
+    """One ranked gallery image for a query; unpacks as ``(path, score)``.
 
     Args:
         rank: 1-based rank.
         path: Absolute image path.
         score: Cosine similarity with the query.
-        label: Identity label of the image, None if unknown.
+        label: Identity of the image, None if unknown.
         index: Row of the image in the gallery index.
     """
     rank: int
@@ -71,45 +70,27 @@ class SearchHit:
         return iter((self.path, self.score))
 
 
-def scan_images(folder: str,
-                extensions: Sequence[str] = IMAGE_EXTENSIONS
-                ) -> Tuple[List[str], List[str]]:
-    """List the files under a folder, recursively, in sorted order.
-
-    Args:
-        folder: The folder.
-        extensions: Lower-case name endings taken as images.
-
-    Returns:
-        ``(image files, other files)`` as absolute normalised paths.
-    """
-    folder = osp.abspath(folder)
+def scan_images(folder: str) -> Tuple[List[str], List[str]]:
+    """``(image files, other files)`` under ``folder``, recursively, sorted,
+    as absolute paths (images: names ending in :data:`IMAGE_EXTENSIONS`)."""
     images, others = [], []
-    exts = tuple(e.lower() for e in extensions)
-    for dirpath, dirnames, filenames in os.walk(folder):
+    for dirpath, dirnames, filenames in os.walk(osp.abspath(folder)):
         dirnames.sort()
         for name in sorted(filenames):
             path = osp.join(dirpath, name)
-            (images if name.lower().endswith(exts) else others).append(path)
+            (images if name.lower().endswith(IMAGE_EXTENSIONS) else
+             others).append(path)
     return images, others
 
 
 def check_queries(texts: Union[str, Sequence[str]]) -> List[str]:
-    """The stripped queries, or an error naming the bad one.
-
-    Args:
-        texts: One query or a list.
-
-    Returns:
-        The queries, stripped.
+    """The stripped queries (one str is one query).
 
     Raises:
         ValueError: If there is none or one is empty/whitespace.
         TypeError: If one is not a str.
     """
-    if isinstance(texts, str):
-        texts = [texts]
-    texts = list(texts)
+    texts = [texts] if isinstance(texts, str) else list(texts)
     if not texts:
         raise ValueError(f'No query given: pass a description such as '
                          f'{_EXAMPLE}.')
@@ -123,97 +104,71 @@ def check_queries(texts: Union[str, Sequence[str]]) -> List[str]:
     return [t.strip() for t in texts]
 
 
-def check_topk(topk: Any) -> int:
-    """``topk`` as an int, or ValueError if it is not a positive int."""
-    if isinstance(topk, bool) or not isinstance(topk, (int, np.integer)) \
-            or topk < 1:
-        raise ValueError(f'topk must be a positive int, got {topk!r}')
-    return int(topk)
-
-
-def _names(items: Sequence[str]) -> str:
-    shown = ', '.join(items[:_SHOW])
-    if len(items) > _SHOW:
-        shown += f', ... ({len(items) - _SHOW} more)'
-    return shown
-
-
-def format_results(queries: Sequence[str], results: Sequence[Sequence],
-                   query_labels: Sequence[Optional[Label]]) -> str:
-    """The ranking as text: per query a head line and one row per hit.
-
-    Rows are ``rank  score  label  [match]  path``; the match column
-    (``yes``/``no``/``-``) appears when the query's identity is known.
+def read_labels(labels: Labels, root: Optional[str]) -> Dict[str, Label]:
+    """Identity labels of gallery images: ``{image path: identity}``.
 
     Args:
-        queries: Query texts.
-        results: Per query, its hits (:class:`SearchHit`).
-        query_labels: Per query, the identity it describes, or None.
+        labels: A JSON file holding such an object, or the dict itself.
+            Paths are absolute or relative to the gallery folder ``root``
+            (to the working directory without one); identities are ints or
+            non-empty strings.
+        root: The gallery folder.
 
     Returns:
-        The text.
+        Absolute normalised image path to identity.
+
+    Raises:
+        FileNotFoundError: If the file does not exist.
+        ValueError: If it is not such an object (naming the file and entry).
     """
-    lines: List[str] = []
-    for q, (query, hits, qlab) in enumerate(zip(queries, results,
-                                                query_labels)):
-        lines.append(f'Query {q + 1}: {query}' +
-                     ('' if qlab is None else f'  [pid {qlab}]'))
-        lines.append(f'{"rank":>5}  {"score":>7}  {"label":>8}  ' +
-                     ('' if qlab is None else 'match  ') + 'path')
-        for hit in hits:
-            label = '-' if hit.label is None else str(hit.label)
-            row = f'{hit.rank:>5}  {hit.score:>7.4f}  {label:>8}  '
-            if qlab is not None:
-                mark = '-' if hit.label is None else (
-                    'yes' if hit.label == qlab else 'no')
-                row += f'{mark:<5}  '
-            lines.append(row + hit.path)
-        lines.append('')
-    return '\n'.join(lines)
-
-
-def _read_pedes_records(records: list, path: str) -> Dict[str, Label]:
-    """PEDES annotation lists are read by the plugin's dataset parser."""
-    try:
-        from mdrl_plugin.apis.labels import read_pedes_labels
-    except ImportError as err:
+    source = 'labels'
+    if isinstance(labels, (str, os.PathLike)):
+        source = f'Labels file {str(labels)!r}'
+        if not osp.isfile(labels):
+            raise FileNotFoundError(f'{source} does not exist.')
+        try:
+            with open(labels, 'rb') as f:
+                labels = json.loads(f.read().decode('utf-8-sig'))
+        except ValueError as err:  # UnicodeDecodeError, JSONDecodeError
+            raise ValueError(f'{source} is not valid UTF-8 JSON: {err}') \
+                from err
+    if not isinstance(labels, Mapping):
         raise ValueError(
-            f'Labels file {path!r} is a PEDES annotation list, which only the '
-            f'plugin reads (mdrl_plugin, needs torch: {err}); without it give '
-            'a JSON object {"image path": id}.') from err
-    return read_pedes_labels(records, path)
-
-
-def skip_reason(err: BaseException) -> str:
-    """One line saying why an image file was skipped: ``Type: message``."""
-    msg = str(err).strip().splitlines()[0] if str(err).strip() else ''
-    return f'{type(err).__name__}: {msg}'[:200]
-
-
-def _as_array(feats: Any) -> np.ndarray:
-    """NumPy view of query features (a torch tensor is moved to the CPU)."""
-    if hasattr(feats, 'detach'):
-        feats = feats.detach().float().cpu().numpy()
-    return np.asarray(feats, dtype=np.float32)
+            f'{source} holds a JSON {type(labels).__name__}; expected an '
+            'object {"image path": identity} (for a PEDES annotation list, '
+            'see docs/search.md, "Labels").')
+    out: Dict[str, Label] = {}
+    for key, value in labels.items():
+        if not isinstance(key, str) or not key.strip():
+            raise ValueError(f'{source}: image paths must be non-empty '
+                             f'strings, got {key!r}')
+        if isinstance(value, bool) or not isinstance(value, (int, str)) or (
+                isinstance(value, str) and not value.strip()):
+            raise ValueError(f'{source}, image {key!r}: an identity label '
+                             f'must be an int or a non-empty string, got '
+                             f'{value!r}')
+        path = osp.normpath(osp.join(root or os.getcwd(),
+                                     key.strip().replace('\\', '/')))
+        if out.setdefault(path, value) != value:
+            raise ValueError(f'{source}: image {path!r} is listed twice with '
+                             f'different labels ({out[path]!r} and {value!r})')
+    return out
 
 
 class GallerySearcher:
-    """Index, labels and ranking of a searcher; subclasses bring the encoders.
+    """Index, labels, encoding loop and ranking; subclasses bring the model.
 
-    A subclass sets ``fingerprint`` (the model's identity, see
-    :class:`~mdrl_deploy.index.GalleryIndex`), ``feature_dim``,
-    ``global_dim`` (width of the global part of ``global+local`` features,
-    else None; lets :class:`~mdrl_deploy.ranking.Ranker` read less),
-    ``max_length`` (text tokens) and ``batch_size``, sets ``index = None``, and
-    implements :meth:`encode_images`, :meth:`_token_lengths` and
-    :meth:`_encode_batch`. Every method here is safe to call from several
-    threads at once once the index is set (the server does), provided the
-    encoders are.
+    A subclass sets the attributes below (``fingerprint``: see
+    :class:`~mdrl_deploy.index.GalleryIndex`; ``global_dim``: width of the
+    global part of ``global+local`` features, else None; ``num_workers``:
+    threads that read images) and implements the four ``_`` encoders. Once
+    an index is set, every method is safe to call from several threads at
+    once (the server does), provided the encoders are.
     """
 
     #: ``(index, ranker)``, replaced as one pair: a search running while
     #: another thread loads an index sees the old pair or the new one.
-    _indexed: Tuple[Optional[GalleryIndex], Any] = (None, None)
+    _indexed: Tuple[Optional[GalleryIndex], Optional[Ranker]] = (None, None)
     #: Extra fingerprint field naming the encoder (e.g. ``onnxruntime``).
     encoder_name: Optional[str] = None
     fingerprint: Dict[str, Any]
@@ -221,32 +176,76 @@ class GallerySearcher:
     global_dim: Optional[int] = None
     max_length: int
     batch_size: int
+    num_workers: int = 0
+    progress: bool = False
 
     # ------------------------------------------------------------ encoders
-    def encode_images(self, paths: Sequence[str]
-                      ) -> Tuple[np.ndarray, List[int], List[Tuple[int, int]],
-                                 List[Tuple[str, str]]]:
-        """Encode image files in batches, skipping the unreadable ones.
+    def _read_image(self, path: str) -> Any:
+        """One preprocessed image (raises for an unreadable file)."""
+        raise NotImplementedError
 
-        Args:
-            paths: Image files.
-
-        Returns:
-            ``(features float32 [M, D], kept positions in paths,
-            (size, mtime_ns) of each kept file, [(path, reason)] skipped)``.
-        """
+    def _encode_images(self, images: List[Any]) -> np.ndarray:
+        """L2-normalised features ``float32 [B, D]`` of read images."""
         raise NotImplementedError
 
     def _token_lengths(self, texts: List[str]) -> List[int]:
         """Untruncated token counts ([CLS] and [SEP] included)."""
         raise NotImplementedError
 
-    def _encode_batch(self, texts: List[str]) -> np.ndarray:
+    def _encode_texts(self, texts: List[str]) -> np.ndarray:
         """L2-normalised features ``float32 [B, D]`` of checked queries."""
         raise NotImplementedError
 
-    def encode_queries(self, texts: Union[str, Sequence[str]]) -> np.ndarray:
-        """L2-normalised query features ``float32 [T, D]`` (NumPy).
+    def _try_read(self, path: str) -> Tuple[Any, Any]:
+        """``(file_stat, image)``, or ``(None, 'Type: first line')``."""
+        try:
+            return file_stat(path), self._read_image(path)
+        except Exception as err:  # decoders raise many types
+            msg = (str(err).strip().splitlines() or [''])[0]
+            return None, f'{type(err).__name__}: {msg}'[:200]
+
+    def encode_images(self, paths: Sequence[str]
+                      ) -> Tuple[np.ndarray, List[int], List[Tuple[int, int]],
+                                 List[Tuple[str, str]]]:
+        """Encode image files ``batch_size`` at a time (read by
+        ``num_workers`` threads, or this one), skipping unreadable ones.
+
+        Returns:
+            ``(features float32 [M, D], kept positions in paths,
+            (size, mtime_ns) of each kept file, [(path, reason)] skipped)``.
+        """
+        feats, kept, stats, skipped = [], [], [], []
+        pool = ThreadPoolExecutor(self.num_workers) if self.num_workers \
+            else None
+        try:
+            for start in range(0, len(paths), self.batch_size):
+                batch = list(paths[start:start + self.batch_size])
+                images = []
+                for i, (stat, out) in enumerate((pool.map if pool else map)(
+                        self._try_read, batch), start):
+                    if stat is None:
+                        skipped.append((paths[i], out))
+                    else:
+                        kept.append(i)
+                        stats.append(stat)
+                        images.append(out)
+                if images:
+                    feats.append(np.asarray(self._encode_images(images),
+                                            np.float32))
+                if self.progress:
+                    print(f'\rencoded {start + len(batch)}/{len(paths)} '
+                          'images', end='', file=sys.stderr, flush=True)
+        finally:
+            if pool is not None:
+                pool.shutdown()
+        if self.progress and len(paths):
+            print(file=sys.stderr)
+        features = (np.concatenate(feats) if feats else
+                    np.zeros((0, self.feature_dim), np.float32))
+        return features, kept, stats, skipped
+
+    def encode_texts(self, texts: Union[str, Sequence[str]]) -> np.ndarray:
+        """L2-normalised query features ``float32 [T, D]``.
 
         A query longer than ``max_length`` tokens is truncated with a
         :class:`QueryTruncatedWarning`.
@@ -266,55 +265,37 @@ class GallerySearcher:
                     f'{n - self.max_length} tokens are ignored.',
                     QueryTruncatedWarning, stacklevel=3)
         return np.concatenate([
-            self._encode_batch(texts[s:s + self.batch_size])
+            self._encode_texts(texts[s:s + self.batch_size])
             for s in range(0, len(texts), self.batch_size)]).astype(np.float32)
 
     # ------------------------------------------------------------ index
-    def _label_map(self, labels, root: Optional[str]) -> Dict[str, Label]:
-        if isinstance(labels, (str, os.PathLike)):
-            return load_labels(str(labels), root,
-                               read_records=_read_pedes_records)
-        if isinstance(labels, Mapping):
-            return resolve_label_map(labels, root, source='labels')
-        raise TypeError('labels must be a labels file, a dict {image path: '
-                        'label} or (for a list of image paths) a list of '
-                        f'labels; got {type(labels).__name__}')
-
-    def _apply_label_map(self, paths: Sequence[str],
-                         mapping: Dict[str, Label]) -> List[Optional[Label]]:
+    def _apply_labels(self, paths: Sequence[str],
+                      mapping: Dict[str, Label]) -> List[Optional[Label]]:
         out = [mapping.get(osp.normpath(p)) for p in paths]
         unlabelled = [p for p, lab in zip(paths, out) if lab is None]
         if len(unlabelled) == len(paths):
             warnings.warn(
                 f'None of the {len(paths)} gallery images has a label: the '
                 f'{len(mapping)} labelled paths match no gallery file (paths '
-                'must be absolute or relative to the gallery folder, the '
-                'labels file\'s folder, or their imgs/); gallery files look '
-                f'like {paths[0]!r}.',
+                'must be absolute or relative to the gallery folder); gallery '
+                f'files look like {paths[0]!r}.',
                 UnmatchedLabelsWarning, stacklevel=3)
         elif unlabelled:
             warnings.warn(
                 f'{len(unlabelled)} of {len(paths)} gallery images have no '
-                f'label: {_names(unlabelled)}', UnmatchedLabelsWarning,
+                f'label: {first_n(unlabelled)}', UnmatchedLabelsWarning,
                 stacklevel=3)
         return out
 
-    def build_index(self,
-                    image_paths_or_folder: Union[str, Sequence[str]],
-                    labels: Union[None, str, Mapping[str, Label],
-                                  Sequence[Label]] = None) -> GalleryIndex:
+    def build_index(self, image_paths_or_folder: Union[str, Sequence[str]],
+                    labels: Optional[Labels] = None) -> GalleryIndex:
         """Encode a gallery and make it the searched index.
 
         Args:
             image_paths_or_folder: A folder (scanned recursively for
                 :data:`IMAGE_EXTENSIONS`) or a list of image files and/or
                 folders.
-            labels: Optional identity labels: a labels file (JSON
-                ``{path: label}`` or a PEDES annotation file, see
-                :func:`~mdrl_deploy.labels.load_labels`), a dict
-                ``{path: label}`` (paths absolute or relative to the gallery
-                folder), or, for a list of image files, a list of labels in
-                the same order.
+            labels: Optional identities, see :func:`read_labels`.
 
         Returns:
             The new :class:`~mdrl_deploy.index.GalleryIndex` (also kept as
@@ -323,23 +304,20 @@ class GallerySearcher:
         Raises:
             FileNotFoundError: If a given file or folder does not exist.
             ValueError: If no image could be read (the message says what was
-                found), or the labels do not fit.
+                found), or the labels are not valid.
         """
-        if isinstance(image_paths_or_folder, (str, os.PathLike)):
-            sources = [str(image_paths_or_folder)]
-        else:
-            sources = [str(s) for s in image_paths_or_folder]
+        sources = [str(image_paths_or_folder)] if isinstance(
+            image_paths_or_folder, (str, os.PathLike)) else \
+            [str(s) for s in image_paths_or_folder]
         if not sources:
             raise ValueError('build_index got an empty list of images.')
         paths: List[str] = []
         others: List[str] = []
-        explicit = True
         for src in sources:
             if osp.isdir(src):
                 imgs, rest = scan_images(src)
                 paths += imgs
                 others += rest
-                explicit = False
             elif osp.isfile(src):
                 paths.append(osp.abspath(src))
             else:
@@ -348,25 +326,7 @@ class GallerySearcher:
                     'file or a folder of images).')
         root = osp.abspath(sources[0]) if len(sources) == 1 and \
             osp.isdir(sources[0]) else None
-
-        label_list: Optional[List[Optional[Label]]] = None
-        label_map: Optional[Dict[str, Label]] = None
-        if labels is not None:
-            if isinstance(labels, Sequence) and not isinstance(labels, str):
-                if not explicit:
-                    raise ValueError(
-                        'A list of labels needs a list of image files (in the '
-                        'same order); for a folder pass a labels file or a '
-                        'dict {image path: label}.')
-                if len(labels) != len(paths):
-                    raise ValueError(f'Got {len(labels)} labels for '
-                                     f'{len(paths)} images; expected one each.')
-                label_list = [None if lab is None else
-                              check_label(lab, f'labels[{i}]')
-                              for i, lab in enumerate(labels)]
-            else:
-                label_map = self._label_map(labels, root)
-
+        mapping = None if labels is None else read_labels(labels, root)
         where = (f'folder {sources[0]!r}' if root else
                  f'the {len(sources)} given paths')
         if not paths:
@@ -381,12 +341,11 @@ class GallerySearcher:
         if skipped or others:
             parts = []
             if skipped:
-                parts.append(
-                    f'{len(skipped)} unreadable image file(s): ' +
-                    _names([f'{p} ({why})' for p, why in skipped]))
+                parts.append(f'{len(skipped)} unreadable image file(s): ' +
+                             first_n([f'{p} ({why})' for p, why in skipped]))
             if others:
                 parts.append(f'{len(others)} non-image file(s): ' +
-                             _names(others))
+                             first_n(others))
             warnings.warn(
                 f'Skipped {len(skipped) + len(others)} of '
                 f'{len(paths) + len(others)} files in {where}: ' +
@@ -401,37 +360,19 @@ class GallerySearcher:
             bad = [kept_paths[i] for i in np.flatnonzero(~finite)]
             raise ValueError(
                 f'The model gave non-finite features (NaN or inf) for '
-                f'{len(bad)} image(s) in {where}: {_names(bad)}. Check the '
+                f'{len(bad)} image(s) in {where}: {first_n(bad)}. Check the '
                 'checkpoint (or the export) before indexing.')
-        if label_list is not None:
-            final_labels = [label_list[i] for i in kept]
-        elif label_map is not None:
-            final_labels = self._apply_label_map(kept_paths, label_map)
-        else:
-            final_labels = None
         fingerprint = dict(self.fingerprint)
         if self.encoder_name:
             fingerprint['encoder'] = self.encoder_name
         index = GalleryIndex(
             paths=kept_paths, features=features, fingerprint=fingerprint,
             sizes=[s[0] for s in stats], mtimes_ns=[s[1] for s in stats],
-            labels=final_labels, root=root, global_dim=self.global_dim)
-        self._set_index(index)
+            labels=None if mapping is None else
+            self._apply_labels(kept_paths, mapping),
+            root=root, global_dim=self.global_dim)
+        self.index = index
         return index
-
-    def _make_ranker(self, index: GalleryIndex):
-        """The ranking backend over ``index`` (``search(q, k)`` in NumPy)."""
-        return Ranker(index.features, index.summary, index.spread)
-
-    def _set_index(self, index: GalleryIndex) -> None:
-        if index.global_dim is None and self.global_dim is not None and \
-                self.global_dim < index.feature_dim:
-            # a version-1 file: its summary is computed, in memory
-            index = GalleryIndex(
-                index.paths, index.features, index.fingerprint, index.sizes,
-                index.mtimes_ns, index.labels, index.root, index.created,
-                global_dim=self.global_dim)
-        self._indexed = (index, self._make_ranker(index))
 
     @property
     def index(self) -> Optional[GalleryIndex]:
@@ -441,10 +382,8 @@ class GallerySearcher:
 
     @index.setter
     def index(self, index: Optional[GalleryIndex]) -> None:
-        if index is None:
-            self._indexed = (None, None)
-        else:
-            self._set_index(index)
+        self._indexed = (None, None) if index is None else (
+            index, Ranker(index.features, index.summary, index.spread))
 
     def _require_index(self) -> GalleryIndex:
         if self.index is None:
@@ -452,37 +391,15 @@ class GallerySearcher:
                                'or load_index(path) first.')
         return self.index
 
-    def set_labels(self, labels: Union[str, Mapping[str, Label],
-                                       Sequence[Label]]) -> None:
-        """Set the identity labels of the current index's images.
-
-        Args:
-            labels: A labels file, a dict ``{path: label}`` (paths absolute
-                or relative to the index's gallery folder), or a list with
-                one label (or None) per indexed image.
-        """
+    def set_labels(self, labels: Labels) -> None:
+        """Set the identities of the index's images (:func:`read_labels`)."""
         index = self._require_index()
-        if isinstance(labels, Sequence) and not isinstance(labels, str):
-            if len(labels) != len(index):
-                raise ValueError(f'Got {len(labels)} labels for the '
-                                 f'{len(index)} indexed images.')
-            index.labels = [None if lab is None else
-                            check_label(lab, f'labels[{i}]')
-                            for i, lab in enumerate(labels)]
-            return
-        index.labels = self._apply_label_map(
-            index.paths, self._label_map(labels, index.root))
+        index.labels = self._apply_labels(index.paths,
+                                          read_labels(labels, index.root))
 
     def save_index(self, path: str) -> str:
-        """Save the current index atomically (see
-        :meth:`~mdrl_deploy.index.GalleryIndex.save`).
-
-        Args:
-            path: Destination file, e.g. ``gallery.npz``.
-
-        Returns:
-            The absolute path written.
-        """
+        """Save the current index folder atomically (see
+        :meth:`~mdrl_deploy.index.GalleryIndex.save`); returns its path."""
         return self._require_index().save(path)
 
     def load_index(self, path: str, check_files: bool = True,
@@ -490,10 +407,10 @@ class GallerySearcher:
         """Load an index (written by either searcher) and search it.
 
         Args:
-            path: A file written by :meth:`save_index`.
+            path: A folder written by :meth:`save_index`.
             check_files: Refuse the index if an image changed or vanished
                 since it was built (one ``stat`` per image).
-            mmap: Memory-map the features instead of reading them.
+            mmap: Memory-map the arrays instead of reading them.
 
         Returns:
             The index.
@@ -502,14 +419,14 @@ class GallerySearcher:
             IndexMismatchError: If another model (config, checkpoint or
                 feature width) made it.
             StaleIndexError: If image files changed or vanished.
-            IndexFormatError: If the file is not an index.
+            IndexFormatError: If the path is not an index folder.
         """
         index = GalleryIndex.load(path, mmap=mmap)
         index.check_fingerprint(self.fingerprint, index_path=path)
         if check_files:
             index.check_files(index_path=path)
-        self._set_index(index)
-        return self.index
+        self.index = index
+        return index
 
     @property
     def num_images(self) -> int:
@@ -517,15 +434,13 @@ class GallerySearcher:
         return 0 if self.index is None else len(self.index)
 
     # ------------------------------------------------------------ search
-    def search_features(self, query_feats: Any,
+    def search_features(self, query_feats: np.ndarray,
                         topk: int = 10) -> List[List[SearchHit]]:
         """Rank the index for already-encoded queries.
 
         Args:
-            query_feats: ``[T, D]`` L2-normalised query features (NumPy or a
-                torch tensor).
-            topk: Hits per query; a larger value than the gallery returns
-                the whole gallery.
+            query_feats: ``[T, D]`` L2-normalised query features.
+            topk: Hits per query; more than the gallery holds returns all.
 
         Returns:
             Per query, the hits in rank order.
@@ -534,27 +449,18 @@ class GallerySearcher:
         if index is None:
             self._require_index()
         topk = check_topk(topk)
-        feats = _as_array(query_feats)
+        feats = np.asarray(query_feats, dtype=np.float32)
         if feats.ndim != 2 or feats.shape[1] != index.feature_dim:
             raise ValueError(
                 f'Query features must be [T, {index.feature_dim}], got '
                 f'{tuple(feats.shape)}')
-        if not np.isfinite(feats).all():
-            raise ValueError('Query features are not finite (NaN or inf).')
         scores, indices = ranker.search(feats, topk)
         labels = index.labels
-        results = []
-        for row_s, row_i in zip(np.asarray(scores).tolist(),
-                                np.asarray(indices).tolist()):
-            hits = []
-            for s, i in zip(row_s, row_i):
-                if i < 0:  # approximate backends may return fewer hits
-                    continue
-                hits.append(SearchHit(
-                    rank=len(hits) + 1, path=index.paths[i], score=float(s),
-                    label=None if labels is None else labels[i], index=int(i)))
-            results.append(hits)
-        return results
+        return [[SearchHit(rank=r + 1, path=index.paths[i], score=float(s),
+                           label=None if labels is None else labels[i],
+                           index=int(i))
+                 for r, (s, i) in enumerate(zip(row_s, row_i))]
+                for row_s, row_i in zip(scores.tolist(), indices.tolist())]
 
     def search(self, texts: Union[str, Sequence[str]],
                topk: int = 10) -> List[List[SearchHit]]:
@@ -573,4 +479,4 @@ class GallerySearcher:
         """
         self._require_index()
         check_topk(topk)
-        return self.search_features(self.encode_queries(texts), topk)
+        return self.search_features(self.encode_texts(texts), topk)

@@ -49,9 +49,11 @@ print(r['id'], r['captions'][0])
 PYEOF
 )
 echo "== searching the test images for: \"$QUERY\" (person $PID)"
+LABELS=("$DATA/labels_test_query.json")  # written by make_demo_data.py
+[ -f "${LABELS[0]}" ] || { echo "   ($DATA has no ${LABELS[0]##*/}: regenerate it to mark matches)"; LABELS=(); }
 $PY tools/search.py "$CONFIG" "$BEST" --gallery "$DATA/imgs/test_query" \
-    --labels "$DATA/reid_raw.json" --query "$QUERY" --query-pid "$PID" --topk 8 \
-    --save-index "$WORK/test_gallery_index.npz" --out "$WORK/search_result.png"
+    ${LABELS[@]+--labels "${LABELS[@]}"} --query "$QUERY" --query-pid "$PID" --topk 8 \
+    --save-index "$WORK/test_gallery_index" --out "$WORK/search_result.png"
 
 end=$(date +%s)
 echo
@@ -60,4 +62,4 @@ echo "   work dir:        $WORK"
 echo "   best checkpoint: $BEST"
 echo "   test metrics:    $WORK/test_metrics.json"
 echo "   search picture:  $WORK/search_result.png"
-echo "   gallery index:   $WORK/test_gallery_index.npz"
+echo "   gallery index:   $WORK/test_gallery_index/"

@@ -3,9 +3,9 @@
 
 Usage::
 
-    python tools/serve.py --index gallery.npz --model EXPORT_DIR [--host H]
+    python tools/serve.py --index INDEX_DIR --model EXPORT_DIR [--host H]
         [--port 8000] [--threads N] [--allowed-host NAME ...]
-    python tools/serve.py --index gallery.npz --model CKPT --config CONFIG
+    python tools/serve.py --index INDEX_DIR --model CKPT --config CONFIG
 
 ``--model`` is an export folder (torch-free search with ONNX Runtime; this
 script then never imports torch) or a checkpoint (needs ``--config``).
@@ -27,7 +27,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     from mdrl_deploy import server
     p = argparse.ArgumentParser(
         description='Serve a text-based person search page over an index.')
-    p.add_argument('--index', required=True, help='index file')
+    p.add_argument('--index', required=True,
+                   help='index folder (tools/search.py --save-index)')
     p.add_argument('--model', required=True,
                    help='export folder (tools/export.py) or checkpoint')
     p.add_argument('--config', help='model config (with a checkpoint)')

@@ -5,7 +5,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from .labels import Label
+from mdrl_deploy.search import Label
 
 __all__ = ['draw_search_results', 'MATCH_COLOR', 'MISMATCH_COLOR',
            'UNKNOWN_COLOR']

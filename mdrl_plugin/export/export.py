@@ -15,7 +15,6 @@ import os
 import os.path as osp
 import re
 import shutil
-import tempfile
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -26,8 +25,9 @@ from mmengine.config import Config
 
 from mdrl_deploy.manifest import (EXPORT_FORMAT, EXPORT_VERSION, IMAGE_ONNX,
                                   MANIFEST_NAME, TEXT_ONNX, TOKENIZER_DIR)
+from mdrl_deploy.utils import atomic_write_bytes, remove_stale_temps, temp_path
 
-__all__ = ['ExportError', 'fixed_group_tokens', 'ImageRetrievalBranch', 'TextRetrievalBranch',
+__all__ = ['ExportError', 'fixed_group_tokens', 'RetrievalBranch',
            'describe_test_pipeline', 'export_onnx', 'DEFAULT_OPSET']
 
 #: ONNX opset of the graphs (ONNX Runtime >= 1.14 reads it).
@@ -42,29 +42,18 @@ class ExportError(RuntimeError):
     """The model (or its test pipeline) cannot be represented by the export."""
 
 
-class ImageRetrievalBranch(nn.Module):
-    """``images -> model.extract_image_feat(images)`` for tracing."""
+class RetrievalBranch(nn.Module):
+    """``model.<method>(*inputs)`` as a module, for tracing: the
+    ``extract_image_feat(images)`` or ``extract_text_feat(input_ids,
+    attention_mask)`` retrieval features."""
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, method: str) -> None:
         super().__init__()
-        self.model = model
+        self.model, self.method = model, method
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """L2-normalised retrieval features of normalised images."""
-        return self.model.extract_image_feat(images)
-
-
-class TextRetrievalBranch(nn.Module):
-    """``(input_ids, attention_mask) -> model.extract_text_feat`` for tracing."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, input_ids: torch.Tensor,
-                attention_mask: torch.Tensor) -> torch.Tensor:
-        """L2-normalised retrieval features of tokenised captions."""
-        return self.model.extract_text_feat(input_ids, attention_mask)
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        """The L2-normalised retrieval features."""
+        return getattr(self.model, self.method)(*inputs)
 
 
 def describe_test_pipeline(pipeline: Sequence[dict],
@@ -303,9 +292,10 @@ def export_onnx(config: Union[str, Config],
                 overwrite: bool = False) -> Dict[str, Any]:
     """Export a checkpoint's retrieval paths, tokenizer and manifest.
 
-    The model is built and loaded exactly as
-    :class:`~mdrl_plugin.apis.PersonSearcher` does, so the manifest carries
-    the searcher's fingerprint and index files are shared between the two.
+    The model is built and loaded by
+    :func:`~mdrl_plugin.apis.build_retrieval_model`, as for
+    ``PersonSearcher``, so the manifest carries the same fingerprint and
+    index folders are shared between the two searchers.
     The graphs are then run with ONNX Runtime on probe inputs (other batch
     sizes and text lengths than traced) and must match PyTorch within
     ``atol``.
@@ -330,24 +320,16 @@ def export_onnx(config: Union[str, Config],
     """
     import onnxruntime as ort
 
-    from mdrl_plugin.apis import PersonSearcher
+    from mdrl_plugin.apis import build_retrieval_model
 
     if osp.isdir(out_dir) and os.listdir(out_dir) and not overwrite:
         raise FileExistsError(
             f'Export folder {out_dir!r} is not empty; pass overwrite=True '
             '(--overwrite) or choose another folder.')
-    searcher = PersonSearcher(config, checkpoint, device='cpu',
-                              progress=False)
-    model = searcher.model.eval()
+    built = build_retrieval_model(config, checkpoint)
+    model = built.model
     dp = model.data_preprocessor
-    cfg = searcher.cfg
-    try:
-        pipeline = cfg.test_dataloader.dataset.pipeline
-    except AttributeError:
-        pipeline = cfg.get('test_pipeline')
-    image_spec = describe_test_pipeline(
-        [t.to_dict() if hasattr(t, 'to_dict') else dict(t) for t in pipeline],
-        bool(dp.bgr_to_rgb))
+    image_spec = describe_test_pipeline(built.pipeline, bool(dp.bgr_to_rgb))
     if not getattr(dp.tokenizer, 'is_fast', False):
         raise ExportError(
             f'The tokenizer of {dp.tokenizer_path!r} is not a fast '
@@ -365,17 +347,19 @@ def export_onnx(config: Union[str, Config],
                     'grouping (num_groups) to export.')
 
     os.makedirs(out_dir, exist_ok=True)
-    work = tempfile.mkdtemp(prefix='.export-', dir=out_dir)
+    remove_stale_temps(out_dir)  # of killed exports
+    work = temp_path(osp.join(out_dir, 'export'))
+    os.makedirs(work)
     try:
         h, w = image_spec['height'], image_spec['width']
         gen = torch.Generator().manual_seed(0)
         images = torch.randn(2, 3, h, w, generator=gen)
-        image_branch = ImageRetrievalBranch(model).eval()
+        image_branch = RetrievalBranch(model, 'extract_image_feat').eval()
         _export_graph(image_branch, (images, ), osp.join(work, IMAGE_ONNX),
                       ['images'], {'images': {0: 'batch'},
                                    'features': {0: 'batch'}}, opset, 'image')
         probes = _text_probes(dp.max_length)
-        text_branch = TextRetrievalBranch(model).eval()
+        text_branch = RetrievalBranch(model, 'extract_text_feat').eval()
         tok = dp.tokenize(probes[0])
         _export_graph(text_branch, (tok['input_ids'], tok['attention_mask']),
                       osp.join(work, TEXT_ONNX),
@@ -427,23 +411,26 @@ def export_onnx(config: Union[str, Config],
                        std=[float(v) for v in dp.std.flatten().tolist()]),
             text=dict(max_length=int(dp.max_length), tokenizer=TOKENIZER_DIR,
                       pad_token_id=int(dp.tokenizer.pad_token_id or 0)),
-            feature=dict(dim=int(searcher.feature_dim), layout=layout,
+            feature=dict(dim=built.fingerprint['feature_dim'], layout=layout,
                          num_groups=num_groups,
                          grouping='fixed' if num_groups else None),
-            fingerprint=dict(searcher.fingerprint),
+            fingerprint=dict(built.fingerprint),
             files=dict(image=IMAGE_ONNX, text=TEXT_ONNX),
             check=dict(max_abs_diff=check, atol=atol),
             created=datetime.datetime.now(datetime.timezone.utc).isoformat(
                 timespec='seconds'),
             torch=torch.__version__,
             exporter='torch.onnx.export(dynamo=False)')
-        with open(osp.join(work, MANIFEST_NAME), 'w', encoding='utf-8') as f:
-            json.dump(manifest, f, indent=2)
-        for name in (IMAGE_ONNX, TEXT_ONNX, TOKENIZER_DIR, MANIFEST_NAME):
+        # no manifest, no export: an old one must not name the new files
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(osp.join(out_dir, MANIFEST_NAME))
+        for name in (IMAGE_ONNX, TEXT_ONNX, TOKENIZER_DIR):
             dst = osp.join(out_dir, name)
             if osp.isdir(dst):
                 shutil.rmtree(dst)
             os.replace(osp.join(work, name), dst)
+        atomic_write_bytes(json.dumps(manifest, indent=2).encode('utf-8'),
+                           osp.join(out_dir, MANIFEST_NAME))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return manifest

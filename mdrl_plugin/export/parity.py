@@ -70,7 +70,7 @@ def split_parity(config: Union[str, Config], checkpoint: str, export_dir: str,
         raise ValueError(f'Unreadable images in the {split} split: {skipped}')
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')
-        t_txt = torch_s.encode_texts(texts).cpu().numpy()
+        t_txt = torch_s.encode_texts(texts)
         o_txt = ort_s.encode_texts(texts)
     out: Dict[str, Any] = dict(
         split=split, num_queries=len(texts), num_gallery=len(paths),

@@ -28,7 +28,7 @@ def gallery(tmp_path) -> str:
 @pytest.fixture
 def gallery_paths(gallery):
     """Sorted absolute image paths of :func:`gallery`."""
-    from mdrl_plugin.apis import scan_images
+    from mdrl_deploy import scan_images
     return scan_images(gallery)[0]
 
 

@@ -1,4 +1,4 @@
-"""GalleryIndex: file format, fingerprint and file checks without a model."""
+"""GalleryIndex: folder layout, fingerprint and file checks without a model."""
 import json
 import os
 import re
@@ -6,10 +6,10 @@ import re
 import numpy as np
 import pytest
 
-from mdrl_plugin.apis import (GalleryIndex, IndexFormatError,
-                              IndexMismatchError, StaleIndexError)
+from mdrl_deploy import (GalleryIndex, IndexFormatError, IndexMismatchError,
+                         StaleIndexError)
+from mdrl_deploy.index import config_sha256, file_sha256, file_stat
 from mdrl_deploy.ranking import summarize
-from mdrl_plugin.apis.index import config_sha256, file_sha256, file_stat
 
 FP = dict(config_sha256='c' * 64, checkpoint_sha256='k' * 64, feature_dim=3,
           config='a.py', checkpoint='/m/a.pth')
@@ -33,7 +33,9 @@ def make_index(tmp_path, labels=None):
 def test_round_trip_keeps_everything(tmp_path):
     index = make_index(tmp_path, labels=[1, 'bob', None, 1])
     assert index.features.dtype == np.float32
-    out = index.save(str(tmp_path / 'i.npz'))
+    out = index.save(str(tmp_path / 'idx'))
+    assert sorted(os.listdir(out)) == ['features.npy', 'meta.json',
+                                       'mtime_ns.npy', 'sizes.npy']
     loaded = GalleryIndex.load(out)
     np.testing.assert_array_equal(loaded.features, index.features)
     for key in ('paths', 'labels', 'root', 'fingerprint', 'created',
@@ -44,20 +46,26 @@ def test_round_trip_keeps_everything(tmp_path):
     assert loaded.sizes.tolist() == [1, 2, 3, 4]
     loaded.check_fingerprint(dict(FP))
     loaded.check_files()
+    # the documented layout: plain .npy files and meta.json
+    with open(os.path.join(out, 'meta.json')) as f:
+        meta = json.load(f)
+    assert meta == dict(index.meta(), format='mdrl-search-index', version=3,
+                        num_images=4, feature_dim=3, global_dim=None)
+    assert np.load(os.path.join(out, 'sizes.npy')).dtype == np.int64
 
 
-def test_features_are_memory_mapped_and_aligned(tmp_path):
-    """Version 2 maps every feature array from the file, 64-byte aligned."""
+def test_arrays_are_memory_mapped(tmp_path):
+    """Every array is mapped from its .npy file, read-only."""
     index = make_index(tmp_path)
     feats = np.eye(4, 6, dtype=np.float32)
     index = GalleryIndex(index.paths, feats, dict(FP, feature_dim=6),
                          index.sizes, index.mtimes_ns, global_dim=2)
     summary, spread = summarize(feats, 2)
     np.testing.assert_array_equal(index.summary, summary)
-    loaded = GalleryIndex.load(index.save(str(tmp_path / 'i.npz')))
+    loaded = GalleryIndex.load(index.save(str(tmp_path / 'idx')))
     assert loaded.is_mapped and not loaded.features.flags.writeable
     for array in (loaded.features, loaded.summary, loaded.spread):
-        assert isinstance(array, np.memmap) and array.ctypes.data % 64 == 0
+        assert isinstance(array, np.memmap)
     np.testing.assert_array_equal(loaded.features, feats)
     np.testing.assert_array_equal(loaded.summary, summary)
     np.testing.assert_array_equal(loaded.spread, spread)
@@ -67,45 +75,57 @@ def test_features_are_memory_mapped_and_aligned(tmp_path):
         GalleryIndex(index.paths, feats, index.fingerprint, index.sizes,
                      index.mtimes_ns, global_dim=2, summary=summary,
                      spread=spread.T)
-    # still an ordinary .npz for NumPy
-    with np.load(str(tmp_path / 'i.npz')) as data:
-        assert sorted(data.files) == ['features', 'header', 'mtime_ns',
-                                      'sizes', 'spread', 'summary']
-    in_memory = GalleryIndex.load(str(tmp_path / 'i.npz'), mmap=False)
+    in_memory = GalleryIndex.load(str(tmp_path / 'idx'), mmap=False)
     assert not in_memory.is_mapped
     np.testing.assert_array_equal(in_memory.features, feats)
 
 
-def test_version_1_files_still_load(tmp_path):
-    """The format written before memory mapping (np.savez, lists in JSON)."""
-    index = make_index(tmp_path, labels=[1, 2, 3, 4])
-    header = dict(index.header(), version=1, sizes=index.sizes.tolist(),
-                  mtime_ns=index.mtimes_ns.tolist())
-    del header['global_dim']
-    path = str(tmp_path / 'v1.npz')
-    np.savez(path, features=index.features,
-             header=np.frombuffer(json.dumps(header).encode(), np.uint8))
-    loaded = GalleryIndex.load(path)
-    assert loaded.is_mapped  # np.savez stores uncompressed: mapped too
-    np.testing.assert_array_equal(loaded.features, index.features)
-    assert loaded.labels == [1, 2, 3, 4] and loaded.global_dim is None
-    loaded.check_files()
-    assert GalleryIndex.load(loaded.save(path)).header()['version'] == 2
+def test_saving_over_an_index_replaces_it(tmp_path):
+    """The new folder is renamed in; a mapped copy of the old one stays
+    readable; no temp folder is left; other paths are never replaced."""
+    index = make_index(tmp_path)
+    out = index.save(str(tmp_path / 'idx'))
+    old = GalleryIndex.load(out)
+    index.labels = [7, 7, 7, 7]
+    index.save(out)
+    assert GalleryIndex.load(out).labels == [7] * 4
+    np.testing.assert_array_equal(old.features, index.features)  # still mapped
+    assert sorted(os.listdir(tmp_path))[-1] == 'idx'  # no .idx.*.tmp left
+    (tmp_path / 'photos').mkdir()
+    for target in ('photos', '0.jpg'):
+        with pytest.raises(FileExistsError, match=re.escape(
+                f"Cannot save the index to {str(tmp_path / target)!r}: it "
+                'exists and is not an index folder')):
+            index.save(str(tmp_path / target))
+    assert (tmp_path / '0.jpg').read_bytes() == b'x'
 
 
-def test_save_uses_the_given_name(tmp_path):
-    out = make_index(tmp_path).save(str(tmp_path / 'gallery.idx'))
-    assert out.endswith('gallery.idx') and os.path.isfile(out)
-    assert len(GalleryIndex.load(out)) == 4
+@pytest.mark.parametrize('version', [1, 2])
+def test_single_file_indexes_are_refused_with_how_to_rebuild(tmp_path,
+                                                             version):
+    """Versions 1 and 2 were one .npz file."""
+    index = make_index(tmp_path)
+    path = str(tmp_path / 'old.npz')
+    np.savez(path, features=index.features, header=np.frombuffer(json.dumps(
+        dict(format='mdrl-search-index', version=version)).encode(),
+        np.uint8))
+    with pytest.raises(IndexFormatError) as info:
+        GalleryIndex.load(path)
+    assert str(info.value) == (
+        f"{path!r} is a single-file index of an earlier version; indexes are "
+        'folders now. Rebuild it from the image folder with the model you '
+        'search with: `python tools/search.py CONFIG CHECKPOINT --gallery '
+        'IMAGE_FOLDER --save-index NEW_FOLDER` (or build_index(folder) '
+        'followed by save_index).')
 
 
 def test_fingerprint_mismatch_names_every_difference(tmp_path):
     index = make_index(tmp_path)
     other = dict(FP, feature_dim=64, config_sha256='d' * 64)
     with pytest.raises(IndexMismatchError) as info:
-        index.check_fingerprint(other, index_path='g.npz')
+        index.check_fingerprint(other, index_path='g_index')
     msg = str(info.value)
-    assert msg.startswith("Index 'g.npz' was made by another model; it "
+    assert msg.startswith("Index 'g_index' was made by another model; it "
                           'differs in feature width: index 3, model 64; '
                           "model config and test pipeline: index made with "
                           "'a.py' (sha256 cccccccccccc), searching with "
@@ -129,56 +149,62 @@ def test_stale_files(tmp_path):
 
 
 def test_not_an_index(tmp_path):
-    junk = tmp_path / 'junk.npz'
-    junk.write_bytes(b'hello')
-    with pytest.raises(IndexFormatError, match='is not an MDRL search index '
-                       r'\(a .npz archive written by save_index\)'):
-        GalleryIndex.load(str(junk))
-    other = tmp_path / 'other.npz'
-    np.savez(str(other), a=np.zeros(2))
+    index = make_index(tmp_path)
+    folder = tmp_path / 'junk'
+    folder.mkdir()
     with pytest.raises(IndexFormatError, match=re.escape(
-            'expected the arrays "features" and "header", found [\'a\']')):
-        GalleryIndex.load(str(other))
-    hdr = tmp_path / 'hdr.npz'
-    header = np.frombuffer(json.dumps({'format': 'x'}).encode(), np.uint8)
-    np.savez(str(hdr), features=np.zeros((1, 2), np.float32), header=header)
-    with pytest.raises(IndexFormatError, match="header format is 'x', "
-                       "expected 'mdrl-search-index'"):
-        GalleryIndex.load(str(hdr))
-    with pytest.raises(FileNotFoundError, match='Index file .* does not exist'):
-        GalleryIndex.load(str(tmp_path / 'none.npz'))
+            f"{str(folder)!r} is not an MDRL search index (a folder written "
+            'by save_index): FileNotFoundError')):
+        GalleryIndex.load(str(folder))
+    out = index.save(str(tmp_path / 'idx'))
+    meta = json.load(open(os.path.join(out, 'meta.json')))
+    for bad in (dict(meta, format='x'), dict(meta, version=99), [1]):
+        with open(os.path.join(out, 'meta.json'), 'w') as f:
+            json.dump(bad, f)
+        with pytest.raises(IndexFormatError, match=re.escape(
+                f'{out!r}: meta.json is not that of an MDRL search index of '
+                'version 3. Rebuild it')):
+            GalleryIndex.load(out)
+    with open(os.path.join(out, 'meta.json'), 'w') as f:
+        json.dump(meta, f)
+    os.remove(os.path.join(out, 'sizes.npy'))
+    with pytest.raises(IndexFormatError, match=re.escape(
+            "the index lacks ['sizes.npy']")):
+        GalleryIndex.load(out)
+    np.save(os.path.join(out, 'sizes.npy'), index.sizes)
+    np.save(os.path.join(out, 'features.npy'), index.features.astype(int))
+    with pytest.raises(IndexFormatError, match='features must be float32, '
+                       'got int64'):
+        GalleryIndex.load(out)
+    with pytest.raises(FileNotFoundError, match='Index .* does not exist'):
+        GalleryIndex.load(str(tmp_path / 'none'))
 
 
 def test_pickled_arrays_are_refused(tmp_path):
-    """An archive with object arrays is not unpickled."""
-    evil = tmp_path / 'evil.npz'
-    np.savez(str(evil), features=np.zeros((1, 2), np.float32),
-             header=np.array([{'format': 'mdrl-search-index'}], dtype=object))
+    """An object array is not unpickled."""
+    out = make_index(tmp_path).save(str(tmp_path / 'idx'))
+    np.save(os.path.join(out, 'sizes.npy'), np.array([{'a': 1}] * 4),
+            allow_pickle=True)
+    with pytest.raises(IndexFormatError, match="can't be memory-mapped: "
+                       'Python objects'):
+        GalleryIndex.load(out)
     with pytest.raises(IndexFormatError, match='allow_pickle=False'):
-        GalleryIndex.load(str(evil))
+        GalleryIndex.load(out, mmap=False)
 
 
-def test_other_version_is_refused(tmp_path):
-    index = make_index(tmp_path)
-    header = dict(index.header(), version=99)
-    path = tmp_path / 'v99.npz'
-    np.savez(str(path), features=index.features,
-             header=np.frombuffer(json.dumps(header).encode(), np.uint8))
-    with pytest.raises(IndexFormatError, match='index version 99 is not '
-                       'supported'):
-        GalleryIndex.load(str(path))
-
-
-def test_an_empty_index_file_is_refused(tmp_path):
-    index = make_index(tmp_path)
-    header = dict(index.header(), version=1, paths=[], sizes=[], mtime_ns=[])
-    path = tmp_path / 'empty.npz'
-    np.savez(str(path), features=np.zeros((0, 3), np.float32),
-             header=np.frombuffer(json.dumps(header).encode(), np.uint8))
+def test_an_index_without_images_is_refused(tmp_path):
+    out = make_index(tmp_path).save(str(tmp_path / 'idx'))
+    meta = json.load(open(os.path.join(out, 'meta.json')))
+    with open(os.path.join(out, 'meta.json'), 'w') as f:
+        json.dump(dict(meta, paths=[]), f)
+    for name, array in (('features', np.zeros((0, 3), np.float32)),
+                        ('sizes', np.zeros(0, np.int64)),
+                        ('mtime_ns', np.zeros(0, np.int64))):
+        np.save(os.path.join(out, name + '.npy'), array)
     with pytest.raises(IndexFormatError) as info:
-        GalleryIndex.load(str(path))
+        GalleryIndex.load(out)
     assert str(info.value) == (
-        f"{str(path)!r}: GalleryIndex: features must hold at least one image "
+        f"{out!r}: GalleryIndex: features must hold at least one image "
         "and one dimension, got shape (0, 3)")
 
 

@@ -3,7 +3,8 @@ import cv2
 import numpy as np
 import pytest
 
-from mdrl_plugin.apis import SearchHit, draw_search_results
+from mdrl_deploy import SearchHit
+from mdrl_plugin.apis import draw_search_results
 
 
 @pytest.fixture

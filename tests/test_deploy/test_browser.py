@@ -49,7 +49,7 @@ def test_page_shows_results_in_api_order(browser, deploy_model, deploy_gallery,
     from mdrl_deploy import OrtSearcher
     searcher = OrtSearcher(deploy_model['export'], num_threads=1)
     searcher.build_index(deploy_gallery)
-    index = searcher.save_index(str(tmp_path / 'index.npz'))
+    index = searcher.save_index(str(tmp_path / 'index'))
     for url in start_server(['--index', index, '--model',
                              deploy_model['export']]):
         api = httpx.post(url + '/search', json=dict(query=QUERY, topk=6),

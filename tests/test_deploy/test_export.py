@@ -70,14 +70,17 @@ def test_features_and_rankings_match_pytorch(model, deploy_gallery):
     assert o_index.paths == t_index.paths
     assert np.abs(o_index.features - t_index.features).max() < 1e-4
     with pytest.warns(UserWarning, match='tokens'):
-        t_text = torch_s.encode_texts(QUERIES).numpy()
+        t_text = torch_s.encode_texts(QUERIES)
     with pytest.warns(UserWarning, match='tokens'):
         o_text = ort_s.encode_texts(QUERIES)
+    # both searchers return NumPy from both encoders
+    for out in (t_text, o_text, t_index.features, o_index.features):
+        assert type(out) is np.ndarray and out.dtype == np.float32
     assert o_text.shape == t_text.shape
     assert np.abs(o_text - t_text).max() < 1e-4
     for single in QUERIES[:2]:  # batch of one: no padding at all
         np.testing.assert_allclose(ort_s.encode_texts(single),
-                                   torch_s.encode_texts(single).numpy(),
+                                   torch_s.encode_texts(single),
                                    atol=1e-4)
     t_hits = torch_s.search(QUERIES[:4], topk=10)
     o_hits = ort_s.search(QUERIES[:4], topk=10)

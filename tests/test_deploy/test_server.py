@@ -44,7 +44,7 @@ def served(deploy_model, tmp_path_factory):
     os.symlink(secret, os.path.join(gallery, 'cam1', 'zz_link.png'))
     searcher = OrtSearcher(deploy_model['export'], num_threads=1)
     searcher.build_index(gallery)
-    index = searcher.save_index(str(base / 'index.npz'))
+    index = searcher.save_index(str(base / 'index'))
     client = TestClient(create_app(searcher, max_query_chars=100, max_topk=20,
                                    allowed_hosts=['testserver']),
                         raise_server_exceptions=False)

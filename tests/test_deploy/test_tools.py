@@ -79,7 +79,7 @@ def test_search_tool_onnx_flag_gives_the_same_ranking(deploy_model,
     assert search_tool.main([deploy_model['config'],
                              deploy_model['checkpoint'], *common]) == 0
     torch_out = capsys.readouterr().out
-    index = str(tmp_path / 'onnx.npz')
+    index = str(tmp_path / 'onnx_index')
     assert search_tool.main(['unused', 'unused', '--onnx',
                              deploy_model['export'], '--save-index', index,
                              *common]) == 0
@@ -101,6 +101,14 @@ def test_search_tool_onnx_flag_gives_the_same_ranking(deploy_model,
             if line.strip()[:1].isdigit()]
     assert [r[2] for r in rows] == ['0', '1', '2', '0', '1']
     assert [r[3] for r in rows] == ['no', 'yes', 'no', 'no', 'yes']
+    # one label format: a PEDES annotation list is refused, in one line
+    labels.write_text(json.dumps([{'file_path': 'a.jpg', 'id': 1}]))
+    assert search_tool.main(['-', '-', '--onnx', deploy_model['export'],
+                             '--labels', str(labels), *common]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f'tools/search.py: error: Labels file '
+                          f'{str(labels)!r} holds a JSON list; expected an '
+                          'object') and 'Traceback' not in err
     # the index written with --onnx is read by the PyTorch path
     common[1] = index
     assert search_tool.main([deploy_model['config'],
@@ -111,26 +119,27 @@ def test_search_tool_onnx_flag_gives_the_same_ranking(deploy_model,
 def test_search_tool_refuses_options_that_onnx_would_ignore(capsys):
     base = ['-', '-', '--onnx', 'export', '--gallery', 'g', '--query', 'q']
     assert search_tool.parse_args(base + ['--device', 'cpu']).onnx == 'export'
+    assert search_tool.parse_args(base + ['--num-workers', '2']).num_workers \
+        == 2  # the image-reading threads are the shared loop's
     with pytest.raises(SystemExit) as info:
-        search_tool.parse_args(base + ['--device', 'cuda', '--backend',
-                                       'torch', '--cfg-options', 'a=1'])
+        search_tool.parse_args(base + ['--device', 'cuda', '--cfg-options',
+                                       'a=1'])
     assert info.value.code == 2
     assert capsys.readouterr().err.splitlines()[-1].endswith(
-        'error: --device, --backend, --cfg-options: not used with --onnx '
-        "(ONNX Runtime encodes on the CPU with the export's own settings; "
-        'NumPy ranks)')
+        'error: --device, --cfg-options: not used with --onnx (ONNX Runtime '
+        "encodes on the CPU with the export's own settings)")
 
 
 def test_serve_tool_arguments(deploy_model, capsys):
     with pytest.raises(SystemExit):
-        serve_tool.parse_args(['--index', 'i.npz', '--model', 'ckpt.pth'])
+        serve_tool.parse_args(['--index', 'i_index', '--model', 'ckpt.pth'])
     assert 'needs --config' in capsys.readouterr().err
-    args = serve_tool.parse_args(['--index', 'i.npz', '--model',
+    args = serve_tool.parse_args(['--index', 'i_index', '--model',
                                   deploy_model['export']])
     assert args.host == '127.0.0.1' and args.port == 8000
     assert args.allowed_host == ['127.0.0.1', 'localhost']
     assert (args.max_running, args.max_waiting) == (2, 64)
-    args = serve_tool.parse_args(['--index', 'i.npz', '--model',
+    args = serve_tool.parse_args(['--index', 'i_index', '--model',
                                   deploy_model['export'], '--host', '0.0.0.0',
                                   '--allowed-host', 'search.example',
                                   '--max-running', '4'])
@@ -139,10 +148,10 @@ def test_serve_tool_arguments(deploy_model, capsys):
                                ('--max-waiting', '-1', 0),
                                ('--max-topk', '0', 1)):
         with pytest.raises(SystemExit):  # before a model is loaded
-            serve_tool.parse_args(['--index', 'i.npz', '--model',
+            serve_tool.parse_args(['--index', 'i_index', '--model',
                                    deploy_model['export'], option, value])
         assert f'{option} must be >= {low}, got {value}' in \
             capsys.readouterr().err
-    assert serve_tool.main(['--index', 'missing.npz', '--model',
+    assert serve_tool.main(['--index', 'missing_index', '--model',
                             deploy_model['export']]) == 2
-    assert 'missing.npz' in capsys.readouterr().err
+    assert 'missing_index' in capsys.readouterr().err

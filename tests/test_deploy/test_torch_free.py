@@ -1,9 +1,13 @@
 """The ONNX search path runs where importing torch or mmengine fails."""
+import glob
 import json
 import os
+import os.path as osp
 import subprocess
 import sys
 import textwrap
+
+import pytest
 
 from mdrl_plugin.apis import PersonSearcher
 from mdrl_test_utils import REPO_ROOT
@@ -29,7 +33,7 @@ CHILD = BLOCKER + textwrap.dedent('''
     loaded = [[h.path for h in q] for q in s.search(queries, topk=10)]
     from mdrl_deploy.server import create_app  # the server too
     create_app(s)
-    # labels files: JSON objects are read; PEDES lists need the plugin
+    # labels files: JSON objects are read, PEDES lists refused
     import os
     labels = os.path.join(os.path.dirname(index_out), 'labels.json')
     with open(labels, 'w') as f:
@@ -50,7 +54,7 @@ CHILD = BLOCKER + textwrap.dedent('''
 
 
 def run_child(deploy_model, gallery, tmp_path, torch_index, backend):
-    out = str(tmp_path / f'ort_{backend}.npz')
+    out = str(tmp_path / f'ort_{backend}_index')
     env = dict(os.environ, PYTHONPATH=REPO_ROOT, OMP_NUM_THREADS='1')
     proc = subprocess.run(
         [sys.executable, '-c', CHILD, deploy_model['export'], gallery, out,
@@ -67,7 +71,7 @@ def test_search_without_torch_matches_person_searcher(deploy_model,
     torch_s = PersonSearcher(deploy_model['config'], deploy_model['checkpoint'],
                              progress=False)
     torch_s.build_index(deploy_gallery)
-    torch_index = torch_s.save_index(str(tmp_path / 'torch.npz'))
+    torch_index = torch_s.save_index(str(tmp_path / 'torch_index'))
     expected = [[h.path for h in q] for q in torch_s.search(QUERIES, topk=10)]
 
     for backend in ('cv2', 'pillow'):
@@ -75,8 +79,8 @@ def test_search_without_torch_matches_person_searcher(deploy_model,
                                       torch_index, backend)
         assert result['bad'] == []
         assert result['labels'] == list(range(10))
-        assert 'is a PEDES annotation list, which only the plugin reads' in \
-            result['pedes']
+        assert 'holds a JSON list; expected an object {"image path": ' \
+            'identity}' in result['pedes']
         assert result['built'] == expected, backend
         assert result['loaded'] == expected, backend
         # PersonSearcher reads the index written without torch
@@ -91,3 +95,46 @@ def test_blocker_really_blocks(tmp_path):
         [sys.executable, '-c', BLOCKER + 'import mmengine'],
         capture_output=True, text=True, cwd=str(tmp_path))
     assert proc.returncode != 0 and 'mmengine is blocked' in proc.stderr
+
+
+
+MODULES = ['mdrl_deploy'] + sorted(
+    'mdrl_deploy.' + osp.splitext(osp.basename(f))[0]
+    for f in glob.glob(osp.join(REPO_ROOT, 'mdrl_deploy', '*.py'))
+    if not f.endswith('__init__.py'))
+LAYER_BLOCKED = ('mdrl_plugin', 'torch', 'mmengine', 'mmcv', 'transformers',
+                 'torchvision', 'timm')
+
+
+def test_every_module_is_listed():
+    assert {'mdrl_deploy', 'mdrl_deploy.search', 'mdrl_deploy.server',
+            'mdrl_deploy.utils'} <= set(MODULES)
+
+
+@pytest.mark.parametrize('module', MODULES)
+def test_every_module_imports_without_torch_or_the_plugin(module, tmp_path):
+    """The layering: each mdrl_deploy module imports in a fresh interpreter
+    where importing torch, MMEngine or mdrl_plugin raises, and no import
+    statement of it, at any depth (a lazy one in a function too), names
+    them."""
+    import ast
+    path = osp.join(REPO_ROOT, *module.split('.'))
+    path = osp.join(path, '__init__.py') if osp.isdir(path) else path + '.py'
+    with open(path, encoding='utf-8') as f:
+        tree = ast.parse(f.read())
+    imported = [alias.name for node in ast.walk(tree)
+                if isinstance(node, ast.Import) for alias in node.names] + [
+        node.module for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and node.module and
+        not node.level]
+    assert [m for m in imported if m.split('.')[0] in LAYER_BLOCKED] == []
+    code = BLOCKER + textwrap.dedent(f'''
+        import importlib
+        importlib.import_module({module!r})
+        print(sorted(m for m in sys.modules if m.split('.')[0] in BLOCKED))
+    ''')
+    proc = subprocess.run([sys.executable, '-c', code], capture_output=True,
+                          text=True, cwd=str(tmp_path), timeout=120,
+                          env=dict(os.environ, PYTHONPATH=REPO_ROOT))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip().splitlines()[-1] == '[]'

@@ -25,18 +25,16 @@ def run_tool(*args, cwd):
 def tool_env(tiny_bert_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp('search_tool')
     model = write_model(str(root / 'model'), tiny_bert_dir)
-    # a RSTPReid-like dataset folder: imgs/ + data_captions.json
-    data = root / 'RSTPReid'
+    # a dataset folder: imgs/ + the search labels {path in imgs/: pid}
+    data = root / 'data'
     paths = write_gallery(str(data / 'imgs'), num=8)
-    records = [dict(id=pid_of(p), img_path=osp.relpath(p, data / 'imgs'),
-                    captions=['a man', 'a person'], split='test')
-               for p in paths]
-    (data / 'data_captions.json').write_text(json.dumps(records))
+    (data / 'labels.json').write_text(json.dumps(
+        {osp.relpath(p, data / 'imgs'): pid_of(p) for p in paths}))
     from mdrl_plugin.apis import PersonSearcher
     searcher = PersonSearcher(model['config'], model['checkpoint'],
                               progress=False)
     searcher.build_index(str(data / 'imgs'))
-    index = searcher.save_index(str(root / 'prebuilt.npz'))
+    index = searcher.save_index(str(root / 'prebuilt_index'))
     return dict(root=root, data=data, paths=paths, index=index, **model)
 
 
@@ -52,7 +50,7 @@ def rows(stdout):
 def test_folder_search_prints_ranks_and_writes_png(tool_env):
     root = tool_env['root']
     out = root / 'res.png'
-    index = root / 'gallery.npz'
+    index = root / 'gallery_index'
     r = run_tool(tool_env['config'], tool_env['checkpoint'],
                  '--gallery', str(tool_env['data'] / 'imgs'),
                  '--query', 'a man in a red shirt', '--topk', '5',
@@ -68,16 +66,16 @@ def test_folder_search_prints_ranks_and_writes_png(tool_env):
     assert {f[2] for f in found} == {'-'}  # no labels given
     assert all(f[4] in tool_env['paths'] for f in found)
     assert out.read_bytes()[:8] == PNG
-    assert index.is_file()
+    assert (index / 'meta.json').is_file()
     assert f'Saved the index of 8 images to {index}' in r.stderr
 
 
-def test_index_with_pedes_labels_marks_matches(tool_env):
+def test_index_with_labels_marks_matches(tool_env):
     root = tool_env['root']
     out = root / 'sub' / 'labelled.png'
     r = run_tool(tool_env['config'], tool_env['checkpoint'],
                  '--gallery', tool_env['index'],
-                 '--labels', str(tool_env['data'] / 'data_captions.json'),
+                 '--labels', str(tool_env['data'] / 'labels.json'),
                  '--query', 'a man in a red shirt', '--query',
                  'a woman with a blue bag', '--query-pid', '2',
                  '--topk', '20', '--out', str(out), cwd=str(root))
