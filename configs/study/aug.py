@@ -3,7 +3,7 @@
 # the demo's 192x64. Erasing as in Zhong et al. (p 0.5, area 2-40 %, aspect
 # 0.3-3.33), filled with the preprocessor's mean in the BGR order of
 # LoadPersonImage, so the erased region is ~0 after normalisation.
-_base_ = ['../mdrl_demo.py']
+_base_ = ['./demo_5e.py']
 
 train_pipeline = [
     dict(type='LoadPersonImage'),

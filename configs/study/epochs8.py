@@ -1,6 +1,6 @@
 # Study arm (e): the demo recipe trained 8 epochs instead of 5 (same warm-up,
 # cosine decay over the longer schedule, validation from epoch 3).
-_base_ = ['../mdrl_demo.py']
+_base_ = ['./demo_5e.py']
 
 max_epochs = 8
 param_scheduler = [

@@ -1,7 +1,7 @@
 # Study arm (b): MDRL's new modules at 5x the base learning rate (IRRA's
 # recipe); the image backbone keeps the base rate, frozen BERT stays out.
 # A key matches every parameter whose name contains it; the longest wins.
-_base_ = ['../mdrl_demo.py']
+_base_ = ['./demo_5e.py']
 
 new_module = dict(lr_mult=5.0)
 optim_wrapper = dict(paramwise_cfg=dict(custom_keys={

@@ -1,5 +1,6 @@
 """The recipe study's arms (configs/study/, issue 24) each change exactly
-the one choice they name, relative to configs/mdrl_demo.py, and build."""
+the one choice they name, relative to the recipe the study started from
+(configs/study/demo_5e.py), and build; the chosen arm is the demo config."""
 import os.path as osp
 
 import pytest
@@ -8,6 +9,7 @@ from mmengine.dataset import Compose
 from mmengine.registry import DefaultScope
 
 import mdrl_plugin  # noqa: F401 (registers the transforms)
+
 from mdrl_test_utils import REPO_ROOT
 
 STUDY = osp.join(REPO_ROOT, 'configs', 'study')
@@ -24,12 +26,31 @@ def _flat(d, prefix=''):
     return out
 
 
-def _changed(name):
-    demo = _flat(Config.fromfile(osp.join(REPO_ROOT, 'configs',
-                                          'mdrl_demo.py')).to_dict())
-    arm = _flat(Config.fromfile(osp.join(STUDY, name)).to_dict())
-    return {k: arm.get(k) for k in demo.keys() | arm.keys()
-            if demo.get(k) != arm.get(k)}
+def _load(path):
+    return _flat(Config.fromfile(path).to_dict())
+
+
+def _changed(name, base='demo_5e.py'):
+    ref, arm = _load(osp.join(STUDY, base)), _load(osp.join(STUDY, name))
+    return {k: arm.get(k) for k in ref.keys() | arm.keys()
+            if ref.get(k) != arm.get(k)}
+
+
+def test_the_reference_is_the_former_demo_recipe():
+    changed = _changed(osp.join('..', 'mdrl_demo.py'))
+    assert changed.pop('max_epochs') == 8
+    assert changed.pop('train_cfg.max_epochs') == 8
+    assert changed.pop('model.local_aggregation') == 'mean'
+    cosine = changed.pop('param_scheduler')[1]
+    assert (cosine['end'], cosine['T_max']) == (8, 7)
+    assert changed == {}
+
+
+def test_the_demo_is_the_chosen_arm():
+    demo = _load(osp.join(REPO_ROOT, 'configs', 'mdrl_demo.py'))
+    assert _load(osp.join(STUDY, 'mean_epochs8.py')) == demo
+    assert _changed('mean_epochs8.py', base='epochs8.py') == {
+        'model.local_aggregation': 'mean'}
 
 
 @pytest.mark.parametrize('name, expected', [
@@ -61,7 +82,7 @@ def test_lr_arm_sets_new_modules_to_5x():
 
 def test_augmentation_arm_builds_and_only_adds_two_transforms():
     cfg = Config.fromfile(osp.join(STUDY, 'aug.py'))
-    demo = Config.fromfile(osp.join(REPO_ROOT, 'configs', 'mdrl_demo.py'))
+    demo = Config.fromfile(osp.join(STUDY, 'demo_5e.py'))
     pipeline = cfg.train_dataloader.dataset.pipeline
     assert [t['type'] for t in pipeline] == [
         t['type'] for t in demo.train_dataloader.dataset.pipeline][:3] + [
