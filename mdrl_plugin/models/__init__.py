@@ -1,5 +1,12 @@
-from . import (backbones, data_preprocessors, heads, losses, necks,  # noqa: F401
-               retrievers, weights)
+from . import (  # noqa: F401
+    backbones,
+    data_preprocessors,
+    heads,
+    losses,
+    necks,
+    retrievers,
+    weights,
+)
 from .backbones import *  # noqa: F401,F403
 from .data_preprocessors import *  # noqa: F401,F403
 from .heads import *  # noqa: F401,F403

@@ -17,12 +17,17 @@ from safetensors.torch import save_file
 from timm.layers import resample_abs_pos_embed
 from transformers import BertModel
 
-from mdrl_plugin.models import (WeightsNotFoundError, WeightSource,
-                                check_weights, find_weights, hf_source,
-                                image_source)
+from mdrl_plugin.models import (
+    WeightsNotFoundError,
+    WeightSource,
+    check_weights,
+    find_weights,
+    hf_source,
+    image_source,
+)
 from mdrl_plugin.registry import MODELS
-from mdrl_test_utils import (REPO_ROOT, folder_files, put_in_hub_cache,
-                             write_tiny_bert)
+
+from mdrl_test_utils import REPO_ROOT, folder_files, put_in_hub_cache, write_tiny_bert
 
 CUHK = osp.join(REPO_ROOT, 'configs', 'mdrl_vit_bert_cuhk.py')
 

@@ -12,8 +12,7 @@ import torch.utils.checkpoint
 
 from mdrl_plugin.registry import MODELS
 
-from _with_cp_dist_worker import (loss_and_grads, model_cfg,  # noqa: I100
-                                  run_worker, train_batch)
+from _with_cp_dist_worker import loss_and_grads, model_cfg, run_worker, train_batch  # noqa: I100
 
 
 @pytest.fixture
@@ -265,4 +264,3 @@ def test_ddp_gradients_are_bit_equal_on_two_gloo_ranks(two_rank_results):
     _assert_same_grads(r0['with_cp']['grads'], r1['with_cp']['grads'])
     assert not torch.equal(r0['plain']['losses']['loss_match_global'],
                            r1['plain']['losses']['loss_match_global'])
-

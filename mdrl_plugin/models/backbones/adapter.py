@@ -9,6 +9,7 @@ import torch.nn as nn
 from mmengine.model import BaseModule
 
 from mdrl_plugin.registry import MODELS
+
 from ..weights import image_source
 
 __all__ = ['BackboneAdapter', 'read_tokens', 'create_timm_model']
@@ -58,11 +59,13 @@ def read_tokens(out: Any,
                 and out[0].dim() == 2 and out[1].dim() == 3
                 and out[0].shape[-1] == out[1].shape[-1]):
             return out[0], out[1]
-        return read_tokens(out[-1], num_prefix_tokens, channels_last) if out else None
+        return (read_tokens(out[-1], num_prefix_tokens, channels_last)
+                if out else None)
     if not isinstance(out, torch.Tensor):
         return None
     if out.dim() == 4:
-        tokens = out.flatten(1, 2) if channels_last else out.flatten(2).transpose(1, 2)
+        tokens = (out.flatten(1, 2) if channels_last else
+                  out.flatten(2).transpose(1, 2))
         return tokens.mean(dim=1), tokens
     if out.dim() == 3 and out.shape[1] > num_prefix_tokens:
         tokens = out[:, num_prefix_tokens:]
@@ -111,8 +114,9 @@ def create_timm_model(arch: str, weights: Optional[str] = None,
         return timm.create_model(arch, pretrained=True, num_classes=0,
                                  pretrained_cfg_overlay=overlay, **kwargs)
     except RuntimeError as err:
-        raise ValueError(f"{what} {path!r} do not fit the model (timm's "
-                         f'strict load, the classifier dropped): {err}') from err
+        raise ValueError(
+            f"{what} {path!r} do not fit the model (timm's "
+            f'strict load, the classifier dropped): {err}') from err
     finally:
         state.clear()  # the model's pretrained_cfg keeps a reference
 
@@ -196,9 +200,10 @@ class BackboneAdapter(BaseModule):
                              '(a registered backbone config) and `timm_model` '
                              '(a timm model name)')
         if timm_model is None and (timm_kwargs or timm_checkpoint):
-            raise ValueError('BackboneAdapter: timm_kwargs and timm_checkpoint '
-                             'apply to `timm_model` only; a registered backbone '
-                             'takes its arguments and init_cfg in `backbone`')
+            raise ValueError(
+                'BackboneAdapter: timm_kwargs and timm_checkpoint '
+                'apply to `timm_model` only; a registered backbone '
+                'takes its arguments and init_cfg in `backbone`')
         self.from_timm = timm_model is not None
         self.with_cp = with_cp
         if self.from_timm:
@@ -209,19 +214,23 @@ class BackboneAdapter(BaseModule):
             # MMEngine's init_weights skips modules marked as initialised
             self.backbone.is_init = True
             self.backbone_type = f'timm {timm_model!r}'
-            self.num_prefix_tokens = getattr(self.backbone, 'num_prefix_tokens', 0)
-            self.channels_last = getattr(self.backbone, 'output_fmt', 'NCHW') == 'NHWC'
+            self.num_prefix_tokens = getattr(self.backbone,
+                                             'num_prefix_tokens', 0)
+            self.channels_last = getattr(
+                self.backbone, 'output_fmt', 'NCHW') == 'NHWC'
             if with_cp:
                 self._check_timm_checkpointing()
         else:
             name = backbone['type']
-            self.backbone_type = name if isinstance(name, str) else name.__name__
-            scope = name.split('.')[0] if isinstance(name, str) and '.' in name else None
+            self.backbone_type = (name if isinstance(name, str) else
+                                  name.__name__)
+            scope = (name.split('.')[0]
+                     if isinstance(name, str) and '.' in name else None)
             if scope is not None and importlib.util.find_spec(scope) is None:
                 raise ImportError(
                     f'BackboneAdapter: backbone type {name!r} comes from the '
-                    f'package {scope!r}, which is not installed (for mmpretrain: '
-                    "pip install -e '.[mmpretrain]')")
+                    f'package {scope!r}, which is not installed (for '
+                    "mmpretrain: pip install -e '.[mmpretrain]')")
             if with_cp:
                 backbone = self._with_cp_config(backbone)
             self.backbone = MODELS.build(backbone)
@@ -242,14 +251,15 @@ class BackboneAdapter(BaseModule):
         if switch is None:
             raise ValueError(
                 f'BackboneAdapter(with_cp=True): {self.backbone_type} has no '
-                f'set_grad_checkpointing (no activation checkpointing); {hint}')
+                'set_grad_checkpointing (no activation checkpointing); '
+                f'{hint}')
         try:  # timm models without support assert or raise here
             switch(True)
         except (AssertionError, NotImplementedError) as err:
             raise ValueError(
-                f'BackboneAdapter(with_cp=True): {self.backbone_type} does not '
-                f'support gradient checkpointing ({err or "refused by timm"}); '
-                f'{hint}') from err
+                f'BackboneAdapter(with_cp=True): {self.backbone_type} does '
+                'not support gradient checkpointing '
+                f'({err or "refused by timm"}); {hint}') from err
         switch(False)  # switched on per forward, in training only
 
     def _with_cp_config(self, backbone: dict) -> dict:
@@ -260,11 +270,12 @@ class BackboneAdapter(BaseModule):
             return backbone
         if 'with_cp' not in inspect.signature(cls).parameters:
             raise ValueError(
-                f'BackboneAdapter(with_cp=True): the backbone {self.backbone_type} '
-                'takes no `with_cp` argument, so its activations cannot be '
-                'checkpointed; set with_cp=False, or use a backbone that takes '
-                "one (e.g. 'TimmVisionTransformer', 'mmpretrain.ResNet', "
-                "'mmpretrain.SwinTransformer') or a timm model (`timm_model`)")
+                'BackboneAdapter(with_cp=True): the backbone '
+                f'{self.backbone_type} takes no `with_cp` argument, so its '
+                'activations cannot be checkpointed; set with_cp=False, or '
+                "use a backbone that takes one (e.g. 'TimmVisionTransformer', "
+                "'mmpretrain.ResNet', 'mmpretrain.SwinTransformer') or a timm "
+                'model (`timm_model`)')
         return dict(backbone, with_cp=True)
 
     def _probe(self, size: Tuple[int, int]) -> int:
@@ -275,7 +286,8 @@ class BackboneAdapter(BaseModule):
         self.backbone.train(was_training)
         return tokens.shape[-1]
 
-    def _features(self, images: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    def _features(
+            self, images: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         if self.with_cp and self.from_timm:  # training only (eval: no graph)
             self.backbone.set_grad_checkpointing(
                 self.training and torch.is_grad_enabled())
@@ -284,16 +296,17 @@ class BackboneAdapter(BaseModule):
         read = read_tokens(out, self.num_prefix_tokens, self.channels_last)
         if read is None:
             raise ValueError(
-                f'BackboneAdapter: the output of {self.backbone_type} cannot be '
-                f'read as tokens; it returned {_describe(out)} for images of '
-                f'shape {tuple(images.shape)}. Expected a feature map '
+                f'BackboneAdapter: the output of {self.backbone_type} cannot '
+                f'be read as tokens; it returned {_describe(out)} for images '
+                f'of shape {tuple(images.shape)}. Expected a feature map '
                 '[B, C, h, w], a token sequence [B, L, C], a tuple of stages '
                 'ending with one of those, or a pair (global [B, C], tokens '
                 "[B, N, C]); e.g. set out_type='raw' or 'featmap' for an "
                 'mmpretrain VisionTransformer instead of pooled outputs.')
         return read
 
-    def forward(self, images: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+            self, images: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """Encode images.
 
         Args:

@@ -2,6 +2,7 @@
 from typing import Optional
 
 from mdrl_plugin.registry import MODELS
+
 from .adapter import BackboneAdapter
 
 __all__ = ['TimmCNNEncoder']

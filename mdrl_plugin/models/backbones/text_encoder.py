@@ -13,13 +13,15 @@ from mmengine.logging import print_log
 from mmengine.model import BaseModule
 
 from mdrl_plugin.registry import MODELS
+
 from ..utils import build_transformer_encoder, masked_transformer
 from ..weights import hf_source
 
 __all__ = ['BertTextEncoder']
 
 
-def load_bert(pretrained: Optional[str], bert_config: Optional[dict]) -> nn.Module:
+def load_bert(pretrained: Optional[str],
+              bert_config: Optional[dict]) -> nn.Module:
     """Load a Hugging Face BERT from a local folder or a hub id, or build one.
 
     Args:
@@ -38,8 +40,9 @@ def load_bert(pretrained: Optional[str], bert_config: Optional[dict]) -> nn.Modu
     """
     from transformers import BertConfig, BertModel
     if (pretrained is None) == (bert_config is None):
-        raise ValueError('BertTextEncoder needs exactly one of `pretrained` '
-                         '(a model folder or Hugging Face id) and `bert_config`')
+        raise ValueError(
+            'BertTextEncoder needs exactly one of `pretrained` '
+            '(a model folder or Hugging Face id) and `bert_config`')
     if bert_config is not None:
         bert = BertModel(BertConfig(**bert_config))
         bert.pooler = None  # unused: features come from the token outputs
@@ -55,8 +58,8 @@ def load_bert(pretrained: Optional[str], bert_config: Optional[dict]) -> nn.Modu
             'pytorch_model.bin, vocab.txt) and set its path in the config.')
     elif not os.path.isfile(os.path.join(pretrained, 'config.json')):
         raise FileNotFoundError(
-            f'BERT folder {pretrained!r} has no config.json: it is not a Hugging '
-            'Face model folder.')
+            f'BERT folder {pretrained!r} has no config.json: it is not a '
+            'Hugging Face model folder.')
     # float32 whatever the stored dtype (fp16 exports would break the LTE)
     bert = BertModel.from_pretrained(pretrained, local_files_only=True).float()
     bert.pooler = None  # unused: features come from the token outputs
@@ -113,12 +116,12 @@ class BertTextEncoder(BaseModule):
     padded length go through BERT together, and BERT's outputs at padding are
     set to 0. A caption's BERT outputs then do not depend on the batch it
     comes in (the padded length changes the floating-point rounding of
-    attention kernels; the batch size, measured on CPU, does not), so a precomputed cache of them
-    (:meth:`attach_text_cache`, built by ``FrozenTextCacheHook``) gives
-    bit-identical features; a cache serves only forwards in the numeric mode
-    (autocast, matmul precision...) it was built in. Under ``torch.onnx``
-    export / tracing the canonical padding and the cache are skipped (same
-    features up to rounding).
+    attention kernels; the batch size, measured on CPU, does not), so a
+    precomputed cache of them (:meth:`attach_text_cache`, built by
+    ``FrozenTextCacheHook``) gives bit-identical features; a cache serves
+    only forwards in the numeric mode (autocast, matmul precision...) it was
+    built in. Under ``torch.onnx`` export / tracing the canonical padding and
+    the cache are skipped (same features up to rounding).
 
     Args:
         pretrained: Hugging Face BERT: a local model folder or a hub id
@@ -173,12 +176,14 @@ class BertTextEncoder(BaseModule):
         self.frozen = frozen
         if max_length > self.bert.config.max_position_embeddings:
             raise ValueError(
-                f'BertTextEncoder(max_length={max_length}) exceeds the BERT\'s '
-                f'max_position_embeddings={self.bert.config.max_position_embeddings}')
+                f'BertTextEncoder(max_length={max_length}) exceeds the '
+                "BERT's max_position_embeddings="
+                f'{self.bert.config.max_position_embeddings}')
         self.max_length = max_length
         if pad_to_multiple_of < 1:
-            raise ValueError('BertTextEncoder: pad_to_multiple_of must be >= 1, '
-                             f'got {pad_to_multiple_of}')
+            raise ValueError(
+                'BertTextEncoder: pad_to_multiple_of must be >= 1, '
+                f'got {pad_to_multiple_of}')
         self.pad_to_multiple_of = pad_to_multiple_of
         self.text_caches: Dict[str, TokenFeatureLookup] = {}
         self._cache_guard: List[Tuple[torch.Tensor, int]] = []
@@ -197,9 +202,10 @@ class BertTextEncoder(BaseModule):
         self.lte = None
         if num_lte_layers > 0:
             self.lte = build_transformer_encoder(
-                lte_width, num_lte_layers, num_heads or max(1, lte_width // 64),
-                mlp_ratio, dropout)
-        self.proj = nn.Linear(width, out_channels) if out_channels else nn.Identity()
+                lte_width, num_lte_layers,
+                num_heads or max(1, lte_width // 64), mlp_ratio, dropout)
+        self.proj = (nn.Linear(width, out_channels) if out_channels
+                     else nn.Identity())
         self.embed_dims = width
         self.out_channels = out_channels or width
 
@@ -211,7 +217,8 @@ class BertTextEncoder(BaseModule):
         return self
 
     def init_weights(self) -> None:
-        """Never re-initialise BERT (its weights are loaded at construction)."""
+        """Never re-initialise BERT (its weights are loaded at
+        construction)."""
         if self.init_cfg is not None:
             super().init_weights()
 
@@ -232,9 +239,10 @@ class BertTextEncoder(BaseModule):
         T, L = input_ids.shape
         if L > self.max_length:
             raise ValueError(
-                f'BertTextEncoder got captions of {L} tokens but its max_length '
-                f'is {self.max_length}: set model.text_encoder.max_length to at '
-                "least the data preprocessor's max_length")
+                f'BertTextEncoder got captions of {L} tokens but its '
+                f'max_length is {self.max_length}: set '
+                'model.text_encoder.max_length to at least the data '
+                "preprocessor's max_length")
         if _is_exporting():  # dynamic shapes: no canonical padding
             hidden = self.bert(input_ids=input_ids,
                                attention_mask=attention_mask).last_hidden_state
@@ -244,14 +252,16 @@ class BertTextEncoder(BaseModule):
         # canonical width of each row: its real tokens rounded up
         ends = (real * torch.arange(1, L + 1, device=real.device)).amax(1)
         step = self.pad_to_multiple_of
-        widths = ((ends + step - 1) // step * step).clamp(step, self.max_length)
+        widths = ((ends + step - 1) // step * step).clamp(step,
+                                                          self.max_length)
         hidden = None
         for width in widths.unique().tolist():
             rows = (widths == width).nonzero().flatten()
             keep = min(width, L)
             out = self.bert(
                 input_ids=F.pad(ids[rows, :keep], (0, width - keep)),
-                attention_mask=F.pad(real[rows, :keep].long(), (0, width - keep))
+                attention_mask=F.pad(real[rows, :keep].long(),
+                                     (0, width - keep))
             ).last_hidden_state
             if hidden is None:
                 hidden = out.new_zeros(T, L, out.shape[-1])
@@ -293,9 +303,10 @@ class BertTextEncoder(BaseModule):
         """
         if all(t._version == v for t, v in self._cache_guard):
             return True
-        warnings.warn('BertTextEncoder: BERT weights changed after the text '
-                      'cache was attached; the cache is detached and BERT runs '
-                      'live.')
+        warnings.warn(
+            'BertTextEncoder: BERT weights changed after the text '
+            'cache was attached; the cache is detached and BERT runs '
+            'live.')
         self.attach_text_cache(None)
         return False
 
@@ -311,9 +322,10 @@ class BertTextEncoder(BaseModule):
         note = '; '.join(reasons)
         if note not in self._cache_notes:
             self._cache_notes.add(note)
-            print_log('BertTextEncoder: frozen text cache off for this forward '
-                      f'(BERT runs live): {note}', logger='current',
-                      level=logging.WARNING)
+            print_log(
+                'BertTextEncoder: frozen text cache off for this forward '
+                f'(BERT runs live): {note}', logger='current',
+                level=logging.WARNING)
         return None
 
     def _cached_bert_tokens(self, input_ids: torch.Tensor,
@@ -364,7 +376,8 @@ class BertTextEncoder(BaseModule):
             cache = self._matching_cache(input_ids.device)
         if not self.frozen:
             hidden = self.bert(
-                input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+                input_ids=input_ids,
+                attention_mask=attention_mask).last_hidden_state
         elif cache is not None:
             hidden = self._cached_bert_tokens(input_ids, attention_mask, cache)
         else:

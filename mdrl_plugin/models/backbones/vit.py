@@ -8,6 +8,7 @@ from timm.layers import resample_abs_pos_embed
 from timm.models.vision_transformer import VisionTransformer
 
 from mdrl_plugin.registry import MODELS
+
 from .adapter import create_timm_model
 
 __all__ = ['TimmVisionTransformer']
@@ -62,7 +63,8 @@ class TimmVisionTransformer(BaseModule):
                  with_cp: bool = False,
                  init_cfg: Optional[dict] = None) -> None:
         super().__init__(init_cfg=init_cfg)
-        img_size = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
+        img_size = ((img_size, img_size) if isinstance(img_size, int)
+                    else tuple(img_size))
         kwargs = dict(
             img_size=img_size,
             patch_size=patch_size,
@@ -74,8 +76,9 @@ class TimmVisionTransformer(BaseModule):
         if not isinstance(self.vit, VisionTransformer):
             raise TypeError(f'{arch!r} is not a timm VisionTransformer')
         if self.vit.num_prefix_tokens != 1:
-            raise ValueError(f'{arch!r} has {self.vit.num_prefix_tokens} prefix '
-                             'tokens; only ViTs with one [cls] token are supported')
+            raise ValueError(
+                f'{arch!r} has {self.vit.num_prefix_tokens} prefix '
+                'tokens; only ViTs with one [cls] token are supported')
         if stride is not None and stride != patch_size:
             self._set_stride(stride, img_size, patch_size)
         self.img_size = img_size
@@ -110,7 +113,8 @@ class TimmVisionTransformer(BaseModule):
         if self.init_cfg is not None:
             super().init_weights()
 
-    def forward(self, images: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+            self, images: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """Encode images.
 
         Args:
@@ -122,8 +126,8 @@ class TimmVisionTransformer(BaseModule):
         if tuple(images.shape[-2:]) != self.img_size:
             raise ValueError(
                 f'TimmVisionTransformer expects images of size (H, W) = '
-                f'{self.img_size}, got {tuple(images.shape[-2:])}: resize them in '
-                'the pipeline or set img_size in the config')
+                f'{self.img_size}, got {tuple(images.shape[-2:])}: resize '
+                'them in the pipeline or set img_size in the config')
         if self.with_cp:  # checkpoint in training only (eval: no graph)
             self.vit.set_grad_checkpointing(
                 self.training and torch.is_grad_enabled())

@@ -6,6 +6,7 @@ import torch
 from mmengine.model import BaseDataPreprocessor
 
 from mdrl_plugin.registry import MODELS
+
 from ..weights import hf_source
 
 __all__ = ['TextImageDataPreprocessor']
@@ -33,9 +34,9 @@ def load_tokenizer(path: str):
         source.resolve()  # cached, or downloaded now, or a clear error
     elif not os.path.isdir(path):
         raise FileNotFoundError(
-            f'Tokenizer folder {path!r} does not exist. Name a Hugging Face id '
-            "(e.g. 'bert-base-uncased') or put the Hugging Face model folder "
-            'of the text encoder there (it must hold vocab.txt or '
+            f'Tokenizer folder {path!r} does not exist. Name a Hugging Face '
+            "id (e.g. 'bert-base-uncased') or put the Hugging Face model "
+            'folder of the text encoder there (it must hold vocab.txt or '
             'tokenizer.json, e.g. bert-base-uncased saved with '
             'save_pretrained) and set its path in the config.')
     try:
@@ -50,18 +51,18 @@ def load_tokenizer(path: str):
 class TextImageDataPreprocessor(BaseDataPreprocessor):
     """Stack and normalise images; tokenise captions into ids and a mask.
 
-    Data samples carry ``text`` (training, one caption) or ``texts`` (evaluation,
-    all captions of the image, possibly none). The captions of a batch are
-    tokenised in sample order into one ``[T, L]`` matrix.
+    Data samples carry ``text`` (training, one caption) or ``texts``
+    (evaluation, all captions of the image, possibly none). The captions of a
+    batch are tokenised in sample order into one ``[T, L]`` matrix.
 
     Args:
         tokenizer: Hugging Face tokenizer: a local folder or a hub id (usually
             the BERT's), see :func:`load_tokenizer`.
         max_length: Token length incl. [CLS] and [SEP]; longer captions are
             truncated. Defaults to 64.
-        padding: ``'longest'`` pads to the longest caption of the batch (faster;
-            the model masks padding so features do not depend on it) or
-            ``'max_length'`` pads every caption to ``max_length``.
+        padding: ``'longest'`` pads to the longest caption of the batch
+            (faster; the model masks padding so features do not depend on it)
+            or ``'max_length'`` pads every caption to ``max_length``.
         mean: Per-channel mean (0-255 scale). Defaults to ImageNet's.
         std: Per-channel std (0-255 scale). Defaults to ImageNet's.
         bgr_to_rgb: Swap channels of BGR input (the default loader reads BGR).
@@ -117,15 +118,16 @@ class TextImageDataPreprocessor(BaseDataPreprocessor):
             texts: Captions.
 
         Returns:
-            dict: ``input_ids`` and ``attention_mask`` (``[T, L]`` long), on the
-            preprocessor's device.
+            dict: ``input_ids`` and ``attention_mask`` (``[T, L]`` long), on
+            the preprocessor's device.
         """
         if len(texts) == 0:
             empty = torch.zeros(0, 2, dtype=torch.long, device=self.device)
             return dict(input_ids=empty, attention_mask=empty.clone())
         fast = self._fast_tokenizer()
         if fast is not None:
-            enc = {k: torch.from_numpy(v) for k, v in fast(list(texts)).items()}
+            enc = {k: torch.from_numpy(v)
+                   for k, v in fast(list(texts)).items()}
         else:
             enc = self.tokenizer(
                 list(texts), padding=self.padding, truncation=True,
@@ -159,12 +161,14 @@ class TextImageDataPreprocessor(BaseDataPreprocessor):
         return [len(ids) for ids in self.tokenizer(list(texts))['input_ids']]
 
     def preprocess_images(self, images) -> torch.Tensor:
-        """Stack (if a list), convert to float and normalise ``[B, 3, H, W]``."""
+        """Stack (if a list), convert to float and normalise
+        ``[B, 3, H, W]``."""
         if isinstance(images, (list, tuple)):
             shapes = {tuple(img.shape) for img in images}
             if len(shapes) > 1:
-                raise ValueError('Images of one batch differ in size '
-                                 f'{sorted(shapes)}: resize them in the pipeline')
+                raise ValueError(
+                    'Images of one batch differ in size '
+                    f'{sorted(shapes)}: resize them in the pipeline')
             images = torch.stack(list(images))
         images = images.to(self.device).float()
         if self.bgr_to_rgb:

@@ -6,6 +6,7 @@ import torch.nn as nn
 from mmengine.model import BaseModule
 
 from mdrl_plugin.registry import MODELS
+
 from ..utils import build_transformer_encoder, masked_transformer
 
 __all__ = ['CrossModalInteraction', 'IdentityClassifier']
@@ -55,10 +56,11 @@ class CrossModalInteraction(BaseModule):
         self.encoder = build_transformer_encoder(embed_dims, num_layers,
                                                  num_heads, mlp_ratio, dropout)
 
-    def forward(self,
-                image_tokens: torch.Tensor,
-                text_tokens: torch.Tensor,
-                text_padding_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def forward(
+            self,
+            image_tokens: torch.Tensor,
+            text_tokens: torch.Tensor,
+            text_padding_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Compute the cross-modal feature of each pair.
 
         Args:
@@ -73,8 +75,9 @@ class CrossModalInteraction(BaseModule):
         if text_tokens.shape[0] != B or text_tokens.shape[2] != D:
             raise ValueError(
                 'CrossModalInteraction needs one caption per image with the '
-                f'same width: got image tokens {tuple(image_tokens.shape)} and '
-                f'text tokens {tuple(text_tokens.shape)}')
+                'same width: got image tokens '
+                f'{tuple(image_tokens.shape)} and text tokens '
+                f'{tuple(text_tokens.shape)}')
         if self.modality_embed is not None:
             image_tokens = image_tokens + self.modality_embed[0]
             text_tokens = text_tokens + self.modality_embed[1]
@@ -82,8 +85,9 @@ class CrossModalInteraction(BaseModule):
             [self.cls_token.expand(B, 1, D), image_tokens, text_tokens], dim=1)
         mask = None
         if text_padding_mask is not None:
-            mask = torch.cat([
-                text_padding_mask.new_zeros(B, 1 + N), text_padding_mask], dim=1)
+            mask = torch.cat(
+                [text_padding_mask.new_zeros(B, 1 + N), text_padding_mask],
+                dim=1)
         return masked_transformer(self.encoder, seq, mask,
                                   with_cp=self.with_cp)[:, 0]
 

@@ -3,6 +3,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from mdrl_plugin.registry import MODELS
+
 from .base_matching_loss import BaseMatchingLoss
 
 __all__ = ['SDMLoss']

@@ -2,10 +2,10 @@
 from typing import Optional, Tuple
 
 import torch
-import torch.nn as nn
 from mmengine.model import BaseModule
 
 from mdrl_plugin.registry import MODELS
+
 from ..utils import build_transformer_encoder, masked_transformer
 
 __all__ = ['DisorderedLocalLearning', 'group_tokens']
@@ -48,7 +48,8 @@ def group_tokens(tokens: torch.Tensor,
     n = valid.sum(dim=1, keepdim=True).clamp(min=1)  # [B, 1]
     place = torch.arange(L, device=device).expand(B, L)
     group = torch.div(place * num_groups, n, rounding_mode='floor')
-    start = torch.div(group * n + num_groups - 1, num_groups, rounding_mode='floor')
+    start = torch.div(
+        group * n + num_groups - 1, num_groups, rounding_mode='floor')
     slot = place - start
     is_real = place < valid.sum(dim=1, keepdim=True)
     # padding goes to a spare group P, dropped below
@@ -59,7 +60,8 @@ def group_tokens(tokens: torch.Tensor,
     sorted_tokens = tokens.gather(1, order[..., None].expand(B, L, D))
     groups = tokens.new_zeros(B, num_groups + 1, size, D)
     groups = groups.index_put((batch, group, slot), sorted_tokens)
-    empty = torch.ones(B, num_groups + 1, size, dtype=torch.bool, device=device)
+    empty = torch.ones(
+        B, num_groups + 1, size, dtype=torch.bool, device=device)
     empty = empty.index_put((batch, group, slot),
                             torch.zeros_like(batch, dtype=torch.bool))
     return groups[:, :num_groups], empty[:, :num_groups]
@@ -130,8 +132,9 @@ class DisorderedLocalLearning(BaseModule):
         """
         B, L, D = tokens.shape
         if D != self.embed_dims:
-            raise ValueError(f'DisorderedLocalLearning(embed_dims={self.embed_dims}) '
-                             f'got tokens of width {D}')
+            raise ValueError(
+                f'DisorderedLocalLearning(embed_dims={self.embed_dims}) '
+                f'got tokens of width {D}')
         groups, empty = group_tokens(tokens, padding_mask, self.num_groups,
                                      self.shuffle and self.training)
         P, G = groups.shape[1:3]

@@ -87,7 +87,8 @@ class MDRL(BaseModel):
                  init_cfg: Optional[dict] = None) -> None:
         if isinstance(data_preprocessor, dict):
             data_preprocessor = MODELS.build(data_preprocessor)
-        super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
+        super().__init__(
+            data_preprocessor=data_preprocessor, init_cfg=init_cfg)
         self.image_encoder = MODELS.build(image_encoder)
         self.text_encoder = MODELS.build(text_encoder)
         dims = self.image_encoder.out_channels
@@ -130,7 +131,8 @@ class MDRL(BaseModel):
         self.image_classifier = build_classifier()
         self.text_classifier = (self.image_classifier if share_id_classifier
                                 else build_classifier())
-        self.local_classifier = build_classifier() if self.image_local else None
+        self.local_classifier = (build_classifier() if self.image_local
+                                 else None)
         self.cim_classifier = build_classifier() if self.cross_modal else None
         self.id_loss = MODELS.build(id_loss)
         self.matching_loss = MODELS.build(matching_loss)
@@ -150,7 +152,8 @@ class MDRL(BaseModel):
                     "local_aggregation='concat' and retrieval_features="
                     "'global+local' need equal numbers of groups")
         elif retrieval_features == 'global+local':
-            raise ValueError("retrieval_features='global+local' needs image_local")
+            raise ValueError(
+                "retrieval_features='global+local' needs image_local")
         self.local_aggregation = local_aggregation
         self.retrieval_features = retrieval_features
 
@@ -161,10 +164,12 @@ class MDRL(BaseModel):
         if local_feats is None:
             return feat
         parts = [feat[:, None], F.normalize(local_feats.float(), dim=-1)]
-        return torch.cat(parts, dim=1).flatten(1) / math.sqrt(1 + local_feats.shape[1])
+        return (torch.cat(parts, dim=1).flatten(1) /
+                math.sqrt(1 + local_feats.shape[1]))
 
     def extract_image_feat(self, images: torch.Tensor) -> torch.Tensor:
-        """L2-normalised retrieval features ``[B, D']`` of normalised images."""
+        """L2-normalised retrieval features ``[B, D']`` of normalised
+        images."""
         global_feat, tokens = self.image_encoder(images)
         local = None
         if self.retrieval_features == 'global+local':
@@ -173,8 +178,10 @@ class MDRL(BaseModel):
 
     def extract_text_feat(self, input_ids: torch.Tensor,
                           attention_mask: torch.Tensor) -> torch.Tensor:
-        """L2-normalised retrieval features ``[T, D']`` of tokenised captions."""
-        global_feat, tokens, padding = self.text_encoder(input_ids, attention_mask)
+        """L2-normalised retrieval features ``[T, D']`` of tokenised
+        captions."""
+        global_feat, tokens, padding = self.text_encoder(
+            input_ids, attention_mask)
         local = None
         if self.retrieval_features == 'global+local':
             local = self.text_local(global_feat, tokens, padding)
@@ -202,11 +209,15 @@ class MDRL(BaseModel):
             return self.predict(inputs, data_samples)
         if mode == 'tensor':
             return self._forward(inputs, data_samples)
-        raise ValueError(f"Invalid mode {mode!r}: use 'loss', 'predict' or 'tensor'")
+        raise ValueError(
+            f"Invalid mode {mode!r}: use 'loss', 'predict' or 'tensor'")
 
-    def _forward(self, inputs: Dict[str, torch.Tensor],
-                 data_samples: Optional[list] = None) -> Dict[str, torch.Tensor]:
-        """Retrieval features of the batch: ``image_feats`` and ``text_feats``."""
+    def _forward(
+            self,
+            inputs: Dict[str, torch.Tensor],
+            data_samples: Optional[list] = None) -> Dict[str, torch.Tensor]:
+        """Retrieval features of the batch: ``image_feats`` and
+        ``text_feats``."""
         out = dict(image_feats=self.extract_image_feat(inputs['images']))
         if inputs.get('input_ids') is not None and inputs['input_ids'].numel():
             out['text_feats'] = self.extract_text_feat(inputs['input_ids'],
@@ -215,12 +226,14 @@ class MDRL(BaseModel):
 
     def predict(self, inputs: Dict[str, torch.Tensor],
                 data_samples: List[BaseDataElement]) -> List[BaseDataElement]:
-        """Attach ``img_feat`` ``[D']`` and ``text_feats`` ``[n_i, D']`` to samples."""
+        """Attach ``img_feat`` ``[D']`` and ``text_feats`` ``[n_i, D']``
+        to samples."""
         feats = self._forward(inputs)
         counts = [_num_texts(s) for s in data_samples]
         text_feats = feats.get('text_feats')
         if text_feats is None:
-            text_feats = feats['image_feats'].new_zeros(0, feats['image_feats'].shape[1])
+            text_feats = feats['image_feats'].new_zeros(
+                0, feats['image_feats'].shape[1])
         for sample, img_feat, txt in zip(data_samples, feats['image_feats'],
                                          text_feats.split(counts)):
             sample.img_feat = img_feat
@@ -231,11 +244,13 @@ class MDRL(BaseModel):
         try:
             labels = [int(s.gt_label) for s in data_samples]
         except AttributeError as err:
-            raise KeyError('MDRL.loss needs `gt_label` in every data sample; '
-                           'build the training dataset with split="train"') from err
+            raise KeyError(
+                'MDRL.loss needs `gt_label` in every data sample; '
+                'build the training dataset with split="train"') from err
         # the label range is checked once, by IDLoss (the classifier's owner);
         # NumClassesCheckHook compares num_classes with the dataset up front
-        return torch.as_tensor(labels, device=self.image_classifier.fc.weight.device)
+        return torch.as_tensor(
+            labels, device=self.image_classifier.fc.weight.device)
 
     def loss(self, inputs: Dict[str, torch.Tensor],
              data_samples: List[BaseDataElement]) -> Dict[str, torch.Tensor]:
@@ -254,13 +269,14 @@ class MDRL(BaseModel):
                                                     inputs['attention_mask'])
         losses = dict()
         if w['match_global']:
-            losses['loss_match_global'] = w['match_global'] * self.matching_loss(
-                img_g, txt_g, labels)
+            losses['loss_match_global'] = (
+                w['match_global'] * self.matching_loss(img_g, txt_g, labels))
         if w['id_global']:
             losses['loss_id_global'] = w['id_global'] * (
                 self.id_loss(self.image_classifier(img_g), labels) +
                 self.id_loss(self.text_classifier(txt_g), labels))
-        if self.image_local is not None and (w['id_local'] or w['match_local']):
+        if (self.image_local is not None
+                and (w['id_local'] or w['match_local'])):
             img_l = self.image_local(img_g, img_tok)
             txt_l = self.text_local(txt_g, txt_tok, txt_pad)
             if w['id_local']:
@@ -277,8 +293,8 @@ class MDRL(BaseModel):
                     agg_i, agg_t = img_l.flatten(1), txt_l.flatten(1)
                 else:
                     agg_i, agg_t = img_l.mean(1), txt_l.mean(1)
-                losses['loss_match_local'] = w['match_local'] * self.matching_loss(
-                    agg_i, agg_t, labels)
+                losses['loss_match_local'] = w['match_local'] * (
+                    self.matching_loss(agg_i, agg_t, labels))
         if self.cross_modal is not None and w['id_cim']:
             f_c = self.cross_modal(img_tok, txt_tok, txt_pad)
             losses['loss_id_cim'] = w['id_cim'] * self.id_loss(

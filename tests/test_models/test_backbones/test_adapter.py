@@ -4,9 +4,10 @@ import timm
 import torch
 from mmengine.structures import BaseDataElement
 
-from mdrl_test_utils import tiny_mdrl_cfg
 from mdrl_plugin.models.backbones import read_tokens
 from mdrl_plugin.registry import MODELS
+
+from mdrl_test_utils import tiny_mdrl_cfg
 
 
 def adapter(**kwargs):

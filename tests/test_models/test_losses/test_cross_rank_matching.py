@@ -4,10 +4,9 @@ import copy
 import pytest
 import torch
 import torch.multiprocessing as mp
+from _losses_dist_worker import TwoTowers, run_worker  # noqa: I100
 
 from mdrl_plugin.registry import MODELS
-
-from _losses_dist_worker import TwoTowers, run_worker  # noqa: I100
 
 WORLD_SIZE = 2
 

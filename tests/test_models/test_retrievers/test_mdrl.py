@@ -3,6 +3,7 @@ import torch
 from mmengine.structures import BaseDataElement
 
 from mdrl_plugin.registry import MODELS
+
 from mdrl_test_utils import tiny_mdrl_cfg
 
 CAPTIONS = ['a man in red shirt', 'a woman in blue dress',
@@ -93,7 +94,8 @@ def test_text_features_do_not_depend_on_padding(tiny_bert_dir, retrieval):
 def test_labels_beyond_num_classes_are_a_clear_error(tiny_mdrl):
     data, _ = train_batch(tiny_mdrl)
     data['data_samples'][0].set_metainfo(dict(gt_label=11))
-    with pytest.raises(ValueError, match=r"classifier has 4 classes but a label of 11.*metainfo\['num_classes'\]"):
+    with pytest.raises(ValueError, match=r"classifier has 4 classes but a label of 11"
+                                         r".*metainfo\['num_classes'\]"):
         tiny_mdrl(**data, mode='loss')
 
 
