@@ -1,9 +1,10 @@
 """Registries of mdrl-plugin.
 
-Every registry here is a child of MMEngine's root registry of the same name, with
-scope ``mdrl_plugin``. Configs that set ``default_scope='mdrl_plugin'`` find the
-components by their bare names; configs of other projects load the plugin with
-``custom_imports=dict(imports=['mdrl_plugin'])`` and write ``mdrl_plugin.<Name>``.
+Every registry here is a child of MMEngine's root registry of the same name,
+with scope ``mdrl_plugin``. Configs that set ``default_scope='mdrl_plugin'``
+find the components by their bare names; configs of other projects load the
+plugin with ``custom_imports=dict(imports=['mdrl_plugin'])`` and write
+``mdrl_plugin.<Name>``.
 
 Registries that hold no component of the plugin (loops, optimizers, ...) exist
 so that MMEngine's look-ups under the ``mdrl_plugin`` scope find a registry
@@ -22,7 +23,8 @@ __all__ = [
 ]
 
 
-def _child(parent: Registry, locations: Optional[List[str]] = None) -> Registry:
+def _child(parent: Registry,
+           locations: Optional[List[str]] = None) -> Registry:
     return Registry(parent.name, parent=parent, scope='mdrl_plugin',
                     locations=locations or [])
 

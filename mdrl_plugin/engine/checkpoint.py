@@ -15,8 +15,11 @@ import numpy as np
 import torch
 from mmengine.logging import HistoryBuffer, print_log
 from mmengine.model import is_model_wrapper
-from mmengine.runner.checkpoint import (CheckpointLoader, load_from_local,
-                                        load_state_dict)
+from mmengine.runner.checkpoint import (
+    CheckpointLoader,
+    load_from_local,
+    load_state_dict,
+)
 from mmengine.utils import get_object_from_string
 
 _HINT = (
@@ -249,7 +252,8 @@ def load_model_weights(model: torch.nn.Module, filename: str, *,
     ``model`` with :func:`load_state_dict_checked` (the other arguments'
     doc). Returns the checkpoint."""
     filename = os.fspath(filename)
-    checkpoint = (CheckpointLoader.load_checkpoint(filename, map_location, logger)
+    checkpoint = (CheckpointLoader.load_checkpoint(filename, map_location,
+                                                   logger)
                   if '://' in filename else
                   safe_torch_load(filename, map_location))
     if not isinstance(checkpoint, dict):

@@ -3,9 +3,15 @@ temp cleanup by host and age, and the MMEngine file backend 'local_atomic'."""
 from mmengine.fileio import LocalBackend, register_backend
 
 # one home for both layers: mdrl_deploy.utils (torch-free)
-from mdrl_deploy.utils import (TEMP_FILE_PATTERN, AtomicWriteError,
-                               atomic_write, atomic_write_bytes, fsync_dir,
-                               remove_stale_temps, temp_path)
+from mdrl_deploy.utils import (
+    TEMP_FILE_PATTERN,
+    AtomicWriteError,
+    atomic_write,
+    atomic_write_bytes,
+    fsync_dir,
+    remove_stale_temps,
+    temp_path,
+)
 
 __all__ = [
     'TEMP_FILE_PATTERN', 'AtomicWriteError', 'AtomicLocalBackend',

@@ -13,7 +13,12 @@ import numpy as np
 import torch
 from torch.nn.utils.rnn import pad_sequence
 
-from .fileio import atomic_write_bytes, fsync_dir, remove_stale_temps, temp_path
+from .fileio import (
+    atomic_write_bytes,
+    fsync_dir,
+    remove_stale_temps,
+    temp_path,
+)
 
 #: Bump when the file layout or the canonical BERT computation changes.
 CACHE_FORMAT = 2
@@ -21,7 +26,8 @@ _ARRAYS = ('keys', 'offsets', 'token_ids', 'features')
 _MODE_KEYS = ('mode', 'feature_dtype')
 #: ``torch`` settings that change BERT's numbers: matmul precision, TF32 and
 #: reduced-precision switches (CUDA, cuDNN, oneDNN), attention kernels
-_SETTINGS = tuple('''get_float32_matmul_precision are_deterministic_algorithms_enabled
+_SETTINGS = tuple('''get_float32_matmul_precision
+    are_deterministic_algorithms_enabled
     backends.fp32_precision backends.cuda.matmul.fp32_precision
     backends.cuda.matmul.allow_tf32
     backends.cuda.matmul.allow_fp16_reduced_precision_reduction
@@ -32,7 +38,8 @@ _SETTINGS = tuple('''get_float32_matmul_precision are_deterministic_algorithms_e
     backends.cuda.fp16_bf16_reduction_math_sdp_allowed backends.cudnn.enabled
     backends.cudnn.allow_tf32 backends.cudnn.fp32_precision
     backends.cudnn.deterministic backends.mkldnn.enabled
-    backends.mkldnn.fp32_precision backends.mkldnn.matmul.fp32_precision'''.split())
+    backends.mkldnn.fp32_precision
+    backends.mkldnn.matmul.fp32_precision'''.split())
 
 
 def _setting(name: str) -> Optional[str]:
@@ -54,14 +61,17 @@ def numeric_mode(device) -> Dict[str, Optional[str]]:
     model = (f'{torch.cuda.get_device_name(device)} cuda {torch.version.cuda}'
              if kind == 'cuda' else torch.backends.cpu.get_cpu_capability()
              if kind == 'cpu' else kind)
-    autocast = torch.is_autocast_enabled(kind) and torch.get_autocast_dtype(kind)
+    autocast = (torch.is_autocast_enabled(kind)
+                and torch.get_autocast_dtype(kind))
     return dict(device=kind, device_model=model, torch=torch.__version__,
-                autocast=str(autocast or 'off'), **{n: _setting(n) for n in _SETTINGS})
+                autocast=str(autocast or 'off'),
+                **{n: _setting(n) for n in _SETTINGS})
 
 
 def _seq_key(seq: np.ndarray) -> int:
     data = np.ascontiguousarray(seq, dtype='<i4').tobytes()
-    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), 'little')
+    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(),
+                          'little')
 
 
 def _module_digest(module: torch.nn.Module) -> str:
@@ -109,8 +119,9 @@ class TextFeatureCache:
         self.mode: Optional[dict] = self.meta.get('mode')
         self.dtype = getattr(torch, self.meta.get('feature_dtype', 'float32'))
         names = sorted(os.listdir(folder)) if os.path.isdir(folder) else []
-        self.shards = [[np.load(os.path.join(folder, n, a + '.npy'), mmap_mode='r')
-                        for a in _ARRAYS] for n in names if n.startswith('shard-')]
+        self.shards = [[np.load(os.path.join(folder, n, a + '.npy'),
+                                mmap_mode='r') for a in _ARRAYS]
+                       for n in names if n.startswith('shard-')]
         #: bytes of the feature arrays on disk
         self.nbytes = sum(s[3].nbytes for s in self.shards)
 
@@ -139,14 +150,16 @@ class TextFeatureCache:
                 pos += 1
         return None
 
-    def gather(self, seqs: Sequence[np.ndarray]) -> Tuple[np.ndarray, np.ndarray]:
+    def gather(self,
+               seqs: Sequence[np.ndarray]) -> Tuple[np.ndarray, np.ndarray]:
         """Look up token-id sequences ``seqs`` (real tokens only): a bool
         ``[len(seqs)]`` (found) and the found rows in order."""
         rows = [self._find(np.asarray(seq)) for seq in seqs]
         found = np.array([r is not None for r in rows], dtype=bool)
         dims = self.shards[0][3].shape[1] if self.shards else 0
         empty = np.zeros((0, dims), np.float32)
-        return found, np.concatenate([r for r in rows if r is not None] + [empty])
+        return found, np.concatenate([r for r in rows if r is not None] +
+                                     [empty])
 
     def missing(self, seqs: Sequence[Sequence[int]]) -> List[np.ndarray]:
         """Distinct sequences of ``seqs`` that the cache does not hold."""
@@ -155,10 +168,11 @@ class TextFeatureCache:
         return [a for a in distinct if self._find(a) is None]
 
     @staticmethod
-    def write_shard(folder: str, seqs: Sequence[np.ndarray],
-                    compute: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-                    batch_size: int = 64, device: torch.device = torch.device('cpu'),
-                    meta: Optional[dict] = None) -> Optional[str]:
+    def write_shard(
+            folder: str, seqs: Sequence[np.ndarray],
+            compute: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+            batch_size: int = 64, device: torch.device = torch.device('cpu'),
+            meta: Optional[dict] = None) -> Optional[str]:
         """Compute the features of ``seqs`` in the caller's numeric mode and
         write them as a new shard (ValueError if ``folder`` holds another's).
 
@@ -198,7 +212,8 @@ class TextFeatureCache:
                 meta['feature_dtype'] = str(out.dtype).split('.')[-1]
                 if features is None:
                     features = np.lib.format.open_memmap(
-                        files[3], 'w+', np.float32, (int(offsets[-1]), out.shape[-1]))
+                        files[3], 'w+', np.float32,
+                        (int(offsets[-1]), out.shape[-1]))
                 features[offsets[start]:offsets[start + len(chunk)]] = (
                     out.float().cpu()[mask.bool()].numpy())
             features.flush()
@@ -208,9 +223,10 @@ class TextFeatureCache:
                     os.fsync(f.fileno())
             fsync_dir(tmp)
             old = TextFeatureCache(folder).meta
-            if old and [old[k] for k in _MODE_KEYS] != [meta[k] for k in _MODE_KEYS]:
-                raise ValueError(f'Text cache {folder} holds features of another '
-                                 'numeric mode or dtype')
+            if old and ([old[k] for k in _MODE_KEYS] !=
+                        [meta[k] for k in _MODE_KEYS]):
+                raise ValueError(f'Text cache {folder} holds features of '
+                                 'another numeric mode or dtype')
             if not old:
                 atomic_write_bytes(json.dumps(meta, indent=1).encode(),
                                    os.path.join(folder, 'meta.json'))

@@ -9,11 +9,16 @@ import time
 
 import pytest
 from mmengine.fileio import get_file_backend
-from toy_helpers import make_toy_cfg, run_toy
 
-from mdrl_plugin.engine.fileio import (TEMP_FILE_PATTERN, AtomicLocalBackend,
-                                       atomic_write_bytes, remove_stale_temps,
-                                       temp_path)
+from mdrl_plugin.engine.fileio import (
+    TEMP_FILE_PATTERN,
+    AtomicLocalBackend,
+    atomic_write_bytes,
+    remove_stale_temps,
+    temp_path,
+)
+
+from toy_helpers import make_toy_cfg, run_toy
 
 
 def _entries(folder):
@@ -116,9 +121,9 @@ def test_a_save_that_fails_halfway_keeps_the_last_checkpoint_resumable(
     """The disk fills up (or turns read-only) while iter_4.pth is written."""
     from mmengine.runner.checkpoint import find_latest_checkpoint
 
-    from mdrl_plugin.engine import AtomicWriteError, safe_torch_load
-    from mdrl_plugin.engine import fileio
+    from mdrl_plugin.engine import AtomicWriteError, fileio, safe_torch_load
     from mdrl_plugin.engine.checkpoint import is_complete_checkpoint
+
     from toy_helpers import state_dicts_equal
     full = run_toy(make_toy_cfg(tmp_path / 'full',
                                 **{'train_cfg.max_iters': 6}))
@@ -221,9 +226,10 @@ def test_a_real_full_disk_keeps_the_last_checkpoint_resumable(tmp_path):
     ``RLIMIT_FSIZE``, as a full disk would; running as root, ``chmod``
     cannot stand in for it)."""
     from mmengine.runner.checkpoint import find_latest_checkpoint
-    from toy_helpers import TOY_DIR, state_dicts_equal
 
     from mdrl_plugin.engine import safe_torch_load
+
+    from toy_helpers import TOY_DIR, state_dicts_equal
     work = tmp_path / 'cut'
     script = textwrap.dedent(f"""
         import resource, signal, sys

@@ -4,14 +4,18 @@ import re
 import pytest
 import torch
 from mmengine.runner.checkpoint import CheckpointLoader
-from toy_helpers import make_toy_cfg, run_toy
 
-from mdrl_plugin.engine import (CheckpointMismatchError, UnsafeCheckpointError,
-                                disable_safe_checkpoint_loading,
-                                load_model_weights,
-                                safe_checkpoint_loading_enabled)
+from mdrl_plugin.engine import (
+    CheckpointMismatchError,
+    UnsafeCheckpointError,
+    disable_safe_checkpoint_loading,
+    load_model_weights,
+    safe_checkpoint_loading_enabled,
+)
 from mdrl_plugin.engine.checkpoint import load_state_dict_checked
 from mdrl_plugin.registry import MODELS
+
+from toy_helpers import make_toy_cfg, run_toy
 
 
 def _toy(**kwargs):
@@ -156,11 +160,12 @@ def test_hook_refuses_load_from_that_does_not_fit(tmp_path):
 
 
 def test_hook_switches_the_safe_loader_on_for_the_run_only(tmp_path):
-    import toy_components
     from mmengine.runner import Runner
     from mmengine.runner.checkpoint import load_from_local
 
     from mdrl_plugin.engine import CheckpointLoadingHook, safe_torch_load
+
+    import toy_components
     disable_safe_checkpoint_loading()  # as in a fresh process
     ckpt_dir = tmp_path / 'a'
     run_toy(make_toy_cfg(ckpt_dir, **{'train_cfg.max_iters': 2}))

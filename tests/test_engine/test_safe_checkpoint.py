@@ -12,13 +12,15 @@ from mmengine.logging import HistoryBuffer
 from mmengine.runner import load_checkpoint
 from mmengine.runner.checkpoint import CheckpointLoader, _load_checkpoint
 
-from mdrl_plugin.engine import (CheckpointLoadError, UnsafeCheckpointError,
-                                disable_safe_checkpoint_loading,
-                                enable_safe_checkpoint_loading,
-                                safe_checkpoint_loading_enabled,
-                                safe_torch_load)
-from mdrl_plugin.engine.checkpoint import (ALLOWED_CHECKPOINT_GLOBALS,
-                                           is_complete_checkpoint)
+from mdrl_plugin.engine import (
+    CheckpointLoadError,
+    UnsafeCheckpointError,
+    disable_safe_checkpoint_loading,
+    enable_safe_checkpoint_loading,
+    safe_checkpoint_loading_enabled,
+    safe_torch_load,
+)
+from mdrl_plugin.engine.checkpoint import ALLOWED_CHECKPOINT_GLOBALS, is_complete_checkpoint
 
 EXTEND = (
     'If the file is yours and holds a class you trust, add it to the allow-'

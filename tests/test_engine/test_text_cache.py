@@ -12,6 +12,7 @@ import torch
 
 import mdrl_plugin.engine.text_cache as tc
 from mdrl_plugin.engine import TextFeatureCache
+
 from mdrl_test_utils import REPO_ROOT
 
 SEQS = [np.array(s, np.int32) for s in

@@ -5,7 +5,11 @@ from mmengine.hooks import Hook
 from mmengine.runner.checkpoint import CheckpointLoader
 
 from mdrl_plugin.registry import HOOKS
-from ..checkpoint import enable_safe_checkpoint_loading, load_state_dict_checked
+
+from ..checkpoint import (
+    enable_safe_checkpoint_loading,
+    load_state_dict_checked,
+)
 
 
 @HOOKS.register_module()

@@ -28,7 +28,8 @@ class FiniteLossHook(Hook):
         if not isinstance(key_pattern, str) or not key_pattern:
             raise TypeError('FiniteLossHook: key_pattern must be a non-empty '
                             f'str, got {key_pattern!r}')
-        self.key_pattern, self.check_distributed = key_pattern, check_distributed
+        self.key_pattern, self.check_distributed = (key_pattern,
+                                                    check_distributed)
 
     def after_train_iter(self, runner, batch_idx: int, data_batch=None,
                          outputs=None) -> None:

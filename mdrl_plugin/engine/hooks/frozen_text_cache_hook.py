@@ -1,4 +1,5 @@
-"""Compute a frozen text encoder's BERT outputs once per caption and reuse them."""
+"""Compute a frozen text encoder's BERT outputs once per caption and reuse
+them."""
 import os.path as osp
 import socket
 from contextlib import nullcontext
@@ -11,13 +12,16 @@ from mmengine.optim import OptimWrapper, OptimWrapperDict
 from mmengine.runner.amp import autocast
 
 from mdrl_plugin.registry import HOOKS
+
 from ..text_cache import TextFeatureCache, numeric_mode, text_cache_fingerprint
 
 
 def _dataset_captions(dataset) -> List[str]:
-    """Distinct captions (``text`` / ``texts`` of every data info), in order."""
+    """Distinct captions (``text`` / ``texts`` of every data info), in
+    order."""
     infos = (dataset.get_data_info(i) for i in range(len(dataset)))
-    texts = (t for info in infos for t in info.get('texts') or [info.get('text')])
+    texts = (t for info in infos
+             for t in info.get('texts') or [info.get('text')])
     return list(dict.fromkeys(t for t in texts if t is not None))
 
 
@@ -41,15 +45,17 @@ class FrozenTextCacheHook(Hook):
                  enabled: bool = True) -> None:
         if batch_size < 1:
             raise ValueError(f'batch_size must be >= 1, got {batch_size}')
-        self.cache_dir, self.batch_size, self.enabled = cache_dir, batch_size, enabled
+        self.cache_dir, self.batch_size, self.enabled = (
+            cache_dir, batch_size, enabled)
 
     def before_train(self, runner) -> None:
         """Cache the train captions (and the val captions)."""
         wrapper = getattr(runner, 'optim_wrapper', None)
         amp = (isinstance(wrapper, OptimWrapper)
                and not isinstance(wrapper, OptimWrapperDict))
-        self._prepare(runner, runner.train_dataloader.dataset,
-                      wrapper.optim_context if amp else lambda _: nullcontext())
+        self._prepare(
+            runner, runner.train_dataloader.dataset,
+            wrapper.optim_context if amp else lambda _: nullcontext())
         if runner.val_loop is not None:
             self.before_val(runner)
 
@@ -66,14 +72,15 @@ class FrozenTextCacheHook(Hook):
         for encoder in self._encoders(runner)[1]:
             if encoder.text_caches and encoder.cache_stats['misses']:
                 runner.logger.info(
-                    'Frozen text cache: {hits} hits, {misses} misses (computed '
-                    'live) this epoch'.format(**encoder.cache_stats))
+                    'Frozen text cache: {hits} hits, {misses} misses '
+                    '(computed live) this epoch'.format(**encoder.cache_stats))
             encoder.cache_stats = dict(hits=0, misses=0)
 
     @staticmethod
     def _encoders(runner) -> tuple:
         from mdrl_plugin.models.backbones import BertTextEncoder
-        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+        model = (runner.model.module if is_model_wrapper(runner.model)
+                 else runner.model)
         return model, [m for m in model.modules()
                        if isinstance(m, BertTextEncoder) and m.frozen]
 
@@ -85,7 +92,8 @@ class FrozenTextCacheHook(Hook):
         # every rank makes the same collective calls (none may hang)
         model, encoders = self._encoders(runner)
         preprocessor = getattr(model, 'data_preprocessor', None)
-        if not (self.enabled and encoders and hasattr(preprocessor, 'token_ids')):
+        if not (self.enabled and encoders
+                and hasattr(preprocessor, 'token_ids')):
             return
         seqs = preprocessor.token_ids(_dataset_captions(dataset))
         for encoder in encoders:
@@ -93,7 +101,8 @@ class FrozenTextCacheHook(Hook):
             with context(model):
                 mode = numeric_mode(device)
             cache = encoder.text_cache_is_valid() and next(
-                (c for c in encoder.text_caches.values() if c.mode == mode), None)
+                (c for c in encoder.text_caches.values() if c.mode == mode),
+                None)
             folder = None  # None: this rank needs nothing
             if not cache or cache.missing(seqs):
                 fingerprint, parts = text_cache_fingerprint(encoder, mode)
@@ -111,13 +120,15 @@ class FrozenTextCacheHook(Hook):
                 error = None
                 if folder and get_rank() == builder not in builders[:phase]:
                     with context(model):
-                        error = self._build(runner, encoder, folder, seqs, parts)
+                        error = self._build(runner, encoder, folder, seqs,
+                                            parts)
                 errors += all_gather_object((folder, error))
             failed = [e for f, e in errors if e and folder and f == folder]
             if failed:
                 runner.logger.warning(f'Frozen text cache {folder} is off: '
                                       f'building it failed: {failed[0]}')
-            elif folder and (cache := TextFeatureCache(folder)).mode is not None:
+            elif (folder and
+                  (cache := TextFeatureCache(folder)).mode is not None):
                 encoder.attach_text_cache(cache)
                 runner.logger.info(
                     f'Frozen text cache {folder}: {len(cache)} captions, '
@@ -131,8 +142,9 @@ class FrozenTextCacheHook(Hook):
                 runner.logger.info(f'Frozen text cache {folder}: computing '
                                    f'{len(missing)} of {len(seqs)} captions')
                 TextFeatureCache.write_shard(
-                    folder, missing, encoder.frozen_bert_tokens, self.batch_size,
-                    next(encoder.bert.parameters()).device, meta=parts)
+                    folder, missing, encoder.frozen_bert_tokens,
+                    self.batch_size, next(encoder.bert.parameters()).device,
+                    meta=parts)
         except Exception as e:  # noqa: BLE001 (the other ranks must not hang)
             return f'{type(e).__name__}: {e}'
         return None

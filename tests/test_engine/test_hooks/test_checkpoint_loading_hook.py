@@ -11,12 +11,16 @@ import torch
 from mmengine.config import Config
 from mmengine.runner import Runner
 
-from mdrl_plugin.engine import (CheckpointLoadingHook, CheckpointMismatchError,
-                                UnsafeCheckpointError,
-                                disable_safe_checkpoint_loading,
-                                safe_checkpoint_loading_enabled,
-                                safe_torch_load)
+from mdrl_plugin.engine import (
+    CheckpointLoadingHook,
+    CheckpointMismatchError,
+    UnsafeCheckpointError,
+    disable_safe_checkpoint_loading,
+    safe_checkpoint_loading_enabled,
+    safe_torch_load,
+)
 from mdrl_plugin.registry import MODELS
+
 from mdrl_test_utils import REPO_ROOT, shrink_config
 
 #: An MMEngine checkpoint: its message hub holds HistoryBuffer and numpy.

@@ -4,13 +4,13 @@ import random
 import numpy as np
 import pytest
 import torch
-from toy_helpers import make_toy_cfg, run_toy, state_dicts_equal
 
 import mdrl_plugin.engine.hooks.exact_resume_hook as erh
 from mdrl_plugin.engine import ExactResumeHook, safe_torch_load
-from mdrl_plugin.engine.hooks.exact_resume_hook import (get_rng_state,
-                                                        set_rng_state)
+from mdrl_plugin.engine.hooks.exact_resume_hook import get_rng_state, set_rng_state
 from mdrl_plugin.registry import HOOKS
+
+from toy_helpers import make_toy_cfg, run_toy, state_dicts_equal
 
 
 def _draws():

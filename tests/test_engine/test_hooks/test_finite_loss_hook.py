@@ -5,10 +5,11 @@ import pytest
 import torch
 from mmengine.hooks import CheckpointHook
 from mmengine.runner import Runner
-from toy_helpers import make_toy_cfg
 
 from mdrl_plugin.engine import FiniteLossHook, NonFiniteLossError
 from mdrl_plugin.registry import HOOKS
+
+from toy_helpers import make_toy_cfg
 
 
 def test_built_from_the_registry():

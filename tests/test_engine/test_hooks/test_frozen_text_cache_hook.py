@@ -11,8 +11,9 @@ import torch
 from mmengine.logging import MMLogger
 from mmengine.structures import BaseDataElement
 
-from mdrl_test_utils import REPO_ROOT, shrink_config, tiny_mdrl_cfg, write_tiny_bert
 from mdrl_plugin.registry import HOOKS, MODELS, OPTIM_WRAPPERS
+
+from mdrl_test_utils import REPO_ROOT, shrink_config, tiny_mdrl_cfg, write_tiny_bert
 
 CAPTIONS = [
     'a man in a red shirt',

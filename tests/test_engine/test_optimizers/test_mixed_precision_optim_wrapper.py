@@ -7,11 +7,12 @@ import pytest
 import torch
 from mmengine.logging import MMLogger
 from mmengine.optim import AmpOptimWrapper
-from toy_components import ToyModel
-from toy_helpers import TOY_DIR, make_toy_cfg, run_toy
 
 from mdrl_plugin.engine import MixedPrecisionOptimWrapper
 from mdrl_plugin.registry import OPTIM_WRAPPERS
+
+from toy_components import ToyModel
+from toy_helpers import TOY_DIR, make_toy_cfg, run_toy
 
 
 def enable_amp(cfg):

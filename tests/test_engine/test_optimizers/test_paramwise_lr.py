@@ -9,6 +9,7 @@ from mmengine.optim import build_optim_wrapper
 from mmengine.registry import DefaultScope
 
 from mdrl_plugin.registry import MODELS, PARAM_SCHEDULERS
+
 from mdrl_test_utils import REPO_ROOT, shrink_config
 
 #: Name prefixes of MDRL's modules that the pretrained encoders do not bring

@@ -6,10 +6,11 @@ import torch
 from mmengine.logging import MMLogger
 from mmengine.optim import DefaultOptimWrapperConstructor, build_optim_wrapper
 from mmengine.registry import DefaultScope
-from toy_components import ToyModel
 
 from mdrl_plugin.engine import TrainableParamsOptimWrapperConstructor
 from mdrl_plugin.registry import OPTIM_WRAPPER_CONSTRUCTORS
+
+from toy_components import ToyModel
 
 BASE = dict(type='OptimWrapper',
             optimizer=dict(type='SGD', lr=0.1, momentum=0.9,
