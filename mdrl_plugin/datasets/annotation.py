@@ -20,8 +20,12 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from mdrl_deploy.utils import first_n
-from .errors import (AnnotationFormatError, AnnotationNotFoundError,
-                     DatasetNotFoundError)
+
+from .errors import (
+    AnnotationFormatError,
+    AnnotationNotFoundError,
+    DatasetNotFoundError,
+)
 
 __all__ = [
     'PedesRecord', 'PedesImage', 'AnnotationProblem', 'PATH_FIELDS',
@@ -257,10 +261,10 @@ def parse_pedes_records(
     stripped; other fields such as ``processed_tokens`` are ignored.
 
     This is the one parser of PEDES records: the datasets and
-    ``tools/check_dataset.py`` use it with the defaults, the search API's
-    labels reader (:func:`mdrl_plugin.apis.load_labels`, which needs only
-    the image path and the id) with ``allowed_splits=None`` and
-    ``require_captions=False``.
+    ``tools/check_dataset.py`` use it. ``allowed_splits=None`` and
+    ``require_captions=False`` read records for their image paths and ids
+    only (search labels are a ``{path: id}`` JSON file now, docs/search.md,
+    which shows how to write one from these records).
 
     Args:
         raw_records: The JSON list.

@@ -1,8 +1,8 @@
 """Chunked similarity: the one place that splits ``query @ gallery.T``.
 
-Both the retrieval metric (:mod:`.retrieval`) and the search API's top-k
-ranking (:func:`mdrl_plugin.apis.topk_cosine`) walk the queries in chunks of
-rows so that only ``chunk_size x G`` scores exist at once.
+The retrieval metric (:mod:`.retrieval`) walks the queries in chunks of
+rows so that only ``chunk_size x G`` scores exist at once (gallery search
+ranks in NumPy: :class:`mdrl_deploy.ranking.Ranker`).
 """
 from typing import Iterator, Optional, Tuple
 
