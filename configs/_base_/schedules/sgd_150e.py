@@ -8,6 +8,10 @@ optim_wrapper = dict(
     # the frozen BERT's parameters are left out of the optimizer
     constructor='TrainableParamsOptimWrapperConstructor',
     optimizer=dict(type='SGD', lr=7e-5, momentum=0.9, weight_decay=0.01),
+    # One rate for every module, as the paper states. Per-module rates (e.g.
+    # IRRA's 5x for the new modules) are `paramwise_cfg=dict(custom_keys=
+    # {'cross_modal': dict(lr_mult=5.0), ...})` (docs/training.md); the val
+    # study of issue 24 has not measured them yet (configs/study/lr5x.py).
     clip_grad=None)
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.1, by_epoch=True, begin=0,
@@ -16,7 +20,8 @@ param_scheduler = [
          end=max_epochs, T_max=max_epochs - warmup_epochs, eta_min=0.0,
          convert_to_iter_based=True),
 ]
-train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=max_epochs, val_interval=1)
+train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=max_epochs,
+                 val_interval=1)
 val_cfg = dict(type='ValLoop')
 test_cfg = dict(type='TestLoop')
 # The paper's batch size is unspecified: 64 on one GPU. Set this to the total
