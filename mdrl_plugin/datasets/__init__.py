@@ -1,13 +1,24 @@
 """PEDES datasets, transforms and samplers (registered on import)."""
-from .annotation import (AnnotationProblem, PedesImage, PedesRecord,
-                         find_annotation_file, group_images,
-                         load_annotation_json, normalize_image_path,
-                         parse_pedes_records)
+from .annotation import (
+    AnnotationProblem,
+    PedesImage,
+    PedesRecord,
+    find_annotation_file,
+    group_images,
+    load_annotation_json,
+    normalize_image_path,
+    parse_pedes_records,
+)
 from .base_pedes import BasePedesDataset
 from .cuhk_pedes import CUHKPEDES
-from .errors import (AnnotationFormatError, AnnotationNotFoundError,
-                     DatasetNotFoundError, EmptySplitError, MissingImagesError,
-                     UnreadableImageError)
+from .errors import (
+    AnnotationFormatError,
+    AnnotationNotFoundError,
+    DatasetNotFoundError,
+    EmptySplitError,
+    MissingImagesError,
+    UnreadableImageError,
+)
 from .icfg_pedes import ICFGPEDES
 from .rstpreid import RSTPReid
 from .samplers import IdentityBalancedSampler

@@ -8,10 +8,18 @@ from mmengine.dataset import BaseDataset, force_full_init
 
 from mdrl_deploy.utils import first_n
 from mdrl_plugin.registry import DATASETS, TRANSFORMS
-from .annotation import (PedesRecord, check_data_root, find_annotation_file,
-                         find_missing_files, format_problems, group_images,
-                         load_annotation_json, parse_pedes_records,
-                         split_counts)
+
+from .annotation import (
+    PedesRecord,
+    check_data_root,
+    find_annotation_file,
+    find_missing_files,
+    format_problems,
+    group_images,
+    load_annotation_json,
+    parse_pedes_records,
+    split_counts,
+)
 from .errors import AnnotationFormatError, EmptySplitError, MissingImagesError
 
 __all__ = ['BasePedesDataset']

@@ -16,11 +16,21 @@ import numpy as np
 from mdrl_deploy.utils import first_n
 from mdrl_plugin.registry import DATASETS
 
-from .annotation import (PedesImage, check_data_root, find_annotation_file,
-                         find_missing_files, format_problems, group_images,
-                         load_annotation_json, parse_pedes_records)
-from .errors import (AnnotationFormatError, AnnotationNotFoundError,
-                     DatasetNotFoundError)
+from .annotation import (
+    PedesImage,
+    check_data_root,
+    find_annotation_file,
+    find_missing_files,
+    format_problems,
+    group_images,
+    load_annotation_json,
+    parse_pedes_records,
+)
+from .errors import (
+    AnnotationFormatError,
+    AnnotationNotFoundError,
+    DatasetNotFoundError,
+)
 
 __all__ = ['DATASET_TYPES', 'check_images_readable', 'report_split',
            'check_dataset']

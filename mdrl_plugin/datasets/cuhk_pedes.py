@@ -1,5 +1,6 @@
 """CUHK-PEDES (Li et al., CVPR 2017)."""
 from mdrl_plugin.registry import DATASETS
+
 from .base_pedes import BasePedesDataset
 
 __all__ = ['CUHKPEDES']

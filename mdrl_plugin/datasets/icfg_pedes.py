@@ -3,6 +3,7 @@ import hashlib
 from typing import Iterable, List, Optional
 
 from mdrl_plugin.registry import DATASETS
+
 from .annotation import PedesRecord
 from .base_pedes import BasePedesDataset
 

@@ -1,5 +1,6 @@
 """RSTPReid (Zhu et al., ACM MM 2021)."""
 from mdrl_plugin.registry import DATASETS
+
 from .base_pedes import BasePedesDataset
 
 __all__ = ['RSTPReid']

@@ -1,8 +1,7 @@
 """Fixtures: tiny PEDES datasets in the public release layouts (tmp_path)."""
 import pytest
 
-from test_datasets._pedes_data import (cuhk_records, icfg_records,
-                                       rstp_records, write_dataset)
+from test_datasets._pedes_data import cuhk_records, icfg_records, rstp_records, write_dataset
 
 
 @pytest.fixture

@@ -1,9 +1,12 @@
 import pytest
 
-from mdrl_plugin.datasets.annotation import (find_missing_files,
-                                             format_problems, group_images,
-                                             normalize_image_path,
-                                             parse_pedes_records)
+from mdrl_plugin.datasets.annotation import (
+    find_missing_files,
+    format_problems,
+    group_images,
+    normalize_image_path,
+    parse_pedes_records,
+)
 
 
 @pytest.mark.parametrize('raw, expected', [

@@ -4,10 +4,14 @@ import os.path as osp
 
 import pytest
 
-from mdrl_plugin.datasets import (AnnotationFormatError,
-                                  AnnotationNotFoundError, BasePedesDataset,
-                                  DatasetNotFoundError, EmptySplitError,
-                                  MissingImagesError)
+from mdrl_plugin.datasets import (
+    AnnotationFormatError,
+    AnnotationNotFoundError,
+    BasePedesDataset,
+    DatasetNotFoundError,
+    EmptySplitError,
+    MissingImagesError,
+)
 from mdrl_plugin.registry import DATASETS
 from test_datasets._pedes_data import cuhk_records, write_dataset
 

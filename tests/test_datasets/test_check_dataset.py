@@ -10,8 +10,7 @@ import sys
 import pytest
 
 from mdrl_plugin.datasets.checker import check_dataset
-from test_datasets._pedes_data import (cuhk_records, icfg_records,
-                                       write_dataset)
+from test_datasets._pedes_data import cuhk_records, icfg_records, write_dataset
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 TOOL = osp.join(REPO, 'tools', 'check_dataset.py')

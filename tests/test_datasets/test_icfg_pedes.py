@@ -156,6 +156,7 @@ def test_val_from_train_needs_fewer_ids_than_train(held_out_root):
 
 def test_shipped_icfg_configs_hold_out_val():
     from mmengine.config import Config
+
     from mdrl_test_utils import REPO_ROOT
     cfg = Config.fromfile(osp.join(REPO_ROOT, 'configs', 'mdrl_vit_bert_icfg.py'))
     held = dict(num_ids=300, seed=0)
@@ -176,6 +177,7 @@ def test_shipped_icfg_config_trains_and_validates_on_held_out_ids(
         held_out_root, tiny_bert_dir, tmp_path):
     from mmengine.config import Config
     from mmengine.runner import Runner
+
     from mdrl_test_utils import REPO_ROOT, shrink_config
     cfg = Config.fromfile(osp.join(REPO_ROOT, 'configs', 'mdrl_vit_bert_icfg.py'))
     shrink_config(cfg, tiny_bert_dir, held_out_root)

@@ -9,9 +9,18 @@ attributes (:mod:`.captions`). :func:`generate` writes the dataset
 (``tools/make_demo_data.py`` is its command line); everything is
 deterministic for a seed.
 """
-from .attributes import (COLOURS, HAT_COLOURS, ITEM_COLOURS, ITEMS, OUTFITS,
-                         SHOE_COLOURS, SPLITS, Identity, num_combinations,
-                         sample_identities)
+from .attributes import (
+    COLOURS,
+    HAT_COLOURS,
+    ITEM_COLOURS,
+    ITEMS,
+    OUTFITS,
+    SHOE_COLOURS,
+    SPLITS,
+    Identity,
+    num_combinations,
+    sample_identities,
+)
 from .captions import SYNONYMS, make_captions, tokenize
 from .rendering import encode_jpeg, render_image
 from .writer import default_splits, generate, make_contact_sheet

@@ -7,6 +7,7 @@ import numpy as np
 from mmcv.transforms import LoadImageFromFile
 
 from mdrl_plugin.registry import TRANSFORMS
+
 from ..errors import UnreadableImageError
 
 __all__ = ['LoadPersonImage']

@@ -42,6 +42,7 @@ import torch
 from torch import Tensor
 
 from mdrl_deploy.utils import check_topk
+
 from .similarity import rows_per_chunk, similarity_chunks
 
 __all__ = ['rank_metrics', 'rank_metrics_from_features']

@@ -10,6 +10,7 @@ from mmengine.structures import BaseDataElement
 from torch import Tensor
 
 from mdrl_plugin.registry import METRICS
+
 from ..functional.retrieval import _check_topk, rank_metrics_from_features
 
 __all__ = ['PersonRetrievalMetric']

@@ -8,6 +8,7 @@ from mmengine.config import Config
 
 from mdrl_plugin.datasets.transforms import RandomCropPad, RandomErasing
 from mdrl_plugin.registry import DATASETS, MODELS, TRANSFORMS
+
 from mdrl_test_utils import REPO_ROOT
 
 
@@ -19,9 +20,9 @@ def hand_image(h=5, w=4, c=3, dtype=np.uint8):
 
 def offsets_of(out, padded, h, w):
     """All (top, left) where ``out`` is the window of ``padded``."""
-    return [(t, l) for t in range(padded.shape[0] - h + 1)
-            for l in range(padded.shape[1] - w + 1)
-            if np.array_equal(padded[t:t + h, l:l + w], out)]
+    return [(top, left) for top in range(padded.shape[0] - h + 1)
+            for left in range(padded.shape[1] - w + 1)
+            if np.array_equal(padded[top:top + h, left:left + w], out)]
 
 
 def run(transform, img, seed=None, **extra):
@@ -56,7 +57,7 @@ def test_crop_is_a_shifted_window_of_the_padded_image():
         assert len(found) == 1  # exactly one window matches
         seen.add(found[0])
     # every one of the (2*2+1) x (2*1+1) offsets is drawn
-    assert seen == {(t, l) for t in range(5) for l in range(3)}
+    assert seen == {(top, left) for top in range(5) for left in range(3)}
 
 
 def test_crop_exact_pixels_of_one_shift():

@@ -4,9 +4,7 @@ import warnings
 import pytest
 import torch
 
-from mdrl_plugin.evaluation.functional import (rank_metrics,
-                                               rank_metrics_from_features)
-from mdrl_plugin.evaluation.functional import retrieval
+from mdrl_plugin.evaluation.functional import rank_metrics, rank_metrics_from_features, retrieval
 
 
 @pytest.fixture(autouse=True, params=['dense', 'sparse'])
