@@ -1,4 +1,5 @@
-"""Install mdrl-plugin: ``pip install -e .``; build a wheel: ``pip wheel .``."""
+"""Install mdrl-plugin: ``pip install -e .``; build a wheel:
+``pip wheel .``."""
 import os
 import re
 import shutil
@@ -15,7 +16,8 @@ def read_requirements(path: str) -> list:
 
 
 def mmcv_requirement() -> str:
-    """Keep an installed full ``mmcv`` (with its compiled ops); else mmcv-lite."""
+    """Keep an installed full ``mmcv`` (with its compiled ops); else
+    mmcv-lite."""
     for dist in ('mmcv', 'mmcv-full'):
         try:
             metadata.version(dist)
@@ -53,7 +55,8 @@ with open('README.md', encoding='utf-8') as f:
 setup(
     name='mdrl-plugin',
     version=version,
-    description='MDRL text-based person search (AAAI 2024) as MMEngine components',
+    description=('MDRL text-based person search (AAAI 2024) as MMEngine '
+                 'components'),
     long_description=long_description,
     long_description_content_type='text/markdown',
     packages=find_packages(include=['mdrl_plugin', 'mdrl_plugin.*',

@@ -2,8 +2,8 @@
 # mmpretrain VisionTransformer as image encoder, through `BackboneAdapter`.
 # Needs the `mmpretrain` extra (`pip install -e .[mmpretrain]`). The ViT has
 # the demo ViT's size (width 192, 4 layers, 3 heads: a short DeiT-tiny) and is
-# trained from scratch; `out_type='raw'` gives [cls] + patch tokens, read by the
-# adapter as f_g^I and the visual tokens.
+# trained from scratch; `out_type='raw'` gives [cls] + patch tokens, read by
+# the adapter as f_g^I and the visual tokens.
 _base_ = ['mdrl_demo.py']
 
 img_size = (192, 64)  # (H, W), as in mdrl_demo.py

@@ -8,11 +8,13 @@ _base_ = [
 
 # ---- pretrained weights and data ------------------------------------------
 # Hub names, downloaded once into the Hugging Face cache (HF_HOME); offline:
-# `python tools/fetch_weights.py <this config>` first (docs/training.md). A local
-# folder/file of the same name wins. For local copies, uncomment the third line.
+# `python tools/fetch_weights.py <this config>` first (docs/training.md). A
+# local folder/file of the same name wins. For local copies, uncomment the
+# last two lines.
 bert_path = 'bert-base-uncased'  # Hugging Face id (or a local model folder)
-vit_pretrained = 'vit_base_patch16_224.orig_in21k_ft_in1k'  # timm tag, file or URL
-# bert_path, vit_pretrained = 'checkpoints/bert-base-uncased', 'checkpoints/vit_b16.pth'
+vit_pretrained = 'vit_base_patch16_224.orig_in21k_ft_in1k'  # timm tag/file/URL
+# bert_path = 'checkpoints/bert-base-uncased'
+# vit_pretrained = 'checkpoints/vit_b16.pth'
 data_root = 'data/CUHK-PEDES'
 # ---------------------------------------------------------------------------
 

@@ -1,12 +1,13 @@
 # Mixing libraries by config, the other direction: an mmpretrain model and
 # runtime (default_scope='mmpretrain') trained on a text-based person search
-# dataset with the plugin's data parts. mmpretrain's ImageClassifier (ResNet-18,
-# global average pooling, linear identity head) learns the training identities
-# from the images of the plugin's `CUHKPEDES` dataset (its training entries
-# carry `img_path` and `gt_label`, which mmpretrain's own transforms read),
-# drawn in identity-balanced batches by the plugin's `IdentityBalancedSampler`
-# (P identities x K images, as re-ID training does). Needs the `mmpretrain`
-# extra. The demo data: `python tools/make_demo_data.py data/demo`.
+# dataset with the plugin's data parts. mmpretrain's ImageClassifier
+# (ResNet-18, global average pooling, linear identity head) learns the training
+# identities from the images of the plugin's `CUHKPEDES` dataset (its training
+# entries carry `img_path` and `gt_label`, which mmpretrain's own transforms
+# read), drawn in identity-balanced batches by the plugin's
+# `IdentityBalancedSampler` (P identities x K images, as re-ID training does).
+# Needs the `mmpretrain` extra. The demo data:
+# `python tools/make_demo_data.py data/demo`.
 #
 # Evaluation is mmpretrain's Accuracy on the training identities' images: a
 # closed-set classifier cannot score the unseen identities of the val/test
@@ -61,8 +62,8 @@ test_evaluator = val_evaluator
 
 max_epochs = 8
 optim_wrapper = dict(optimizer=dict(type='AdamW', lr=1e-3, weight_decay=0.05))
-param_scheduler = dict(type='CosineAnnealingLR', by_epoch=True, T_max=max_epochs,
-                       eta_min=1e-5)
+param_scheduler = dict(type='CosineAnnealingLR', by_epoch=True,
+                       T_max=max_epochs, eta_min=1e-5)
 train_cfg = dict(by_epoch=True, max_epochs=max_epochs, val_interval=4)
 val_cfg = dict()
 test_cfg = dict()
