@@ -1,10 +1,11 @@
-"""Time one training step with the frozen-text cache against computing BERT live.
+"""Time one training step with the frozen-text cache against computing BERT
+live.
 
 Three modes run interleaved (the order rotates every repeat, so load from other
 processes hits all of them alike):
 
-* ``cached``: BERT's outputs come from a :class:`TextFeatureCache` built for the
-  captions beforehand (what ``FrozenTextCacheHook`` does);
+* ``cached``: BERT's outputs come from a :class:`TextFeatureCache` built for
+  the captions beforehand (what ``FrozenTextCacheHook`` does);
 * ``live``: the frozen BERT runs every step in its canonical shape (padded to
   ``max_length``), what the encoder does without a cache;
 * ``live-longest``: BERT runs on the batch padded to its longest caption, the
@@ -27,7 +28,6 @@ Usage:
 """
 import argparse
 import json
-import os
 import os.path as osp
 import statistics
 import sys
@@ -64,15 +64,18 @@ def demo_setup(batch: int, repeat: int, cache_all: bool):
 
     def batch_texts(step: int):
         rng = np.random.default_rng(step)
-        return [captions[i] for i in rng.choice(len(captions), batch, replace=False)]
+        return [captions[i]
+                for i in rng.choice(len(captions), batch, replace=False)]
 
     def make_batch(step: int):
         texts = batch_texts(step)
         images = [torch.randint(0, 256, (3, *img_size), dtype=torch.uint8)
                   for _ in texts]
-        samples = [BaseDataElement(metainfo=dict(text=t, gt_label=i % model.num_classes))
-                   for i, t in enumerate(texts)]
-        return model.data_preprocessor(dict(inputs=images, data_samples=samples), True)
+        samples = [BaseDataElement(
+            metainfo=dict(text=t, gt_label=i % model.num_classes))
+            for i, t in enumerate(texts)]
+        return model.data_preprocessor(
+            dict(inputs=images, data_samples=samples), True)
 
     # the captions of the timed steps (all: --cache-all)
     used = captions if cache_all else [t for i in range(repeat + 1)
@@ -100,7 +103,8 @@ def paper_setup(batch: int, repeat: int):
             ids[i, :len(s)] = torch.from_numpy(s.astype(np.int64))
         inputs = dict(images=torch.randn(batch, 3, *img_size), input_ids=ids,
                       attention_mask=(ids != 0).long())
-        samples = [BaseDataElement(metainfo=dict(gt_label=i)) for i in range(batch)]
+        samples = [BaseDataElement(metainfo=dict(gt_label=i))
+                   for i in range(batch)]
         return dict(inputs=inputs, data_samples=samples)
 
     return model, make_batch, seqs
@@ -152,7 +156,8 @@ def main() -> None:
     torch.manual_seed(0)
     batch = args.batch or (32 if args.size == 'demo' else 8)
     if args.size == 'demo':
-        model, make_batch, seqs = demo_setup(batch, args.repeat, args.cache_all)
+        model, make_batch, seqs = demo_setup(batch, args.repeat,
+                                             args.cache_all)
     else:
         model, make_batch, seqs = paper_setup(batch, args.repeat)
     model.train()
@@ -171,8 +176,8 @@ def main() -> None:
         build_s = time.perf_counter() - t0
         cache = TextFeatureCache(tmp)
         mean_len = float(np.mean([len(s) for s in seqs]))
-        print(f'size {args.size}: batch {batch}, {len(seqs)} captions cached in '
-              f'{build_s:.1f} s ({cache.nbytes / 2**20:.1f} MiB, mean '
+        print(f'size {args.size}: batch {batch}, {len(seqs)} captions cached '
+              f'in {build_s:.1f} s ({cache.nbytes / 2**20:.1f} MiB, mean '
               f'{mean_len:.1f} tokens, width {enc.embed_dims}); torch threads '
               f'{args.threads}, amp {args.amp}')
 

@@ -50,7 +50,8 @@ BERT_TINY = dict(vocab_size=30522, hidden_size=128, num_hidden_layers=2,
 MODEL_NAMES = {'global': 'global-only', 'full': 'full MDRL'}
 
 
-def model_cfg(size: str, full: bool, with_cp: bool = False) -> Tuple[dict, tuple]:
+def model_cfg(size: str, full: bool,
+              with_cp: bool = False) -> Tuple[dict, tuple]:
     """The benchmarked model config and its image size ``(H, W)``.
 
     Args:
@@ -69,8 +70,9 @@ def model_cfg(size: str, full: bool, with_cp: bool = False) -> Tuple[dict, tuple
         bert, heads = BERT_TINY, 2
     cfg = dict(
         type='MDRL', num_classes=11003,
-        image_encoder=dict(type='TimmVisionTransformer', arch='vit_base_patch16_224',
-                           img_size=img_size, arch_kwargs=vit, with_cp=with_cp),
+        image_encoder=dict(type='TimmVisionTransformer',
+                           arch='vit_base_patch16_224', img_size=img_size,
+                           arch_kwargs=vit, with_cp=with_cp),
         text_encoder=dict(type='BertTextEncoder', bert_config=bert,
                           num_lte_layers=2, num_heads=heads, with_cp=with_cp))
     if full:
@@ -121,7 +123,8 @@ def bench(size: str, full: bool, batch: int, repeat: int, device: str,
     ids[:, 0], ids[:, -1] = 101, 102
     inputs = dict(images=images, input_ids=ids,
                   attention_mask=torch.ones_like(ids))
-    samples = [BaseDataElement(metainfo=dict(gt_label=i % 11003)) for i in range(batch)]
+    samples = [BaseDataElement(metainfo=dict(gt_label=i % 11003))
+               for i in range(batch)]
     dtype = torch.bfloat16 if amp_dtype == 'bf16' else torch.float16
 
     def step():
@@ -138,7 +141,8 @@ def bench(size: str, full: bool, batch: int, repeat: int, device: str,
         params=sum(p.numel() for p in params),
         param_bytes=_tensor_bytes(model.parameters()),
         grad_bytes=_tensor_bytes(p.grad for p in params),
-        optim_bytes=_tensor_bytes(v for s in opt.state.values() for v in s.values()),
+        optim_bytes=_tensor_bytes(v for s in opt.state.values()
+                                  for v in s.values()),
         input_bytes=_tensor_bytes(inputs.values()))
     if device == 'cuda':
         out['base_bytes'] = torch.cuda.memory_allocated()
@@ -157,7 +161,8 @@ def bench(size: str, full: bool, batch: int, repeat: int, device: str,
     if device == 'cuda':
         out['peak_bytes'] = torch.cuda.max_memory_allocated()
     else:  # ru_maxrss is in KiB on Linux
-        out['peak_bytes'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        out['peak_bytes'] = (
+            resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
     out['threads'] = torch.get_num_threads()
     return out
 
@@ -179,14 +184,16 @@ def run_fresh(size: str, model: str, with_cp: bool, args) -> dict:
 
 
 def _row(size: str, model: str, with_cp: bool, r: dict, batch: int) -> str:
-    mib = {k: r[f'{k}_bytes'] / MiB for k in ('param', 'grad', 'optim', 'base', 'peak')}
+    mib = {k: r[f'{k}_bytes'] / MiB
+           for k in ('param', 'grad', 'optim', 'base', 'peak')}
     name = f'{MODEL_NAMES[model]}{" +cp" if with_cp else ""}'
     return (f'{size:5s} {name:15s} {r["seconds"]:8.3f} s/step '
             f'{batch / r["seconds"]:7.2f} samples/s '
             f'{r["params"] / 1e6:6.1f} M trainable | '
             f'params {mib["param"]:7.0f} MiB  grads {mib["grad"]:6.0f} MiB  '
             f'optim {mib["optim"]:6.0f} MiB  base {mib["base"]:7.0f} MiB  '
-            f'peak {mib["peak"]:7.0f} MiB  act {mib["peak"] - mib["base"]:7.0f} MiB')
+            f'peak {mib["peak"]:7.0f} MiB  '
+            f'act {mib["peak"] - mib["base"]:7.0f} MiB')
 
 
 def main(argv: Optional[list] = None) -> None:
@@ -202,7 +209,8 @@ def main(argv: Optional[list] = None) -> None:
                         help='also run each model with with_cp=True')
     parser.add_argument('--device', default='cpu', choices=['cpu', 'cuda'])
     parser.add_argument('--amp', action='store_true', help='autocast')
-    parser.add_argument('--amp-dtype', choices=['bf16', 'fp16'], default='bf16')
+    parser.add_argument('--amp-dtype', choices=['bf16', 'fp16'],
+                        default='bf16')
     parser.add_argument('--default-malloc', action='store_true',
                         help="CPU: keep glibc's dynamic mmap threshold")
     parser.add_argument('--child', help=argparse.SUPPRESS)
@@ -213,8 +221,9 @@ def main(argv: Optional[list] = None) -> None:
     if args.device == 'cuda':
         import torch
         name = torch.cuda.get_device_name()
-        memory = ('peak = torch.cuda.max_memory_allocated over the timed steps; '
-                  'base = torch.cuda.memory_allocated after the warm-up step')
+        memory = ('peak = torch.cuda.max_memory_allocated over the timed '
+                  'steps; base = torch.cuda.memory_allocated after the '
+                  'warm-up step')
     else:
         threads = os.environ.get('OMP_NUM_THREADS', 'torch default')
         name = f'cpu ({os.cpu_count()} cores), OMP_NUM_THREADS={threads}'
@@ -233,19 +242,22 @@ def main(argv: Optional[list] = None) -> None:
         results = {}
         for model in args.models:
             for with_cp in ((False, True) if args.with_cp else (False, )):
-                r = results[model, with_cp] = run_fresh(size, model, with_cp, args)
+                r = results[model, with_cp] = run_fresh(size, model, with_cp,
+                                                        args)
                 if args.device == 'cpu' and not r['peak_reset']:
                     print('note: /proc/self/clear_refs refused: the peak '
                           'includes the build and the warm-up step')
                 print(_row(size, model, with_cp, r, args.batch), flush=True)
         if ('global', False) in results and ('full', False) in results:
-            print(f'{size:5s} ratio full / global-only (time): '
-                  f'{results["full", False]["seconds"] / results["global", False]["seconds"]:.3f}')
+            ratio = (results['full', False]['seconds'] /
+                     results['global', False]['seconds'])
+            print(f'{size:5s} ratio full / global-only (time): {ratio:.3f}')
         for model in args.models:
             if (model, True) in results:
                 plain, cp = results[model, False], results[model, True]
                 act = [r['peak_bytes'] - r['base_bytes'] for r in (plain, cp)]
-                saved = f'{100 * (1 - act[1] / act[0]):.1f} %' if act[0] > 0 else 'n/a'
+                saved = (f'{100 * (1 - act[1] / act[0]):.1f} %' if act[0] > 0
+                         else 'n/a')
                 print(f'{size:5s} {MODEL_NAMES[model]} with_cp vs without: '
                       f'act memory {saved} lower, step time '
                       f'x{cp["seconds"] / plain["seconds"]:.3f}')

@@ -14,15 +14,19 @@ def main() -> int:
     torch.manual_seed(0)
     cfg = dict(
         type='MDRL', num_classes=10,
-        image_encoder=dict(type='TimmVisionTransformer', img_size=(64, 32),
-                           drop_path_rate=0.0,
-                           arch_kwargs=dict(embed_dim=64, depth=2, num_heads=4)),
-        text_encoder=dict(type='BertTextEncoder', num_lte_layers=2, num_heads=4,
-                          dropout=0.0, bert_config=dict(
-                              vocab_size=100, hidden_size=64, num_hidden_layers=2,
-                              num_attention_heads=4, intermediate_size=128)),
-        image_local=dict(type='DisorderedLocalLearning', num_groups=3, num_heads=4),
-        cross_modal=dict(type='CrossModalInteraction', num_layers=2, num_heads=4))
+        image_encoder=dict(
+            type='TimmVisionTransformer', img_size=(64, 32),
+            drop_path_rate=0.0,
+            arch_kwargs=dict(embed_dim=64, depth=2, num_heads=4)),
+        text_encoder=dict(
+            type='BertTextEncoder', num_lte_layers=2, num_heads=4,
+            dropout=0.0, bert_config=dict(
+                vocab_size=100, hidden_size=64, num_hidden_layers=2,
+                num_attention_heads=4, intermediate_size=128)),
+        image_local=dict(type='DisorderedLocalLearning', num_groups=3,
+                         num_heads=4),
+        cross_modal=dict(type='CrossModalInteraction', num_layers=2,
+                         num_heads=4))
     cpu = MODELS.build(cfg).eval()
     gpu = MODELS.build(cfg).eval()
     gpu.load_state_dict(cpu.state_dict())
@@ -32,7 +36,8 @@ def main() -> int:
     mask = torch.ones_like(ids)
     mask[::2, 8:] = 0  # some padding
     images = torch.randn(6, 3, 64, 32)
-    samples = [BaseDataElement(metainfo=dict(gt_label=i % 3)) for i in range(6)]
+    samples = [BaseDataElement(metainfo=dict(gt_label=i % 3))
+               for i in range(6)]
     worst = 0.0
     out = {}
     for name, model, dev in (('cpu', cpu, 'cpu'), ('cuda', gpu, 'cuda')):

@@ -69,13 +69,15 @@ def _time_parts(model: torch.nn.Module, times: dict) -> None:
                     for a in args)
 
             def fwd(_m, _i, _o, key=path, label=label):
-                times[label, 'fwd'] += time.perf_counter() - starts.pop('f' + key)
+                times[label, 'fwd'] += (time.perf_counter() -
+                                        starts.pop('f' + key))
 
             def bwd_pre(_m, _g, key=path):
                 starts.setdefault('b' + key, time.perf_counter())
 
             def bwd(_m, _gi, _go, key=path, label=label):
-                times[label, 'bwd'] += time.perf_counter() - starts.pop('b' + key)
+                times[label, 'bwd'] += (time.perf_counter() -
+                                        starts.pop('b' + key))
 
             m.register_forward_pre_hook(fwd_pre)
             m.register_forward_hook(fwd)
