@@ -87,7 +87,8 @@ def tiny_pedes_root(tmp_path_factory) -> str:
     """A tiny synthetic dataset in the CUHK-PEDES layout (6/3/3 identities).
 
     Written by ``tools/make_demo_data.py``: 12 identities x 3 images, two
-    captions per image; training split has 6 identities, val and test 9 images each (odd, so 2 ranks pad one sample).
+    captions per image; training split has 6 identities, val and test 9
+    images each (odd, so 2 ranks pad one sample).
     """
     import subprocess
     import sys

@@ -1,6 +1,6 @@
-import mdrl_plugin  # noqa: F401
 from mmengine.registry import MODELS as ROOT_MODELS
 
+import mdrl_plugin  # noqa: F401
 from mdrl_plugin.registry import DATASETS, METRICS, MODELS, TRANSFORMS
 
 

@@ -10,9 +10,14 @@ from mmengine.config import Config
 from safetensors.torch import save_file
 from transformers import BertModel
 
-from mdrl_test_utils import (REPO_ROOT, folder_files, put_in_hub_cache,
-                             shrink_config, train_few_iterations,
-                             write_tiny_bert)
+from mdrl_test_utils import (
+    REPO_ROOT,
+    folder_files,
+    put_in_hub_cache,
+    shrink_config,
+    train_few_iterations,
+    write_tiny_bert,
+)
 
 CONFIGS = sorted(glob.glob(os.path.join(REPO_ROOT, 'configs', '*.py')))
 PAPER = {'mdrl_vit_bert_cuhk.py': (11003, 'CUHKPEDES'),

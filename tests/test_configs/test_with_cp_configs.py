@@ -11,6 +11,7 @@ import torch.utils.checkpoint
 from mmengine.config import Config
 
 from mdrl_plugin.registry import MODELS
+
 from mdrl_test_utils import REPO_ROOT, shrink_config, train_few_iterations
 
 #: the shipped configs at the paper's size: every top-level one but the demos

@@ -8,8 +8,7 @@ import sys
 import pytest
 import torch
 
-from mdrl_test_utils import (REPO_ROOT, folder_files, put_in_hub_cache,
-                             write_tiny_bert)
+from mdrl_test_utils import REPO_ROOT, folder_files, put_in_hub_cache, write_tiny_bert
 
 CUHK = osp.join(REPO_ROOT, 'configs', 'mdrl_vit_bert_cuhk.py')
 VIT = 'vit_base_patch16_224.orig_in21k_ft_in1k'

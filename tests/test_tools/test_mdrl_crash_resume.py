@@ -29,6 +29,7 @@ import torch
 from mmengine.config import Config
 
 from mdrl_plugin.engine import safe_torch_load
+
 from mdrl_test_utils import REPO_ROOT, shrink_config
 
 MAX_ITERS = 12

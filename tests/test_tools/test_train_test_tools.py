@@ -21,10 +21,17 @@ from unittest import mock
 import pytest
 import torch
 from mmengine.config import Config
-from toy_helpers import (TOY_DIR, TOY_ITER_CONFIG, make_toy_cfg,
-                         preserved_global_state, run_toy, state_dicts_equal)
 
 from mdrl_plugin.engine import safe_torch_load
+
+from toy_helpers import (
+    TOY_DIR,
+    TOY_ITER_CONFIG,
+    make_toy_cfg,
+    preserved_global_state,
+    run_toy,
+    state_dicts_equal,
+)
 
 REPO = osp.dirname(osp.dirname(TOY_DIR))
 TOOLS = osp.join(REPO, 'tools')

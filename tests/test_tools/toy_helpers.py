@@ -54,8 +54,9 @@ def make_toy_cfg(work_dir: str, **overrides):
     Returns:
         The config.
     """
-    import toy_components  # noqa: F401  (registers the toy classes)
     from mmengine.config import Config
+
+    import toy_components  # noqa: F401  (registers the toy classes)
     cfg = copy.deepcopy(Config.fromfile(TOY_ITER_CONFIG))
     cfg.work_dir = str(work_dir)
     cfg.experiment_name = f'toy_{uuid.uuid4().hex}'
@@ -81,6 +82,7 @@ def run_toy(cfg):
         The runner.
     """
     from mmengine.runner import Runner
+
     from toy_components import ToyInterrupt
     runner = Runner.from_cfg(cfg)
     try:
