@@ -52,7 +52,8 @@ QUERY = 'a woman in a red coat with a black backpack and white shoes'
 
 def pct(values, q):
     values = sorted(values)
-    return values[min(len(values) - 1, int(round(q / 100 * (len(values) - 1))))]
+    last = len(values) - 1
+    return values[min(last, int(round(q / 100 * last)))]
 
 
 def timed(fn, repeat):
@@ -127,7 +128,8 @@ def make_index(searcher, num, work):
             os.link(first, p)
         sizes.append(st.st_size)
         mtimes.append(st.st_mtime_ns)
-    dim, gdim = searcher.feature_dim, searcher.global_dim or searcher.feature_dim
+    dim = searcher.feature_dim
+    gdim = searcher.global_dim or dim
     parts = dim // gdim
     feats = np.lib.format.open_memmap(osp.join(work, 'features.tmp.npy'),
                                       'w+', np.float32, (num, dim))
@@ -306,8 +308,9 @@ def main() -> None:
                 proc.wait()
             http_ms = pct(one, 50) - pct(one_server, 50) - ms['json']
             feat_mb = num * ort_s.feature_dim * 4 / 2**20
-            print(f'{num:>9} {name:>7} | {pct(one, 50):>7.1f} /{pct(one, 95):>7.1f}'
-                  f' | {pct(many, 50):>7.1f} /{pct(many, 95):>8.1f} {rps:>6.1f} '
+            print(f'{num:>9} {name:>7} | {pct(one, 50):>7.1f} /'
+                  f'{pct(one, 95):>7.1f} | {pct(many, 50):>7.1f} /'
+                  f'{pct(many, 95):>8.1f} {rps:>6.1f} '
                   f'| {ms["tokenise"]:>5.1f} {ms["encode"]:>5.1f} '
                   f'{ms["rank"]:>6.1f} {ms["kept"]:>6} {ms["scan"]:>6.1f} '
                   f'{ms["json"]:>5.1f} {http_ms:>5.1f} | '

@@ -9,15 +9,27 @@ Pillow. It is also the one home of what both searchers share; the plugin
 (``mdrl_plugin.apis``, the ONNX export in ``mdrl_plugin.export``) imports
 it, never the other way round.
 """
-from .index import (GalleryIndex, IndexFormatError, IndexMismatchError,
-                    StaleIndexError)
+from .index import (
+                    GalleryIndex,
+                    IndexFormatError,
+                    IndexMismatchError,
+                    StaleIndexError,
+)
 from .manifest import ExportFormatError, load_manifest
 from .ort_search import OrtSearcher
 from .preprocess import ImagePreprocessor, TextTokenizer, resize_bilinear
 from .ranking import Ranker, summarize, topk_cosine
-from .search import (IMAGE_EXTENSIONS, GallerySearcher, QueryTruncatedWarning,
-                     SearchHit, SkippedImagesWarning, UnmatchedLabelsWarning,
-                     check_queries, read_labels, scan_images)
+from .search import (
+                    IMAGE_EXTENSIONS,
+                    GallerySearcher,
+                    QueryTruncatedWarning,
+                    SearchHit,
+                    SkippedImagesWarning,
+                    UnmatchedLabelsWarning,
+                    check_queries,
+                    read_labels,
+                    scan_images,
+)
 
 __all__ = [
     'OrtSearcher', 'GallerySearcher', 'SearchHit', 'GalleryIndex',

@@ -2,9 +2,11 @@
 
 An export folder written by ``tools/export.py`` holds::
 
-    image_encoder.onnx   images float32 [B, 3, H, W] (normalised) -> features [B, D]
-    text_encoder.onnx    input_ids, attention_mask int64 [B, L] -> features [B, D]
-    tokenizer/           Hugging Face fast tokenizer files (tokenizer.json, ...)
+    image_encoder.onnx   images float32 [B, 3, H, W] (normalised)
+                         -> features [B, D]
+    text_encoder.onnx    input_ids, attention_mask int64 [B, L]
+                         -> features [B, D]
+    tokenizer/           Hugging Face fast tokenizer files (tokenizer.json)
     mdrl_export.json     this manifest
 
 The manifest is plain JSON::
@@ -84,10 +86,10 @@ def load_manifest(export_dir: str) -> Dict[str, Any]:
             manifest = json.load(f)
     except (OSError, ValueError) as err:
         raise ExportFormatError(f'{path!r} is not valid JSON: {err}') from err
-    if not isinstance(manifest, dict) or \
-            manifest.get('format') != EXPORT_FORMAT:
+    found = manifest.get('format') if isinstance(manifest, dict) else None
+    if not isinstance(manifest, dict) or found != EXPORT_FORMAT:
         raise ExportFormatError(
-            f'{path!r}: format is {manifest.get("format") if isinstance(manifest, dict) else None!r}, '
+            f'{path!r}: format is {found!r}, '
             f'expected {EXPORT_FORMAT!r}.')
     if manifest.get('version') != EXPORT_VERSION:
         raise ExportFormatError(
@@ -96,7 +98,8 @@ def load_manifest(export_dir: str) -> Dict[str, Any]:
             'the checkpoint again.')
     for section, keys in _REQUIRED.items():
         part = manifest.get(section)
-        missing = [k for k in keys if not isinstance(part, dict) or k not in part]
+        missing = [k for k in keys
+                   if not isinstance(part, dict) or k not in part]
         if missing:
             raise ExportFormatError(
                 f'{path!r}: section {section!r} lacks {missing}.')

@@ -13,8 +13,17 @@ import sys
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import (Any, Dict, Iterator, List, Mapping, Optional, Sequence,
-                    Tuple, Union)
+from typing import (
+    Any,
+    Dict,
+    Iterator,
+    List,
+    Mapping,
+    Optional,
+    Sequence,
+    Tuple,
+    Union,
+)
 
 import numpy as np
 
@@ -387,8 +396,9 @@ class GallerySearcher:
 
     def _require_index(self) -> GalleryIndex:
         if self.index is None:
-            raise RuntimeError('No gallery index yet: call build_index(folder) '
-                               'or load_index(path) first.')
+            raise RuntimeError('No gallery index yet: call '
+                               'build_index(folder) or load_index(path) '
+                               'first.')
         return self.index
 
     def set_labels(self, labels: Labels) -> None:

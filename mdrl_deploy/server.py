@@ -234,7 +234,8 @@ def create_app(searcher: Any,
         fp = getattr(searcher, 'fingerprint', {}) or {}
         return dict(status='ok', num_images=len(index),
                     feature_dim=index.feature_dim,
-                    checkpoint_sha256=str(fp.get('checkpoint_sha256', ''))[:12],
+                    checkpoint_sha256=str(
+                        fp.get('checkpoint_sha256', ''))[:12],
                     gallery=osp.basename(root.rstrip(os.sep)) or root,
                     title=title, max_query_chars=max_query_chars,
                     max_topk=max_topk,

@@ -27,10 +27,16 @@ from mdrl_deploy.search import Label
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))  # tools/_common.py
 
-from _common import (USER_ERRORS, InputError,  # noqa: E402
-                     _writable_dir, add_partial_and_debug_args,
-                     check_checkpoint, check_file, check_output_path,
-                     report_user_error)
+from _common import (  # noqa: E402
+    USER_ERRORS,
+    InputError,
+    _writable_dir,
+    add_partial_and_debug_args,
+    check_checkpoint,
+    check_file,
+    check_output_path,
+    report_user_error,
+)
 
 PROG = 'tools/search.py'
 
@@ -96,8 +102,8 @@ def check_inputs(args: argparse.Namespace) -> None:
         check_checkpoint(args.checkpoint)
     check_queries(args.query)
     if not osp.exists(args.gallery):
-        raise InputError(f'--gallery {args.gallery!r} does not exist (expected '
-                         'an image folder or an index folder).')
+        raise InputError(f'--gallery {args.gallery!r} does not exist '
+                         '(expected an image folder or an index folder).')
     if args.labels:  # read now: a bad file fails before the model loads
         read_labels(check_file(args.labels, '--labels file'), None)
     if args.out and args.out.lower() != 'none':
@@ -162,7 +168,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 allow_partial_checkpoint=args.allow_partial_checkpoint)
         if osp.isdir(args.gallery) and \
                 not osp.isfile(osp.join(args.gallery, 'meta.json')):
-            print(f'Encoding the images of {args.gallery} ...', file=sys.stderr)
+            print(f'Encoding the images of {args.gallery} ...',
+                  file=sys.stderr)
             searcher.build_index(args.gallery, labels=args.labels)
         else:
             searcher.load_index(args.gallery)

@@ -165,8 +165,8 @@ class PersonSearcher(GallerySearcher):
         if num_workers < 0:
             raise ValueError(f'num_workers must be >= 0, got {num_workers}')
         if str(device).startswith('cuda') and not torch.cuda.is_available():
-            raise ValueError(f'device {device!r} was requested but CUDA is not '
-                             "available here; use device='cpu'")
+            raise ValueError(f'device {device!r} was requested but CUDA is '
+                             "not available here; use device='cpu'")
         built = build_retrieval_model(config, checkpoint, device,
                                       allow_partial_checkpoint)
         self.model, self.cfg = built.model, built.cfg

@@ -35,7 +35,8 @@ def _read_rgb(path: str) -> np.ndarray:
 def draw_search_results(queries: Sequence[str],
                         results: Sequence[Sequence],
                         out_file: str,
-                        query_labels: Optional[Sequence[Optional[Label]]] = None,
+                        query_labels: Optional[
+                            Sequence[Optional[Label]]] = None,
                         max_cols: int = 10,
                         dpi: int = 100) -> str:
     """Draw the ranked images of each query and save the picture.
@@ -118,7 +119,8 @@ def draw_search_results(queries: Sequence[str],
                     spine.set_edgecolor(color)
                     spine.set_linewidth(4 if color != UNKNOWN_COLOR else 1.5)
                 ax.set_title(f'#{hit.rank}  {hit.score:.3f}', fontsize=9,
-                             color=color if color != UNKNOWN_COLOR else 'black')
+                             color=(color if color != UNKNOWN_COLOR
+                                    else 'black'))
                 name = osp.basename(hit.path)
                 if len(name) > 18:
                     name = name[:8] + '..' + name[-8:]

@@ -23,8 +23,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 from mmengine.config import Config
 
-from mdrl_deploy.manifest import (EXPORT_FORMAT, EXPORT_VERSION, IMAGE_ONNX,
-                                  MANIFEST_NAME, TEXT_ONNX, TOKENIZER_DIR)
+from mdrl_deploy.manifest import (
+    EXPORT_FORMAT,
+    EXPORT_VERSION,
+    IMAGE_ONNX,
+    MANIFEST_NAME,
+    TEXT_ONNX,
+    TOKENIZER_DIR,
+)
 from mdrl_deploy.utils import atomic_write_bytes, remove_stale_temps, temp_path
 
 __all__ = ['ExportError', 'fixed_group_tokens', 'RetrievalBranch',
@@ -115,7 +121,8 @@ def describe_test_pipeline(pipeline: Sequence[dict],
 
 
 def _traceable_mha_forward(mha: nn.MultiheadAttention):
-    """``mha.forward`` for batch-first self-attention, traced with dynamic shapes.
+    """``mha.forward`` for batch-first self-attention, traced with dynamic
+    shapes.
 
     ``F.multi_head_attention_forward`` freezes the batch size and length into
     its reshapes when traced by the TorchScript exporter (torch 2.14), so the
@@ -179,7 +186,8 @@ def fixed_group_tokens(tokens: torch.Tensor,
     Gives the output of :func:`mdrl_plugin.models.necks.dll.group_tokens`
     with ``shuffle=False`` for right-padded sequences (real tokens first, as
     tokenizers and patch sequences produce): group ``p`` of a sample with
-    ``n`` real tokens holds places ``ceil(p n / P) .. ceil((p + 1) n / P) - 1``.
+    ``n`` real tokens holds places ``ceil(p n / P)`` to
+    ``ceil((p + 1) n / P) - 1``.
     Unlike the scatter of the original, it traces with a dynamic length.
 
     Args:
@@ -231,7 +239,8 @@ def _module_of_op(branch: nn.Module, inputs: Tuple[torch.Tensor, ...],
         return None
     try:
         with torch.no_grad():
-            graph = torch.jit.trace(branch, inputs, check_trace=False).inlined_graph
+            graph = torch.jit.trace(branch, inputs,
+                                    check_trace=False).inlined_graph
     except Exception:  # tracing may fail too; then only the op is known
         return None
     for node in graph.nodes():

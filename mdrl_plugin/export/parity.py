@@ -1,4 +1,5 @@
-"""Parity of an export with PyTorch on a dataset split (top-k lists, R1, mAP)."""
+"""Parity of an export with PyTorch on a dataset split (top-k lists, R1,
+mAP)."""
 import copy
 import warnings
 from typing import Any, Dict, Union

@@ -1,5 +1,6 @@
 """Fixtures of the search API tests: tiny models, a gallery, a searcher."""
 import pytest
+
 from .search_testdata import write_gallery, write_model
 
 

@@ -28,11 +28,12 @@ def write_model(folder: str, bert_dir: str, seed: int = 0,
         ``dict(config=..., checkpoint=...)`` paths.
     """
     import torch
-    from mdrl_test_utils import tiny_mdrl_cfg
     from mmengine import Config
 
     import mdrl_plugin  # noqa: F401
     from mdrl_plugin.registry import MODELS
+
+    from mdrl_test_utils import tiny_mdrl_cfg
 
     os.makedirs(folder, exist_ok=True)
     model_cfg = tiny_mdrl_cfg(bert_dir)

@@ -6,8 +6,7 @@ import re
 import numpy as np
 import pytest
 
-from mdrl_deploy import (GalleryIndex, IndexFormatError, IndexMismatchError,
-                         StaleIndexError)
+from mdrl_deploy import GalleryIndex, IndexFormatError, IndexMismatchError, StaleIndexError
 from mdrl_deploy.index import config_sha256, file_sha256, file_stat
 from mdrl_deploy.ranking import summarize
 

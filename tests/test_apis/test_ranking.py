@@ -295,8 +295,9 @@ def test_demo_test_queries_get_the_exact_top10(tiny_bert_dir, tiny_pedes_root,
     from mmengine import Config
 
     from mdrl_plugin.apis import PersonSearcher
-    from mdrl_test_utils import tiny_mdrl_cfg
     from test_apis.search_testdata import write_model
+
+    from mdrl_test_utils import tiny_mdrl_cfg
     model = write_model(str(tmp_path), tiny_bert_dir, seed=3)
     cfg = Config.fromfile(model['config'])
     cfg.model = tiny_mdrl_cfg(tiny_bert_dir, retrieval_features='global+local')

@@ -8,13 +8,20 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from .search_testdata import pid_of
 
-from mdrl_deploy import (GalleryIndex, IndexMismatchError,
-                         QueryTruncatedWarning, SearchHit,
-                         SkippedImagesWarning, StaleIndexError,
-                         UnmatchedLabelsWarning, scan_images)
+from mdrl_deploy import (
+    GalleryIndex,
+    IndexMismatchError,
+    QueryTruncatedWarning,
+    SearchHit,
+    SkippedImagesWarning,
+    StaleIndexError,
+    UnmatchedLabelsWarning,
+    scan_images,
+)
 from mdrl_plugin.apis import PersonSearcher
+
+from .search_testdata import pid_of
 
 QUERIES = ['a man in a red shirt', 'a woman with a blue bag and long hair',
            'black pants and white shoes']

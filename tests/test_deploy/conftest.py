@@ -69,8 +69,9 @@ def deploy_model(tiny_bert_dir, tmp_path_factory) -> dict:
 @pytest.fixture(scope='session')
 def deploy_model_local(tiny_bert_dir, tmp_path_factory) -> dict:
     """The tiny MDRL with global+local retrieval, trained a little, exported."""
-    from mdrl_test_utils import tiny_mdrl_cfg
     from mmengine import Config
+
+    from mdrl_test_utils import tiny_mdrl_cfg
     folder = str(tmp_path_factory.mktemp('deploy_model_local'))
     model = write_model(folder, tiny_bert_dir, seed=2)
     cfg = Config.fromfile(model['config'])

@@ -14,8 +14,8 @@ import httpx
 import pytest
 
 from mdrl_deploy import OrtSearcher
-from mdrl_deploy.server import (MAX_BODY_BYTES, allowed_hosts_for, create_app,
-                                host_header_name)
+from mdrl_deploy.server import MAX_BODY_BYTES, allowed_hosts_for, create_app, host_header_name
+
 from .serving import start_server
 
 QUERY = 'a woman with a blue bag and long hair'

@@ -10,8 +10,9 @@ import textwrap
 import pytest
 
 from mdrl_plugin.apis import PersonSearcher
-from mdrl_test_utils import REPO_ROOT
+
 from .serving import BLOCKER
+from mdrl_test_utils import REPO_ROOT
 
 QUERIES = ['a man in a red shirt', 'a woman with a blue bag']
 

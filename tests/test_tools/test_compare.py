@@ -19,10 +19,10 @@ import time
 import pytest
 from mmengine.config import Config
 
+from mdrl_plugin.engine import safe_torch_load
+
 from mdrl_test_utils import REPO_ROOT
 from toy_helpers import TOY_DIR, TOY_ITER_CONFIG
-
-from mdrl_plugin.engine import safe_torch_load
 
 TOOL = osp.join(REPO_ROOT, 'tools', 'analysis_tools', 'compare.py')
 _spec = importlib.util.spec_from_file_location('compare_tool', TOOL)

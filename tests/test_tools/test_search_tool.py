@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+
 from test_apis.search_testdata import pid_of, write_gallery, write_model
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))

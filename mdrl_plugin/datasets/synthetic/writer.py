@@ -67,9 +67,9 @@ def generate(out: str,
     ``captions``, ``file_path`` relative to ``imgs/``, ``processed_tokens``,
     1-based ``id``), and, for searching a split's images as a gallery,
     ``out/labels_<split>_query.json``, the search labels ``{file name in
-    imgs/<split>_query: id}`` (docs/search.md). Identity ``pid``'s image ``k`` is drawn from the random
-    generator seeded ``[seed, pid, k]``: equal arguments give byte-identical
-    files.
+    imgs/<split>_query: id}`` (docs/search.md). Identity ``pid``'s image
+    ``k`` is drawn from the random generator seeded ``[seed, pid, k]``:
+    equal arguments give byte-identical files.
 
     Args:
         out: Output folder (the CUHK-PEDES root).

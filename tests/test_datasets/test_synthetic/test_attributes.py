@@ -1,8 +1,7 @@
 """mdrl_plugin.datasets.synthetic.attributes: unique identities."""
 import pytest
 
-from mdrl_plugin.datasets.synthetic import (OUTFITS, num_combinations,
-                                            sample_identities)
+from mdrl_plugin.datasets.synthetic import OUTFITS, num_combinations, sample_identities
 
 
 def test_num_combinations_by_hand():

@@ -1,8 +1,13 @@
 """mdrl_plugin.datasets.synthetic.captions: what every caption names."""
 import numpy as np
 
-from mdrl_plugin.datasets.synthetic import (SYNONYMS, Identity, make_captions,
-                                            sample_identities, tokenize)
+from mdrl_plugin.datasets.synthetic import (
+    SYNONYMS,
+    Identity,
+    make_captions,
+    sample_identities,
+    tokenize,
+)
 
 
 def test_tokenize_keeps_hyphenated_words_and_drops_punctuation():

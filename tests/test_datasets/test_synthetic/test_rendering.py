@@ -6,9 +6,14 @@ import cv2
 import numpy as np
 import pytest
 
-from mdrl_plugin.datasets.synthetic import (COLOURS, ITEMS, SHOE_COLOURS,
-                                            encode_jpeg, render_image,
-                                            sample_identities)
+from mdrl_plugin.datasets.synthetic import (
+    COLOURS,
+    ITEMS,
+    SHOE_COLOURS,
+    encode_jpeg,
+    render_image,
+    sample_identities,
+)
 
 _NAMES = list(COLOURS)
 _PALETTE = np.array([COLOURS[n] for n in _NAMES], np.float64)

@@ -10,12 +10,11 @@ import cv2
 import numpy as np
 import pytest
 
-from mdrl_plugin.datasets.synthetic import (default_splits, generate,
-                                            make_contact_sheet, tokenize)
+from mdrl_plugin.datasets.synthetic import default_splits, generate, make_contact_sheet, tokenize
 from mdrl_plugin.registry import DATASETS
-from mdrl_test_utils import tree_bytes
 
 from .conftest import TINY
+from mdrl_test_utils import tree_bytes
 
 
 def _read_rgb(path: str) -> np.ndarray:
