@@ -91,3 +91,10 @@ def test_augmentation_arm_builds_and_only_adds_two_transforms():
         built = Compose(pipeline)
     assert [type(t).__name__ for t in built.transforms][3:5] == [
         'RandomCropPad', 'RandomErasing']
+
+
+def test_augmentation_on_the_chosen_recipe_changes_only_the_pipeline():
+    changed = _changed('aug_epochs8.py', base='mean_epochs8.py')
+    assert set(changed) == {'train_pipeline',
+                            'train_dataloader.dataset.pipeline'}
+    assert changed['train_pipeline'] == _changed('aug.py')['train_pipeline']
