@@ -27,14 +27,17 @@ import hashlib
 import json
 import os
 import os.path as osp
-import shutil
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from .ranking import summarize
-from .utils import first_n, fsync_dir, remove_stale_temps, temp_path
+from .utils import (
+    atomic_folder,
+    first_n,
+    remove_stale_temps,
+)
 
 __all__ = [
     'GalleryIndex', 'IndexFormatError', 'IndexMismatchError',
@@ -277,33 +280,13 @@ class GalleryIndex:
                       mtime_ns=self.mtimes_ns)
         if self.summary is not None:
             arrays.update(summary=self.summary, spread=self.spread)
-        tmp, old = temp_path(path), None
-        try:
-            os.makedirs(tmp)
-            files = {name + '.npy': array for name, array in arrays.items()}
-            files['meta.json'] = json.dumps(self.meta(), ensure_ascii=False
-                                            ).encode('utf-8')
-            for name, data in files.items():
-                with open(osp.join(tmp, name), 'xb') as f:
-                    if isinstance(data, bytes):
-                        f.write(data)
-                    else:  # a mapped array is written page by page
-                        np.save(f, data, allow_pickle=False)
-                    f.flush()
-                    os.fsync(f.fileno())
-            fsync_dir(tmp)
-            if osp.lexists(path):
-                old = temp_path(path)
-                os.rename(path, old)
-            os.rename(tmp, path)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            if old is not None and not osp.lexists(path):
-                os.rename(old, path)
-            raise
-        fsync_dir(folder)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        with atomic_folder(path, replace=True) as tmp:
+            for name, array in arrays.items():  # mapped: written page by page
+                np.save(osp.join(tmp, name + '.npy'), array,
+                        allow_pickle=False)
+            with open(osp.join(tmp, 'meta.json'), 'wb') as f:
+                f.write(json.dumps(self.meta(), ensure_ascii=False
+                                   ).encode('utf-8'))
         return path
 
     @classmethod

@@ -11,11 +11,11 @@ import shutil
 import socket
 import time
 import uuid
-from contextlib import suppress
-from typing import Any, BinaryIO, Callable, Sequence
+from contextlib import contextmanager, suppress
+from typing import Any, BinaryIO, Callable, Iterator, Sequence
 
 __all__ = [
-    'TEMP_FILE_PATTERN', 'AtomicWriteError', 'atomic_write',
+    'TEMP_FILE_PATTERN', 'AtomicWriteError', 'atomic_folder', 'atomic_write',
     'atomic_write_bytes', 'check_topk', 'first_n', 'fsync_dir',
     'remove_stale_temps', 'temp_path'
 ]
@@ -126,6 +126,46 @@ def atomic_write(filepath: str, write: Callable[[BinaryIO], None]) -> None:
 def atomic_write_bytes(data: bytes, filepath: str) -> None:
     """Write ``data`` to ``filepath`` with :func:`atomic_write`."""
     atomic_write(filepath, lambda f: f.write(data))
+
+
+@contextmanager
+def atomic_folder(path: str, replace: bool = False) -> Iterator[str]:
+    """Build the folder ``path`` atomically.
+
+    Yields a temp folder beside ``path`` to fill; on exit its files and the
+    folder are fsynced and it is renamed to ``path``. With ``replace``, an
+    existing ``path`` is renamed aside first and removed after (readers that
+    mapped its files keep them). On error the temp folder is removed and an
+    existing ``path`` is left as it was.
+
+    Args:
+        path: The folder to create (or replace).
+        replace: Replace an existing ``path`` instead of failing on it.
+
+    Yields:
+        str: The temp folder.
+    """
+    path = osp.abspath(os.fspath(path))
+    tmp, old = temp_path(path), None
+    os.makedirs(tmp)
+    try:
+        yield tmp
+        for name in os.listdir(tmp):
+            with open(osp.join(tmp, name), 'rb') as f:
+                os.fsync(f.fileno())
+        fsync_dir(tmp)
+        if replace and osp.lexists(path):
+            old = temp_path(path)
+            os.rename(path, old)
+        os.rename(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None and not osp.lexists(path):
+            os.rename(old, path)
+        raise
+    fsync_dir(osp.dirname(path))
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def first_n(items: Sequence[Any], n: int = 5, sep: str = ', ') -> str:

@@ -6,6 +6,7 @@ from mmengine.fileio import LocalBackend, register_backend
 from mdrl_deploy.utils import (
     TEMP_FILE_PATTERN,
     AtomicWriteError,
+    atomic_folder,
     atomic_write,
     atomic_write_bytes,
     fsync_dir,
@@ -15,8 +16,8 @@ from mdrl_deploy.utils import (
 
 __all__ = [
     'TEMP_FILE_PATTERN', 'AtomicWriteError', 'AtomicLocalBackend',
-    'atomic_write', 'atomic_write_bytes', 'fsync_dir', 'remove_stale_temps',
-    'temp_path'
+    'atomic_folder', 'atomic_write', 'atomic_write_bytes', 'fsync_dir',
+    'remove_stale_temps', 'temp_path'
 ]
 
 

@@ -5,7 +5,6 @@ each written in a temp folder, fsynced and renamed. See ``docs/models.md``."""
 import hashlib
 import json
 import os
-import shutil
 import uuid
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -14,10 +13,9 @@ import torch
 from torch.nn.utils.rnn import pad_sequence
 
 from .fileio import (
+    atomic_folder,
     atomic_write_bytes,
-    fsync_dir,
     remove_stale_temps,
-    temp_path,
 )
 
 #: Bump when the file layout or the canonical BERT computation changes.
@@ -195,10 +193,9 @@ class TextFeatureCache:
         seqs = [seqs[i] for i in np.argsort(keys, kind='stable')]
         offsets = np.cumsum([0] + [len(s) for s in seqs])
         final = os.path.join(folder, f'shard-{uuid.uuid4().hex}')
-        tmp = temp_path(final)
-        files = [os.path.join(tmp, a + '.npy') for a in _ARRAYS]
-        os.makedirs(tmp)  # and folder
-        try:
+        os.makedirs(folder, exist_ok=True)
+        with atomic_folder(final) as tmp:
+            files = [os.path.join(tmp, a + '.npy') for a in _ARRAYS]
             token_ids = np.concatenate(seqs).astype(np.int32)
             for file, array in zip(files, (np.sort(keys), offsets, token_ids)):
                 np.save(file, array)
@@ -218,10 +215,6 @@ class TextFeatureCache:
                     out.float().cpu()[mask.bool()].numpy())
             features.flush()
             del features
-            for file in files:
-                with open(file, 'rb') as f:
-                    os.fsync(f.fileno())
-            fsync_dir(tmp)
             old = TextFeatureCache(folder).meta
             if old and ([old[k] for k in _MODE_KEYS] !=
                         [meta[k] for k in _MODE_KEYS]):
@@ -230,9 +223,4 @@ class TextFeatureCache:
             if not old:
                 atomic_write_bytes(json.dumps(meta, indent=1).encode(),
                                    os.path.join(folder, 'meta.json'))
-            os.rename(tmp, final)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        fsync_dir(folder)
         return final
