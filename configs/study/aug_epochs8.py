@@ -1,5 +1,5 @@
-# Study arm: augmentation (aug.py's random crop with padding and random
-# erasing) on the chosen recipe (mean_epochs8.py, the demo config), compared
+# Study arm (c): augmentation (random crop with padding, random erasing) on
+# the chosen recipe (mean_epochs8.py, the demo config), compared
 # with it.
 _base_ = ['./mean_epochs8.py']
 

@@ -1,7 +1,8 @@
 # Study arm (b): MDRL's new modules at 5x the base learning rate (IRRA's
-# recipe); the image backbone keeps the base rate, frozen BERT stays out.
+# recipe) on the chosen recipe (mean_epochs8.py, the demo config), compared
+# with it; the image backbone keeps the base rate, frozen BERT stays out.
 # A key matches every parameter whose name contains it; the longest wins.
-_base_ = ['./demo_5e.py']
+_base_ = ['./mean_epochs8.py']
 
 new_module = dict(lr_mult=5.0)
 optim_wrapper = dict(paramwise_cfg=dict(custom_keys={

@@ -1,6 +1,8 @@
 """The recipe study's arms (configs/study/, issue 24) each change exactly
-the one choice they name, relative to the recipe the study started from
-(configs/study/demo_5e.py), and build; the chosen arm is the demo config."""
+the one choice they name, relative to the recipe they are compared with
+(configs/study/demo_5e.py, the recipe the study started from, or
+mean_epochs8.py, the chosen one), and build; the chosen arm is the demo
+config."""
 import os.path as osp
 
 import pytest
@@ -53,13 +55,13 @@ def test_the_demo_is_the_chosen_arm():
         'model.local_aggregation': 'mean'}
 
 
-@pytest.mark.parametrize('name, expected', [
-    ('mean.py', {'model.local_aggregation': 'mean'}),
-    ('idavg.py', {'model.loss_weights.id_global': 0.5,
-                  'model.loss_weights.id_local': 0.5}),
+@pytest.mark.parametrize('name, base, expected', [
+    ('mean.py', 'demo_5e.py', {'model.local_aggregation': 'mean'}),
+    ('idavg.py', 'mean_epochs8.py', {'model.loss_weights.id_global': 0.5,
+                                     'model.loss_weights.id_local': 0.5}),
 ])
-def test_arm_changes_one_choice(name, expected):
-    assert _changed(name) == expected
+def test_arm_changes_one_choice(name, base, expected):
+    assert _changed(name, base) == expected
 
 
 def test_epochs_arm_moves_the_whole_schedule():
@@ -72,7 +74,7 @@ def test_epochs_arm_moves_the_whole_schedule():
 
 
 def test_lr_arm_sets_new_modules_to_5x():
-    changed = _changed('lr5x.py')
+    changed = _changed('lr5x.py', base='mean_epochs8.py')
     assert changed.pop('new_module.lr_mult') == 5.0  # the config's variable
     prefix = 'optim_wrapper.paramwise_cfg.custom_keys.'
     assert changed == {prefix + f'{m}.lr_mult': 5.0 for m in (
@@ -81,8 +83,8 @@ def test_lr_arm_sets_new_modules_to_5x():
 
 
 def test_augmentation_arm_builds_and_only_adds_two_transforms():
-    cfg = Config.fromfile(osp.join(STUDY, 'aug.py'))
-    demo = Config.fromfile(osp.join(STUDY, 'demo_5e.py'))
+    cfg = Config.fromfile(osp.join(STUDY, 'aug_epochs8.py'))
+    demo = Config.fromfile(osp.join(STUDY, 'mean_epochs8.py'))
     pipeline = cfg.train_dataloader.dataset.pipeline
     assert [t['type'] for t in pipeline] == [
         t['type'] for t in demo.train_dataloader.dataset.pipeline][:3] + [
@@ -97,4 +99,5 @@ def test_augmentation_on_the_chosen_recipe_changes_only_the_pipeline():
     changed = _changed('aug_epochs8.py', base='mean_epochs8.py')
     assert set(changed) == {'train_pipeline',
                             'train_dataloader.dataset.pipeline'}
-    assert changed['train_pipeline'] == _changed('aug.py')['train_pipeline']
+    assert changed['train_pipeline'] == changed[
+        'train_dataloader.dataset.pipeline']
