@@ -1,21 +1,14 @@
 """Reading and validating PEDES-style annotation files.
 
-The public releases of CUHK-PEDES, ICFG-PEDES and RSTPReid ship one JSON list
-of records, one record per image::
-
-    {"split": "train", "id": 1, "file_path": "CUHK01/0363004.png",
-     "captions": ["A man in ...", "..."], "processed_tokens": [[...]]}
-
-RSTPReid names the path field ``img_path`` instead of ``file_path``.  The
-functions here turn such a file into validated :class:`PedesRecord` objects and
-a list of :class:`AnnotationProblem` (nothing is raised for a bad record), so
-that the datasets can raise one clear error and ``tools/check_dataset.py`` can
-report every problem of a file.
+CUHK-PEDES, ICFG-PEDES and RSTPReid ship one JSON list of records, one per
+image: ``{"split", "id", "file_path" (RSTPReid: "img_path"), "captions",
+...}``. Bad records become :class:`AnnotationProblem` entries instead of
+exceptions, so that the datasets raise one clear error and
+``tools/check_dataset.py`` reports every problem of a file.
 """
 import json
 import os
 import os.path as osp
-from collections import Counter
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -31,7 +24,7 @@ __all__ = [
     'PedesRecord', 'PedesImage', 'AnnotationProblem', 'PATH_FIELDS',
     'check_data_root', 'find_annotation_file', 'load_annotation_json',
     'normalize_image_path', 'parse_pedes_records', 'group_images',
-    'format_problems', 'find_missing_files', 'split_counts'
+    'format_problems', 'find_missing_files'
 ]
 
 #: Record fields that may hold the image path, in the order they are tried.
@@ -40,19 +33,10 @@ PATH_FIELDS: Tuple[str, ...] = ('file_path', 'img_path')
 
 @dataclass
 class PedesRecord:
-    """One valid annotation record.
-
-    Attributes:
-        index: Position of the record in the JSON list (0-based).
-        split: Split name of the record (None when the parser accepted
-            any split and the record has none).
-        pid: Raw identity id.
-        path: Normalised image path, relative to the image folder (or
-            absolute when the file gives an absolute path).
-        captions: Stripped, non-empty captions.
-    """
+    """One valid record: its index in the JSON list, split, raw identity,
+    normalised image path and stripped non-blank captions."""
     index: int
-    split: Optional[str]
+    split: str
     pid: int
     path: str
     captions: List[str]
@@ -60,14 +44,7 @@ class PedesRecord:
 
 @dataclass
 class PedesImage:
-    """One image of a split with all its captions (duplicates merged).
-
-    Attributes:
-        path: Normalised image path (see :class:`PedesRecord`).
-        pid: Raw identity id.
-        captions: All captions of the image, in file order.
-        record_indices: Indices of the records that name this image.
-    """
+    """One image of a split with the captions of every record naming it."""
     path: str
     pid: int
     captions: List[str]
@@ -76,16 +53,12 @@ class PedesImage:
 
 @dataclass
 class AnnotationProblem:
-    """A problem found in an annotation file.
+    """A problem of record ``index``.
 
-    Attributes:
-        kind: One of ``'record'`` (not an object), ``'split'``, ``'id'``,
-            ``'path'``, ``'captions'`` (missing or empty list),
-            ``'empty_caption'`` (a blank string in the list) and
-            ``'id_conflict'`` (one image listed with two ids).
-        index: Record index in the JSON list.
-        file_path: The record's image path as written, if it had one.
-        message: Human readable explanation, saying what was expected.
+    ``kind`` is ``'record'`` (not an object), ``'split'``, ``'id'``,
+    ``'path'``, ``'captions'`` (missing, empty or all blank),
+    ``'empty_caption'`` (some blank) or ``'id_conflict'`` (one image, two
+    ids); ``file_path`` is the record's path as written, if any.
     """
     kind: str
     index: int
@@ -99,21 +72,13 @@ class AnnotationProblem:
         return f'{where}: {self.message}'
 
 
-def check_data_root(data_root: str, dataset_name: str,
-                    expected: str = 'imgs/ and the annotation JSON') -> str:
-    """Check that ``data_root`` is an existing folder.
-
-    Args:
-        data_root: The dataset folder.
-        dataset_name: Name used in the error message.
-        expected: What the folder should hold (for the message).
-
-    Returns:
-        ``data_root`` unchanged.
+def check_data_root(data_root: str, dataset_name: str) -> str:
+    """Return ``data_root`` if it is an existing folder.
 
     Raises:
-        DatasetNotFoundError: If the folder does not exist.
+        DatasetNotFoundError: It is empty, missing or not a folder.
     """
+    expected = 'imgs/ and the annotation JSON'
     if not data_root:
         raise DatasetNotFoundError(
             f'{dataset_name}: data_root is empty; pass the dataset folder '
@@ -135,17 +100,16 @@ def find_annotation_file(data_root: str,
 
     Args:
         data_root: The dataset folder; relative names are looked up in it.
-        candidates: File names tried in order when ``ann_file`` is None.
-        ann_file: An explicit file name (relative to ``data_root``) or
-            absolute path; when given, only this file is tried.
+        candidates: Names tried in order when ``ann_file`` is None.
+        ann_file: The only name (or absolute path) tried when given.
         dataset_name: Name used in the error message.
 
     Returns:
         The path of the annotation file.
 
     Raises:
-        AnnotationNotFoundError: If no file was found; the message lists
-            every path tried.
+        AnnotationNotFoundError: Nothing found; the message lists every path
+            tried and points at a sub-folder holding the file.
     """
     names = [ann_file] if ann_file else list(candidates)
     if not names:
@@ -178,17 +142,11 @@ def find_annotation_file(data_root: str,
 
 
 def load_annotation_json(path: str) -> list:
-    """Load a JSON list of records.
-
-    Args:
-        path: The annotation file.
-
-    Returns:
-        The list of records (not yet validated).
+    """Load the JSON list of records (not yet validated) from ``path``.
 
     Raises:
-        AnnotationFormatError: If the file is not valid UTF-8 JSON (the
-            message gives line and column) or is not a JSON list.
+        AnnotationFormatError: Not UTF-8, malformed JSON (line and column
+            given) or not a list.
     """
     try:
         with open(path, 'rb') as f:
@@ -215,18 +173,16 @@ def load_annotation_json(path: str) -> list:
 def normalize_image_path(path: str, img_dir_name: str = 'imgs') -> str:
     """Normalise an image path as written in a record.
 
-    Backslashes become ``/``, a leading ``./`` is removed, and a leading
-    ``<img_dir_name>/`` is removed because the releases give paths relative
-    to the image folder while some copies prefix them with ``imgs/``.
-    Absolute paths are kept as they are (apart from the backslashes).
+    Backslashes become ``/``; a leading ``./`` and a leading
+    ``<img_dir_name>/`` (some copies prefix the release's paths with it) are
+    removed. Absolute paths keep their components.
 
     Args:
-        path: The path as written in the record.
-        img_dir_name: Name of the image folder (the last component of the
-            image prefix).
+        path: The path as written.
+        img_dir_name: The image folder's name.
 
     Returns:
-        The normalised path.
+        The path relative to the image folder (or absolute).
     """
     p = path.strip().replace('\\', '/')
     while p.startswith('./'):
@@ -247,39 +203,54 @@ def _parse_id(value) -> Optional[int]:
     return None
 
 
+def _parse_captions(rec: dict) -> Tuple[List[str], Optional[Tuple[str, str]]]:
+    """The stripped non-blank captions and the ``(kind, message)`` of the
+    problem of ``rec['captions']``, if any."""
+    if 'captions' not in rec:
+        return [], ('captions', 'no \'captions\' field; expected a non-empty '
+                    'list of strings')
+    caps = rec['captions']
+    if not isinstance(caps, list) or not all(
+            isinstance(c, str) for c in caps):
+        detail = '' if isinstance(caps, list) else f' {caps!r:.60}'
+        return [], ('captions', '\'captions\' must be a list of strings, got '
+                    f'{type(caps).__name__}{detail}')
+    captions = [c.strip() for c in caps if c.strip()]
+    if not caps:
+        return [], ('captions', '\'captions\' is empty')
+    if not captions:
+        return [], ('captions', f'all {len(caps)} captions are blank; '
+                    f'expected at least one non-empty caption')
+    if len(captions) < len(caps):
+        return captions, ('empty_caption', f'{len(caps) - len(captions)} of '
+                          f'{len(caps)} captions are blank')
+    return captions, None
+
+
 def parse_pedes_records(
         raw_records: list,
-        allowed_splits: Optional[Sequence[str]],
-        img_dir_name: str = 'imgs',
-        require_captions: bool = True
+        allowed_splits: Sequence[str],
+        img_dir_name: str = 'imgs'
 ) -> Tuple[List[PedesRecord], List[AnnotationProblem]]:
     """Validate and normalise the records of an annotation file.
 
     A record needs ``split`` (one of ``allowed_splits``), ``id`` (an int or a
     string of digits), a path in ``file_path`` or ``img_path`` and
-    ``captions`` (a non-empty list of non-empty strings). Captions are
-    stripped; other fields such as ``processed_tokens`` are ignored.
-
-    This is the one parser of PEDES records: the datasets and
-    ``tools/check_dataset.py`` use it. ``allowed_splits=None`` and
-    ``require_captions=False`` read records for their image paths and ids
-    only (search labels are a ``{path: id}`` JSON file now, docs/search.md,
-    which shows how to write one from these records).
+    ``captions`` (a non-empty list of strings, stripped); other fields such
+    as ``processed_tokens`` are ignored. The one parser of PEDES records,
+    used by the datasets and ``tools/check_dataset.py``.
 
     Args:
         raw_records: The JSON list.
-        allowed_splits: Split values a record may have; None accepts any
-            split, or none (the record's ``split`` is then None).
+        allowed_splits: Split values a record may have.
         img_dir_name: Passed to :func:`normalize_image_path`.
-        require_captions: Check ``captions``; when False the field is not
-            read (every record gets ``captions=[]``).
 
     Returns:
-        The valid records and the problems found. A record with a blank
-        caption among valid ones is kept with its other captions and also
-        reported; every other problem drops the record.
+        The valid records and the problems found. A record with some blank
+        captions is kept with the others and also reported; every other
+        problem drops the record.
     """
-    allowed = None if allowed_splits is None else tuple(allowed_splits)
+    allowed = tuple(allowed_splits)
     records: List[PedesRecord] = []
     problems: List[AnnotationProblem] = []
     for i, rec in enumerate(raw_records):
@@ -288,100 +259,52 @@ def parse_pedes_records(
                 'record', i, None,
                 f'expected a JSON object, got {type(rec).__name__}'))
             continue
-        raw_path = None
-        path_field = None
-        for key in PATH_FIELDS:
-            if key in rec:
-                raw_path, path_field = rec[key], key
-                break
-        shown_path = raw_path if isinstance(raw_path, str) else None
-        ok = True
+        found: List[Tuple[str, str]] = []  # (kind, message)
+        path_field = next((k for k in PATH_FIELDS if k in rec), None)
+        raw_path = rec.get(path_field)
         if path_field is None:
-            problems.append(AnnotationProblem(
-                'path', i, None,
-                f'no image path; expected one of the fields '
-                f'{list(PATH_FIELDS)}'
-                f' (got fields {sorted(rec)})'))
-            ok = False
+            found.append(('path', f'no image path; expected one of the '
+                          f'fields {list(PATH_FIELDS)} (got fields '
+                          f'{sorted(rec)})'))
         elif not isinstance(raw_path, str) or not raw_path.strip():
-            problems.append(AnnotationProblem(
-                'path', i, None,
-                f'{path_field!r} must be a non-empty string, got '
-                f'{raw_path!r}'))
-            ok = False
+            found.append(('path', f'{path_field!r} must be a non-empty '
+                          f'string, got {raw_path!r}'))
         split = rec.get('split')
-        if allowed is not None and split not in allowed:
-            if 'split' not in rec:
-                msg = 'no \'split\' field'
-            else:
-                msg = f'unknown split {split!r}'
-            problems.append(AnnotationProblem(
-                'split', i, shown_path,
-                f'{msg}; allowed values: {", ".join(allowed)}'))
-            ok = False
+        if split not in allowed:
+            what = f'unknown split {split!r}' if 'split' in rec else \
+                'no \'split\' field'
+            found.append(('split', f'{what}; allowed values: '
+                          f'{", ".join(allowed)}'))
         pid = _parse_id(rec.get('id'))
         if pid is None:
             got = repr(rec['id']) if 'id' in rec else 'no \'id\' field'
-            problems.append(AnnotationProblem(
-                'id', i, shown_path,
-                f'expected an integer identity in \'id\', got {got}'))
-            ok = False
-        caps = rec.get('captions')
-        if not require_captions:
-            captions = []
-        elif 'captions' not in rec:
-            problems.append(AnnotationProblem(
-                'captions', i, shown_path,
-                'no \'captions\' field; expected a non-empty list of '
-                'strings'))
-            ok = False
-            captions = []
-        elif not isinstance(caps, list) or not all(
-                isinstance(c, str) for c in caps):
-            problems.append(AnnotationProblem(
-                'captions', i, shown_path,
-                f'\'captions\' must be a list of strings, got '
-                f'{type(caps).__name__}'
-                + ('' if isinstance(caps, list) else f' {caps!r:.60}')))
-            ok = False
-            captions = []
-        else:
-            captions = [c.strip() for c in caps]
-            n_blank = sum(1 for c in captions if not c)
-            captions = [c for c in captions if c]
-            if not captions:
-                problems.append(AnnotationProblem(
-                    'captions', i, shown_path,
-                    '\'captions\' is empty' if not caps else
-                    f'all {len(caps)} captions are blank; expected at least '
-                    f'one non-empty caption'))
-                ok = False
-            elif n_blank:
-                problems.append(AnnotationProblem(
-                    'empty_caption', i, shown_path,
-                    f'{n_blank} of {len(caps)} captions are blank'))
-        if ok:
+            found.append(('id', 'expected an integer identity in \'id\', '
+                          f'got {got}'))
+        captions, caption_problem = _parse_captions(rec)
+        found += [caption_problem] if caption_problem else []
+        shown = raw_path if isinstance(raw_path, str) else None
+        problems += [
+            AnnotationProblem(kind, i, None if kind == 'path' else shown,
+                              message) for kind, message in found]
+        if all(kind == 'empty_caption' for kind, _ in found):
             records.append(PedesRecord(
-                index=i, split=split, pid=pid,
-                path=normalize_image_path(raw_path, img_dir_name),
-                captions=captions))
+                i, split, pid, normalize_image_path(raw_path, img_dir_name),
+                captions))
     return records, problems
 
 
 def group_images(
         records: Sequence[PedesRecord]
 ) -> Tuple[List[PedesImage], List[AnnotationProblem]]:
-    """Merge the records of one split into images.
-
-    Records naming the same image are merged (captions concatenated in file
-    order). Images keep the order of their first record.
+    """Merge the records of one split that name the same image.
 
     Args:
         records: Records of one split.
 
     Returns:
-        The images and one ``'id_conflict'`` problem per image listed with
-        different ids.
+        The images, in the order of their first record, with the captions
+        in file order, and one ``'id_conflict'`` problem per record naming
+        an image already listed with another id.
     """
     images: Dict[str, PedesImage] = {}
     problems: List[AnnotationProblem] = []
@@ -390,46 +313,24 @@ def group_images(
         if img is None:
             images[rec.path] = PedesImage(rec.path, rec.pid,
                                           list(rec.captions), [rec.index])
-            continue
-        if img.pid != rec.pid:
+        elif img.pid != rec.pid:
             problems.append(AnnotationProblem(
                 'id_conflict', rec.index, rec.path,
                 f'image also listed in record {img.record_indices[0]} with '
                 f'id {img.pid}, here with id {rec.pid}; expected one id per '
                 f'image'))
-            continue
-        img.captions.extend(rec.captions)
-        img.record_indices.append(rec.index)
+        else:
+            img.captions.extend(rec.captions)
+            img.record_indices.append(rec.index)
     return list(images.values()), problems
 
 
 def find_missing_files(paths: Sequence[str]) -> List[str]:
-    """Return the paths that do not exist (one ``os.path.exists`` each).
-
-    Args:
-        paths: Absolute or working-directory-relative file paths.
-
-    Returns:
-        The missing ones, in input order.
-    """
-    exists = osp.exists
-    return [p for p in paths if not exists(p)]
-
-
-def split_counts(records: Sequence[PedesRecord]) -> Dict[str, int]:
-    """Number of records per split, in first-seen order."""
-    return dict(Counter(r.split for r in records))
+    """The ``paths`` that do not exist, in input order."""
+    return [p for p in paths if not osp.exists(p)]
 
 
 def format_problems(problems: Sequence[AnnotationProblem],
                     limit: int = 5) -> str:
-    """Format the first ``limit`` problems, one per line.
-
-    Args:
-        problems: Problems to show.
-        limit: How many to show; the rest are counted.
-
-    Returns:
-        A multi-line string.
-    """
+    """The first ``limit`` problems, one per line, then the rest counted."""
     return first_n([f'  {p}' for p in problems], limit, sep='\n')

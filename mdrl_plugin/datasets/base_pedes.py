@@ -1,6 +1,7 @@
 """Shared base class of the text-based person search (PEDES-style) datasets."""
 import copy
 import os.path as osp
+from collections import Counter
 from typing import Callable, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
@@ -18,14 +19,10 @@ from .annotation import (
     group_images,
     load_annotation_json,
     parse_pedes_records,
-    split_counts,
 )
 from .errors import AnnotationFormatError, EmptySplitError, MissingImagesError
 
 __all__ = ['BasePedesDataset']
-
-#: How many missing image names an error message lists.
-_SHOW_MISSING = 5
 
 
 @DATASETS.register_module()
@@ -33,60 +30,42 @@ class BasePedesDataset(BaseDataset):
     """A dataset of pedestrian images with natural-language captions.
 
     Reads a JSON list of records ``{"split", "id", "file_path" | "img_path",
-    "captions"}`` (the layout of CUHK-PEDES, ICFG-PEDES and RSTPReid) and the
-    images under ``<data_root>/imgs``. The subclasses only set the dataset
-    name, the default annotation file names and the allowed splits; this class
-    can be used directly for any dataset in the same layout by giving
-    ``ann_file``.
+    "captions"}`` (the CUHK-PEDES, ICFG-PEDES and RSTPReid layout) and the
+    images under ``<data_root>/imgs``; usable directly for any dataset in
+    that layout by giving ``ann_file``. Records naming the same image are
+    merged; paths are normalised (:func:`.normalize_image_path`).
 
-    Training entries (``test_mode=False``), one per caption::
-
-        dict(img_path=str, text=str, gt_label=int, image_id=int, pid=int)
-
-    ``gt_label`` is contiguous ``0..C-1`` over the split's identities in
-    sorted raw-id order, ``image_id`` is ``0..num_images-1`` in file order and
-    ``pid`` the raw id.
-
-    Evaluation entries (``test_mode=True``), one per image (the gallery), with
-    all its captions (every caption is a query)::
-
-        dict(img_path=str, texts=list[str], pid=int, image_id=int)
-
-    Records naming the same image file within a split are merged into one
-    image. Paths are normalised: backslashes become ``/`` and a leading
-    ``imgs/`` (the image folder's name) is dropped.
+    Training entries (one per caption): ``dict(img_path, text, gt_label,
+    image_id, pid)`` with ``gt_label`` contiguous over the split's sorted raw
+    ids ``pid`` and ``image_id`` in file order. Evaluation entries (one per
+    image, every caption a query): ``dict(img_path, texts, pid, image_id)``.
+    See docs/datasets.md.
 
     Args:
         data_root: The dataset folder, holding ``imgs/`` and the JSON file.
-        split: ``'train'``, ``'val'`` or ``'test'`` (subclasses may allow
-            fewer).
-        ann_file: Annotation file name relative to ``data_root``, or an
-            absolute path. None tries the class's ``DEFAULT_ANN_FILES``.
+        split: One of ``ALLOWED_SPLITS``.
+        ann_file: Annotation file (relative to ``data_root`` or absolute);
+            None tries ``DEFAULT_ANN_FILES``.
         pipeline: Transforms (config dicts or callables).
-        test_mode: None means training entries for ``split='train'`` and
-            evaluation entries otherwise; True/False force one layout.
-        data_prefix: ``dict(img_path=...)``: the image folder, relative to
-            ``data_root`` or absolute.
-        check_files: Check that every image of the split exists (one
-            ``os.path.exists`` per image) and raise
-            :class:`MissingImagesError` otherwise. Turn off only for storage
-            backends without a local file system.
+        test_mode: None: training entries for ``'train'``, evaluation
+            entries otherwise; True/False force one layout.
+        data_prefix: ``dict(img_path=<image folder>)``.
+        check_files: Check that the split's images exist (off for storage
+            without a local file system).
         metainfo: Extra meta information merged into :attr:`metainfo`.
-        indices: Keep only these entries (see ``BaseDataset``).
-        serialize_data: Serialize the entries to save memory in workers.
-        lazy_init: Defer reading the annotation to ``full_init()``; the
-            counts in :attr:`metainfo` appear only then.
+        indices: See ``BaseDataset``.
+        serialize_data: See ``BaseDataset``.
+        lazy_init: Defer reading the annotation to ``full_init()``.
         max_refetch: See ``BaseDataset``.
-        filter_cfg: Unused by this class; kept for ``BaseDataset``
-            compatibility.
+        filter_cfg: Unused; kept for ``BaseDataset``.
 
     Raises:
         DatasetNotFoundError: ``data_root`` does not exist.
-        AnnotationNotFoundError: no annotation file (names tried listed).
-        AnnotationFormatError: malformed JSON or records.
-        MissingImagesError: image files of the split do not exist.
-        EmptySplitError: the split has no records.
-        ValueError: unknown ``split`` argument.
+        AnnotationNotFoundError: No annotation file (names tried listed).
+        AnnotationFormatError: Malformed JSON or records.
+        MissingImagesError: Image files of the split do not exist.
+        EmptySplitError: The split has no records.
+        ValueError: Unknown ``split``.
     """
 
     #: Shown in messages and reported as ``metainfo['dataset_name']``.
@@ -126,42 +105,27 @@ class BasePedesDataset(BaseDataset):
             data_prefix['img_path'] else ''
         resolved = find_annotation_file(data_root, self.DEFAULT_ANN_FILES,
                                         ann_file, name)
-        if test_mode is None:
-            test_mode = split != 'train'
-        transforms = [
-            TRANSFORMS.build(t) if isinstance(t, dict) else t
-            for t in pipeline
-        ]
         super().__init__(
-            ann_file=osp.abspath(resolved),
-            metainfo=metainfo,
-            data_root=data_root,
-            data_prefix=data_prefix,
-            filter_cfg=filter_cfg,
-            indices=indices,
+            ann_file=osp.abspath(resolved), metainfo=metainfo,
+            data_root=data_root, data_prefix=data_prefix,
+            filter_cfg=filter_cfg, indices=indices,
             serialize_data=serialize_data,
-            pipeline=transforms,
-            test_mode=bool(test_mode),
-            lazy_init=lazy_init,
-            max_refetch=max_refetch)
+            pipeline=[TRANSFORMS.build(t) if isinstance(t, dict) else t
+                      for t in pipeline],
+            test_mode=split != 'train' if test_mode is None else
+            bool(test_mode),
+            lazy_init=lazy_init, max_refetch=max_refetch)
         self._metainfo.update(split=split, ann_file=self.ann_file)
 
     @classmethod
     def _load_metainfo(cls, metainfo: Optional[Mapping] = None) -> dict:
-        """``METAINFO`` updated with ``metainfo``, values taken as they are.
-
-        (``BaseDataset`` would try to read every string value as a file and
-        warn when it is none, e.g. for ``dataset_name``.)
-        """
-        merged = copy.deepcopy(cls.METAINFO)
-        if metainfo is None:
-            return merged
-        if not isinstance(metainfo, Mapping):
+        """``METAINFO`` updated with ``metainfo`` as given (``BaseDataset``
+        would read every string value as a file name and warn)."""
+        if metainfo is not None and not isinstance(metainfo, Mapping):
             raise TypeError(
                 f'{cls.__name__}: metainfo must be a dict, got '
                 f'{type(metainfo).__name__}.')
-        merged.update(copy.deepcopy(dict(metainfo)))
-        return merged
+        return copy.deepcopy({**cls.METAINFO, **(metainfo or {})})
 
     @classmethod
     def _dataset_name(cls, metainfo: Optional[dict] = None) -> str:
@@ -192,18 +156,16 @@ class BasePedesDataset(BaseDataset):
         Returns:
             The entries of the split (training or evaluation layout).
         """
-        name = self.dataset_name
         raw = load_annotation_json(self.ann_file)
         records, problems = parse_pedes_records(raw, self.ALLOWED_SPLITS,
                                                 self._img_dir_name)
-        counts = split_counts(records)
-        own = self._select_records(records)
-        images, conflicts = group_images(own)
-        problems = problems + conflicts
+        counts = Counter(r.split for r in records)
+        images, conflicts = group_images(self._select_records(records))
+        problems += conflicts
         if problems:
             raise AnnotationFormatError(
                 f'{self.ann_file}: {len(problems)} invalid record(s) in '
-                f'{name}:\n{format_problems(problems)}')
+                f'{self.dataset_name}:\n{format_problems(problems)}')
         if not images:
             found = ', '.join(f'{k}={v}' for k, v in counts.items()) or \
                 'no valid records at all'
@@ -214,9 +176,8 @@ class BasePedesDataset(BaseDataset):
         if self.check_files:
             self._check_images_exist(img_paths)
 
-        pids = sorted({img.pid for img in images})
-        label_of = {pid: i for i, pid in enumerate(pids)}
-        num_captions = sum(len(img.captions) for img in images)
+        label_of = {pid: i for i, pid in enumerate(
+            sorted({img.pid for img in images}))}
         data_list: List[dict] = []
         for image_id, (img, path) in enumerate(zip(images, img_paths)):
             if self.test_mode:
@@ -224,28 +185,20 @@ class BasePedesDataset(BaseDataset):
                     dict(img_path=path, texts=list(img.captions),
                          pid=img.pid, image_id=image_id))
             else:
-                label = label_of[img.pid]
-                for text in img.captions:
-                    data_list.append(
-                        dict(img_path=path, text=text, gt_label=label,
-                             image_id=image_id, pid=img.pid))
+                data_list += [
+                    dict(img_path=path, text=text,
+                         gt_label=label_of[img.pid], image_id=image_id,
+                         pid=img.pid) for text in img.captions]
         self._metainfo.update(
-            num_classes=len(pids),
-            num_identities=len(pids),
+            num_classes=len(label_of), num_identities=len(label_of),
             num_images=len(images),
-            num_captions=num_captions)
+            num_captions=sum(len(img.captions) for img in images))
         return data_list
 
     def _select_records(self,
                         records: List[PedesRecord]) -> List[PedesRecord]:
-        """The records of the requested split (subclasses may re-split).
-
-        Args:
-            records: All valid records of the annotation file, in file order.
-
-        Returns:
-            The records whose images make up :attr:`split`.
-        """
+        """The records (of all the valid ones, in file order) whose images
+        make up :attr:`split`; subclasses may re-split."""
         return [r for r in records if r.split == self.split]
 
     def _check_images_exist(self, img_paths: List[str]) -> None:
@@ -260,7 +213,7 @@ class BasePedesDataset(BaseDataset):
                 f'{self.split!r} under it.')
         shown = first_n([
             osp.relpath(p, self.img_dir) if p.startswith(self.img_dir) else p
-            for p in missing], _SHOW_MISSING)
+            for p in missing])
         raise MissingImagesError(
             f'{name}: {len(missing)} of {len(img_paths)} images of split '
             f'{self.split!r} listed in {self.ann_file} do not exist under '
@@ -268,13 +221,10 @@ class BasePedesDataset(BaseDataset):
 
     @force_full_init
     def get_gt_labels(self) -> np.ndarray:
-        """Identity labels of all training entries, without the pipeline.
-
-        Returns:
-            An int64 array of length ``len(self)``.
+        """Identity labels (int64) of all entries, without the pipeline.
 
         Raises:
-            ValueError: If the entries are evaluation entries (no labels).
+            ValueError: The entries are evaluation entries (no labels).
         """
         if self.test_mode:
             raise ValueError(
@@ -286,34 +236,22 @@ class BasePedesDataset(BaseDataset):
             dtype=np.int64, count=len(self))
 
     def get_cat_ids(self, idx: int) -> List[int]:
-        """The identity label of entry ``idx`` (for ``ClassBalancedDataset``).
-
-        Args:
-            idx: Entry index.
-
-        Returns:
-            ``[gt_label]`` of a training entry, ``[pid]`` of an evaluation
-            entry.
-        """
+        """``[gt_label]`` of training entry ``idx`` or ``[pid]`` of an
+        evaluation entry (for ``ClassBalancedDataset``)."""
         info = self.get_data_info(idx)
         return [info['gt_label'] if 'gt_label' in info else info['pid']]
 
     def __repr__(self) -> str:
         """A summary: name, split, entry layout, counts and paths."""
         layout = 'evaluation' if self.test_mode else 'training'
-        lines = [f'{type(self).__name__}(']
-        lines.append(f'    dataset_name={self.dataset_name!r}, '
-                     f'split={self.split!r}, entries={layout},')
-        if self._fully_initialized:
-            meta = self._metainfo
-            lines.append(
-                f'    num_entries={len(self)}, '
-                f'num_identities={meta["num_identities"]}, '
-                f'num_images={meta["num_images"]}, '
-                f'num_captions={meta["num_captions"]},')
-        else:
-            lines.append('    (not fully initialised),')
-        lines.append(f'    ann_file={self.ann_file!r}, '
-                     f'img_dir={self.img_dir!r},')
-        lines.append(f'    pipeline={self.pipeline!r})')
-        return '\n'.join(lines)
+        meta = self._metainfo
+        counts = (f'num_entries={len(self)}, num_identities='
+                  f'{meta["num_identities"]}, num_images={meta["num_images"]}'
+                  f', num_captions={meta["num_captions"]},'
+                  if self._fully_initialized else '(not fully initialised),')
+        return '\n'.join([
+            f'{type(self).__name__}(',
+            f'    dataset_name={self.dataset_name!r}, split={self.split!r}, '
+            f'entries={layout},', f'    {counts}',
+            f'    ann_file={self.ann_file!r}, img_dir={self.img_dir!r},',
+            f'    pipeline={self.pipeline!r})'])

@@ -1,11 +1,8 @@
-"""A health report of a PEDES-style dataset copy (``tools/check_dataset.py``).
-
-For every split: identities, images, captions, captions per image, caption
-length statistics (in words), missing image files (one ``os.path.exists`` per
-image) and, on request, unreadable image files and image sizes (every image
-is decoded). Problems of the annotation file (bad records, blank captions,
-unknown splits, one image with two ids) are listed with their record index.
-"""
+"""A health report of a PEDES-style dataset copy (``tools/check_dataset.py``):
+per split the counts, caption lengths, missing and (on request) unreadable
+images; the annotation file's problems listed by record index."""
+import functools
+import itertools
 import os.path as osp
 import sys
 from collections import Counter
@@ -51,14 +48,8 @@ def _stats(values: Sequence[float]) -> str:
 
 def check_images_readable(
         paths: Sequence[str]) -> Tuple[List[str], List[Tuple[int, int]]]:
-    """Decode every image.
-
-    Args:
-        paths: Existing image files.
-
-    Returns:
-        The unreadable paths and the (width, height) of the readable ones.
-    """
+    """Decode every image: the unreadable ``paths`` and the (width, height)
+    of the readable ones."""
     import cv2
     bad, sizes = [], []
     for p in paths:
@@ -89,61 +80,56 @@ def report_split(split: str, images: List[PedesImage], img_dir: str,
     Returns:
         Reasons why the split is unusable (empty when it is fine).
     """
-    out = sys.stdout if out is None else out
+    say = functools.partial(print, file=sys.stdout if out is None else out)
+    blank = f'  records with empty or blank captions: {blank_records}'
     if not images:
-        print(f'split {split}: no records', file=out)
+        say(f'split {split}: no records')
         if blank_records:
-            print(f'  records with empty or blank captions: '
-                  f'{blank_records}', file=out)
+            say(blank)
         return [f'split {split!r} has no records']
     pids = Counter(img.pid for img in images)
     caps = [c for img in images for c in img.captions]
-    print(f'split {split}: {len(pids)} identities, {len(images)} images, '
-          f'{len(caps)} captions', file=out)
-    print(f'  images per identity: '
-          f'{_stats(list(pids.values()))}', file=out)
-    print(f'  captions per image: '
-          f'{_stats([len(i.captions) for i in images])}', file=out)
-    print(f'  records with empty or blank captions: {blank_records}',
-          file=out)
+    say(f'split {split}: {len(pids)} identities, {len(images)} images, '
+        f'{len(caps)} captions')
+    say(f'  images per identity: {_stats(list(pids.values()))}')
+    say(f'  captions per image: {_stats([len(i.captions) for i in images])}')
+    say(blank)
     words = [len(c.split()) for c in caps]
-    print(f'  caption length (words): {_stats(words)}', file=out)
+    say(f'  caption length (words): {_stats(words)}')
     long = sum(1 for w in words if w > MAX_WORDS)
     if long:
-        print(f'  captions over {MAX_WORDS} words (truncated at 64 '
-              f'tokens): {long}', file=out)
+        say(f'  captions over {MAX_WORDS} words (truncated at 64 tokens): '
+            f'{long}')
     merged = sum(len(i.record_indices) - 1 for i in images)
     if merged:
-        print(f'  duplicate records merged into one image: {merged}',
-              file=out)
+        say(f'  duplicate records merged into one image: {merged}')
     paths = [osp.join(img_dir, i.path) for i in images]
     missing = find_missing_files(paths)
     reasons = []
-    rel = [osp.relpath(p, img_dir) if p.startswith(img_dir) else p
-           for p in missing]
     if missing:
-        print(f'  missing images: {len(missing)} of {len(paths)}: '
-              f'{first_n(rel, show)}', file=out)
+        rel = [osp.relpath(p, img_dir) if p.startswith(img_dir) else p
+               for p in missing]
+        say(f'  missing images: {len(missing)} of {len(paths)}: '
+            f'{first_n(rel, show)}')
         reasons.append(f'{len(missing)} missing images in split {split!r}')
     else:
-        print('  missing images: 0', file=out)
+        say('  missing images: 0')
     if check_images:
         gone = set(missing)
         present = [p for p in paths if p not in gone]
         bad, sizes = check_images_readable(present)
         if bad:
             names = [osp.relpath(p, img_dir) for p in bad]
-            print(f'  unreadable images: {len(bad)} of {len(present)}: '
-                  f'{first_n(names, show)}', file=out)
+            say(f'  unreadable images: {len(bad)} of {len(present)}: '
+                f'{first_n(names, show)}')
             reasons.append(
                 f'{len(bad)} unreadable images in split {split!r}')
         else:
-            print(f'  unreadable images: 0 (decoded {len(present)})',
-                  file=out)
+            say(f'  unreadable images: 0 (decoded {len(present)})')
         if sizes:
             w, h = zip(*sizes)
-            print(f'  image width: {_stats(w)}', file=out)
-            print(f'  image height: {_stats(h)}', file=out)
+            say(f'  image width: {_stats(w)}')
+            say(f'  image height: {_stats(h)}')
     return reasons
 
 
@@ -165,9 +151,10 @@ def check_dataset(dataset: str, data_root: str, ann_file: Optional[str] = None,
         0 when the dataset is usable, 1 otherwise.
     """
     out = sys.stdout if out is None else out
+    say = functools.partial(print, file=out)
     cls = DATASETS.get(dataset)
     name = cls.METAINFO.get('dataset_name', dataset)
-    print(f'{name} ({dataset}) at {data_root}', file=out)
+    say(f'{name} ({dataset}) at {data_root}')
     try:
         check_data_root(data_root, name)
         path = find_annotation_file(data_root, cls.DEFAULT_ANN_FILES,
@@ -175,26 +162,21 @@ def check_dataset(dataset: str, data_root: str, ann_file: Optional[str] = None,
         raw = load_annotation_json(path)
     except (DatasetNotFoundError, AnnotationNotFoundError,
             AnnotationFormatError) as e:
-        print(f'ERROR: {e}', file=out)
-        print('RESULT: NOT usable (see the error above)', file=out)
+        say(f'ERROR: {e}')
+        say('RESULT: NOT usable (see the error above)')
         return 1
-    print(f'annotation file: {path} ({len(raw)} records)', file=out)
+    say(f'annotation file: {path} ({len(raw)} records)')
     img_dir_abs = img_dir if osp.isabs(img_dir) else osp.join(
         data_root, img_dir)
-    if not osp.isdir(img_dir_abs):
-        print(f'image folder: {img_dir_abs} does not exist', file=out)
-    else:
-        print(f'image folder: {img_dir_abs}', file=out)
+    say(f'image folder: {img_dir_abs}' +
+        ('' if osp.isdir(img_dir_abs) else ' does not exist'))
 
     records, problems = parse_pedes_records(
         raw, cls.ALLOWED_SPLITS, osp.basename(osp.normpath(img_dir)))
-    by_split: Dict[str, list] = {s: [] for s in cls.ALLOWED_SPLITS}
-    for r in records:
-        by_split[r.split].append(r)
     split_images: Dict[str, List[PedesImage]] = {}
-    for split, recs in by_split.items():
-        images, conflicts = group_images(recs)
-        split_images[split] = images
+    for split in cls.ALLOWED_SPLITS:
+        split_images[split], conflicts = group_images(
+            [r for r in records if r.split == split])
         problems.extend(conflicts)
 
     blank_by_split: Counter = Counter(
@@ -204,32 +186,29 @@ def check_dataset(dataset: str, data_root: str, ann_file: Optional[str] = None,
     if problems:
         kinds = Counter(p.kind for p in problems)
         summary = ', '.join(f'{k}: {v}' for k, v in sorted(kinds.items()))
-        print(f'record problems: {len(problems)} ({summary})', file=out)
-        print(format_problems(problems, show), file=out)
+        say(f'record problems: {len(problems)} ({summary})')
+        say(format_problems(problems, show))
         reasons.append(f'{len(problems)} record problems')
     else:
-        print('record problems: none', file=out)
+        say('record problems: none')
 
     for split in cls.ALLOWED_SPLITS:
         reasons += report_split(split, split_images[split], img_dir_abs,
                                 check_images, show,
                                 blank_by_split.get(split, 0), out)
 
-    # identity / image overlap between splits (the splits should be
-    # disjoint; reported, not fatal)
-    splits = list(cls.ALLOWED_SPLITS)
-    for i, a in enumerate(splits):
-        for b in splits[i + 1:]:
-            ids = {x.pid for x in split_images[a]} & \
-                {x.pid for x in split_images[b]}
-            imgs = {x.path for x in split_images[a]} & \
-                {x.path for x in split_images[b]}
-            if ids or imgs:
-                print(f'warning: splits {a} and {b} share {len(ids)} '
-                      f'identities and {len(imgs)} images', file=out)
+    # splits sharing identities or images: reported, not fatal
+    for a, b in itertools.combinations(cls.ALLOWED_SPLITS, 2):
+        ids = {x.pid for x in split_images[a]} & \
+            {x.pid for x in split_images[b]}
+        imgs = {x.path for x in split_images[a]} & \
+            {x.path for x in split_images[b]}
+        if ids or imgs:
+            say(f'warning: splits {a} and {b} share {len(ids)} identities '
+                f'and {len(imgs)} images')
 
     if reasons:
-        print(f'RESULT: NOT usable: {"; ".join(reasons)}', file=out)
+        say(f'RESULT: NOT usable: {"; ".join(reasons)}')
         return 1
-    print('RESULT: usable', file=out)
+    say('RESULT: usable')
     return 0
