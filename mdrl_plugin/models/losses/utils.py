@@ -1,26 +1,17 @@
 """Helpers of the matching losses: input checks and cross-rank gathering.
 
-Cross-rank scheme (used by ``CMPMLoss`` and ``SDMLoss`` with
-``gather_across_ranks=True``):
-
-1. Every rank gathers the image features, text features and labels of all
-   ranks with :func:`all_gather_with_grad` (ranks may hold different batch
-   sizes; rows are concatenated in rank order).
-2. Each rank scores only its *own* rows (its images against all texts, its
-   texts against all images) and returns
-   ``world_size * sum(own row losses) / global_batch``. The mean of the ranks'
-   losses (what DDP optimises, as it averages gradients) is therefore exactly
-   the loss of one process on the concatenated batch, also for unequal batch
-   sizes.
-3. The backward of the gather sums, over all ranks, the gradient each rank's
-   loss sends to a rank's rows (one ``all_reduce``), so rank ``r`` receives
-   ``world_size * dL_global / d(features_r)``; DDP's averaging divides by
-   ``world_size``, which gives the single-process gradient.
+The cross-rank scheme of ``CMPMLoss`` and ``SDMLoss`` with
+``gather_across_ranks=True``: each rank scores its own rows against the
+gathered rows of all ranks and returns ``world_size * sum(own row losses) /
+global_batch``; the gather's backward sums the gradients over the ranks. The
+loss and gradients then equal one process's on the whole batch
+(docs/losses.md, "Cross-rank matching").
 """
-from typing import NamedTuple, Optional, Sequence
+from typing import NamedTuple, Optional
 
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
 from mmengine.dist import get_dist_info
 from torch import Tensor
 
@@ -28,9 +19,6 @@ __all__ = [
     'GatheredBatch', 'all_gather_with_grad', 'gather_features',
     'check_matching_inputs', 'matching_kl'
 ]
-
-#: Maximum tensor rank :func:`all_gather_with_grad` supports.
-_MAX_DIMS = 8
 
 
 class GatheredBatch(NamedTuple):
@@ -59,9 +47,7 @@ class _AllGatherRows(torch.autograd.Function):
     @staticmethod
     def forward(ctx, tensor: Tensor, sizes: list, rank: int,
                 group: Optional[object]) -> Tensor:
-        ctx.sizes = sizes
-        ctx.rank = rank
-        ctx.group = group
+        ctx.sizes, ctx.rank, ctx.group = sizes, rank, group
         return _gather_padded(tensor, sizes, group)
 
     @staticmethod
@@ -76,51 +62,22 @@ class _AllGatherRows(torch.autograd.Function):
 def _gather_padded(tensor: Tensor, sizes: list,
                    group: Optional[object]) -> Tensor:
     """All-gather ``tensor`` whose row count on rank ``k`` is ``sizes[k]``."""
-    tensor = tensor.contiguous()
-    max_rows = max(sizes)
-    if tensor.shape[0] != max_rows:
-        padded = tensor.new_zeros((max_rows, ) + tuple(tensor.shape[1:]))
-        padded[:tensor.shape[0]] = tensor
-    else:
-        padded = tensor
+    rows = (0, max(sizes) - tensor.shape[0])  # F.pad lists dim 0 last
+    padded = F.pad(tensor.contiguous(), (0, 0) * (tensor.dim() - 1) + rows)
     buffers = [torch.empty_like(padded) for _ in sizes]
     dist.all_gather(buffers, padded, group=group)
     return torch.cat([buf[:n] for buf, n in zip(buffers, sizes)], dim=0)
-
-
-def _gather_shapes(tensors: Sequence[Tensor], world_size: int,
-                   group: Optional[object]) -> list:
-    """Shapes of every tensor on every rank: ``shapes[rank][i]``."""
-    meta = torch.full((len(tensors), _MAX_DIMS + 1), -1, dtype=torch.long)
-    for i, t in enumerate(tensors):
-        if t.dim() == 0 or t.dim() > _MAX_DIMS:
-            raise ValueError(
-                f'gather_features: tensor {i} must have 1 to {_MAX_DIMS} '
-                f'dimensions (rows first), got shape {tuple(t.shape)}')
-        meta[i, 0] = t.dim()
-        meta[i, 1:t.dim() + 1] = torch.tensor(t.shape, dtype=torch.long)
-    meta = meta.to(tensors[0].device)
-    buffers = [torch.empty_like(meta) for _ in range(world_size)]
-    dist.all_gather(buffers, meta, group=group)
-    shapes = []
-    for buf in buffers:
-        buf = buf.cpu().tolist()
-        shapes.append([tuple(row[1:row[0] + 1]) for row in buf])
-    return shapes
 
 
 def all_gather_with_grad(*tensors: Tensor,
                          group: Optional[object] = None) -> GatheredBatch:
     """Gather the rows of tensors from all ranks; gradients reach every rank.
 
-    Without an initialised process group, or with world size 1, the inputs
-    come back unchanged (no copy, no communication). Otherwise all tensors
-    are concatenated along dim 0 in rank order. Ranks may hold different row
-    counts; all other dimensions must agree across ranks. Floating-point
-    tensors that require grad keep a differentiable path: the backward sums
-    the gradient of the gathered tensor over all ranks (see the module
-    docstring) and hands each rank its own rows. Every rank must call this
-    with the same number of tensors, and, when gradients flow, run backward.
+    Without distributed (or with one rank) the inputs come back unchanged.
+    Otherwise rows are concatenated in rank order; ranks may hold different
+    row counts, other dimensions must agree. Floating-point tensors that
+    require grad stay differentiable. Every rank must call this with the same
+    number of tensors and, when gradients flow, run backward.
 
     Args:
         *tensors: Tensors with rows first (e.g. features ``[B, D]``, labels
@@ -138,7 +95,7 @@ def all_gather_with_grad(*tensors: Tensor,
     if len(tensors) == 0:
         raise ValueError('gather_features: expected at least one tensor')
     rows = {int(t.shape[0]) if t.dim() > 0 else -1 for t in tensors}
-    if len(rows) != 1:
+    if len(rows) != 1 or -1 in rows:
         raise ValueError(
             'gather_features: all tensors must have the same number of rows '
             f'(dim 0), got shapes {[tuple(t.shape) for t in tensors]}')
@@ -147,7 +104,9 @@ def all_gather_with_grad(*tensors: Tensor,
         n = int(tensors[0].shape[0])
         return GatheredBatch(tuple(tensors), slice(0, n), 1)
 
-    shapes = _gather_shapes(tensors, world_size, group)
+    shapes = [None] * world_size  # shapes[rank][i]: tensor i on that rank
+    dist.all_gather_object(shapes, [tuple(t.shape) for t in tensors],
+                           group=group)
     for i, t in enumerate(tensors):
         trailing = {s[i][1:] for s in shapes}
         if len(trailing) != 1:
@@ -206,9 +165,6 @@ def check_matching_inputs(name: str,
         ValueError: If a shape or dtype does not match what is expected.
     """
     for field, t in (('image_feats', image_feats), ('text_feats', text_feats)):
-        if not isinstance(t, Tensor):
-            raise TypeError(
-                f'{name}: {field} must be a torch.Tensor, got {type(t)}')
         if t.dim() != 2:
             raise ValueError(f'{name}: {field} must have shape [B, D], got '
                              f'{tuple(t.shape)}')
@@ -220,9 +176,6 @@ def check_matching_inputs(name: str,
             f'{name}: image_feats and text_feats must have the same shape '
             f'[B, D], got {tuple(image_feats.shape)} and '
             f'{tuple(text_feats.shape)}')
-    if not isinstance(labels, Tensor):
-        raise TypeError(
-            f'{name}: labels must be a torch.Tensor, got {type(labels)}')
     if labels.dim() != 1 or labels.shape[0] != image_feats.shape[0]:
         raise ValueError(
             f'{name}: labels must have shape [B] = [{image_feats.shape[0]}], '
