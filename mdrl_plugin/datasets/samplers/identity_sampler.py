@@ -45,43 +45,15 @@ class IdentityBalancedSampler(Sampler):
     each, consecutive. Identities come from the entries' ``gt_label`` (read
     once, without the pipeline).
 
-    One epoch:
-
-    1. Each identity's ``n`` entries are shuffled and cut into chunks of K.
-       An identity with fewer than K entries is padded by repeating its
-       entries (one chunk). The ``n % K`` leftover entries of a larger
-       identity follow ``leftover``:
-
-       - ``'spread'`` (default): an identity gets ``floor(n / K)`` chunks
-         plus, with probability ``frac(n / K)``, one more chunk completed by
-         repeating entries. The extra chunks are drawn per epoch by
-         systematic sampling, so their number is fixed (``floor`` of the sum
-         of the fractions) and the epoch length is constant. Each entry is
-         then seen once per epoch on average, and the epoch is about one
-         pass over the data (e.g. an identity of 6 entries with K=4 gives 4
-         or 8 entries, 6 on average).
-       - ``'pad'``: ``ceil(n / K)`` chunks: every entry is seen at least
-         once per epoch, the epoch gets longer (up to ``K - 1`` repeats
-         per identity).
-       - ``'drop'``: ``floor(n / K)`` chunks, as torchreid's
-         ``RandomIdentitySampler``: no repeats, up to ``K - 1`` entries
-         per identity skipped per epoch.
-    2. The identities are shuffled and dealt round-robin to the ranks: each
-       rank draws a disjoint set of identities per epoch.
-    3. On each rank the chunks are ordered by spreading every identity's
-       chunks evenly over the epoch (random offsets), then batches are
-       filled in that order; a chunk whose identity is already in the
-       current batch waits for the next one.
-    4. Every rank yields exactly ``ceil(total_chunks / (world_size * P))``
-       batches (``__len__`` / ``batch_size``). A rank whose share is short
-       is topped up with fresh chunks (K random entries of identities of
-       that rank that are not yet in the batch); chunks beyond that count
-       (only with uneven shares across ranks, or an identity with more
-       chunks than there are batches) are dropped for this epoch.
-
-    The order depends only on ``seed + epoch`` (call :meth:`set_epoch`), so
-    all ranks compute the same plan. With ``shuffle=False`` the plan is
-    fixed: identities in label order, entries in index order.
+    One epoch (docs/datasets.md has the details): each identity's shuffled
+    entries are cut into chunks of K, repeated to fill a chunk when short;
+    the ``n % K`` leftover entries follow ``leftover``. Identities are dealt
+    round-robin to the ranks (disjoint per epoch), each identity's chunks
+    are spread evenly over the epoch, and batches are filled greedily with
+    distinct identities. Every rank yields ``ceil(total_chunks / (world_size
+    * P))`` batches, topped up with fresh chunks of its identities when
+    short. The plan depends only on ``seed + epoch`` (:meth:`set_epoch`);
+    ``shuffle=False`` fixes it (identities in label order).
 
     Args:
         dataset: Dataset with training entries (``gt_label``); an
@@ -89,9 +61,10 @@ class IdentityBalancedSampler(Sampler):
         batch_size: Per-rank batch size; must equal the dataloader's and be
             a multiple of ``num_instances``.
         num_instances: K, entries per identity in a batch.
-        leftover: ``'spread'``, ``'pad'`` or ``'drop'``: what happens to
-            the ``n % K`` entries of an identity that do not fill a chunk
-            (see above).
+        leftover: ``'spread'``: ``floor(n / K)`` chunks plus one more with
+            probability ``frac(n / K)`` (their total fixed per epoch: about
+            one pass over the data); ``'pad'``: ``ceil(n / K)`` chunks;
+            ``'drop'``: ``floor(n / K)`` chunks.
         shuffle: Randomise the plan every epoch.
         seed: Random seed, identical on all ranks; None draws one with
             ``mmengine.dist.sync_random_seed()``.
@@ -171,18 +144,9 @@ class IdentityBalancedSampler(Sampler):
     @staticmethod
     def _chunk_counts(sizes: np.ndarray, k: int,
                       leftover: str) -> Tuple[np.ndarray, np.ndarray]:
-        """Fixed chunks per identity and the fractional extra chunk.
-
-        Args:
-            sizes: Entries per identity.
-            k: Entries per chunk.
-            leftover: Leftover mode.
-
-        Returns:
-            ``(base, frac)``: every identity gets ``base`` chunks (at least
-            one) and, for ``'spread'``, one more with probability ``frac``
-            (zero for the other modes and for identities under K entries).
-        """
+        """``(base, frac)``: every identity of ``sizes`` entries gets
+        ``base`` chunks of ``k`` (at least one) and, for ``'spread'``, one
+        more with probability ``frac`` (else zero)."""
         base = np.maximum(sizes // k, 1)
         frac = np.zeros(len(sizes))
         rest = sizes % k
@@ -215,34 +179,18 @@ class IdentityBalancedSampler(Sampler):
         return self.num_batches * self.batch_size
 
     def set_epoch(self, epoch: int) -> None:
-        """Set the epoch; the plan is a function of ``seed + epoch``.
-
-        Args:
-            epoch: Epoch number.
-        """
+        """Set the epoch; the plan is a function of ``seed + epoch``."""
         self.epoch = epoch
 
     def _chunks_of(self, ident: int, c: int,
                    rng: np.random.Generator) -> np.ndarray:
-        """All chunks (``c x K``) of one identity.
-
-        ``np.resize`` truncates the shuffled entries to ``c * K`` or repeats
-        them cyclically up to it.
-        """
+        """``c x K`` entries of one identity: its shuffled entries truncated
+        or repeated cyclically (distinct within a chunk when it has K)."""
         idx = self._groups[ident]
         if self.shuffle:
             idx = idx[rng.permutation(len(idx))]
         return np.resize(idx, c * self.num_instances).reshape(
             c, self.num_instances)
-
-    def _fresh_chunk(self, ident: int,
-                     rng: np.random.Generator) -> np.ndarray:
-        """K entries of one identity (distinct when it has K or more)."""
-        idx = self._groups[ident]
-        k = self.num_instances
-        if self.shuffle:
-            idx = idx[rng.permutation(len(idx))]
-        return np.resize(idx, k)
 
     def _plan(self) -> List[List[np.ndarray]]:
         """The batches (lists of P chunks) of this rank for this epoch."""
@@ -271,6 +219,18 @@ class IdentityBalancedSampler(Sampler):
         cur: List[np.ndarray] = []
         cur_ids: Dict[int, None] = {}
         waiting: List[int] = []
+
+        def take_waiting() -> List[int]:
+            """Move waiting chunks into ``cur``; return those still waiting."""
+            still = []
+            for w in waiting:
+                if owners[w] in cur_ids or len(cur) == p:
+                    still.append(w)
+                else:
+                    cur.append(chunks[w])
+                    cur_ids[owners[w]] = None
+            return still
+
         for pos in order:
             if owners[pos] in cur_ids:
                 waiting.append(pos)
@@ -280,24 +240,10 @@ class IdentityBalancedSampler(Sampler):
             if len(cur) == p:
                 batches.append(cur)
                 cur, cur_ids = [], {}
-                still = []
-                for w in waiting:
-                    if owners[w] in cur_ids or len(cur) == p:
-                        still.append(w)
-                    else:
-                        cur.append(chunks[w])
-                        cur_ids[owners[w]] = None
-                waiting = still
+                waiting = take_waiting()
         # leftovers: the last partial batch, then waiting chunks
         while (cur or waiting) and len(batches) < self.num_batches:
-            still = []
-            for w in waiting:
-                if owners[w] in cur_ids or len(cur) == p:
-                    still.append(w)
-                else:
-                    cur.append(chunks[w])
-                    cur_ids[owners[w]] = None
-            waiting = still
+            waiting = take_waiting()
             batches.append(self._top_up(cur, cur_ids, mine, rng))
             cur, cur_ids = [], {}
         # 4) exactly num_batches
@@ -317,7 +263,7 @@ class IdentityBalancedSampler(Sampler):
             picked = rng.choice(free, size=need, replace=False)
         else:
             picked = free[:need]
-        return cur + [self._fresh_chunk(int(i), rng) for i in picked]
+        return cur + [self._chunks_of(int(i), 1, rng)[0] for i in picked]
 
     def __iter__(self) -> Iterator[int]:
         """Yield this rank's indices, batch after batch."""
