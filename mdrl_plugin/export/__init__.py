@@ -1,9 +1,5 @@
-"""ONNX export of the retrieval paths (needs torch; the runtime is
-mdrl_deploy).
-
-Named `export` (formerly `mdrl_plugin.deploy`) so that it cannot be mistaken
-for the torch-free `mdrl_deploy` package that runs what it writes.
-"""
+"""ONNX export of the retrieval paths (needs torch); the torch-free
+:mod:`mdrl_deploy` runs what it writes."""
 from .export import (
                      DEFAULT_OPSET,
                      ExportError,

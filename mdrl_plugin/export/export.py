@@ -1,11 +1,8 @@
 """Export the retrieval paths of an MDRL checkpoint to ONNX.
 
-Writes the folder described in :mod:`mdrl_deploy.manifest`: the image and
-text graphs (``extract_image_feat`` / ``extract_text_feat``, so global or
-global+local features with the fixed evaluation grouping, as configured;
-CIM is not part of retrieval and is not exported), the fast tokenizer files
-and ``mdrl_export.json``. Every export is checked against PyTorch with ONNX
-Runtime before it is kept.
+Writes the folder of :mod:`mdrl_deploy.manifest` (image and text graphs,
+fast tokenizer, ``mdrl_export.json``), checked with ONNX Runtime against
+PyTorch before it is kept.
 """
 import contextlib
 import datetime
@@ -16,6 +13,7 @@ import os.path as osp
 import re
 import shutil
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from unittest import mock
 
 import numpy as np
 import torch
@@ -49,9 +47,8 @@ class ExportError(RuntimeError):
 
 
 class RetrievalBranch(nn.Module):
-    """``model.<method>(*inputs)`` as a module, for tracing: the
-    ``extract_image_feat(images)`` or ``extract_text_feat(input_ids,
-    attention_mask)`` retrieval features."""
+    """``model.<method>(*inputs)`` as a module to trace, e.g. ``method=
+    'extract_image_feat'`` or ``'extract_text_feat'``."""
 
     def __init__(self, model: nn.Module, method: str) -> None:
         super().__init__()
@@ -64,11 +61,10 @@ class RetrievalBranch(nn.Module):
 
 def describe_test_pipeline(pipeline: Sequence[dict],
                            bgr_to_rgb: bool) -> Dict[str, Any]:
-    """What the torch-free preprocessing must repeat, from the test pipeline.
+    """What the torch-free preprocessing must repeat of the test pipeline.
 
-    Supported: a loader (``LoadPersonImage``/``LoadImageFromFile``, cv2
-    decoding, colour), ``Resize`` with ``keep_ratio=False`` and bilinear
-    interpolation, and a packer.
+    Supported: a loader (cv2 decoding, colour), ``Resize`` with
+    ``keep_ratio=False`` and bilinear cv2 interpolation, and a packer.
 
     Args:
         pipeline: The test pipeline configs.
@@ -103,9 +99,7 @@ def describe_test_pipeline(pipeline: Sequence[dict],
                     f'{where}: only bilinear cv2 resizing is reproduced, got '
                     f'{t}')
             size = tuple(int(v) for v in t['scale'])
-        elif kind in _PACKERS:
-            continue
-        else:
+        elif kind not in _PACKERS:
             raise ExportError(
                 f'{where} is not supported by the ONNX export (supported: '
                 f'{", ".join(_LOADERS)}, Resize(keep_ratio=False), '
@@ -121,14 +115,9 @@ def describe_test_pipeline(pipeline: Sequence[dict],
 
 
 def _traceable_mha_forward(mha: nn.MultiheadAttention):
-    """``mha.forward`` for batch-first self-attention, traced with dynamic
-    shapes.
-
-    ``F.multi_head_attention_forward`` freezes the batch size and length into
-    its reshapes when traced by the TorchScript exporter (torch 2.14), so the
-    graph would only accept the traced shapes. This computes the same
-    attention with shape-agnostic reshapes.
-    """
+    """``mha.forward`` (batch-first self-attention) with shape-agnostic
+    reshapes: ``F.multi_head_attention_forward`` freezes batch size and
+    length into the traced graph (torch 2.14)."""
 
     def forward(query, key, value, key_padding_mask=None, need_weights=True,
                 attn_mask=None, average_attn_weights=True, is_causal=False):
@@ -151,15 +140,22 @@ def _traceable_mha_forward(mha: nn.MultiheadAttention):
 
 
 @contextlib.contextmanager
-def _traceable_attention(model: nn.Module):
-    """Give every ``nn.MultiheadAttention`` a traceable forward meanwhile.
+def _traceable(model: nn.Module):
+    """Meanwhile: every ``nn.MultiheadAttention`` gets a traceable forward,
+    DLL the fixed grouping of :func:`fixed_group_tokens`, and the fused
+    attention fast path (no ONNX form) is off.
 
     Raises:
         ExportError: For an attention layout the replacement does not cover
             (naming the module).
     """
-    patched = []
-    try:
+    from mdrl_plugin.models.necks import dll
+    with contextlib.ExitStack() as stack:
+        stack.callback(torch.backends.mha.set_fastpath_enabled,
+                       torch.backends.mha.get_fastpath_enabled())
+        torch.backends.mha.set_fastpath_enabled(False)
+        stack.enter_context(
+            mock.patch.object(dll, 'group_tokens', fixed_group_tokens))
         for name, mod in model.named_modules():
             if not isinstance(mod, nn.MultiheadAttention):
                 continue
@@ -169,26 +165,22 @@ def _traceable_attention(model: nn.Module):
                     f'module {name!r} (nn.MultiheadAttention) is not the '
                     'batch-first self-attention with packed projections and '
                     'biases that the ONNX export supports.')
-            mod.forward = _traceable_mha_forward(mod)
-            patched.append(mod)
+            stack.enter_context(mock.patch.object(
+                mod, 'forward', _traceable_mha_forward(mod)))
         yield
-    finally:
-        for mod in patched:
-            del mod.forward
 
 
 def fixed_group_tokens(tokens: torch.Tensor,
                        padding_mask: Optional[torch.Tensor], num_groups: int,
                        shuffle: bool = False
                        ) -> Tuple[torch.Tensor, torch.Tensor]:
-    """The evaluation (fixed, positional) grouping of DLL, as one gather.
+    """DLL's evaluation (positional) grouping as one gather, which traces
+    with a dynamic length.
 
-    Gives the output of :func:`mdrl_plugin.models.necks.dll.group_tokens`
-    with ``shuffle=False`` for right-padded sequences (real tokens first, as
-    tokenizers and patch sequences produce): group ``p`` of a sample with
-    ``n`` real tokens holds places ``ceil(p n / P)`` to
+    Equals :func:`mdrl_plugin.models.necks.dll.group_tokens` with
+    ``shuffle=False`` for right-padded sequences: group ``p`` of a sample
+    with ``n`` real tokens holds places ``ceil(p n / P)`` to
     ``ceil((p + 1) n / P) - 1``.
-    Unlike the scatter of the original, it traces with a dynamic length.
 
     Args:
         tokens: ``[B, L, D]``.
@@ -219,18 +211,6 @@ def fixed_group_tokens(tokens: torch.Tensor,
     return groups * filled[..., None].to(tokens.dtype), ~filled
 
 
-@contextlib.contextmanager
-def _traceable_grouping():
-    """Let DLL use :func:`fixed_group_tokens` while tracing."""
-    from mdrl_plugin.models.necks import dll
-    original = dll.group_tokens
-    dll.group_tokens = fixed_group_tokens
-    try:
-        yield
-    finally:
-        dll.group_tokens = original
-
-
 def _module_of_op(branch: nn.Module, inputs: Tuple[torch.Tensor, ...],
                   message: str) -> Optional[str]:
     """The sub-module that holds the operator an exporter error names."""
@@ -254,18 +234,15 @@ def _export_graph(branch: nn.Module, inputs: Tuple[torch.Tensor, ...],
                   path: str, input_names: List[str],
                   dynamic_axes: Dict[str, Dict[int, str]], opset: int,
                   what: str) -> None:
-    # nn.TransformerEncoderLayer's fused inference kernel has no ONNX form;
-    # the exporter must trace the equivalent composite path
-    fastpath = torch.backends.mha.get_fastpath_enabled()
-    torch.backends.mha.set_fastpath_enabled(False)
     try:
-        with torch.no_grad(), _traceable_attention(branch), \
-                _traceable_grouping():
+        with torch.no_grad(), _traceable(branch):
             torch.onnx.export(
                 branch, inputs, path, input_names=input_names,
                 output_names=['features'], dynamic_axes=dynamic_axes,
                 opset_version=opset, do_constant_folding=True,
                 dynamo=False)
+    except ExportError:
+        raise
     except Exception as err:
         message = f'{type(err).__name__}: {err}'
         module = _module_of_op(branch, inputs, message)
@@ -275,22 +252,19 @@ def _export_graph(branch: nn.Module, inputs: Tuple[torch.Tensor, ...],
             f'Cannot export the {what} retrieval path to ONNX opset {opset}: '
             f'{where} uses an operation the exporter cannot represent. '
             f'Exporter said: {message.splitlines()[0][:500]}') from err
-    finally:
-        torch.backends.mha.set_fastpath_enabled(fastpath)
 
 
-def _max_diff(a: np.ndarray, b: np.ndarray) -> float:
-    if a.shape != b.shape:
-        return float('inf')
-    return float(np.abs(a - b).max()) if a.size else 0.0
-
-
-def _text_probes(max_length: int) -> List[List[str]]:
-    """Caption batches of different sizes/lengths for tracing and checking."""
-    long = ' '.join(['a person with a bag'] * max_length)
-    return [['a person walking with a bag and a hat', 'a man'],
-            ['a woman'],
-            ['a person', long, 'someone in black shoes carrying a bag']]
+def _max_diff(branch: nn.Module, session: Any,
+              feeds: List[Dict[str, np.ndarray]]) -> float:
+    """Largest |ONNX - PyTorch| feature difference over the feeds."""
+    diff = 0.0
+    for feed in feeds:
+        with torch.no_grad():
+            ref = branch(*map(torch.from_numpy, feed.values())).numpy()
+        out = session.run(None, feed)[0]
+        diff = max(diff, float(np.abs(ref - out).max()) if
+                   ref.shape == out.shape else math.inf)
+    return diff
 
 
 def export_onnx(config: Union[str, Config],
@@ -301,31 +275,26 @@ def export_onnx(config: Union[str, Config],
                 overwrite: bool = False) -> Dict[str, Any]:
     """Export a checkpoint's retrieval paths, tokenizer and manifest.
 
-    The model is built and loaded by
-    :func:`~mdrl_plugin.apis.build_retrieval_model`, as for
-    ``PersonSearcher``, so the manifest carries the same fingerprint and
-    index folders are shared between the two searchers.
-    The graphs are then run with ONNX Runtime on probe inputs (other batch
-    sizes and text lengths than traced) and must match PyTorch within
-    ``atol``.
+    The model comes from :func:`~mdrl_plugin.apis.build_retrieval_model`,
+    as ``PersonSearcher``'s, so both searchers share the fingerprint and
+    index folders. ONNX Runtime must then reproduce PyTorch within ``atol``
+    on probes of other batch sizes and text lengths than traced.
 
     Args:
         config: Config file or :class:`mmengine.Config`.
         checkpoint: Checkpoint file.
-        out_dir: Destination folder (created; must be empty or absent unless
-            ``overwrite``).
+        out_dir: Destination folder (empty or absent unless ``overwrite``).
         opset: ONNX opset version.
-        atol: Largest accepted max-abs feature difference of the self-check.
+        atol: Largest accepted max-abs feature difference.
         overwrite: Replace the files of an existing export folder.
 
     Returns:
-        The manifest written to ``out_dir/mdrl_export.json``, plus
-        ``check`` (the measured max-abs differences).
+        The manifest written to ``out_dir/mdrl_export.json``, with ``check``
+        (the measured max-abs differences).
 
     Raises:
         ExportError: If the model or its test pipeline cannot be exported
-            (the message names the module or transform), or the graphs do
-            not reproduce PyTorch.
+            (naming the module or transform), or ONNX differs from PyTorch.
     """
     import onnxruntime as ort
 
@@ -336,8 +305,7 @@ def export_onnx(config: Union[str, Config],
             f'Export folder {out_dir!r} is not empty; pass overwrite=True '
             '(--overwrite) or choose another folder.')
     built = build_retrieval_model(config, checkpoint)
-    model = built.model
-    dp = model.data_preprocessor
+    model, dp = built.model, built.model.data_preprocessor
     image_spec = describe_test_pipeline(built.pipeline, bool(dp.bgr_to_rgb))
     if not getattr(dp.tokenizer, 'is_fast', False):
         raise ExportError(
@@ -345,15 +313,9 @@ def export_onnx(config: Union[str, Config],
             '(Rust) tokenizer, so no tokenizer.json can be exported for the '
             'torch-free search.')
     layout = model.retrieval_features
-    num_groups = None
-    if layout == 'global+local':
-        num_groups = int(model.image_local.num_groups)
-        for name in ('image_local', 'text_local'):
-            neck = getattr(model, name)
-            if not hasattr(neck, 'num_groups'):
-                raise ExportError(
-                    f'module {name!r} ({type(neck).__name__}) has no fixed '
-                    'grouping (num_groups) to export.')
+    num_groups = int(model.image_local.num_groups) \
+        if layout == 'global+local' else None
+    files = dict(image=IMAGE_ONNX, text=TEXT_ONNX)
 
     os.makedirs(out_dir, exist_ok=True)
     remove_stale_temps(out_dir)  # of killed exports
@@ -362,55 +324,42 @@ def export_onnx(config: Union[str, Config],
     try:
         h, w = image_spec['height'], image_spec['width']
         gen = torch.Generator().manual_seed(0)
-        images = torch.randn(2, 3, h, w, generator=gen)
-        image_branch = RetrievalBranch(model, 'extract_image_feat').eval()
-        _export_graph(image_branch, (images, ), osp.join(work, IMAGE_ONNX),
-                      ['images'], {'images': {0: 'batch'},
-                                   'features': {0: 'batch'}}, opset, 'image')
-        probes = _text_probes(dp.max_length)
-        text_branch = RetrievalBranch(model, 'extract_text_feat').eval()
-        tok = dp.tokenize(probes[0])
-        _export_graph(text_branch, (tok['input_ids'], tok['attention_mask']),
-                      osp.join(work, TEXT_ONNX),
-                      ['input_ids', 'attention_mask'],
-                      {'input_ids': {0: 'batch', 1: 'length'},
-                       'attention_mask': {0: 'batch', 1: 'length'},
-                       'features': {0: 'batch'}}, opset, 'text')
-
-        # self-check with other batch sizes and lengths than traced
+        names = ['input_ids', 'attention_mask']
+        long = ' '.join(['a person with a bag'] * dp.max_length)
+        probes = [['a person walking with a bag and a hat', 'a man'],
+                  ['a woman'],
+                  ['a person', long, 'someone in black shoes carrying a bag']]
+        # the first feed is traced; all are checked (other batch sizes and
+        # lengths than traced, a caption longer than max_length)
+        graphs = dict(
+            image=(['images'], {'images': {0: 'batch'}}, [
+                {'images': torch.randn(n, 3, h, w, generator=gen).numpy()}
+                for n in (2, 1, 3)]),
+            text=(names, {k: {0: 'batch', 1: 'length'} for k in names}, [
+                {k: tok[k].numpy() for k in names}
+                for tok in map(dp.tokenize, probes)]))
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = 1
-        img_sess = ort.InferenceSession(osp.join(work, IMAGE_ONNX), opts,
-                                        providers=['CPUExecutionProvider'])
-        txt_sess = ort.InferenceSession(osp.join(work, TEXT_ONNX), opts,
-                                        providers=['CPUExecutionProvider'])
-        check = dict(image=0.0, text=0.0)
-        with torch.no_grad():
-            for n in (1, 3):
-                x = torch.randn(n, 3, h, w, generator=gen)
-                ref = image_branch(x).numpy()
-                out = img_sess.run(None, {'images': x.numpy()})[0]
-                check['image'] = max(check['image'], _max_diff(ref, out))
-            for texts in probes:
-                tok = dp.tokenize(texts)
-                ref = text_branch(tok['input_ids'],
-                                  tok['attention_mask']).numpy()
-                out = txt_sess.run(None, {
-                    'input_ids': tok['input_ids'].numpy(),
-                    'attention_mask': tok['attention_mask'].numpy()})[0]
-                check['text'] = max(check['text'], _max_diff(ref, out))
-        del img_sess, txt_sess
-        for what, diff in check.items():
-            if not diff <= atol:
+        check = {}
+        for what, (inputs, axes, feeds) in graphs.items():
+            branch = RetrievalBranch(model, f'extract_{what}_feat').eval()
+            path = osp.join(work, files[what])
+            _export_graph(branch, tuple(map(torch.from_numpy,
+                                            feeds[0].values())),
+                          path, inputs, dict(axes, features={0: 'batch'}),
+                          opset, what)
+            session = ort.InferenceSession(
+                path, opts, providers=['CPUExecutionProvider'])
+            check[what] = _max_diff(branch, session, feeds)
+            del session
+            if not check[what] <= atol:
                 raise ExportError(
                     f'The exported {what} graph does not reproduce PyTorch: '
-                    f'max abs feature difference {diff:.3g} > {atol:g} on '
-                    'probe inputs (a data-dependent branch of the '
-                    f'{what} encoder was probably frozen by tracing).')
+                    f'max abs feature difference {check[what]:.3g} > '
+                    f'{atol:g} on probe inputs (a data-dependent branch of '
+                    f'the {what} encoder was probably frozen by tracing).')
 
         dp.tokenizer.save_pretrained(osp.join(work, TOKENIZER_DIR))
-        if not osp.isfile(osp.join(work, TOKENIZER_DIR, 'tokenizer.json')):
-            raise ExportError('The tokenizer did not write tokenizer.json.')
         manifest = dict(
             format=EXPORT_FORMAT,
             version=EXPORT_VERSION,
@@ -424,7 +373,7 @@ def export_onnx(config: Union[str, Config],
                          num_groups=num_groups,
                          grouping='fixed' if num_groups else None),
             fingerprint=dict(built.fingerprint),
-            files=dict(image=IMAGE_ONNX, text=TEXT_ONNX),
+            files=files,
             check=dict(max_abs_diff=check, atol=atol),
             created=datetime.datetime.now(datetime.timezone.utc).isoformat(
                 timespec='seconds'),
@@ -433,7 +382,7 @@ def export_onnx(config: Union[str, Config],
         # no manifest, no export: an old one must not name the new files
         with contextlib.suppress(FileNotFoundError):
             os.unlink(osp.join(out_dir, MANIFEST_NAME))
-        for name in (IMAGE_ONNX, TEXT_ONNX, TOKENIZER_DIR):
+        for name in (*files.values(), TOKENIZER_DIR):
             dst = osp.join(out_dir, name)
             if osp.isdir(dst):
                 shutil.rmtree(dst)

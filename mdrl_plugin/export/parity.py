@@ -1,5 +1,4 @@
-"""Parity of an export with PyTorch on a dataset split (top-k lists, R1,
-mAP)."""
+"""Parity of an export with PyTorch on a dataset split."""
 import copy
 import warnings
 from typing import Any, Dict, Union
@@ -17,10 +16,9 @@ def split_parity(config: Union[str, Config], checkpoint: str, export_dir: str,
                  num_threads: int = 1) -> Dict[str, Any]:
     """Rank a dataset split with PyTorch and with the export; compare.
 
-    Gallery images and captions of ``{split}_dataloader.dataset`` are encoded
-    by :class:`~mdrl_plugin.apis.PersonSearcher` (PyTorch) and by
-    :class:`~mdrl_deploy.OrtSearcher` (ONNX Runtime, default cv2
-    preprocessing); every caption ranks the gallery.
+    Every caption of ``{split}_dataloader.dataset`` ranks its gallery, with
+    :class:`~mdrl_plugin.apis.PersonSearcher` and with
+    :class:`~mdrl_deploy.OrtSearcher` (default cv2 preprocessing).
 
     Args:
         config: Config file or Config (with the dataset of ``split``).
@@ -31,11 +29,10 @@ def split_parity(config: Union[str, Config], checkpoint: str, export_dir: str,
         num_threads: ONNX Runtime threads.
 
     Returns:
-        ``num_queries``, ``num_gallery``, ``topk_identical`` (fraction of
-        queries whose top-k lists are identical), ``max_abs_diff``
-        (``image``/``text`` features), ``torch`` and ``onnx`` metrics
-        (``R1``, ``R5``, ``R10``, ``mAP``, ``mINP`` in %) and
-        ``max_metric_diff`` (points).
+        ``num_queries``, ``num_gallery``, ``topk_identical`` (share of
+        queries with identical top-k lists), ``max_abs_diff`` (``image`` and
+        ``text`` features), ``torch`` and ``onnx`` metrics (R1, R5, R10,
+        mAP, mINP in %) and ``max_metric_diff`` (points).
     """
     from mdrl_deploy import OrtSearcher
     from mdrl_deploy.ranking import topk_cosine

@@ -10,7 +10,7 @@ import torch.nn as nn
 from mdrl_deploy import OrtSearcher, load_manifest
 from mdrl_plugin.apis import PersonSearcher
 from mdrl_plugin.export import ExportError, describe_test_pipeline
-from mdrl_plugin.export.export import _export_graph, _traceable_attention
+from mdrl_plugin.export.export import _export_graph, _traceable
 
 QUERIES = ['a man in a red shirt', 'a woman with a blue bag and long hair',
            'black pants and white shoes', 'she has a hat',
@@ -145,13 +145,26 @@ def test_pipeline_channel_order():
 
 
 def test_unsupported_attention_names_the_module():
+    from mdrl_plugin.models.necks import dll
+    grouping = dll.group_tokens
     model = nn.Sequential()
     model.add_module('neck', nn.Module())
+    model.neck.ok = nn.MultiheadAttention(8, 2, batch_first=True)
     model.neck.attn = nn.MultiheadAttention(8, 2, batch_first=False)
     with pytest.raises(ExportError, match="module 'neck.attn'"):
-        with _traceable_attention(model):
+        with _traceable(model):
             pass
+    # what was patched before the refusal is restored
+    assert 'forward' not in vars(model.neck.ok)
     assert 'forward' not in vars(model.neck.attn)
+    assert dll.group_tokens is grouping
+    assert torch.backends.mha.get_fastpath_enabled()
+    with _traceable(model.neck.ok):
+        assert 'forward' in vars(model.neck.ok)
+        assert not torch.backends.mha.get_fastpath_enabled()
+        assert dll.group_tokens is not grouping
+    assert 'forward' not in vars(model.neck.ok)
+    assert dll.group_tokens is grouping
 
 
 class _Unexportable(nn.Module):
