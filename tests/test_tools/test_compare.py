@@ -119,7 +119,7 @@ def _record(config, seed, r1, epochs=8, epoch=6, time_s=100.0):
                 train_time_s=time_s, test=test)
 
 
-def test_val_scores_read_val_rows_only(tmp_path):
+def test_val_rows_read_val_rows_only(tmp_path):
     rows = [dict(lr=0.1, loss=2.5, epoch=1, iter=10, step=10),
             {'loss': 1.5, 'pedes/R1': 40.0, 'step': 1},
             dict(lr=0.1, loss=0.5, epoch=2, iter=20, step=20),
@@ -130,9 +130,8 @@ def test_val_scores_read_val_rows_only(tmp_path):
         path.parent.mkdir(parents=True)
         path.write_text(''.join(json.dumps(r) + '\n' for r in part) +
                         '{"cut by a ki')
-    assert compare.val_scores(str(tmp_path), 'loss') == {1: 1.5, 2: 1.25}
-    assert compare.val_scores(str(tmp_path), 'pedes/R1') == {1: 40.0,
-                                                             2: 50.0}
+    assert compare.val_rows(str(tmp_path)) == {
+        1: {'loss': 1.5, 'pedes/R1': 40.0}, 2: {'loss': 1.25, 'pedes/R1': 50.0}}
 
 
 def test_report_table_paired_difference_and_chart(tmp_path):
@@ -143,6 +142,8 @@ def test_report_table_paired_difference_and_chart(tmp_path):
     md = compare.markdown(records, ['baseline', 'full'],
                           ['R1', 'mAP'], ('full', 'baseline'),
                           ['baseline/seed_2'], '8 epochs')
+    assert compare.markdown(records, ['full'], ['R1'], None, [], '8 epochs',
+                            'val').startswith('# Val scores at the epoch')
     assert md.splitlines()[:8] == [
         '# Test scores at the epoch chosen on val: 8 epochs', '',
         '5 finished run(s). Not finished: baseline/seed_2.', '',
@@ -185,8 +186,9 @@ def test_pick_skips_an_epoch_without_checkpoint(tmp_path, capsys):
     _write_val(run.train_dir, '20260101_010000', {2: 30.0, 3: 50.0, 4: 40.0})
     for name in ('best_toy_accuracy_epoch_3.pth', 'epoch_4.pth'):
         open(osp.join(run.train_dir, name), 'w').close()
-    scores, epoch, ckpt = run.pick(print)
-    assert scores == {1: 50.0, 2: 30.0, 3: 50.0, 4: 40.0}
+    rows, epoch, ckpt = run.pick(print)
+    assert {e: r['toy/accuracy'] for e, r in rows.items()} == {
+        1: 50.0, 2: 30.0, 3: 50.0, 4: 40.0}
     assert (epoch, osp.basename(ckpt)) == (3, 'best_toy_accuracy_epoch_3.pth')
     assert capsys.readouterr().out == (
         '[toy_epoch/seed_0] epoch 1 has the best val score but no checkpoint '
@@ -267,6 +269,9 @@ def test_sweep_killed_resumed_picked_and_tested(tmp_path):
     assert rec['test']['toy/accuracy'] == last[epoch]['toy/accuracy']
     assert rec['test']['toy/score_sum'] == pytest.approx(
         last[epoch]['toy/score_sum'], abs=1e-4)
+    # and the record keeps that epoch's val scores
+    assert rec['val_metrics'] == {k: v for k, v in last[epoch].items()
+                                  if k != 'step'}
     assert 0 < rec['train_time_s'] < time.time() - start
     # only the tested checkpoint is kept
     assert [f for f in os.listdir(train_dir) if f.endswith('.pth')] == [
@@ -274,6 +279,17 @@ def test_sweep_killed_resumed_picked_and_tested(tmp_path):
     md = open(osp.join(out, 'compare.md')).read()
     assert md.startswith('# Test scores at the epoch chosen on val: 3 epochs')
     assert '| toy_epoch_peak | 3 | 5 | 70.00 |' in md
+    # the report of the picked epoch's val scores (in-process)
+    sigterm = signal.getsignal(signal.SIGTERM)
+    try:
+        assert compare.main([*cmd[2:], '--report-only', '--scores', 'val',
+                             '--metrics', 'toy/accuracy']) == 0
+    finally:  # main() installs its own handler
+        signal.signal(signal.SIGTERM, sigterm)
+    md = open(osp.join(out, 'compare.md')).read()
+    assert md.startswith('# Val scores at the epoch chosen on val: 3 epochs')
+    assert (f"| toy_epoch_peak | 3 | 5 | {last[epoch]['toy/accuracy']:.2f} |"
+            in md)
 
     # 3) a finished run is skipped; other settings are refused
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, text=True,

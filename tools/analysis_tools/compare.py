@@ -96,10 +96,11 @@ def epoch_options(cfg: Config, epochs: int, path: str) -> List[str]:
     return opts
 
 
-def val_scores(work_dir: str, metric: str) -> Dict[int, float]:
-    """``{epoch: val metric}`` from every ``<work_dir>/*/vis_data/
-    scalars.json`` (one per attempt of a resumed run; later values win)."""
-    scores: Dict[int, float] = {}
+def val_rows(work_dir: str) -> Dict[int, dict]:
+    """``{epoch: {metric: value}}`` of the val rows of every
+    ``<work_dir>/*/vis_data/scalars.json`` (one per attempt of a resumed
+    run; later values win)."""
+    rows: Dict[int, dict] = {}
     for stamp in sorted(os.listdir(work_dir)) if osp.isdir(work_dir) else []:
         path = osp.join(work_dir, stamp, 'vis_data', 'scalars.json')
         for line in open(path) if osp.isfile(path) else []:
@@ -108,9 +109,9 @@ def val_scores(work_dir: str, metric: str) -> Dict[int, float]:
             except ValueError:  # a line cut by a kill
                 continue
             # training rows carry 'iter' (and a loss metric's name, too)
-            if metric in row and 'step' in row and 'iter' not in row:
-                scores[int(row['step'])] = float(row[metric])
-    return scores
+            if 'step' in row and 'iter' not in row:
+                rows.setdefault(int(row.pop('step')), {}).update(row)
+    return rows
 
 
 def read_json(path: str):
@@ -202,15 +203,17 @@ class Run:
             raise CompareError(f'[{self.name}] training failed (exit status '
                                f'{rc}); see {logfile}')
 
-    def pick(self, log) -> Tuple[Dict[int, float], int, str]:
-        """The val scores, the best epoch and the checkpoint saved at it.
+    def pick(self, log) -> Tuple[Dict[int, dict], int, str]:
+        """The val rows, the best epoch and the checkpoint saved at it.
 
         Ties go to the earliest epoch, as ``save_best`` keeps the first. An
         epoch whose checkpoint was never saved (a kill between its
         validation and its save) cannot be tested; it is skipped, with a
         message.
         """
-        scores = val_scores(self.train_dir, self.info['metric'])
+        rows = val_rows(self.train_dir)
+        scores = {e: float(r[self.info['metric']]) for e, r in rows.items()
+                  if self.info['metric'] in r}
         tag, files = self.info['metric'].replace('/', '_'), {}
         for e in scores:
             for name in (f'epoch_{e}.pth', f'best_{tag}_epoch_{e}.pth'):
@@ -227,12 +230,12 @@ class Run:
         if best != epoch:
             log(f'[{self.name}] epoch {best} has the best val score but no '
                 f'checkpoint (interrupted before its save); testing {epoch}')
-        return scores, epoch, files[epoch]
+        return {e: rows[e] for e in scores}, epoch, files[epoch]
 
     def run(self, log) -> dict:
         """Train, pick, test, prune checkpoints and write the record."""
         self.train(log)
-        scores, epoch, ckpt = self.pick(log)
+        rows, epoch, ckpt = self.pick(log)
         name = osp.basename(ckpt)
         out = osp.join(self.dir, f'test_{name[:-4]}.json')
         metrics = read_json(out)  # None also when cut by a kill: test again
@@ -252,8 +255,10 @@ class Run:
         times = read_json(osp.join(self.dir, 'train_time.json')) or []
         rec = dict(config=self.variant, seed=self.seed, spec=self.spec,
                    epochs=self.info['epochs'], metric=self.info['metric'],
-                   val={str(e): v for e, v in sorted(scores.items())},
-                   picked_epoch=epoch, checkpoint=name,
+                   val={str(e): r[self.info['metric']]
+                        for e, r in sorted(rows.items())},
+                   picked_epoch=epoch, val_metrics=rows[epoch],
+                   checkpoint=name,
                    train_time_s=round(sum(t['end'] - t['start']
                                           for t in times), 1),
                    attempts=len(times),
@@ -292,10 +297,12 @@ def paired(records: Sequence[dict], a: str, b: str,
 
 def markdown(records: List[dict], configs: List[str], metrics: List[str],
              pair: Optional[Sequence[str]], pending: List[str],
-             title: str) -> str:
-    """The report (``title``: the regime): a table over seeds, then the
-    per-seed ``A - B``."""
-    lines = [f'# Test scores at the epoch chosen on val: {title}', '',
+             title: str, split: str = 'test') -> str:
+    """The report (``title``: the regime; ``split``: whose scores the
+    records' ``test`` holds): a table over seeds, then the per-seed
+    ``A - B``."""
+    lines = [f'# {split.capitalize()} scores at the epoch chosen on val: '
+             f'{title}', '',
              f'{len(records)} finished run(s).' +
              (f" Not finished: {', '.join(pending)}." if pending else ''), '',
              '| config | epochs | seeds | ' + ' | '.join(metrics)
@@ -310,8 +317,9 @@ def markdown(records: List[dict], configs: List[str], metrics: List[str],
                 [fmt([r['test'][m] for r in rs]) for m in metrics] +
                 [fmt([r['picked_epoch'] for r in rs], 1),
                  fmt([r['train_time_s'] for r in rs], 0)]) + ' |')
-    lines += ['', 'Test split, each run at its best val epoch; mean ± sample '
-              'std over seeds. Train time: wall seconds of training.', '']
+    lines += ['', f'{split.capitalize()} split, each run at its best val '
+              'epoch; mean ± sample std over seeds. Train time: wall seconds '
+              'of training.', '']
     diffs = paired(records, *pair, metrics) if pair else {}
     if diffs:
         lines += [f'## {pair[0]} − {pair[1]}, per seed ({title})', '',
@@ -328,7 +336,7 @@ def markdown(records: List[dict], configs: List[str], metrics: List[str],
 
 
 def chart(records: List[dict], configs: List[str], metrics: List[str],
-          title: str, path: str) -> None:
+          title: str, path: str, split: str = 'test') -> None:
     """Bars of the mean per metric and config, the std as error bars."""
     from matplotlib.figure import Figure  # no pyplot: no GUI backend
     fig = Figure(figsize=(7, 4))
@@ -343,8 +351,8 @@ def chart(records: List[dict], configs: List[str], metrics: List[str],
                yerr=[s[1] for s in stats], capsize=3,
                label=f'{c} (n={len(rs)})')
     ax.set(xticks=range(len(metrics)), xticklabels=metrics, ylim=(0, 105),
-           ylabel='test score (%)',
-           title=f'Test, epoch chosen on val, {title} '
+           ylabel=f'{split} score (%)',
+           title=f'{split.capitalize()}, epoch chosen on val, {title} '
            '(mean ± std over seeds)')
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -368,6 +376,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--cfg-options', nargs='+', default=[],
                         metavar='KEY=VALUE', help='options for every run')
     parser.add_argument('--report-only', action='store_true')
+    parser.add_argument('--scores', choices=['test', 'val'], default='test',
+                        help='report the test scores (default) or the val '
+                        'scores of the picked epoch')
     args = parser.parse_args(argv)
     names = [osp.splitext(osp.basename(c))[0] for c in args.configs]
     if (args.epochs is not None and args.epochs < 1) or \
@@ -438,6 +449,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 print(f'{PROG}: error: {e}', file=sys.stderr)
                 status = 1
         (pending if rec is None else records).append(rec or run.name)
+    if args.scores == 'val':  # the picked epoch's val scores, as 'test'
+        old = [r['config'] for r in records if 'val_metrics' not in r]
+        if old:
+            print(f'{PROG}: error: --scores val: the records of {old} have '
+                  'no val scores (made before they were kept); use '
+                  'another --out to rerun them.', file=sys.stderr)
+            return 2
+        records = [dict(r, test=r['val_metrics']) for r in records]
     for m in (m for m in args.metrics for r in records if m not in r['test']):
         print(f"{PROG}: error: --metrics {m!r} is not in the test results "
               f"{sorted(records[0]['test'])}.", file=sys.stderr)
@@ -448,10 +467,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                            <= set(names) else None)
     os.makedirs(out, exist_ok=True)
     with open(osp.join(out, 'compare.md'), 'w') as f:
-        f.write(markdown(records, names, args.metrics, pair, pending, title))
+        f.write(markdown(records, names, args.metrics, pair, pending, title,
+                         args.scores))
     if records:
         chart(records, names, args.metrics, title,
-              osp.join(out, 'compare.png'))
+              osp.join(out, 'compare.png'), args.scores)
     log(f"report: {osp.join(out, 'compare.md')}")
     return status
 
