@@ -30,25 +30,15 @@ def read_tokens(out: Any,
                 ) -> Optional[Tuple[torch.Tensor, torch.Tensor]]:
     """Read a backbone output as a global feature and a token sequence.
 
-    Rules, in this order:
-
-    * a pair ``(global [B, C], tokens [B, N, C])`` (the plugin's own image
-      encoders) is returned as it is;
-    * any other tuple/list (the stages of an MMEngine backbone, e.g.
-      ``out_indices``) is read from its last element;
-    * a feature map ``[B, C, h, w]`` (``[B, h, w, C]`` with
-      ``channels_last``, timm's NHWC models such as Swin) gives ``h * w``
-      tokens, and the global feature is their mean (average pooling);
-    * a sequence ``[B, L, C]`` whose first ``num_prefix_tokens`` entries are
-      prefix tokens (a ViT's [cls], distillation or register tokens) gives the
-      other ``L - num_prefix_tokens`` tokens; the global feature is the first
-      prefix token ([cls]) if there is one, else the tokens' mean.
+    A pair ``(global [B, C], tokens [B, N, C])`` as it is; other tuples from
+    their last element; a map ``[B, C, h, w]`` as ``h * w`` tokens and their
+    mean; a sequence ``[B, L, C]`` as the tokens after the prefix tokens and
+    the first ([cls]) or, without prefix, the mean (docs/models.md).
 
     Args:
         out: The backbone output.
-        num_prefix_tokens: Number of leading non-patch tokens of a
-            ``[B, L, C]`` sequence.
-        channels_last: A 4-D map is ``[B, h, w, C]``.
+        num_prefix_tokens: Leading non-patch tokens of a ``[B, L, C]`` output.
+        channels_last: A 4-D map is ``[B, h, w, C]`` (timm's NHWC models).
 
     Returns:
         ``(global [B, C], tokens [B, N, C])``, or None if ``out`` cannot be
@@ -78,12 +68,10 @@ def create_timm_model(arch: str, weights: Optional[str] = None,
                       what: str = 'weights', **kwargs) -> nn.Module:
     """A timm model without classifier, its pretrained weights loaded strictly.
 
-    timm reads the weights (safetensors, or ``torch.load(weights_only=True)``;
-    a ``state_dict``/``model`` entry and a ``module.`` prefix unwrapped, no
-    EMA), the classifier its ``pretrained_cfg`` names is dropped, and
-    ``timm.create_model(pretrained=True, pretrained_cfg_overlay=...)`` applies
-    the architecture's checkpoint filter (a ViT's position embeddings are
-    resampled to its ``img_size``) and loads them with ``strict=True``.
+    timm reads the file (``state_dict``/``module.`` unwrapped, no EMA), the
+    classifier of its ``pretrained_cfg`` is dropped, and ``create_model(
+    pretrained=True, pretrained_cfg_overlay=...)`` filters (a ViT's position
+    embeddings resampled) and loads it with ``strict=True``.
 
     Args:
         arch: timm model name.
@@ -125,63 +113,28 @@ def create_timm_model(arch: str, weights: Optional[str] = None,
 class BackboneAdapter(BaseModule):
     """Turn any registered backbone or timm model into MDRL's image encoder.
 
-    MDRL's image encoder maps images ``[B, 3, H, W]`` to a global feature
-    ``[B, C]`` and a token sequence ``[B, N, C]`` and has ``out_channels``.
-    This adapter builds
-
-    * ``backbone``: any config MMEngine's registries can build, scoped types
-      included (``'mmpretrain.VisionTransformer'`` with ``out_type='raw'`` or
-      ``'featmap'``, ``'mmpretrain.ResNet'``, ``'mmpretrain.SwinTransformer'``,
-      or the plugin's own ``'TimmVisionTransformer'``/``'TimmCNNEncoder'``),
-      called as ``backbone(images)``; or
-    * ``timm_model``: a timm model by name, created with ``num_classes=0`` and
-      called as ``model.forward_features(images)``,
-
-    and reads its output with :func:`read_tokens`: the last stage's map
-    flattened into tokens with its mean as global feature (CNNs, Swin), or a
-    ViT's patch tokens with its [cls] output as global feature (the mean when
-    it has no [cls]). The number of prefix tokens is read from the backbone
-    (``num_extra_tokens`` for mmpretrain, ``num_prefix_tokens`` for timm).
-
-    ``out_channels`` is discovered by one forward pass of a zero image of size
-    ``probe_size`` at build time (eval mode, no gradients), which also checks
-    that the output can be read as tokens: a backbone whose output cannot
-    (e.g. pooled vectors only) fails at build time with an error naming its
-    type and the shapes it returned.
-
-    Weights: an MMEngine backbone loads its library's model-zoo checkpoint
-    through its own ``init_cfg``, e.g. for a checkpoint of an mmpretrain
-    ``ImageClassifier`` ``init_cfg=dict(type='Pretrained', checkpoint=path,
-    prefix='backbone.')`` (applied by ``init_weights``, which the Runner
-    calls; an ``http(s)://`` checkpoint comes from the torch hub cache). A
-    timm model loads ``timm_checkpoint`` (a local file, a timm tag or a URL,
-    see :mod:`mdrl_plugin.models.weights`) with timm's own loader, strictly
-    (:func:`create_timm_model`); ``init_weights`` then leaves it alone.
+    The backbone (called as ``backbone(images)``) or timm model (created with
+    ``num_classes=0``, called through ``forward_features``) is read with
+    :func:`read_tokens` into a global feature ``[B, C]`` and tokens
+    ``[B, N, C]``. One forward of a zero image of ``probe_size`` at build
+    time finds ``out_channels`` and fails early, naming the shapes, on an
+    output that cannot be read. A registered backbone loads its weights
+    through its own ``init_cfg``; a timm model loads ``timm_checkpoint``
+    strictly (:func:`create_timm_model`). See docs/models.md.
 
     Args:
-        backbone: Config of a registered backbone (exclusive with
-            ``timm_model``).
+        backbone: Config of a registered backbone (or ``timm_model``).
         timm_model: timm model name, e.g. ``'resnet18'``.
         timm_kwargs: Extra arguments of ``timm.create_model``.
-        timm_checkpoint: Weights of ``timm_model``: a local timm checkpoint
-            file, a timm tag such as ``'resnet18.a1_in1k'`` (``'timm'``: the
-            default tag) or an ``http(s)://`` URL.
-        out_channels: If set, a linear projection of both outputs to this
-            width; else the backbone's width.
-        probe_size: ``(H, W)`` of the probe image; set it to the training size
-            when the backbone accepts only one size.
-        with_cp: Activation checkpointing of the wrapped backbone, passed on
-            to it: a ``timm_model`` gets timm's ``set_grad_checkpointing``
-            (switched on in training with gradients enabled, off otherwise); a
-            registered ``backbone`` whose class takes a ``with_cp`` argument
-            (the plugin's ``TimmVisionTransformer``, mmpretrain's ResNet,
-            Swin, ConvNeXt...) gets ``with_cp=True`` in its config and
-            checkpoints in its own way (mmpretrain calls
-            ``torch.utils.checkpoint`` itself, with torch's default
-            ``use_reentrant``). A backbone that supports neither is a
-            ``ValueError`` at build time naming it (mmpretrain's
-            ``VisionTransformer`` has no ``with_cp``), rather than a run that
-            silently keeps every activation. Defaults to False.
+        timm_checkpoint: A local file, a timm tag of ``timm_model``
+            (``'timm'``: the default tag) or an ``http(s)://`` URL.
+        out_channels: If set, a linear projection of both outputs to it.
+        probe_size: ``(H, W)`` of the probe image (the training size when the
+            backbone accepts only one size).
+        with_cp: Activation checkpointing, passed on: timm's
+            ``set_grad_checkpointing`` (in training only), or ``with_cp=True``
+            in the backbone's config; a ``ValueError`` at build time if the
+            backbone supports neither. Defaults to False.
         init_cfg: MMEngine init config of the adapter.
     """
 
@@ -214,10 +167,6 @@ class BackboneAdapter(BaseModule):
             # MMEngine's init_weights skips modules marked as initialised
             self.backbone.is_init = True
             self.backbone_type = f'timm {timm_model!r}'
-            self.num_prefix_tokens = getattr(self.backbone,
-                                             'num_prefix_tokens', 0)
-            self.channels_last = getattr(
-                self.backbone, 'output_fmt', 'NCHW') == 'NHWC'
             if with_cp:
                 self._check_timm_checkpointing()
         else:
@@ -234,10 +183,11 @@ class BackboneAdapter(BaseModule):
             if with_cp:
                 backbone = self._with_cp_config(backbone)
             self.backbone = MODELS.build(backbone)
-            self.num_prefix_tokens = getattr(self.backbone, 'num_extra_tokens',
-                                             getattr(self.backbone,
-                                                     'num_prefix_tokens', 0))
-            self.channels_last = False
+        # mmpretrain's and timm's names; timm's NHWC maps (e.g. Swin)
+        self.num_prefix_tokens = getattr(self.backbone, 'num_extra_tokens',
+                                         getattr(self.backbone,
+                                                 'num_prefix_tokens', 0))
+        self.channels_last = getattr(self.backbone, 'output_fmt', '') == 'NHWC'
         self.embed_dims = self._probe(tuple(probe_size))
         self.proj = (nn.Linear(self.embed_dims, out_channels)
                      if out_channels else nn.Identity())
@@ -245,22 +195,16 @@ class BackboneAdapter(BaseModule):
 
     def _check_timm_checkpointing(self) -> None:
         """Fail now if the timm model cannot checkpoint its activations."""
-        hint = ('set with_cp=False, or wrap a model that supports it (e.g. '
-                "timm's ViTs, ResNets, ConvNeXts)")
-        switch = getattr(self.backbone, 'set_grad_checkpointing', None)
-        if switch is None:
-            raise ValueError(
-                f'BackboneAdapter(with_cp=True): {self.backbone_type} has no '
-                'set_grad_checkpointing (no activation checkpointing); '
-                f'{hint}')
-        try:  # timm models without support assert or raise here
-            switch(True)
-        except (AssertionError, NotImplementedError) as err:
+        try:  # timm models without support lack it, assert or raise here
+            self.backbone.set_grad_checkpointing(True)
+        except (AttributeError, AssertionError, NotImplementedError) as err:
             raise ValueError(
                 f'BackboneAdapter(with_cp=True): {self.backbone_type} does '
                 'not support gradient checkpointing '
-                f'({err or "refused by timm"}); {hint}') from err
-        switch(False)  # switched on per forward, in training only
+                f'({err or "refused by timm"}); set with_cp=False, or wrap a '
+                "model that supports it (e.g. timm's ViTs, ResNets)") from err
+        # switched on per forward, in training only
+        self.backbone.set_grad_checkpointing(False)
 
     def _with_cp_config(self, backbone: dict) -> dict:
         """``backbone`` with ``with_cp=True``, if its class takes it."""
@@ -313,8 +257,7 @@ class BackboneAdapter(BaseModule):
             images: ``[B, 3, H, W]`` normalised images.
 
         Returns:
-            tuple: global feature ``[B, C]`` and tokens ``[B, N, C]``,
-            ``C = out_channels``.
+            tuple: global feature ``[B, C]`` and tokens ``[B, N, C]``.
         """
         global_feat, tokens = self._features(images)
         return self.proj(global_feat), self.proj(tokens)

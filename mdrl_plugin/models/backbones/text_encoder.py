@@ -1,7 +1,6 @@
 """Frozen BERT followed by learnable transformer encoder layers (LTE)."""
 import json
 import logging
-import os
 import warnings
 from typing import Dict, List, Optional, Protocol, Sequence, Set, Tuple
 
@@ -25,18 +24,16 @@ def load_bert(pretrained: Optional[str],
     """Load a Hugging Face BERT from a local folder or a hub id, or build one.
 
     Args:
-        pretrained: A local model folder (``config.json`` and the weights) or
-            a Hugging Face id such as ``'bert-base-uncased'`` (a folder that
-            exists wins). A cached id loads without network access; one that
-            is not cached is downloaded unless ``HF_HUB_OFFLINE=1``.
+        pretrained: A local model folder or a Hugging Face id (a folder that
+            exists wins; an id not cached is fetched unless offline).
         bert_config: ``transformers.BertConfig`` arguments (random weights).
 
     Returns:
         A ``transformers.BertModel``.
 
     Raises:
-        FileNotFoundError: A missing or unusable folder, or an id that is not
-            cached and cannot be downloaded (:class:`WeightsNotFoundError`).
+        WeightsNotFoundError: A missing folder, or an id that is not cached
+            and cannot be fetched.
     """
     from transformers import BertConfig, BertModel
     if (pretrained is None) == (bert_config is None):
@@ -45,23 +42,11 @@ def load_bert(pretrained: Optional[str],
             '(a model folder or Hugging Face id) and `bert_config`')
     if bert_config is not None:
         bert = BertModel(BertConfig(**bert_config))
-        bert.pooler = None  # unused: features come from the token outputs
-        return bert
-    source = hf_source(pretrained, 'text encoder')
-    if source.kind == 'hf':
-        source.resolve()  # cached, or downloaded now, or a clear error
-    elif not os.path.isdir(pretrained):
-        raise FileNotFoundError(
-            f'BERT folder {pretrained!r} does not exist. Name a Hugging Face '
-            "id (e.g. 'bert-base-uncased') or put a Hugging Face BERT model "
-            'folder there (config.json, model.safetensors or '
-            'pytorch_model.bin, vocab.txt) and set its path in the config.')
-    elif not os.path.isfile(os.path.join(pretrained, 'config.json')):
-        raise FileNotFoundError(
-            f'BERT folder {pretrained!r} has no config.json: it is not a '
-            'Hugging Face model folder.')
-    # float32 whatever the stored dtype (fp16 exports would break the LTE)
-    bert = BertModel.from_pretrained(pretrained, local_files_only=True).float()
+    else:
+        hf_source(pretrained, 'text encoder').resolve()  # or one clear error
+        # float32 whatever the stored dtype (fp16 exports would break the LTE)
+        bert = BertModel.from_pretrained(pretrained,
+                                         local_files_only=True).float()
     bert.pooler = None  # unused: features come from the token outputs
     return bert
 
@@ -75,26 +60,13 @@ class TokenFeatureLookup(Protocol):
     dtype: torch.dtype
 
     def mismatch(self, device: torch.device) -> Optional[str]:
-        """Why a forward on ``device`` now would not compute the cached rows.
-
-        Args:
-            device: Where BERT runs.
-
-        Returns:
-            None when the cache may serve this forward, else the reason.
-        """
+        """None if the cache may serve a forward on ``device`` now, else
+        why not."""
 
     def gather(self, seqs: Sequence[np.ndarray]
                ) -> Tuple[np.ndarray, np.ndarray]:
-        """Look up token-id sequences.
-
-        Args:
-            seqs: Token ids of each caption (real tokens only).
-
-        Returns:
-            tuple: bool ``[len(seqs)]`` (found) and the rows of the found
-            sequences, concatenated in order, ``[sum of their lengths, D]``.
-        """
+        """Found (bool ``[len(seqs)]``) and the found sequences' rows,
+        concatenated in order, for token-id sequences (real tokens only)."""
 
 
 def _is_exporting() -> bool:
@@ -110,18 +82,11 @@ class BertTextEncoder(BaseModule):
     :math:`f_g^T`; the other outputs (M tokens, [SEP] included) form the text
     token sequence. Padding is masked in every LTE attention.
 
-    A frozen BERT computes every caption in one canonical shape: each caption
-    is right-padded (pad id 0 under the mask) to the next multiple of
-    ``pad_to_multiple_of`` tokens (at most ``max_length``), captions of one
-    padded length go through BERT together, and BERT's outputs at padding are
-    set to 0. A caption's BERT outputs then do not depend on the batch it
-    comes in (the padded length changes the floating-point rounding of
-    attention kernels; the batch size, measured on CPU, does not), so a
-    precomputed cache of them (:meth:`attach_text_cache`, built by
-    ``FrozenTextCacheHook``) gives bit-identical features; a cache serves
-    only forwards in the numeric mode (autocast, matmul precision...) it was
-    built in. Under ``torch.onnx`` export / tracing the canonical padding and
-    the cache are skipped (same features up to rounding).
+    A frozen BERT runs each caption right-padded to the next multiple of
+    ``pad_to_multiple_of`` tokens, so its outputs do not depend on the batch
+    and a precomputed cache (:meth:`attach_text_cache`, built by
+    ``FrozenTextCacheHook``) gives bit-identical features (docs/models.md,
+    "Frozen-text cache (FrozenTextCacheHook)"). Export and tracing skip both.
 
     Args:
         pretrained: Hugging Face BERT: a local model folder or a hub id
@@ -140,20 +105,12 @@ class BertTextEncoder(BaseModule):
             outputs before the LTE instead of after it, so that the LTE runs
             at ``out_channels`` width (cheaper when BERT is wider). Defaults
             to False (LTE at BERT's width, as in the paper).
-        max_length: Longest canonical token length of the frozen BERT's
-            input; must be at least the data preprocessor's ``max_length``.
-            Defaults to 64.
-        pad_to_multiple_of: A frozen BERT runs each caption padded to the
-            next multiple of this many tokens (``max_length`` pads them all
-            to ``max_length``). Defaults to 8: BERT's cost follows the padded
-            length, and demo captions average 30 tokens.
-        with_cp: Activation checkpointing of the LTE layers (one
-            ``torch.utils.checkpoint`` call per layer, ``use_reentrant=False``,
-            in training with gradients enabled): the same outputs and
-            gradients for less memory. A frozen BERT runs under ``no_grad``
-            and keeps no activations, so nothing of it is checkpointed; an
-            unfrozen BERT (``frozen=False``) is not checkpointed either.
-            Defaults to False.
+        max_length: Longest token length of the frozen BERT's input, at least
+            the data preprocessor's ``max_length``. Defaults to 64.
+        pad_to_multiple_of: Canonical padding step of a frozen BERT's input.
+            Defaults to 8.
+        with_cp: Activation checkpointing of the LTE layers in training (not
+            of BERT). Defaults to False.
         init_cfg: MMEngine init config.
     """
 
@@ -274,12 +231,10 @@ class BertTextEncoder(BaseModule):
     def attach_text_cache(self, cache: Optional[TokenFeatureLookup]) -> None:
         """Serve the frozen BERT's outputs from ``cache`` (None detaches all).
 
-        The cache must hold :meth:`frozen_bert_tokens` outputs of this BERT's
-        current weights (the caller checks a fingerprint). It replaces the
-        cache of the same numeric mode and serves only forwards in that mode
-        (others run live, logged once). Any later in-place change of BERT's
-        parameters or buffers (e.g. loading a checkpoint) detaches all caches
-        at the next forward, with a warning.
+        The cache holds :meth:`frozen_bert_tokens` outputs of BERT's current
+        weights and serves forwards in its numeric mode only (others run live,
+        logged once). A later in-place change of BERT's weights detaches all
+        caches at the next forward, with a warning.
 
         Args:
             cache: A :class:`TokenFeatureLookup`.

@@ -29,25 +29,15 @@ class TimmVisionTransformer(BaseModule):
         patch_size: Patch size. Defaults to 16.
         stride: Patch stride; smaller than ``patch_size`` gives overlapping
             patches. Defaults to ``patch_size``.
-        pretrained: ``None`` (random init); a local checkpoint file
-            (``.pth``/``.bin``/``.safetensors``); a timm tag of ``arch``
-            such as ``'vit_base_patch16_224.orig_in21k_ft_in1k'`` (``'timm'``:
-            the default tag), whose weights come from the Hugging Face cache;
-            or an ``http(s)://`` URL (torch hub cache). A file that exists
-            wins; see :mod:`mdrl_plugin.models.weights`. timm loads them
-            strictly, the classifier dropped and the position embeddings
-            resampled to the patch grid (:func:`create_timm_model`).
+        pretrained: ``None`` (random init), a local file, a timm tag of
+            ``arch`` (``'timm'``: the default tag) or an ``http(s)://`` URL,
+            loaded strictly by :func:`create_timm_model`.
         out_channels: If set, a linear projection of all outputs to this width.
         drop_path_rate: Stochastic depth rate.
         arch_kwargs: Extra arguments of ``timm.create_model`` (e.g.
             ``embed_dim``, ``depth``, ``num_heads`` for a small ViT).
-        with_cp: Activation checkpointing of the transformer blocks through
-            timm's own ``set_grad_checkpointing``: in training with gradients
-            enabled, each block keeps only its input and is recomputed in
-            backward (less memory, about one more forward of compute; the
-            same outputs and gradients, drop path and dropout included).
-            timm calls ``torch.utils.checkpoint`` with ``use_reentrant=False``
-            unless ``TIMM_REENTRANT_CKPT`` says otherwise. Defaults to False.
+        with_cp: Activation checkpointing of the blocks in training, through
+            timm's ``set_grad_checkpointing``. Defaults to False.
         init_cfg: MMEngine init config.
     """
 

@@ -1,5 +1,4 @@
 """Data preprocessor: image normalisation and caption tokenisation."""
-import os
 from typing import Dict, List, Optional, Sequence
 
 import torch
@@ -16,29 +15,19 @@ def load_tokenizer(path: str):
     """Load a Hugging Face tokenizer from a local folder or a hub id.
 
     Args:
-        path: A local model folder or a Hugging Face id such as
-            ``'bert-base-uncased'`` (a folder that exists wins). A cached id
-            loads without network access; one that is not cached is
-            downloaded unless ``HF_HUB_OFFLINE=1``.
+        path: A local model folder or a Hugging Face id (a folder that exists
+            wins; an id not cached is fetched unless offline).
 
     Returns:
         The tokenizer.
 
     Raises:
-        FileNotFoundError: A missing or unusable folder, or an id that is not
-            cached and cannot be downloaded (``WeightsNotFoundError``).
+        FileNotFoundError: A folder without a tokenizer, or (as
+            ``WeightsNotFoundError``) a missing folder or an id that is not
+            cached and cannot be fetched.
     """
     from transformers import AutoTokenizer
-    source = hf_source(path, 'tokenizer')
-    if source.kind == 'hf':
-        source.resolve()  # cached, or downloaded now, or a clear error
-    elif not os.path.isdir(path):
-        raise FileNotFoundError(
-            f'Tokenizer folder {path!r} does not exist. Name a Hugging Face '
-            "id (e.g. 'bert-base-uncased') or put the Hugging Face model "
-            'folder of the text encoder there (it must hold vocab.txt or '
-            'tokenizer.json, e.g. bert-base-uncased saved with '
-            'save_pretrained) and set its path in the config.')
+    hf_source(path, 'tokenizer').resolve()  # or one clear error
     try:
         return AutoTokenizer.from_pretrained(path, local_files_only=True)
     except (OSError, ValueError) as err:
@@ -90,13 +79,10 @@ class TextImageDataPreprocessor(BaseDataPreprocessor):
     def _fast_tokenizer(self):
         """A thread-safe copy of the fast tokenizer, or None for a slow one.
 
-        Calling a Hugging Face fast tokenizer with ``truncation``/``padding``
-        arguments reconfigures its shared Rust tokenizer, so concurrent calls
-        (the search server's threads) fail with "Already borrowed" or encode
-        with another call's settings. The copy
-        (:class:`mdrl_deploy.preprocess.TextTokenizer`) is configured once
-        and never changed; it is made on first use and remade when
-        ``max_length`` or ``padding`` change.
+        A fast tokenizer called with ``truncation``/``padding`` reconfigures
+        its shared Rust tokenizer, which breaks concurrent calls; the copy
+        (:class:`mdrl_deploy.preprocess.TextTokenizer`) is configured once,
+        and remade when ``max_length`` or ``padding`` change.
         """
         if not getattr(self.tokenizer, 'is_fast', False):
             return None  # slow tokenizers take their settings per call

@@ -12,21 +12,12 @@ __all__ = ['BaseMatchingLoss']
 class BaseMatchingLoss(nn.Module, metaclass=ABCMeta):
     """Symmetric KL matching loss between image and text features.
 
-    For image features ``x`` and text features ``z`` of a batch with identity
-    labels, the loss is ``L_i2t + L_t2i`` where
-    ``L_i2t = mean_i sum_j p_ij (log p_ij - log(q_ij + eps))`` with
-    ``p_ij = softmax_j(s(x_i, z_j))`` and ``q_ij = y_ij / sum_k y_ik``
-    (``y_ij = 1`` when samples i and j share an identity), and ``L_t2i`` the
-    same with the roles of ``x`` and ``z`` swapped. Subclasses define the
-    similarity ``s`` in :meth:`similarity`.
-
-    With ``gather_across_ranks=True`` and an initialised process group of
-    more than one rank, the keys (and their labels) cover the global batch:
-    each rank scores its own rows against all ranks' rows and returns
-    ``world_size * sum(own row losses) / global_batch``, so the mean over
-    ranks equals the single-process loss of the concatenated batch, and the
-    gradients after DDP averaging equal the single-process gradients (see
-    :mod:`mdrl_plugin.models.losses.utils`).
+    ``L_i2t + L_t2i`` with ``L_i2t = mean_i sum_j p_ij (log p_ij -
+    log(q_ij + eps))``, ``p_ij = softmax_j(s(x_i, z_j))`` and ``q_ij = y_ij /
+    sum_k y_ik`` (``y_ij = 1`` when i and j share an identity); ``L_t2i``
+    swaps ``x`` and ``z``. Subclasses define ``s`` in :meth:`similarity`.
+    With ``gather_across_ranks=True`` under distributed training the keys
+    cover the global batch (:mod:`mdrl_plugin.models.losses.utils`).
 
     Args:
         eps: Added to the true matching distribution inside the log.

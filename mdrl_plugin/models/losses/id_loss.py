@@ -12,11 +12,9 @@ __all__ = ['IDLoss']
 class IDLoss(nn.Module):
     """Cross-entropy of identity logits, averaged over the batch.
 
-
-    Labels are checked against the number of classes before the
-    cross-entropy, so a classifier that is too small for the dataset gives a
-    clear ``ValueError`` instead of a device-side assert or an ``IndexError``
-    from inside torch (the check costs one host-device synchronisation).
+    Labels are checked against the number of classes first (one host-device
+    synchronisation): a classifier too small for the dataset is a clear
+    ``ValueError``, not a device-side assert.
 
     Args:
         label_smoothing: Label smoothing of the cross-entropy, in [0, 1).
@@ -48,9 +46,6 @@ class IDLoss(nn.Module):
             ValueError: If a shape or dtype is wrong, or a label lies outside
                 ``[0, C)``.
         """
-        if not isinstance(logits, Tensor) or not isinstance(labels, Tensor):
-            raise TypeError('IDLoss: logits and labels must be torch.Tensor, '
-                            f'got {type(logits)} and {type(labels)}')
         if logits.dim() != 2 or not logits.is_floating_point():
             raise ValueError('IDLoss: logits must be a floating point tensor '
                              f'of shape [B, C], got {tuple(logits.shape)} '

@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 import torch
 
+from mdrl_plugin.models import WeightsNotFoundError
 from mdrl_plugin.registry import MODELS
 
 
@@ -220,7 +221,9 @@ def test_init_weights_keeps_pretrained_bert(tiny_bert_dir):
 
 
 def test_missing_bert_folder_says_what_to_put_where(tmp_path):
-    with pytest.raises(FileNotFoundError, match='BERT folder .*missing.* does not exist'):
+    with pytest.raises(WeightsNotFoundError, match=r"(?s)1 pretrained weight.s. missing:\n"
+                       r"  - text encoder \('.*missing'\): looked in the local path .*"
+                       'Put the files at the local paths'):
         MODELS.build(dict(type='BertTextEncoder', pretrained=str(tmp_path / 'missing')))
 
 

@@ -2,6 +2,7 @@ import pytest
 import torch
 from mmengine.structures import BaseDataElement
 
+from mdrl_plugin.models import WeightsNotFoundError
 from mdrl_plugin.registry import MODELS
 
 
@@ -54,7 +55,9 @@ def test_mixed_image_sizes_are_rejected(tiny_bert_dir):
 
 
 def test_missing_tokenizer_folder(tmp_path):
-    with pytest.raises(FileNotFoundError, match='Tokenizer folder .*nowhere.* does not exist'):
+    with pytest.raises(WeightsNotFoundError, match=r"(?s)1 pretrained weight.s. missing:\n"
+                       r"  - tokenizer \('.*nowhere'\): looked in the local path .*"
+                       'Put the files at the local paths'):
         build(str(tmp_path / 'nowhere'))
     (tmp_path / 'empty').mkdir()
     with pytest.raises(FileNotFoundError, match='holds no usable tokenizer'):
