@@ -1,10 +1,8 @@
 """Text-to-image person search over any folder of images, with PyTorch.
 
-:func:`build_retrieval_model` builds and loads a checkpoint's model for
-search and for the ONNX export; :class:`PersonSearcher` supplies its
-encoders to :class:`mdrl_deploy.search.GallerySearcher`, which holds the
-index, labels, encoding loop and ranking shared with the torch-free
-:class:`mdrl_deploy.OrtSearcher`.
+:func:`build_retrieval_model` builds a checkpoint's model for search and
+export; :class:`PersonSearcher` gives its encoders to
+:class:`mdrl_deploy.search.GallerySearcher`, which does the rest.
 """
 import copy
 import os
@@ -30,11 +28,10 @@ class RetrievalModel(NamedTuple):
         model: The MDRL model in eval mode, weights loaded strictly.
         cfg: The config.
         pipeline: The test pipeline's transform configs (plain dicts).
-        fingerprint: ``config_sha256`` (model and test pipeline),
-            ``checkpoint_sha256``, ``feature_dim``, ``config``,
-            ``checkpoint``: what index files and exports are matched by.
+        fingerprint: What index folders and exports are matched by (see
+            :class:`mdrl_deploy.index.GalleryIndex`).
         global_dim: Width of the global part of ``global+local`` features,
-            None for global features.
+            else None.
     """
     model: torch.nn.Module
     cfg: Config
@@ -46,28 +43,21 @@ class RetrievalModel(NamedTuple):
 def build_retrieval_model(cfg: Union[str, Config, dict], checkpoint: str,
                           device: str = 'cpu',
                           allow_partial: bool = False) -> RetrievalModel:
-    """Build a config's model, load a checkpoint strictly and describe it.
+    """Build a config's model and load a checkpoint strictly.
 
     The image encoder's ``pretrained`` weights are not read: the checkpoint
     holds every weight.
 
     Args:
         cfg: Config file, :class:`mmengine.Config` or dict with ``model``
-            and the test pipeline in ``test_dataloader.dataset.pipeline``
-            (or ``test_pipeline``).
+            and ``test_dataloader.dataset.pipeline`` (or ``test_pipeline``).
         checkpoint: Checkpoint file (MMEngine format).
         device: Torch device of the model.
-        allow_partial: Load a checkpoint whose keys or shapes do not all
-            match (what does not fit keeps its initialisation, logged);
-            by default it is refused with
+        allow_partial: Load what fits (the rest logged) instead of raising
             :class:`~mdrl_plugin.engine.CheckpointMismatchError`.
 
     Returns:
         :class:`RetrievalModel`.
-
-    Raises:
-        FileNotFoundError: If the config or checkpoint file is missing.
-        KeyError: If the config has no model or no test pipeline.
     """
     import mdrl_plugin  # noqa: F401  (registers the components)
     from mdrl_plugin.engine import load_model_weights
@@ -77,11 +67,8 @@ def build_retrieval_model(cfg: Union[str, Config, dict], checkpoint: str,
             raise FileNotFoundError(f'Config file {str(cfg)!r} does not '
                                     'exist.')
         cfg = Config.fromfile(str(cfg))
-    elif isinstance(cfg, dict) and not isinstance(cfg, Config):
-        cfg = Config(cfg)
     elif not isinstance(cfg, Config):
-        raise TypeError('config must be a file path, an mmengine Config or '
-                        f'a dict, got {type(cfg).__name__}')
+        cfg = Config(cfg)
     name = cfg.filename or '<Config object>'
     if 'model' not in cfg:
         raise KeyError(f'Config {name!r} has no "model".')
@@ -98,12 +85,7 @@ def build_retrieval_model(cfg: Union[str, Config, dict], checkpoint: str,
             "dict(type='PackTextImageInputs')]")
     pipeline = [t.to_dict() if hasattr(t, 'to_dict') else dict(t)
                 for t in pipeline]
-    if not isinstance(checkpoint, (str, os.PathLike)) or \
-            not osp.isfile(checkpoint):
-        raise FileNotFoundError(
-            f'Checkpoint file {checkpoint!r} does not exist; pass the .pth '
-            'file written by training (e.g. work_dirs/<config>/epoch_N.pth).')
-    checkpoint = osp.abspath(str(checkpoint))
+    checkpoint = osp.abspath(checkpoint)
     model_cfg = copy.deepcopy(cfg.model)
     if isinstance(model_cfg.get('image_encoder'), dict):
         model_cfg['image_encoder']['pretrained'] = None
@@ -117,14 +99,11 @@ def build_retrieval_model(cfg: Union[str, Config, dict], checkpoint: str,
         probe = model.data_preprocessor.tokenize(['a person'])
         dim = int(model.extract_text_feat(probe['input_ids'],
                                           probe['attention_mask']).shape[1])
-    local = getattr(model, 'image_local', None)
-    global_dim = dim // (local.num_groups + 1) if getattr(
-        model, 'retrieval_features', 'global') == 'global+local' and \
-        hasattr(local, 'num_groups') else None
+    global_dim = dim // (model.image_local.num_groups + 1) \
+        if model.retrieval_features == 'global+local' else None
     fingerprint = dict(
-        config_sha256=config_sha256(dict(
-            model=cfg.model.to_dict() if hasattr(cfg.model, 'to_dict')
-            else cfg.model, pipeline=pipeline)),
+        config_sha256=config_sha256(dict(model=cfg.model.to_dict(),
+                                         pipeline=pipeline)),
         checkpoint_sha256=file_sha256(checkpoint), feature_dim=dim,
         config=name, checkpoint=checkpoint)
     return RetrievalModel(model, cfg, pipeline, fingerprint, global_dim)
@@ -173,10 +152,9 @@ class PersonSearcher(GallerySearcher):
         self.fingerprint = built.fingerprint
         self.feature_dim = built.fingerprint['feature_dim']
         self.global_dim = built.global_dim
-        self.config_name = built.fingerprint['config']
         self.checkpoint = built.fingerprint['checkpoint']
-        self.device = torch.device(device)
         self.data_preprocessor = self.model.data_preprocessor
+        self.max_length = int(self.data_preprocessor.max_length)
         self.batch_size, self.num_workers = int(batch_size), int(num_workers)
         self.progress = progress
         with DefaultScope.overwrite_default_scope(
@@ -185,14 +163,9 @@ class PersonSearcher(GallerySearcher):
                 self.pipeline = Compose(copy.deepcopy(built.pipeline))
             except Exception as err:
                 raise ValueError(
-                    f'Config {self.config_name!r}: cannot build the test '
-                    f'pipeline {built.pipeline}: {type(err).__name__}: {err}'
-                ) from err
-
-    @property
-    def max_length(self) -> int:
-        """Text length of the model (the data preprocessor's)."""
-        return int(self.data_preprocessor.max_length)
+                    f'Config {built.fingerprint["config"]!r}: cannot build '
+                    f'the test pipeline {built.pipeline}: '
+                    f'{type(err).__name__}: {err}') from err
 
     def _read_image(self, path: str) -> torch.Tensor:
         out = self.pipeline(dict(img_path=path))

@@ -39,23 +39,18 @@ def draw_search_results(queries: Sequence[str],
                             Sequence[Optional[Label]]] = None,
                         max_cols: int = 10,
                         dpi: int = 100) -> str:
-    """Draw the ranked images of each query and save the picture.
+    """Draw each query's text and its hits in rank order, and save it.
 
-    Each query gets its text (wrapped) and, below it, its hits in rank order
-    (``max_cols`` per row), each titled with rank and score and captioned
-    with its label and file name. When a query label is given and a hit has
-    a label, the hit's frame is green for the same identity and red for
-    another; otherwise it is grey.
-
-    Uses matplotlib's Agg canvas directly (no display, no global backend
-    change).
+    A hit is titled with rank and score and captioned with its label and
+    file name; its frame is green for the query's identity, red for
+    another, grey when either label is unknown. Drawn on matplotlib's Agg
+    canvas (no display, no global backend change).
 
     Args:
         queries: The query texts.
-        results: Per query, its hits (objects with ``rank``, ``path``,
-            ``score`` and ``label``, e.g. :class:`SearchHit`).
-        out_file: Image file to write; the extension picks the format
-            (``.png`` recommended).
+        results: Per query, its hits (with ``rank``, ``path``, ``score``,
+            ``label``, e.g. :class:`~mdrl_deploy.SearchHit`).
+        out_file: Image file to write (its extension picks the format).
         query_labels: Per query, the identity it describes (or None).
         max_cols: Images per row.
         dpi: Resolution of the saved picture.
@@ -88,10 +83,9 @@ def draw_search_results(queries: Sequence[str],
         lines = textwrap.wrap(head, chars) or ['']
         rows = [list(hits[i:i + ncols]) for i in range(0, len(hits), ncols)]
         blocks.append((lines, rows or [[]]))
-    height = _MARGIN
-    for lines, rows in blocks:
-        height += len(lines) * _LINE_H + 0.15 + len(rows) * (_IMG_H + _CAP_H)
-        height += _MARGIN
+    height = _MARGIN + sum(len(lines) * _LINE_H + 0.15 + _MARGIN +
+                           len(rows) * (_IMG_H + _CAP_H)
+                           for lines, rows in blocks)
 
     fig = Figure(figsize=(width, height), dpi=dpi)
     FigureCanvasAgg(fig)
@@ -108,19 +102,18 @@ def draw_search_results(queries: Sequence[str],
                 ax = fig.add_axes([left / width, (top - _IMG_H) / height,
                                    (_CELL_W - 0.16) / width, _IMG_H / height])
                 ax.imshow(_read_rgb(hit.path), aspect='auto')
-                ax.set_xticks([])
-                ax.set_yticks([])
+                ax.set(xticks=[], yticks=[])
                 label = getattr(hit, 'label', None)
                 if qlab is not None and label is not None:
                     color = MATCH_COLOR if label == qlab else MISMATCH_COLOR
                 else:
                     color = UNKNOWN_COLOR
+                known = color != UNKNOWN_COLOR
                 for spine in ax.spines.values():
                     spine.set_edgecolor(color)
-                    spine.set_linewidth(4 if color != UNKNOWN_COLOR else 1.5)
+                    spine.set_linewidth(4 if known else 1.5)
                 ax.set_title(f'#{hit.rank}  {hit.score:.3f}', fontsize=9,
-                             color=(color if color != UNKNOWN_COLOR
-                                    else 'black'))
+                             color=color if known else 'black')
                 name = osp.basename(hit.path)
                 if len(name) > 18:
                     name = name[:8] + '..' + name[-8:]
