@@ -10,8 +10,9 @@ optim_wrapper = dict(
     optimizer=dict(type='SGD', lr=7e-5, momentum=0.9, weight_decay=0.01),
     # One rate for every module, as the paper states. Per-module rates (e.g.
     # IRRA's 5x for the new modules) are `paramwise_cfg=dict(custom_keys=
-    # {'cross_modal': dict(lr_mult=5.0), ...})` (docs/training.md); the val
-    # study of issue 24 has not measured them yet (configs/study/lr5x.py).
+    # {'cross_modal': dict(lr_mult=5.0), ...})` (docs/training.md); on the
+    # demo's val split 5x on the new modules lost on every seed (R1 -12.67,
+    # configs/study/lr5x.py, docs/results/study_a_val), so none is set here.
     clip_grad=None)
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.1, by_epoch=True, begin=0,
