@@ -1,11 +1,8 @@
-"""Training augmentations of the person-search field: random crop with padding
-and random erasing, on the ``uint8`` H x W x C image before packing.
+"""Random crop with padding and random erasing, on the image before packing.
 
-Both draw their randomness from NumPy's global generator (``np.random``), as
-mmcv's ``RandomFlip`` does, so ``randomness=dict(seed=...)`` (and MMEngine's
-per-worker seeding of dataloader workers) makes a run reproducible. With
-``prob=0`` they draw nothing, so a pipeline that holds them at ``prob=0``
-gives the same images, flips included, as one without them.
+Both draw from NumPy's global generator, as mmcv's ``RandomFlip`` does, so
+``randomness=dict(seed=...)`` makes a run reproducible; at ``prob=0`` they
+draw nothing (the pipeline's other draws, flips included, are unchanged).
 """
 import math
 import numbers
@@ -37,19 +34,16 @@ def _check_prob(name: str, prob) -> float:
 def _check_fill(name: str, arg: str, value, allowed: str
                 ) -> Union[float, Tuple[float, ...]]:
     """A number in [0, 255], or a non-empty sequence of such numbers."""
-    message = (f'{name}: {arg} must be {allowed}a number in [0, 255] or a '
-               f'sequence of such numbers (one per channel), got {value!r}.')
-    if _is_number(value):
-        if not 0 <= value <= 255:
-            raise ValueError(message)
-        return float(value)
-    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
-        raise ValueError(message)
-    values = tuple(value)
+    scalar = _is_number(value)
+    sequence = isinstance(value, Sequence) and not isinstance(
+        value, (str, bytes))
+    values = (value, ) if scalar else tuple(value) if sequence else ()
     if not values or not all(_is_number(v) and 0 <= v <= 255
                              for v in values):
-        raise ValueError(message)
-    return tuple(float(v) for v in values)
+        raise ValueError(
+            f'{name}: {arg} must be {allowed}a number in [0, 255] or a '
+            f'sequence of such numbers (one per channel), got {value!r}.')
+    return float(value) if scalar else tuple(float(v) for v in values)
 
 
 def _check_channels(name: str, arg: str, fill, img: np.ndarray,
@@ -63,7 +57,8 @@ def _check_channels(name: str, arg: str, fill, img: np.ndarray,
             f'{img.shape}).')
 
 
-def _check_img(name: str, results: dict) -> np.ndarray:
+def check_img(name: str, results: dict) -> np.ndarray:
+    """``results['img']``, an H x W (x C) array, or an error naming it."""
     if 'img' not in results:
         raise KeyError(
             f'{name} needs the key \'img\' (load the image earlier in the '
@@ -88,29 +83,21 @@ def _as_pixel(fill: Union[float, Tuple[float, ...]],
 
 @TRANSFORMS.register_module()
 class RandomCropPad(BaseTransform):
-    """Pad the image, then crop a window of the original size at a random
-    offset: a random shift by up to ``padding`` pixels each way.
-
-    The crop's top-left corner is drawn uniformly from the
-    ``(2 * pad_h + 1) x (2 * pad_w + 1)`` positions of the padded image, so
-    the output is the input shifted by ``(dy, dx)`` with
-    ``|dy| <= pad_h`` and ``|dx| <= pad_w``, the uncovered border filled by
-    ``pad_mode``. The image's shape and dtype are kept, so ``img_shape`` does
-    not change.
+    """Pad the image, then crop the original size back at a uniformly drawn
+    offset: a random shift by up to ``padding`` pixels each way, the border
+    filled by ``pad_mode``; shape and dtype are kept.
 
     Required keys: ``img`` (H x W x C or H x W). Modified keys: ``img``.
 
     Args:
-        padding: Pixels added on each side: an int, or ``(pad_h, pad_w)``
-            for the top/bottom and left/right sides.
-        prob: Probability of applying the transform; with 0 no random
-            number is drawn, and with 1 only the offset is.
-        pad_mode: ``'constant'`` (fill with ``pad_val``), ``'edge'`` (repeat
-            the border pixel), ``'reflect'`` (mirror without repeating the
-            border pixel) or ``'symmetric'`` (mirror with it).
-        pad_val: Fill value of ``'constant'`` mode, in the image's channel
-            order (BGR after ``LoadPersonImage``): a number or one per
-            channel, each in [0, 255] (rounded on integer images).
+        padding: Pixels added on each side: an int or ``(pad_h, pad_w)``.
+        prob: Probability of applying it; at 0 nothing is drawn, at 1 only
+            the offset.
+        pad_mode: ``'constant'``, ``'edge'``, ``'reflect'`` or
+            ``'symmetric'`` (as ``numpy.pad``).
+        pad_val: Fill of ``'constant'`` mode in the image's channel order
+            (BGR after ``LoadPersonImage``): a number or one per channel, in
+            [0, 255] (rounded on integer images).
     """
 
     PAD_MODES = ('constant', 'edge', 'reflect', 'symmetric')
@@ -141,8 +128,7 @@ class RandomCropPad(BaseTransform):
 
     @cache_randomness
     def _random_offset(self) -> Optional[Tuple[int, int]]:
-        """Top-left corner of the crop in the padded image, or None to leave
-        the image as it is."""
+        """Top-left corner of the crop in the padded image, or None."""
         if self.prob == 0 or (self.prob < 1 and np.random.rand() >= self.prob):
             return None
         pad_h, pad_w = self.padding
@@ -150,17 +136,9 @@ class RandomCropPad(BaseTransform):
                 int(np.random.randint(0, 2 * pad_w + 1)))
 
     def transform(self, results: dict) -> dict:
-        """Shift ``results['img']`` at random.
-
-        Args:
-            results: The entry; must hold ``img``.
-
-        Returns:
-            ``results`` with the shifted image (the same object when the
-            transform was not applied).
-        """
+        """Shift ``results['img']`` at random (``results`` is returned)."""
         name = type(self).__name__
-        img = _check_img(name, results)
+        img = check_img(name, results)
         _check_channels(name, 'pad_val', self.pad_val, img, results)
         offset = self._random_offset()
         if offset is None or self.padding == (0, 0):
@@ -193,36 +171,23 @@ class RandomErasing(BaseTransform):
     """Random erasing (Zhong et al., AAAI 2020) on the image before
     normalisation.
 
-    With probability ``prob`` a rectangle of the image is overwritten. Its
-    area is a fraction of the image's drawn uniformly from ``area_ratio``,
-    its aspect ratio (height / width) is drawn log-uniformly from
-    ``aspect_ratio`` (so tall and wide rectangles are equally likely); the
-    sides are rounded to whole pixels, and a draw whose rounded rectangle
-    does not fit the image or leaves the two ranges is redrawn, up to
-    ``max_attempts`` times (then the image is left as it is). Every erased
-    rectangle therefore satisfies both ranges exactly.
-
-    The codebases of the field erase the normalised tensor. Here the image is
-    still ``uint8`` (the data preprocessor normalises), so the fill is in
-    pixel values: ``'random'`` gives each pixel and channel an independent
-    uniform integer in [0, 255] (the paper's choice; noise of about -2 to
-    2.2 after the usual ImageNet normalisation), and a constant such as the
-    preprocessor's mean, in the image's channel order, gives an erased region
-    that is about 0 after normalisation. With the default BGR loading and
-    ``mean=[123.675, 116.28, 103.53]`` (RGB) that is
-    ``fill=(103.53, 116.28, 123.675)``; integer images get the rounded
-    values.
+    With probability ``prob`` a rectangle is overwritten: area fraction
+    uniform in ``area_ratio``, height / width log-uniform in
+    ``aspect_ratio``; a draw whose rounded rectangle does not fit or leaves
+    the ranges is redrawn, up to ``max_attempts`` times (then nothing is
+    erased). The image is still in pixel values, so ``'random'`` gives each
+    pixel and channel a uniform integer in [0, 255] (the paper's noise), and
+    the preprocessor's mean in the image's channel order (BGR loading:
+    ``fill=(103.53, 116.28, 123.675)``) erases to about 0 after
+    normalisation.
 
     Required keys: ``img`` (H x W x C or H x W). Modified keys: ``img``.
 
     Args:
-        prob: Probability of erasing; with 0 no random number is drawn.
-        area_ratio: ``(min, max)`` fraction of the image area erased,
-            ``0 < min <= max <= 1``.
-        aspect_ratio: ``(min, max)`` height / width of the rectangle,
-            ``0 < min <= max``.
-        fill: ``'random'``, or a number in [0, 255], or one such number per
-            channel.
+        prob: Probability of erasing; at 0 nothing is drawn.
+        area_ratio: ``(min, max)`` erased fraction, ``0 < min <= max <= 1``.
+        aspect_ratio: ``(min, max)`` height / width, ``0 < min <= max``.
+        fill: ``'random'``, a number in [0, 255] or one per channel.
         max_attempts: Draws of a rectangle before giving up, >= 1.
     """
 
@@ -238,15 +203,9 @@ class RandomErasing(BaseTransform):
             'area_ratio', area_ratio, '0 < min <= max <= 1', upper=1.0)
         self.aspect_ratio = self._check_range(
             'aspect_ratio', aspect_ratio, '0 < min <= max', upper=math.inf)
-        if isinstance(fill, str):
-            if fill != 'random':
-                raise ValueError(
-                    f"{name}: fill must be 'random', a number in [0, 255] or "
-                    'a sequence of such numbers (one per channel), got '
-                    f'{fill!r}.')
-            self.fill = fill
-        else:
-            self.fill = _check_fill(name, 'fill', fill, "'random', ")
+        random_fill = isinstance(fill, str) and fill == 'random'
+        self.fill = fill if random_fill else _check_fill(
+            name, 'fill', fill, "'random', ")
         if (not isinstance(max_attempts, numbers.Integral)
                 or isinstance(max_attempts, bool) or max_attempts < 1):
             raise ValueError(
@@ -271,9 +230,8 @@ class RandomErasing(BaseTransform):
     def _random_box(self, h: int, w: int, channels: Optional[int]
                     ) -> Optional[Tuple[int, int, int, int,
                                         Optional[np.ndarray]]]:
-        """``(top, left, height, width, noise)`` of the rectangle, or None to
-        leave the image as it is; ``noise`` is the random fill (uint8) or
-        None for a constant fill."""
+        """``(top, left, height, width, noise)`` of the rectangle or None;
+        ``noise`` is the random uint8 fill (None for a constant fill)."""
         if self.prob == 0 or (self.prob < 1 and np.random.rand() >= self.prob):
             return None
         area = h * w
@@ -300,17 +258,10 @@ class RandomErasing(BaseTransform):
         return None
 
     def transform(self, results: dict) -> dict:
-        """Erase a random rectangle of ``results['img']``.
-
-        Args:
-            results: The entry; must hold ``img``.
-
-        Returns:
-            ``results`` with the erased image (a new array; the input array
-            is not written to), or unchanged when nothing was erased.
-        """
+        """Erase a random rectangle of ``results['img']`` (into a new array;
+        ``results`` is returned)."""
         name = type(self).__name__
-        img = _check_img(name, results)
+        img = check_img(name, results)
         if self.fill != 'random':
             _check_channels(name, 'fill', self.fill, img, results)
         channels = img.shape[2] if img.ndim == 3 else None

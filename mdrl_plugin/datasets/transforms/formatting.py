@@ -8,6 +8,8 @@ from mmengine.structures import BaseDataElement
 
 from mdrl_plugin.registry import TRANSFORMS
 
+from .augment import check_img
+
 __all__ = ['PackTextImageInputs']
 
 
@@ -15,16 +17,10 @@ __all__ = ['PackTextImageInputs']
 class PackTextImageInputs(BaseTransform):
     """Pack an image and its caption(s) into ``inputs`` and a data sample.
 
-    Output::
-
-        dict(inputs=<torch.Tensor C x H x W, dtype of the image (uint8)>,
-             data_samples=<BaseDataElement>)
-
-    The data sample's metainfo holds each key of ``meta_keys`` that the
-    results have, so the data preprocessor reads ``sample.text`` (training),
-    ``sample.texts`` (evaluation, list of str), ``sample.gt_label``,
-    ``sample.pid``, ``sample.image_id`` and so on. ``gt_label``, ``pid`` and
-    ``image_id`` are stored as Python ints.
+    Output: ``dict(inputs=<C x H x W tensor of the image's dtype>,
+    data_samples=<BaseDataElement>)``; the sample's metainfo holds the
+    ``meta_keys`` present (``text``, ``texts`` as a list of str, and
+    ``gt_label``, ``pid``, ``image_id`` as Python ints, ...).
 
     Required keys: ``img`` (H x W x C or H x W array). Optional keys: those in
     ``meta_keys``.
@@ -43,29 +39,10 @@ class PackTextImageInputs(BaseTransform):
         self.meta_keys = tuple(meta_keys)
 
     def transform(self, results: dict) -> dict:
-        """Pack ``results``.
-
-        Args:
-            results: Output of the previous transforms.
-
-        Returns:
-            ``dict(inputs=tensor, data_samples=BaseDataElement)``.
-        """
-        if 'img' not in results:
-            raise KeyError(
-                'PackTextImageInputs needs the key \'img\' (load the image '
-                f'earlier in the pipeline); got keys {sorted(results)}.')
-        img = results['img']
-        if not isinstance(img, np.ndarray):
-            raise TypeError(
-                'PackTextImageInputs: \'img\' must be a numpy array, got '
-                f'{type(img).__name__} (image {results.get("img_path")!r}).')
+        """Pack ``results`` into ``dict(inputs, data_samples)``."""
+        img = check_img('PackTextImageInputs', results)
         if img.ndim == 2:
             img = img[..., None]
-        if img.ndim != 3:
-            raise ValueError(
-                'PackTextImageInputs: \'img\' must be H x W or H x W x C, got '
-                f'shape {img.shape} (image {results.get("img_path")!r}).')
         inputs = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))
 
         meta = {}

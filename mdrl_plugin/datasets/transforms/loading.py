@@ -15,31 +15,25 @@ __all__ = ['LoadPersonImage']
 
 @TRANSFORMS.register_module()
 class LoadPersonImage(LoadImageFromFile):
-    """Load an image file, raising an error that names it when it fails.
+    """mmcv's ``LoadImageFromFile`` with errors that name the file.
 
-    mmcv's ``LoadImageFromFile`` fails on an undecodable file with an
-    ``AssertionError`` (gone under ``python -O``) and on an empty file with a
-    bare OpenCV error that does not name the file. This loader raises
-    :class:`FileNotFoundError` for a missing file and
+    mmcv fails on an undecodable file with an ``AssertionError`` (gone under
+    ``python -O``) and on an empty one with a bare OpenCV error. This loader
+    raises :class:`FileNotFoundError` for a missing file and
     :class:`~mdrl_plugin.datasets.errors.UnreadableImageError` (a
-    ``ValueError``) for an empty or corrupt one, both naming the path.
-
-    Images are decoded as 3-channel ``uint8`` in ``channel_order``; the
-    default ``'bgr'`` is the OpenMMLab convention (as ``LoadImageFromFile``),
-    so the data preprocessor must convert with ``bgr_to_rgb=True``.
+    ``ValueError``) for an empty or corrupt one, both naming the path. The
+    default ``'bgr'`` order is OpenMMLab's (preprocess with
+    ``bgr_to_rgb=True``).
 
     Required keys: ``img_path``. Added keys: ``img``, ``img_shape``,
     ``ori_shape``.
 
     Args:
         channel_order: ``'bgr'`` or ``'rgb'``.
-        to_float32: Return a float32 array instead of uint8.
-        color_type: Flag of :func:`mmcv.imfrombytes` (``'color'`` gives 3
-            channels even for grayscale files).
-        imdecode_backend: ``'cv2'``, ``'pillow'``, ``'turbojpeg'`` or
-            ``'tifffile'``.
-        ignore_empty: Return None instead of raising (the dataset then
-            draws another sample in training).
+        to_float32: Return float32 instead of uint8.
+        color_type: Flag of :func:`mmcv.imfrombytes`.
+        imdecode_backend: Decoder of :func:`mmcv.imfrombytes`.
+        ignore_empty: Return None instead of raising.
         backend_args: Arguments of the mmengine file backend.
     """
 
@@ -55,10 +49,8 @@ class LoadPersonImage(LoadImageFromFile):
                 f"LoadPersonImage: channel_order must be 'bgr' or 'rgb', got "
                 f'{channel_order!r}.')
         super().__init__(
-            to_float32=to_float32,
-            color_type=color_type,
-            imdecode_backend=imdecode_backend,
-            ignore_empty=ignore_empty,
+            to_float32=to_float32, color_type=color_type,
+            imdecode_backend=imdecode_backend, ignore_empty=ignore_empty,
             backend_args=backend_args)
         self.channel_order = channel_order
 
@@ -96,15 +88,8 @@ class LoadPersonImage(LoadImageFromFile):
         return img
 
     def transform(self, results: dict) -> Optional[dict]:
-        """Load ``results['img_path']``.
-
-        Args:
-            results: The entry; must hold ``img_path``.
-
-        Returns:
-            ``results`` with ``img``, ``img_shape`` and ``ori_shape``, or None
-            when loading failed and ``ignore_empty`` is set.
-        """
+        """Load ``results['img_path']``; None when it fails and
+        ``ignore_empty`` is set."""
         if 'img_path' not in results:
             raise KeyError(
                 f'LoadPersonImage needs the key \'img_path\'; got keys '
@@ -124,10 +109,5 @@ class LoadPersonImage(LoadImageFromFile):
         return results
 
     def __repr__(self) -> str:
-        return (f'{self.__class__.__name__}('
-                f'channel_order={self.channel_order!r}, '
-                f'to_float32={self.to_float32}, '
-                f'color_type={self.color_type!r}, '
-                f'imdecode_backend={self.imdecode_backend!r}, '
-                f'ignore_empty={self.ignore_empty}, '
-                f'backend_args={self.backend_args})')
+        return (super().__repr__()[:-1] +
+                f', channel_order={self.channel_order!r})')

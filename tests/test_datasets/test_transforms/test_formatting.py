@@ -50,6 +50,10 @@ def test_pack_grayscale_and_errors():
     pack = TRANSFORMS.build(dict(type='PackTextImageInputs'))
     with pytest.raises(KeyError, match="needs the key 'img'"):
         pack(dict(text='x'))
+    with pytest.raises(TypeError, match=r"PackTextImageInputs: 'img' must be "
+                       r'an H x W or H x W x C numpy array, got ndarray of '
+                       r"shape \(1, 2, 2, 3\) \(image 'a.png'\)"):
+        pack(dict(img=np.ones((1, 2, 2, 3), np.uint8), img_path='a.png'))
     with pytest.raises(TypeError, match="'texts' must be a list of str"):
         pack(dict(img=np.ones((2, 2, 3), np.uint8), texts='one caption'))
     with pytest.raises(TypeError, match="'text' must be a str, got list"):
