@@ -1,37 +1,22 @@
 """Retrieval metrics (Rank-k, mAP, mINP) for text-to-image person search.
 
 Both public functions share one chunked kernel that never sorts a similarity
-row. For a query with ``m`` matches it
+row: for a query with ``m`` matches it sorts only the ``m`` match scores
+``t`` and counts, for every ``t_j``, the gallery items scoring ``>= t_j``
+(one batched :func:`torch.searchsorted`, a histogram and a suffix sum; or, on
+the CPU when few scores reach the lowest match score, a sort of only those:
+``_sparse_at_least``). Rank-k, AP and INP follow from these match ranks.
+Queries are visited by increasing number of matches (so a chunk pads its
+match lists to similar lengths); queries without a match are skipped.
 
-1. gathers the ``m`` match scores of the row and sorts only them (``t``,
-   ascending),
-2. counts, for every match score ``t_j``, the gallery items scoring
-   ``>= t_j``: with one batched :func:`torch.searchsorted` of every score
-   in ``t`` (``O(G log m)``), a histogram of the bucket indices and a suffix
-   sum -- or, on the CPU when at most half of the scores reach the row's
-   lowest match score (as with a trained model), by sorting only those
-   scores once and binary-searching ``t`` in them (see
-   ``_sparse_at_least``),
-3. turns these counts into the rank of every match under the tie rule below.
-
-Queries are processed in order of their number of matches (so a chunk pads
-its match lists to similar lengths); queries without a match are skipped.
-
-Rank-k needs the best match's rank, AP all match ranks, INP the last match's
-rank, so nothing else is needed.
-
-Tie rule (pessimistic, order-independent): a gallery item whose similarity
-equals a match's similarity but which is *not* a match is ranked ahead of that
-match; matches tied with each other take consecutive ranks (in gallery order,
-which does not change any metric). Equivalently, the gallery is ordered by
-descending similarity, then non-matches before matches, then gallery index::
+Tie rule (pessimistic, order-independent): a non-match tied with a match is
+ranked ahead of it; matches tied with each other take consecutive ranks::
 
     rank(match g) = 1 + #{h : s_h > s_g}
                       + #{non-match h : s_h == s_g}
                       + #{match h : s_h == s_g, h < g}
 
-Without ties this is the usual ``1 + #{h : s_h > s_g}``. A constant similarity
-row therefore puts every match last: tied scores earn no credit.
+A constant similarity row therefore puts every match last.
 """
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -43,28 +28,64 @@ from torch import Tensor
 
 from mdrl_deploy.utils import check_topk
 
-from .similarity import rows_per_chunk, similarity_chunks
+__all__ = [
+    'rank_metrics', 'rank_metrics_from_features', 'rows_per_chunk',
+    'similarity_chunks'
+]
 
-__all__ = ['rank_metrics', 'rank_metrics_from_features']
-
-#: With ``chunk_size=None`` a chunk holds about this many similarity scores
-#: (``max(1, CHUNK_ELEMENTS // G)`` queries): large enough for an efficient
-#: matrix product and few per-chunk calls, small enough for the memory (a
-#: chunk needs about 13 bytes per score: the float32 scores, int32 bucket
-#: indices and a bool mask; about 110 MB for 2**23 scores).
+#: With ``chunk_size=None`` a chunk holds about this many scores (about 13
+#: bytes each: float32 score, int32 bucket index, bool mask; ~110 MB).
 CHUNK_ELEMENTS = 2**23
 
-#: On the CPU, a chunk uses the sparse search (``_sparse_at_least``) when at
-#: most this fraction of its scores reach their row's lowest match score
-#: (typical of trained models: sorting a kept score costs about twice as
-#: much as searching one score, measured on one ICFG-size chunk);
-#: otherwise the batched search is cheaper.
+#: On the CPU, a chunk uses the sparse search when at most this fraction of
+#: its scores reach their row's lowest match score (sorting a kept score
+#: costs about twice as much as searching one, measured on an ICFG chunk).
 SPARSE_MAX_FRACTION = 0.5
 
 #: Batched search: bucket indices (plus row offsets) below this use int32.
 _INT32_LIMIT = 2**31
 
 TopK = Union[int, Sequence[int]]
+
+
+def rows_per_chunk(num_gallery: int, max_scores: int) -> int:
+    """Query rows per chunk of at most ``max_scores`` scores (at least 1).
+
+    Args:
+        num_gallery (int): Gallery size ``G`` (scores per row).
+        max_scores (int): Bound on the scores of one chunk.
+
+    Returns:
+        int: ``max(1, max_scores // G)``.
+    """
+    return max(1, max_scores // max(1, num_gallery))
+
+
+def similarity_chunks(query: Tensor,
+                      gallery_t: Optional[Tensor],
+                      chunk_size: int,
+                      order: Optional[Tensor] = None
+                      ) -> Iterator[Tuple[Tensor, Tensor]]:
+    """Similarity rows, ``chunk_size`` queries at a time.
+
+    Args:
+        query (Tensor): ``[Q, D]`` query features, or a ``[Q, G]``
+            similarity matrix when ``gallery_t`` is None.
+        gallery_t (Tensor, optional): ``[D, G]`` transposed gallery features.
+        chunk_size (int): Queries per chunk.
+        order (Tensor, optional): The query indices to visit, in this order.
+            Defaults to all queries in turn.
+
+    Yields:
+        tuple[Tensor, Tensor]: The chunk's query indices ``rows`` and
+        ``query[rows] @ gallery_t`` (or ``query[rows]``).
+    """
+    if order is None:
+        order = torch.arange(query.shape[0], device=query.device)
+    for start in range(0, order.numel(), chunk_size):
+        rows = order[start:start + chunk_size]
+        block = query[rows]
+        yield rows, block if gallery_t is None else block @ gallery_t
 
 
 def _check_topk(topk: TopK) -> Tuple[int, ...]:
@@ -81,6 +102,30 @@ def _check_topk(topk: TopK) -> Tuple[int, ...]:
     return tuple(check_topk(k, f'topk {ks!r}: each value') for k in ks)
 
 
+def _check_chunk_size(chunk_size: Optional[int]) -> Optional[int]:
+    """``chunk_size`` if it is a positive int or None, else ValueError."""
+    if chunk_size is not None and (isinstance(chunk_size, bool)
+                                   or not isinstance(chunk_size, int)
+                                   or chunk_size < 1):
+        raise ValueError(
+            f'chunk_size must be a positive int or None, got {chunk_size!r}')
+    return chunk_size
+
+
+def _check_matrix(value: Tensor, name: str, shape: str,
+                  min_cols: int) -> None:
+    """Check that ``value`` is a floating ``[>= 1, >= min_cols]`` tensor."""
+    if not isinstance(value, Tensor):
+        raise TypeError(
+            f'{name} must be a torch.Tensor, got {type(value).__name__}')
+    if value.dim() != 2 or value.shape[0] == 0 or value.shape[1] < min_cols:
+        raise ValueError(
+            f'{name} must have shape {shape}, got {list(value.shape)}')
+    if not value.is_floating_point():
+        raise TypeError(
+            f'{name} must have a floating-point dtype, got {value.dtype}')
+
+
 def _check_pids(pids: Tensor, name: str, length: int, what: str) -> None:
     """Check that ``pids`` is a 1-D integer tensor of ``length`` items."""
     if not isinstance(pids, Tensor):
@@ -94,25 +139,9 @@ def _check_pids(pids: Tensor, name: str, length: int, what: str) -> None:
                          f'{what}), got {list(pids.shape)}')
 
 
-def _resolve_chunk_size(chunk_size: Optional[int], num_gallery: int) -> int:
-    """Validate ``chunk_size``; ``None`` gives ``CHUNK_ELEMENTS // G`` rows."""
-    if chunk_size is None:
-        return rows_per_chunk(num_gallery, CHUNK_ELEMENTS)
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) \
-            or chunk_size < 1:
-        raise ValueError(
-            f'chunk_size must be a positive int or None, got {chunk_size!r}')
-    return chunk_size
-
-
 class _MatchTable:
-    """Gallery indices of every identity, ready to be gathered per query.
-
-    Args:
-        query_pids (Tensor): ``[Q]`` integer pids of the queries.
-        gallery_pids (Tensor): ``[G]`` integer pids of the gallery.
-        device (torch.device): Where the index tensors live.
-    """
+    """Gallery indices of every identity (from ``[Q]`` ``query_pids`` and
+    ``[G]`` ``gallery_pids``, on ``device``), to be gathered per query."""
 
     def __init__(self, query_pids: Tensor, gallery_pids: Tensor,
                  device: torch.device) -> None:
@@ -139,15 +168,13 @@ class _MatchTable:
         #: number of queries that have at least one match
         self.num_valid = int(with_match.numel())
 
-    def gather(self, start: int,
-               end: int) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
-        """Queries ``start:end`` of :attr:`order` and their padded matches.
+    def gather(self, start: int, end: int) -> Tuple[Tensor, Tensor, Tensor]:
+        """Queries ``start:end`` of :attr:`query_order` and their matches.
 
         Returns:
-            tuple[Tensor, Tensor, Tensor, Tensor]: ``queries`` ``[B]`` (query
-            indices), ``index`` ``[B, m]`` (gallery indices of their matches,
-            padding points at item 0), ``valid`` ``[B, m]`` bool and
-            ``counts`` ``[B]``, with ``m = max(counts)``.
+            tuple[Tensor, Tensor, Tensor]: ``index`` ``[B, m]`` (gallery
+            indices of their matches, padding points at item 0), ``valid``
+            ``[B, m]`` bool and ``counts`` ``[B]``, ``m = max(counts)``.
         """
         queries = self.query_order[start:end]
         counts = self.q_counts[queries]
@@ -156,8 +183,7 @@ class _MatchTable:
         valid = pos[None, :] < counts[:, None]
         flat = self.offsets[self.q_labels[queries]][:, None] + pos[None, :]
         flat = torch.where(valid, flat, torch.zeros_like(flat))
-        index = self.order[flat]
-        return queries, index, valid, counts
+        return self.order[flat], valid, counts
 
 
 def _sortable_key(values: np.ndarray) -> np.ndarray:
@@ -175,15 +201,12 @@ def _sortable_key(values: np.ndarray) -> np.ndarray:
 def _sparse_at_least(sim: np.ndarray, thresholds: np.ndarray,
                      max_fraction: float) -> Optional[np.ndarray]:
     """``#{g : sim[b, g] >= thresholds[b, j]}`` from the scores that reach
-    their row's lowest match score, sorted once.
+    their row's lowest match score only.
 
-    Only scores ``>= thresholds[b, 0]`` count for any ``j``. They are
-    gathered and turned into one int64 key each (row in the high 32 bits, an
-    order-preserving image of the float32 value in the low 32), the keys of
-    the whole chunk are sorted with one :func:`numpy.sort` (vectorised), and
-    every count is a difference of two positions found by a binary search of
-    the ``n * m`` threshold keys in the sorted keys (``O(n m log K)``, not
-    per score). Equal floats have equal keys, so the counts are exact.
+    Each such score becomes an int64 key (row in the high 32 bits, an
+    order-preserving image of the float in the low 32); one sort of the
+    chunk's keys and one binary search of the threshold keys give every
+    count, exactly (equal floats have equal keys).
 
     Returns:
         np.ndarray | None: ``[n, m]`` int64 counts, or None when more than
@@ -228,37 +251,23 @@ def _batched_at_least(sim: Tensor, thresholds: Tensor) -> Tensor:
 
 def _at_least(sim: Tensor, thresholds: Tensor,
               sparse_fraction: float) -> Tensor:
-    """``at_least[b, j] = #{g : sim[b, g] >= thresholds[b, j]}`` of a chunk.
-
-    On the CPU, float32 chunks where at most ``sparse_fraction`` of the
-    scores reach their row's lowest match score use the sort of those scores
-    (numpy; the chunk's rows are split among ``torch.get_num_threads()``
-    Python threads, since numpy releases the GIL in the heavy steps); all
-    others use one batched
-    ``torch.searchsorted``.
-
-    Returns:
-        Tensor: ``[B, m]`` int64 counts.
-    """
+    """``[B, m]`` int64 ``#{g : sim[b, g] >= thresholds[b, j]}``: sparse
+    for float32 CPU chunks where at most ``sparse_fraction`` of the scores
+    qualify (rows split among ``torch.get_num_threads()`` threads), else
+    batched."""
     if sparse_fraction > 0 and sim.device.type == 'cpu' \
             and sim.dtype == torch.float32:
         sim_np, thresholds_np = sim.numpy(), thresholds.numpy()
         parts = min(torch.get_num_threads(), sim.shape[0])
-        if parts > 1:
-            # numpy releases the GIL in its comparisons, copies and sort
-            bounds = np.linspace(0, sim.shape[0], parts + 1).astype(int)
-            with ThreadPoolExecutor(parts) as pool:
-                blocks = list(pool.map(
-                    lambda lo_hi: _sparse_at_least(
-                        sim_np[lo_hi[0]:lo_hi[1]],
-                        thresholds_np[lo_hi[0]:lo_hi[1]], sparse_fraction),
-                    zip(bounds[:-1], bounds[1:])))
-            if all(block is not None for block in blocks):
-                return torch.from_numpy(np.concatenate(blocks))
-        else:
-            block = _sparse_at_least(sim_np, thresholds_np, sparse_fraction)
-            if block is not None:
-                return torch.from_numpy(block)
+        bounds = np.linspace(0, sim.shape[0], parts + 1).astype(int)
+        # numpy releases the GIL in its comparisons, copies and sort
+        with ThreadPoolExecutor(parts) as pool:
+            blocks = list(pool.map(
+                lambda lo, hi: _sparse_at_least(
+                    sim_np[lo:hi], thresholds_np[lo:hi], sparse_fraction),
+                bounds[:-1], bounds[1:]))
+        if all(block is not None for block in blocks):
+            return torch.from_numpy(np.concatenate(blocks))
     return _batched_at_least(sim, thresholds)
 
 
@@ -267,23 +276,15 @@ def _chunk_ranks(sim: Tensor,
                  valid: Tensor,
                  counts: Tensor,
                  sparse_fraction: float = 0.0) -> Tensor:
-    """Ranks of the matches of a block of similarity rows.
-
-    Args:
-        sim (Tensor): ``[B, G]`` contiguous similarity rows (float32 or
-            float64).
-        index (Tensor): ``[B, m]`` gallery indices of the matches (padded).
-        valid (Tensor): ``[B, m]`` which entries of ``index`` are real.
-        counts (Tensor): ``[B]`` number of matches per row.
-        sparse_fraction (float): On the CPU, use the sparse search when at
-            most this fraction of the scores reach their row's lowest match
-            score. Defaults to 0 (always the batched search).
+    """Ranks of the matches of ``[B, G]`` contiguous float32/64 rows
+    ``sim`` (``index``, ``valid``, ``counts``: :meth:`_MatchTable.gather`;
+    ``sparse_fraction``: :func:`_at_least`).
 
     Returns:
-        Tensor: ``[B, m]`` int64 ranks (1-based, tie rule of the module)
-        of the matches sorted by *ascending* similarity: entry ``j < counts``
-        is the rank of the match holding the ``j``-th smallest match score,
-        so ranks decrease along a row; padded entries are undefined.
+        Tensor: ``[B, m]`` int64 ranks (1-based, the module's tie rule) of
+        the matches by *ascending* score: entry ``j < counts`` is the rank of
+        the ``j``-th smallest match score, so ranks decrease along a row;
+        padded entries are undefined.
     """
     m = index.shape[1]
     scores = sim.gather(1, index)
@@ -308,16 +309,14 @@ def _chunk_ranks(sim: Tensor,
     return position + at_least - matches_at_least
 
 
-def _accumulate(ranks: Tensor, counts: Tensor, ks: Tuple[int, ...],
-                sums: Dict[str, Tensor]) -> None:
+def _accumulate(ranks: Tensor, valid: Tensor, counts: Tensor,
+                ks: Tuple[int, ...], sums: Dict[str, Tensor]) -> None:
     """Add the per-query R@k, AP and INP of a chunk (all with matches)."""
     ranks = ranks.to(torch.float64)
-    m = ranks.shape[1]
     countsf = counts.to(torch.float64)
-    arange = torch.arange(m, device=ranks.device)
-    real = arange[None, :] < counts[:, None]
+    arange = torch.arange(ranks.shape[1], device=ranks.device)
     position = (counts[:, None] - arange[None, :]).to(torch.float64)
-    precision = torch.where(real, position / ranks,
+    precision = torch.where(valid, position / ranks,
                             torch.zeros_like(ranks))
     sums['mAP'] += (precision.sum(1) / countsf).sum()
     # ranks decrease along a row: entry 0 is the last match,
@@ -328,8 +327,8 @@ def _accumulate(ranks: Tensor, counts: Tensor, ks: Tuple[int, ...],
         sums[f'R{k}'] += (best <= k).sum().to(torch.float64)
 
 
-def _finish(sums: Dict[str, Tensor], num_valid: int, num_query: int,
-            ks: Tuple[int, ...]) -> Dict[str, float]:
+def _finish(sums: Dict[str, Tensor], num_valid: int,
+            num_query: int) -> Dict[str, float]:
     """Turn the accumulated sums into percentages (and warn about skips)."""
     if num_valid == 0:
         raise ValueError(
@@ -341,29 +340,29 @@ def _finish(sums: Dict[str, Tensor], num_valid: int, num_query: int,
             f'{num_query - num_valid} of {num_query} queries have no matching '
             'gallery item (their pid is not in gallery_pids); they are '
             'excluded from R@k, mAP and mINP', UserWarning, stacklevel=4)
-    out = {f'R{k}': sums[f'R{k}'] for k in ks}
-    out['mAP'] = sums['mAP']
-    out['mINP'] = sums['mINP']
     return {key: float(val.item()) * 100.0 / num_valid
-            for key, val in out.items()}
+            for key, val in sums.items()}
 
 
-def _run(chunks: Iterator[Tuple[Tensor, Tensor]], table: _MatchTable,
-         ks: Tuple[int, ...], num_query: int, chunk_size: int,
+def _run(query: Tensor, gallery_t: Optional[Tensor], query_pids: Tensor,
+         gallery_pids: Tensor, chunk_size: int, ks: Tuple[int, ...],
          device: torch.device) -> Dict[str, float]:
-    """Shared driver: rank the chunks of :func:`similarity_chunks` over
-    ``table.query_order`` (``chunk_size`` rows each) and accumulate."""
+    """Rank :func:`similarity_chunks` of ``query`` (and ``gallery_t``) and
+    accumulate the metrics."""
+    table = _MatchTable(query_pids, gallery_pids, device)
     sums = {key: torch.zeros((), dtype=torch.float64, device=device)
             for key in [f'R{k}' for k in ks] + ['mAP', 'mINP']}
+    chunks = similarity_chunks(query, gallery_t, chunk_size,
+                               table.query_order)
     for start, (_, sim) in zip(range(0, table.num_valid, chunk_size),
                                chunks):
-        _, index, valid, counts = table.gather(start, start + chunk_size)
+        index, valid, counts = table.gather(start, start + chunk_size)
         if sim.dtype in (torch.float16, torch.bfloat16):
             sim = sim.float()  # exact: order and ties are preserved
         ranks = _chunk_ranks(sim.contiguous(), index, valid, counts,
                              SPARSE_MAX_FRACTION)
-        _accumulate(ranks, counts, ks, sums)
-    return _finish(sums, table.num_valid, num_query, ks)
+        _accumulate(ranks, valid, counts, ks, sums)
+    return _finish(sums, table.num_valid, query.shape[0])
 
 
 def rank_metrics(similarity: Tensor,
@@ -372,59 +371,35 @@ def rank_metrics(similarity: Tensor,
                  topk: TopK = (1, 5, 10)) -> Dict[str, float]:
     """Rank-k, mAP and mINP of a query x gallery similarity matrix.
 
-    Every row is one query; gallery items are ranked by descending similarity
-    and an item is a match when its pid equals the query's pid.
-
-    * ``R{k}``: share of queries with a match within the first ``k`` ranks.
-    * ``mAP``: mean over queries of AP, the mean over the query's matches of
-      ``(matches ranked up to and including it) / (its rank)``.
-    * ``mINP``: mean over queries of ``(number of matches) / (rank of the
-      last match)``.
-
-    Ties follow a pessimistic rule: a non-matching item with the same
-    similarity as a match is ranked ahead of it (see the module docstring for
-    the exact formula). Queries without any match in the gallery are excluded
-    from all averages, with a :class:`UserWarning` saying how many; if no
-    query has a match a :class:`ValueError` is raised.
+    Gallery items are ranked by descending similarity; an item matches a
+    query (row) with the same pid. ``R{k}``: share of queries with a match
+    in the first ``k`` ranks; ``mAP``: mean over queries of the mean over
+    their matches of ``(matches ranked up to it) / (its rank)``; ``mINP``:
+    mean of ``(number of matches) / (rank of the last match)``. Ties are
+    pessimistic (module docstring). Queries without a match are left out,
+    with a :class:`UserWarning`; :class:`ValueError` if no query has one.
 
     Args:
-        similarity (Tensor): ``[Q, G]`` floating-point similarities (higher is
-            more similar); must not contain NaN.
-        query_pids (Tensor): ``[Q]`` identities of the queries, any integer
-            dtype.
-        gallery_pids (Tensor): ``[G]`` identities of the gallery items, any
-            integer dtype.
-        topk (int | Sequence[int]): The ``k`` of the reported Rank-k values.
-            Defaults to ``(1, 5, 10)``.
+        similarity (Tensor): ``[Q, G]`` floating similarities, no NaN.
+        query_pids (Tensor): ``[Q]`` integer identities of the queries.
+        gallery_pids (Tensor): ``[G]`` integer identities of the gallery.
+        topk (int | Sequence[int]): The ``k`` of the reported Rank-k.
 
     Returns:
-        dict[str, float]: ``R{k}`` for every ``k`` in ``topk``, ``mAP`` and
-        ``mINP``, all in percent.
+        dict[str, float]: ``R{k}`` per ``k``, ``mAP`` and ``mINP``, in
+        percent.
     """
     ks = _check_topk(topk)
-    if not isinstance(similarity, Tensor):
-        raise TypeError('similarity must be a torch.Tensor, got '
-                        f'{type(similarity).__name__}')
-    if similarity.dim() != 2 or similarity.shape[0] == 0 \
-            or similarity.shape[1] == 0:
-        raise ValueError('similarity must have shape [Q, G] with Q, G >= 1, '
-                         f'got {list(similarity.shape)}')
-    if not similarity.is_floating_point():
-        raise TypeError('similarity must have a floating-point dtype, got '
-                        f'{similarity.dtype}')
+    _check_matrix(similarity, 'similarity', '[Q, G] with Q, G >= 1', 1)
     num_query, num_gallery = similarity.shape
     _check_pids(query_pids, 'query_pids', num_query, 'similarity row')
     _check_pids(gallery_pids, 'gallery_pids', num_gallery,
                 'similarity column')
     if torch.isnan(similarity).any():
         raise ValueError('similarity contains NaN; ranking is undefined')
-    device = similarity.device
-    similarity = similarity.detach()
-    table = _MatchTable(query_pids, gallery_pids, device)
-    chunk_size = _resolve_chunk_size(None, num_gallery)
-    return _run(
-        similarity_chunks(similarity, None, chunk_size, table.query_order),
-        table, ks, num_query, chunk_size, device)
+    return _run(similarity.detach(), None, query_pids, gallery_pids,
+                rows_per_chunk(num_gallery, CHUNK_ELEMENTS), ks,
+                similarity.device)
 
 
 def rank_metrics_from_features(
@@ -436,54 +411,37 @@ def rank_metrics_from_features(
         chunk_size: Optional[int] = None,
         device: Optional[Union[str, torch.device]] = None
 ) -> Dict[str, float]:
-    """Rank-k, mAP and mINP from query and gallery feature matrices.
-
-    Gives the numbers of :func:`rank_metrics` on
-    ``query_feats @ gallery_feats.T`` (plain dot product: normalise the
-    features first for cosine similarity) without building that matrix:
-    queries are processed ``chunk_size`` rows at a time, and no similarity row
-    is sorted, so time is about one matrix product plus one binary search per
-    similarity entry, and extra memory is ``O(chunk_size * G)``.
+    """:func:`rank_metrics` of ``query_feats @ gallery_feats.T`` (normalise
+    the features first for cosine similarity), without building that
+    matrix: ``chunk_size`` queries at a time, ``O(chunk_size * G)`` memory.
 
     Args:
-        query_feats (Tensor): ``[Q, D]`` floating-point query features.
-        gallery_feats (Tensor): ``[G, D]`` floating-point gallery features.
+        query_feats (Tensor): ``[Q, D]`` floating query features.
+        gallery_feats (Tensor): ``[G, D]`` floating gallery features.
         query_pids (Tensor): ``[Q]`` integer identities of the queries.
         gallery_pids (Tensor): ``[G]`` integer identities of the gallery.
-        topk (int | Sequence[int]): The ``k`` of the reported Rank-k values.
-            Defaults to ``(1, 5, 10)``.
-        chunk_size (int, optional): Queries per chunk. Defaults to None:
-            ``max(1, 2**23 // G)`` (422 for G = 19,848), so that a chunk
-            holds about 8M scores and needs about 110 MB.
-        device (str | torch.device, optional): Where to compute (e.g.
-            ``'cuda'``). Defaults to the device of ``query_feats``.
+        topk (int | Sequence[int]): The ``k`` of the reported Rank-k.
+        chunk_size (int, optional): Queries per chunk; None:
+            ``max(1, 2**23 // G)`` (about 8M scores, 110 MB).
+        device (str | torch.device, optional): Where to compute; None: the
+            device of ``query_feats``.
 
     Returns:
-        dict[str, float]: ``R{k}`` for every ``k`` in ``topk``, ``mAP`` and
-        ``mINP``, all in percent. Ties and queries without a match are handled
-        as in :func:`rank_metrics`.
+        dict[str, float]: ``R{k}`` per ``k``, ``mAP`` and ``mINP``, in
+        percent.
     """
     ks = _check_topk(topk)
-    for name, feats in (('query_feats', query_feats),
-                        ('gallery_feats', gallery_feats)):
-        if not isinstance(feats, Tensor):
-            raise TypeError(
-                f'{name} must be a torch.Tensor, got {type(feats).__name__}')
-        if feats.dim() != 2 or feats.shape[0] == 0:
-            raise ValueError(f'{name} must have shape [N, D] with N >= 1, '
-                             f'got {list(feats.shape)}')
-        if not feats.is_floating_point():
-            raise TypeError(
-                f'{name} must have a floating-point dtype, got {feats.dtype}')
+    _check_matrix(query_feats, 'query_feats', '[N, D] with N >= 1', 0)
+    _check_matrix(gallery_feats, 'gallery_feats', '[N, D] with N >= 1', 0)
     if query_feats.shape[1] != gallery_feats.shape[1]:
         raise ValueError(
             'query_feats and gallery_feats must have the same feature size, '
             f'got {query_feats.shape[1]} and {gallery_feats.shape[1]}')
-    num_query, num_gallery = query_feats.shape[0], gallery_feats.shape[0]
-    _check_pids(query_pids, 'query_pids', num_query, 'query_feats row')
-    _check_pids(gallery_pids, 'gallery_pids', num_gallery,
+    _check_pids(query_pids, 'query_pids', len(query_feats), 'query_feats row')
+    _check_pids(gallery_pids, 'gallery_pids', len(gallery_feats),
                 'gallery_feats row')
-    chunk_size = _resolve_chunk_size(chunk_size, num_gallery)
+    chunk_size = _check_chunk_size(chunk_size) or rows_per_chunk(
+        len(gallery_feats), CHUNK_ELEMENTS)
     device = torch.device(device) if device is not None \
         else query_feats.device
     dtype = torch.promote_types(query_feats.dtype, gallery_feats.dtype)
@@ -492,7 +450,5 @@ def rank_metrics_from_features(
     for name, feats in (('query_feats', query), ('gallery_feats', gallery_t)):
         if not torch.isfinite(feats).all():
             raise ValueError(f'{name} contains NaN or infinite values')
-    table = _MatchTable(query_pids, gallery_pids, device)
-    return _run(
-        similarity_chunks(query, gallery_t, chunk_size, table.query_order),
-        table, ks, num_query, chunk_size, device)
+    return _run(query, gallery_t, query_pids, gallery_pids, chunk_size, ks,
+                device)

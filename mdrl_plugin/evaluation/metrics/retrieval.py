@@ -11,50 +11,38 @@ from torch import Tensor
 
 from mdrl_plugin.registry import METRICS
 
-from ..functional.retrieval import _check_topk, rank_metrics_from_features
+from ..functional.retrieval import (
+    _check_chunk_size,
+    _check_topk,
+    rank_metrics_from_features,
+)
 
 __all__ = ['PersonRetrievalMetric']
 
 
 @METRICS.register_module()
 class PersonRetrievalMetric(BaseMetric):
-    """Text-to-image retrieval metric of description-based person search.
+    """Text-to-image Rank-k, mAP and mINP (percent): every caption is a
+    query, every image a gallery item, matching when the ``pid`` is equal;
+    cosine similarity, ranked by
+    :func:`~mdrl_plugin.evaluation.functional.rank_metrics_from_features`.
 
-    Every caption of the evaluation set is a query and every image is a
-    gallery item; a gallery image matches a query when it shows the same
-    person (equal ``pid``). Features are L2-normalised, so similarity is the
-    cosine similarity, and the metric reports ``R{k}`` for every ``k`` in
-    ``topk``, ``mAP`` and ``mINP``, in percent, computed by
-    :func:`~mdrl_plugin.evaluation.functional.rank_metrics_from_features`
-    (chunked, never building the full similarity matrix; ties are ranked
-    pessimistically, see that function).
-
-    The model's ``predict`` must return, per image, a data sample carrying
-
-    * ``img_feat``: ``[D]`` tensor, the image's retrieval feature;
-    * ``text_feats``: ``[n_i, D]`` tensor, the features of that image's
-      ``n_i`` captions (``[0, D]`` when it has none);
-    * ``pid``: the person identity (int or one-element tensor).
-
-    :meth:`process` stores exactly one result per data sample, so MMEngine's
-    ``collect_results`` can drop the samples that the sampler repeats to pad
-    the last rank.
+    The model's ``predict`` returns, per image, a data sample with
+    ``img_feat`` (``[D]``), ``text_feats`` (``[n, D]``, the image's
+    captions; ``[0, D]`` for none) and ``pid`` (int or one-element tensor).
+    One result is stored per sample, so MMEngine's ``collect_results`` can
+    drop the samples the sampler repeats to pad the last rank.
 
     Args:
         topk (int | Sequence[int]): The ``k`` of the reported Rank-k values.
-            Defaults to ``(1, 5, 10)``.
-        chunk_size (int, optional): Queries per chunk of the similarity
-            computation. Defaults to None (about 8M scores per chunk, see
-            :func:`rank_metrics_from_features`).
-        device (str, optional): Device for the similarity computation, e.g.
-            ``'cuda'``; ``None`` computes on the CPU where the collected
-            results lie. Defaults to None.
-        collect_device (str): Device used to collect results across ranks,
-            ``'cpu'`` or ``'gpu'``. Defaults to ``'cpu'``.
-        prefix (str, optional): Prefix of the metric names, e.g. ``'test'``
-            gives ``'test/R1'``. Defaults to None (no prefix).
+        chunk_size (int, optional): Queries per chunk (None: about 8M
+            scores).
+        device (str, optional): Where to rank, e.g. ``'cuda'``; None: the
+            CPU.
+        collect_device (str): ``'cpu'`` or ``'gpu'``, to collect results.
+        prefix (str, optional): Metric name prefix (``'test'``: ``test/R1``).
         collect_dir (str, optional): Folder shared by all ranks for
-            ``collect_device='cpu'``. Defaults to None (a temporary folder).
+            ``collect_device='cpu'``; None: a temporary folder.
     """
 
     default_prefix: Optional[str] = None
@@ -70,33 +58,9 @@ class PersonRetrievalMetric(BaseMetric):
             collect_device=collect_device,
             prefix=prefix,
             collect_dir=collect_dir)
-        topk = _check_topk(topk)
-        if chunk_size is not None and (isinstance(chunk_size, bool)
-                                       or not isinstance(chunk_size, int)
-                                       or chunk_size < 1):
-            raise ValueError(
-                f'chunk_size must be a positive int or None, got '
-                f'{chunk_size!r}')
-        self.topk = topk
-        self.chunk_size = chunk_size
+        self.topk = _check_topk(topk)
+        self.chunk_size = _check_chunk_size(chunk_size)
         self.device = device
-
-    @staticmethod
-    def _field(sample: Union[dict, BaseDataElement], key: str,
-               index: int) -> Any:
-        if isinstance(sample, BaseDataElement):
-            sample = sample.to_dict()
-        if not isinstance(sample, dict):
-            raise TypeError(
-                f'PersonRetrievalMetric: data sample {index} must be a dict '
-                f'or a data element, got {type(sample).__name__}')
-        if key not in sample:
-            raise KeyError(
-                f'PersonRetrievalMetric: data sample {index} has no {key!r}; '
-                "the model's predict must return 'img_feat' [D], "
-                "'text_feats' [n, D] and 'pid' for every image "
-                f'(got keys {sorted(sample)})')
-        return sample[key]
 
     def process(self, data_batch: Any,
                 data_samples: Sequence[Union[dict, BaseDataElement]]) -> None:
@@ -104,14 +68,25 @@ class PersonRetrievalMetric(BaseMetric):
 
         Args:
             data_batch (Any): The batch from the dataloader (unused).
-            data_samples (Sequence[dict | BaseDataElement]): The model's
-                outputs, one per image, carrying ``img_feat`` ``[D]``,
-                ``text_feats`` ``[n, D]`` and ``pid``.
+            data_samples (Sequence[dict | BaseDataElement]): One per image,
+                with ``img_feat`` ``[D]``, ``text_feats`` ``[n, D]``, ``pid``.
         """
         for i, sample in enumerate(data_samples):
-            img_feat = self._field(sample, 'img_feat', i)
-            text_feats = self._field(sample, 'text_feats', i)
-            pid = self._field(sample, 'pid', i)
+            if isinstance(sample, BaseDataElement):
+                sample = sample.to_dict()
+            if not isinstance(sample, dict):
+                raise TypeError(
+                    f'PersonRetrievalMetric: data sample {i} must be a dict '
+                    f'or a data element, got {type(sample).__name__}')
+            for key in ('img_feat', 'text_feats', 'pid'):
+                if key not in sample:
+                    raise KeyError(
+                        f'PersonRetrievalMetric: data sample {i} has no '
+                        f"{key!r}; the model's predict must return "
+                        "'img_feat' [D], 'text_feats' [n, D] and 'pid' for "
+                        f'every image (got keys {sorted(sample)})')
+            img_feat, text_feats, pid = (sample['img_feat'],
+                                         sample['text_feats'], sample['pid'])
             if not isinstance(img_feat, Tensor) or img_feat.dim() != 1:
                 raise ValueError(
                     f'PersonRetrievalMetric: data sample {i} img_feat must '
@@ -130,26 +105,19 @@ class PersonRetrievalMetric(BaseMetric):
                         f'a single integer, got a tensor of shape '
                         f'{list(pid.shape)}')
                 pid = pid.item()
-            try:
-                if isinstance(pid, bool):
-                    raise TypeError
-                pid = operator.index(pid)
-            except TypeError:
+            if isinstance(pid, bool) or not hasattr(pid, '__index__'):
                 raise ValueError(
                     f'PersonRetrievalMetric: data sample {i} pid must be an '
-                    f'integer, got {pid!r}') from None
-            self.results.append(
-                dict(
-                    img_feat=img_feat.detach().cpu(),
-                    text_feats=text_feats.detach().cpu(),
-                    pid=pid))
+                    f'integer, got {pid!r}')
+            self.results.append(dict(img_feat=img_feat.detach().cpu(),
+                                     text_feats=text_feats.detach().cpu(),
+                                     pid=operator.index(pid)))
 
     def compute_metrics(self, results: List[dict]) -> Dict[str, float]:
         """Rank every caption against every image.
 
         Args:
-            results (list[dict]): The stored results of all ranks, one per
-                image.
+            results (list[dict]): The stored results of all ranks.
 
         Returns:
             dict[str, float]: ``R{k}`` for every ``k`` in ``topk``, ``mAP``
@@ -161,7 +129,8 @@ class PersonRetrievalMetric(BaseMetric):
         if len(dims) != 1:
             raise ValueError('PersonRetrievalMetric: img_feat sizes differ '
                              f'between images: {sorted(dims)}')
-        gallery = torch.stack([r['img_feat'] for r in results]).float()
+        gallery = F.normalize(
+            torch.stack([r['img_feat'] for r in results]).float(), dim=1)
         gallery_pids = torch.tensor([r['pid'] for r in results],
                                     dtype=torch.int64)
         counts = torch.tensor([r['text_feats'].shape[0] for r in results],
@@ -170,22 +139,16 @@ class PersonRetrievalMetric(BaseMetric):
             raise ValueError(
                 'PersonRetrievalMetric: no caption features (every '
                 'text_feats is [0, D]); there are no queries to evaluate')
-        query = torch.cat([r['text_feats'] for r in results]).float()
+        query = F.normalize(
+            torch.cat([r['text_feats'] for r in results]).float(), dim=1)
         query_pids = torch.repeat_interleave(gallery_pids, counts)
-        query = F.normalize(query, dim=1)
-        gallery = F.normalize(gallery, dim=1)
         MMLogger.get_current_instance().info(
             f'PersonRetrievalMetric: {query.shape[0]} text queries against '
             f'{gallery.shape[0]} gallery images '
             f'({int(gallery_pids.unique().numel())} identities)')
         return rank_metrics_from_features(
-            query,
-            gallery,
-            query_pids,
-            gallery_pids,
-            topk=self.topk,
-            chunk_size=self.chunk_size,
-            device=self.device)
+            query, gallery, query_pids, gallery_pids, topk=self.topk,
+            chunk_size=self.chunk_size, device=self.device)
 
 
 def _describe(value: Any) -> str:
