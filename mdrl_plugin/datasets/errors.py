@@ -1,9 +1,5 @@
-"""Exceptions raised by the PEDES datasets and the image loader.
-
-Every class derives from :class:`ValueError` or :class:`FileNotFoundError`,
-so callers that catch the built-in types keep working, while tests and tools
-can tell the cases apart.
-"""
+"""Exceptions of the PEDES datasets and the image loader; each derives from
+:class:`ValueError` or :class:`FileNotFoundError`."""
 
 __all__ = [
     'DatasetNotFoundError', 'AnnotationNotFoundError', 'AnnotationFormatError',

@@ -15,23 +15,14 @@ class ICFGPEDES(BasePedesDataset):
     """ICFG-PEDES: 54,522 images, 4,102 identities, one caption per image.
 
     Layout: ``<data_root>/imgs/<file_path>`` and ``ICFG-PEDES.json`` (or
-    ``ICFG_PEDES.json``) with the CUHK-PEDES record fields. The release has
-    only the splits ``train`` (3,102 ids) and ``test`` (1,000 ids); a record
-    with split ``val`` is reported as malformed.
+    ``ICFG_PEDES.json``) with the CUHK-PEDES record fields; the release has
+    only ``train`` (3,102 ids) and ``test`` (1,000 ids) records.
 
-    A validation split is made by holding out training identities:
-    ``val_from_train=dict(num_ids=K, seed=S)`` removes K training identities
-    from ``split='train'`` (the remaining ones are relabelled ``0..C-1``,
-    ``C = 3,102 - K`` on the full release) and ``split='val'`` serves exactly
-    their images as evaluation entries. The held-out identities are the K
-    training ids with the smallest SHA-1 digest of ``f'{S}:{id}'``
-    (:meth:`select_val_ids`): a seeded draw that does not depend on the
-    record order, the Python or numpy version or the platform. The train and
-    the val dataset of one config must be given the same ``val_from_train``.
-
-    Without ``val_from_train`` (the default) the release's splits are used as
-    they are and ``split='val'`` raises a ``ValueError``: the papers'
-    protocol validates on ``split='test'``.
+    ``val_from_train=dict(num_ids=K, seed=S)`` holds K training identities
+    out of ``split='train'`` (the rest relabelled ``0..C-1``) and serves
+    their images as ``split='val'`` evaluation entries; the train and val
+    datasets of a config must get the same value. Without it ``split='val'``
+    raises (the papers validate on ``'test'``). See docs/datasets.md.
 
     Args:
         data_root: The ``ICFG-PEDES`` folder itself.
@@ -100,17 +91,9 @@ class ICFGPEDES(BasePedesDataset):
     @staticmethod
     def select_val_ids(train_ids: Iterable[int], num_ids: int,
                        seed: int = 0) -> List[int]:
-        """The training identities held out as val.
-
-        Args:
-            train_ids: Raw ids of the training split (duplicates allowed).
-            num_ids: How many to hold out.
-            seed: Seed of the draw.
-
-        Returns:
-            The ``num_ids`` ids with the smallest SHA-1 digest of
-            ``f'{seed}:{id}'``, sorted.
-        """
+        """The training identities held out as val: the ``num_ids`` of
+        ``train_ids`` with the smallest SHA-1 digest of ``f'{seed}:{id}'``,
+        sorted (independent of order, platform and library versions)."""
         def key(pid: int) -> bytes:
             return hashlib.sha1(f'{seed}:{pid}'.encode()).digest()
 
@@ -118,15 +101,7 @@ class ICFGPEDES(BasePedesDataset):
 
     def _select_records(self,
                         records: List[PedesRecord]) -> List[PedesRecord]:
-        """The split's records, with ``val_from_train`` applied.
-
-        Args:
-            records: All valid records of the annotation file.
-
-        Returns:
-            ``train`` minus the held-out ids, ``val`` = the held-out ids'
-            training records, or ``test``.
-        """
+        """The split's records, with ``val_from_train`` applied."""
         if self.val_from_train is None or self.split == 'test':
             return super()._select_records(records)
         train = [r for r in records if r.split == 'train']

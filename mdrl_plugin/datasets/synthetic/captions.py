@@ -54,9 +54,7 @@ def _colour_word(rng: np.random.Generator, colour: str) -> str:
     return _pick(rng, SYNONYMS.get(colour, (colour, )))
 
 
-def _np(rng: np.random.Generator,
-        colour: str,
-        noun: str,
+def _np(rng: np.random.Generator, colour: str, noun: str,
         article: bool = True) -> str:
     """Noun phrase such as 'an orange jacket' or 'a pair of blue shorts'."""
     words = f'{_colour_word(rng, colour)} {noun}'
@@ -85,15 +83,14 @@ def _parts(ident: Identity, rng: np.random.Generator) -> dict:
     noun = _pick(rng, SYNONYMS[ident.gender])
     hair_len = 'short' if ident.gender == 'man' else 'long'
     hair = f'{hair_len} {ident.hair_colour} hair'
-    upper = _np(rng, ident.upper_colour, _pick(rng,
-                                               SYNONYMS[ident.upper_type]))
-    lower = (
-        _np(rng, ident.lower_colour, _pick(rng, SYNONYMS[ident.lower_type]))
-        if ident.lower_type else None)
+    upper = _np(rng, ident.upper_colour,
+                _pick(rng, SYNONYMS[ident.upper_type]))
+    lower = (_np(rng, ident.lower_colour,
+                 _pick(rng, SYNONYMS[ident.lower_type]))
+             if ident.lower_type else None)
     shoes = _np(rng, ident.shoe_colour, _pick(rng, SYNONYMS['shoes']))
-    hat = (
-        _np(rng, ident.hat_colour, _pick(rng, SYNONYMS['hat']))
-        if ident.hat_colour else None)
+    hat = (_np(rng, ident.hat_colour, _pick(rng, SYNONYMS['hat']))
+           if ident.hat_colour else None)
     item = item_clause = None
     if ident.item:
         item = _np(rng, ident.item_colour, _pick(rng, SYNONYMS[ident.item]))
@@ -113,19 +110,10 @@ def _parts(ident: Identity, rng: np.random.Generator) -> dict:
     if rng.random() < 0.35:  # vary the attribute order
         order = rng.permutation(len(clothes))
         clothes = [clothes[i] for i in order]
-    return dict(
-        he=he,
-        his=his,
-        noun=noun,
-        hair=hair,
-        upper=upper,
-        lower=lower,
-        shoes=shoes,
-        hat=hat,
-        item=item,
-        item_clause=item_clause,
-        clothes=clothes,
-        det=_pick(rng, ('a', 'the', 'this')))
+    return dict(he=he, his=his, noun=noun, hair=hair, upper=upper,
+                lower=lower, shoes=shoes, hat=hat, item=item,
+                item_clause=item_clause, clothes=clothes,
+                det=_pick(rng, ('a', 'the', 'this')))
 
 
 def _hat_sentence(p: dict, rng: np.random.Generator) -> str:
@@ -212,8 +200,7 @@ _TEMPLATES = (_t_wears, _t_hair, _t_in, _t_this, _t_item_first, _t_pedestrian,
               _t_wearing_first, _t_upper_lower)
 
 
-def make_captions(ident: Identity,
-                  rng: np.random.Generator,
+def make_captions(ident: Identity, rng: np.random.Generator,
                   num: int = 2) -> List[str]:
     """Captions of one image of ``ident`` from distinct templates.
 

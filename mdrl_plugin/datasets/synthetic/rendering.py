@@ -18,10 +18,8 @@ JPEG_QUALITY = 90
 SUPERSAMPLE = 2
 
 
-def _muted(
-    rng: np.random.Generator,
-    max_sat: float = 0.35,
-    val: Tuple[float, float] = (0.3, 0.9)) -> np.ndarray:
+def _muted(rng: np.random.Generator, max_sat: float = 0.35,
+           val: Tuple[float, float] = (0.3, 0.9)) -> np.ndarray:
     r, g, b = colorsys.hsv_to_rgb(rng.random(), rng.uniform(0.0, max_sat),
                                   rng.uniform(*val))
     return np.array([r, g, b], np.float32) * 255
@@ -64,9 +62,8 @@ def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
                      (int(rng.uniform(0, w)), int(rng.uniform(0, h))), col,
                      max(1, w // 50), cv2.LINE_AA)
     coarse = rng.normal(0, rng.uniform(4, 12), (h // 16 + 2, w // 16 + 2, 1))
-    img += cv2.resize(
-        coarse.astype(np.float32), (w, h), interpolation=cv2.INTER_CUBIC)[...,
-                                                                          None]
+    img += cv2.resize(coarse.astype(np.float32), (w, h),
+                      interpolation=cv2.INTER_CUBIC)[..., None]
     return img
 
 
@@ -84,9 +81,7 @@ class _Figure:
     def th(self, t: float) -> int:
         return max(1, int(round(t * self.h)))
 
-    def poly(self,
-             pts: Sequence[Tuple[float, float]],
-             col: Colour,
+    def poly(self, pts: Sequence[Tuple[float, float]], col: Colour,
              outline: bool = True) -> None:
         arr = np.array([self.pt(x, y) for x, y in pts], np.int32)
         cv2.fillPoly(self.c, [arr], col, cv2.LINE_AA)
@@ -115,8 +110,7 @@ def _shade(col: Colour, f: float) -> Colour:
     return tuple(float(min(255, v * f)) for v in col)
 
 
-def _jitter(rng: np.random.Generator,
-            col: Colour,
+def _jitter(rng: np.random.Generator, col: Colour,
             amount: float = 8) -> Colour:
     return tuple(
         float(np.clip(v + rng.uniform(-amount, amount), 0, 255)) for v in col)
@@ -156,10 +150,8 @@ def _draw_person(fig: _Figure, ident: Identity,
         legs.append((hip, k, an))
     # stand on the lowest foot: lift the figure so that foot sits at y = 0.96
     low_y = max(leg[2][1] for leg in legs)
-    legs = [
-        tuple((x, y + 0.96 - low_y) if j > 0 else (x, y)
-              for j, (x, y) in enumerate(leg)) for leg in legs
-    ]
+    legs = [tuple((x, y + 0.96 - low_y) if j > 0 else (x, y)
+                  for j, (x, y) in enumerate(leg)) for leg in legs]
     arms = []
     for side in (-1, 1):
         sh = (side * (sw - 0.018), y_sh + 0.012)
@@ -182,8 +174,7 @@ def _draw_person(fig: _Figure, ident: Identity,
     # long hair, back part (behind the body)
     if woman:
         fig.poly([(-0.075, 0.05), (0.045, 0.05), (0.06, 0.2), (-0.1, 0.27)],
-                 hair,
-                 outline=False)
+                 hair, outline=False)
     # backpack body behind the torso
     if ident.item == 'backpack':
         fig.poly([(-sw - 0.075, 0.2), (-sw + 0.03, 0.175), (-sw + 0.03, 0.44),
@@ -201,12 +192,9 @@ def _draw_person(fig: _Figure, ident: Identity,
             fig.line(hip, mid, 0.09, low)
         fig.ellipse((an[0] + 0.018, an[1] + 0.015), (0.045, 0.024), 180, 360,
                     shoe)
-        fig.poly([(an[0] - 0.027, an[1] + 0.015),
-                  (an[0] + 0.063, an[1] + 0.015),
-                  (an[0] + 0.063, an[1] + 0.03),
-                  (an[0] - 0.027, an[1] + 0.03)],
-                 shoe,
-                 outline=False)
+        x0, x1 = an[0] - 0.027, an[0] + 0.063
+        fig.poly([(x0, an[1] + 0.015), (x1, an[1] + 0.015),
+                  (x1, an[1] + 0.03), (x0, an[1] + 0.03)], shoe, outline=False)
     # lower garment body part
     if ident.lower_type in ('trousers', 'shorts'):
         fig.poly([(-ww, y_waist), (ww, y_waist), (hw + 0.005, 0.56),
@@ -215,11 +203,8 @@ def _draw_person(fig: _Figure, ident: Identity,
         fig.poly([(-ww, y_waist), (ww, y_waist), (0.15, 0.69), (-0.15, 0.69)],
                  low)
     # torso / upper garment
-    hem = {
-        'coat': 0.72,
-        'jacket': 0.5,
-        'dress': 0.7
-    }.get(ident.upper_type, 0.48)
+    hem = {'coat': 0.72, 'jacket': 0.5,
+           'dress': 0.7}.get(ident.upper_type, 0.48)
     if ident.upper_type == 'coat':
         fig.poly([(-sw, y_sh), (sw, y_sh), (ww + 0.01, y_waist), (0.13, hem),
                   (-0.13, hem), (-ww - 0.01, y_waist)], up)
@@ -243,9 +228,7 @@ def _draw_person(fig: _Figure, ident: Identity,
                 hair)
     if woman:
         fig.poly([(-0.07, 0.06), (-0.035, 0.08), (-0.05, 0.24),
-                  (-0.095, 0.25)],
-                 hair,
-                 outline=False)
+                  (-0.095, 0.25)], hair, outline=False)
     if ident.hat_colour:
         hat = _jitter(rng, COLOURS[ident.hat_colour])
         fig.ellipse((head[0], head[1] - 0.012), (0.07, 0.062), 180, 360, hat)

@@ -8,27 +8,22 @@ from typing import Dict, List, Optional, Sequence
 import cv2
 import numpy as np
 
-from .attributes import SPLITS, num_combinations, sample_identities
+from .attributes import SPLITS, sample_identities
 from .captions import make_captions, tokenize
 from .rendering import encode_jpeg, render_image
 
 
 def default_splits(num_ids: int) -> List[int]:
-    """Train, val and test identity counts: 2/3, 1/6, 1/6 of ``num_ids``.
-
-    Args:
-        num_ids: Number of identities.
-
-    Returns:
-        ``[train, val, test]`` (``[200, 50, 50]`` for 300).
-    """
+    """``[train, val, test]`` identity counts: 2/3, 1/6, 1/6 of ``num_ids``
+    (``[200, 50, 50]`` for 300)."""
     val = test = int(round(num_ids / 6))
     return [num_ids - val - test, val, test]
 
 
 def _check_args(num_ids: int, images_per_id: int, splits: List[int],
                 out: str, overwrite: bool) -> None:
-    """Raise ValueError naming the command-line argument that is wrong."""
+    """Raise ValueError naming the command-line argument that is wrong
+    (:func:`sample_identities` checks ``num_ids`` against the attributes)."""
     if num_ids < 1:
         raise ValueError(f'--num-ids must be at least 1, got {num_ids}')
     if images_per_id < 1:
@@ -44,9 +39,6 @@ def _check_args(num_ids: int, images_per_id: int, splits: List[int],
     if splits[0] < 1 or splits[2] < 1:
         raise ValueError('--splits needs at least one train and one test '
                          f'identity, got {text}')
-    if num_ids > num_combinations():
-        raise ValueError(f'--num-ids {num_ids} exceeds the '
-                         f'{num_combinations()} unique attribute combinations')
     if os.path.exists(out) and not os.path.isdir(out):
         raise ValueError(f'OUT {out} exists and is not a directory')
     if os.path.isdir(out) and os.listdir(out) and not overwrite:
