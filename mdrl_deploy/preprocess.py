@@ -1,49 +1,26 @@
 """Image and text preprocessing of the export, without torch.
 
-The PyTorch test pipeline of the shipped configs is ``LoadPersonImage``
-(``cv2.imdecode``, BGR) -> ``Resize`` (mmcv, ``cv2.resize`` with
-``INTER_LINEAR``, ``keep_ratio=False``) -> ``PackTextImageInputs`` -> data
-preprocessor (BGR -> RGB, ``(x - mean) / std``). :class:`ImagePreprocessor`
-repeats it:
-
-* ``backend='cv2'`` (default when OpenCV is installed; it is a runtime
-  dependency of the plugin) makes the same calls and gives bit-identical
-  inputs, hence features equal to PyTorch's up to the graph's float error;
-* ``backend='pillow'`` decodes with Pillow and resizes with a NumPy port of
-  OpenCV's bilinear resize (half-pixel centres, no antialiasing), for
-  machines without OpenCV. Pixels differ from OpenCV's by at most one grey
-  level (OpenCV rounds in fixed point); see ``docs/deploy.md`` for the
-  measured feature difference.
-
-Pillow's own ``Image.resize(BILINEAR)`` antialiases when shrinking and so
-differs from the training pipeline by far more; it is not used.
+:class:`ImagePreprocessor` repeats the test pipeline of the shipped configs
+(OpenCV decoding, ``cv2.resize(INTER_LINEAR)``, BGR -> RGB, ``(x - mean) /
+std``): bit-identical with ``backend='cv2'``, within one grey level with
+``backend='pillow'`` for machines without OpenCV (docs/deploy.md).
 """
+import io
 import os
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
 __all__ = ['ImagePreprocessor', 'TextTokenizer', 'resize_bilinear']
 
 
-def _axis_weights(out_size: int, in_size: int
-                  ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Source indices and weights of OpenCV's INTER_LINEAR along one axis."""
-    scale = in_size / out_size
-    src = (np.arange(out_size, dtype=np.float64) + 0.5) * scale - 0.5
-    i0 = np.floor(src)
-    frac = src - i0
-    i0 = i0.astype(np.int64)
-    # OpenCV clamps at the borders (replicate)
-    frac = np.where(i0 < 0, 0.0, frac)
-    i0 = np.clip(i0, 0, in_size - 1)
-    i1 = np.clip(i0 + 1, 0, in_size - 1)
-    frac = np.where(i0 >= in_size - 1, 0.0, frac)
-    return i0, i1, frac
-
-
 def resize_bilinear(img: np.ndarray, width: int, height: int) -> np.ndarray:
     """Resize ``uint8 [H, W, C]`` like ``cv2.resize(..., INTER_LINEAR)``.
+
+    Pillow's affine transform samples bilinearly at half-pixel centres, as
+    OpenCV does (Pillow's ``resize`` antialiases when shrinking); each
+    channel is resampled in float and rounded (Pillow's 8-bit mode
+    truncates), within one grey level of OpenCV's fixed point.
 
     Args:
         img: The image.
@@ -53,13 +30,12 @@ def resize_bilinear(img: np.ndarray, width: int, height: int) -> np.ndarray:
     Returns:
         ``uint8 [height, width, C]``.
     """
-    y0, y1, fy = _axis_weights(height, img.shape[0])
-    x0, x1, fx = _axis_weights(width, img.shape[1])
-    src = img.astype(np.float32)
-    fx = fx.astype(np.float32)[None, :, None]
-    fy = fy.astype(np.float32)[:, None, None]
-    rows = src[y0] * (1 - fy) + src[y1] * fy
-    out = rows[:, x0] * (1 - fx) + rows[:, x1] * fx
+    from PIL import Image
+    scale = (img.shape[1] / width, 0, 0, 0, img.shape[0] / height, 0)
+    channels = [Image.fromarray(img[..., c].astype(np.float32)).transform(
+        (width, height), Image.Transform.AFFINE, scale,
+        Image.Resampling.BILINEAR) for c in range(img.shape[2])]
+    out = np.stack([np.asarray(c) for c in channels], axis=2)
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
@@ -117,13 +93,10 @@ class ImagePreprocessor:
             img = cv2.resize(img, (self.width, self.height),
                              interpolation=cv2.INTER_LINEAR)
             return img[..., ::-1]
-        import io
-
         from PIL import Image, ImageOps
         try:
             with Image.open(io.BytesIO(content)) as im:
-                im = ImageOps.exif_transpose(im).convert('RGB')
-                img = np.asarray(im)
+                img = np.asarray(ImageOps.exif_transpose(im).convert('RGB'))
         except Exception as err:  # Pillow raises many types
             raise ValueError(f'image file {path!r} could not be decoded by '
                              f'Pillow: {type(err).__name__}: {err}') from err
@@ -131,37 +104,31 @@ class ImagePreprocessor:
 
     def __call__(self, paths: Sequence[str]) -> np.ndarray:
         """Normalised ``float32 [B, 3, H, W]`` of image files."""
-        batch = []
-        for path in paths:
-            img = np.ascontiguousarray(self.read(path).transpose(2, 0, 1))
+        batch = np.zeros((len(paths), 3, self.height, self.width), np.float32)
+        for i, path in enumerate(paths):
+            img = self.read(path).transpose(2, 0, 1)
             if self.channel_order == 'bgr':
                 img = img[::-1]
-            batch.append((img.astype(np.float32) - self.mean) / self.std)
-        if not batch:
-            return np.zeros((0, 3, self.height, self.width), np.float32)
-        return np.stack(batch).astype(np.float32)
+            batch[i] = (img.astype(np.float32) - self.mean) / self.std
+        return batch
 
 
 class TextTokenizer:
     """A fast tokenizer (``tokenizers``), as the model tokenises, thread-safe.
 
     Truncates to ``max_length`` tokens ([CLS] and [SEP] included) and pads a
-    batch to its longest caption (or to ``max_length``), like
-    ``TextImageDataPreprocessor``, whose ``tokenize`` uses this class too.
-
-    Hugging Face tokenizers keep truncation and padding as state of the Rust
-    tokenizer, and changing it while another thread encodes fails ("Already
-    borrowed") or encodes with the other thread's settings. So this class
-    holds two copies configured once (truncating, and not truncating for
-    :meth:`lengths`), pads with NumPy, and never changes them afterwards:
-    any number of threads may call it at once.
+    batch to its longest text (or to ``max_length``), as
+    ``TextImageDataPreprocessor``, which uses this class too. A
+    ``tokenizers`` tokenizer holds truncation and padding as state, and
+    changing it while another thread encodes fails ("Already borrowed"); so
+    this class holds two copies configured once (truncating, and not for
+    :meth:`lengths`) and pads with NumPy: any number of threads may call it.
 
     Args:
-        folder: A tokenizer folder holding ``tokenizer.json`` (the export's).
+        folder: A folder holding ``tokenizer.json`` (the export's).
         max_length: Text length of the model.
         pad_token_id: Id written at padded places (masked out).
-        pad_to_max_length: Pad every batch to ``max_length`` instead of to
-            its longest caption.
+        pad_to_max_length: Pad every batch to ``max_length``.
     """
 
     def __init__(self, folder: str, max_length: int, pad_token_id: int = 0,
@@ -178,17 +145,8 @@ class TextTokenizer:
     def from_backend(cls, backend, max_length: int, pad_token_id: int = 0,
                      pad_to_max_length: bool = False) -> 'TextTokenizer':
         """Copy a ``tokenizers.Tokenizer`` (e.g. a Hugging Face fast
-        tokenizer's ``backend_tokenizer``); the original is not changed.
-
-        Args:
-            backend: The ``tokenizers.Tokenizer``.
-            max_length: Text length of the model.
-            pad_token_id: Id written at padded places.
-            pad_to_max_length: See the class.
-
-        Returns:
-            The tokenizer.
-        """
+        tokenizer's ``backend_tokenizer``), leaving it unchanged; the other
+        arguments are the class's."""
         self = cls.__new__(cls)
         self._setup(backend.to_str(), max_length, pad_token_id,
                     pad_to_max_length)
