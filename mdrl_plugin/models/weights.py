@@ -9,14 +9,17 @@ from dataclasses import dataclass
 from typing import List, Optional, Tuple
 from urllib.parse import urlparse
 
+from huggingface_hub import constants, try_to_load_from_cache
+from huggingface_hub.file_download import repo_folder_name
+from huggingface_hub.utils import HFValidationError, validate_repo_id
 from mmengine.logging import print_log
+from timm.models import get_pretrained_cfg, is_model, split_model_name_tag
 
 __all__ = [
     'WeightsNotFoundError', 'WeightSource', 'hf_source', 'image_source',
     'find_weights', 'check_weights', 'hub_offline'
 ]
 
-FETCH_COMMAND = 'python tools/fetch_weights.py {config}'
 # component type: (field naming its weights, role, field naming its timm arch)
 _WEIGHT_FIELDS = {
     'TextImageDataPreprocessor': ('tokenizer', 'tokenizer', None),
@@ -33,14 +36,13 @@ class WeightsNotFoundError(FileNotFoundError):
 
 def hub_offline() -> bool:
     """Whether ``HF_HUB_OFFLINE=1`` (the plugin applies it to URLs too)."""
-    from huggingface_hub import constants
     return bool(constants.HF_HUB_OFFLINE)
 
 
-def _cached(repo_id: str, filename: str) -> Optional[str]:
-    from huggingface_hub import try_to_load_from_cache
-    path = try_to_load_from_cache(repo_id, filename)
-    return path if isinstance(path, str) else None
+def _cached(repo_id: str, *filenames: str) -> Optional[str]:
+    """The first of ``filenames`` in the hub cache, with no network."""
+    paths = (try_to_load_from_cache(repo_id, name) for name in filenames)
+    return next((path for path in paths if isinstance(path, str)), None)
 
 
 @dataclass
@@ -62,51 +64,49 @@ class WeightSource:
             path = self.cache_path() if self.url else self.name
             return path if osp.exists(path) else None
         if self.kind == 'timm':
-            return next(filter(None, (_cached(self.repo_id, f)
-                                      for f in self.filenames)), None)
+            return _cached(self.repo_id, *self.filenames)
         from transformers import AutoTokenizer, utils
-        config = _cached(self.repo_id, utils.CONFIG_NAME)
-        folder = config and osp.dirname(config)
-        if self.role == 'tokenizer' and folder:
+        folder = osp.dirname(_cached(self.repo_id, utils.CONFIG_NAME) or '')
+        if folder and self.role == 'tokenizer':
             try:  # transformers knows which files its tokenizer needs
                 AutoTokenizer.from_pretrained(folder, local_files_only=True)
             except (OSError, ValueError):
                 return None
-        elif folder and not any(_cached(self.repo_id, f) for f in (
-                utils.SAFE_WEIGHTS_NAME, utils.SAFE_WEIGHTS_INDEX_NAME,
-                utils.WEIGHTS_NAME, utils.WEIGHTS_INDEX_NAME)):
+        elif folder and not _cached(
+                self.repo_id, utils.SAFE_WEIGHTS_NAME, utils.WEIGHTS_NAME,
+                utils.SAFE_WEIGHTS_INDEX_NAME, utils.WEIGHTS_INDEX_NAME):
             return None
-        return folder
+        return folder or None
 
     def cache_path(self) -> str:
         """Where a download goes."""
-        from huggingface_hub import constants
-        from huggingface_hub.file_download import repo_folder_name
-        from torch.hub import get_dir
         if self.url:
+            from torch.hub import get_dir
             return osp.join(get_dir(), 'checkpoints',
                             osp.basename(urlparse(self.url).path))
-        return osp.join(constants.HF_HUB_CACHE, repo_folder_name(
-            repo_id=self.repo_id, repo_type='model'))
+        return osp.join(constants.HF_HUB_CACHE,
+                        repo_folder_name(repo_id=self.repo_id,
+                                         repo_type='model'))
 
-    def looked_in(self) -> str:
-        """Where :meth:`locate` looked, for messages."""
-        local = osp.abspath(self.name)
-        if self.kind == 'path':
-            return f'the local path {local!r}'
+    def describe(self) -> str:
+        """A line of the missing-weights message: where it was looked for."""
+        local = repr(osp.abspath(self.name))
         cache = ('torch hub cache (TORCH_HOME)' if self.url else
                  'Hugging Face cache (HF_HOME)')
-        where = f'the {cache}: {self.cache_path()}'
-        return {'url': where, 'hf': f'the local folder {local!r} and {where}',
-                'timm': f'{" or ".join(self.filenames)} of {self.repo_id!r} '
-                        f'in {where}'}[self.kind]
+        where = self.kind != 'path' and f'the {cache}: {self.cache_path()}'
+        where = {'path': f'the local path {local}', 'url': where,
+                 'hf': f'the local folder {local} and {where}',
+                 'timm': f'{" or ".join(self.filenames)} of {self.repo_id!r} '
+                         f'in {where}'}[self.kind]
+        named = f'{self.key} = {self.name!r}' if self.key else repr(self.name)
+        return f'  - {self.role} ({named}): looked in {where}'
 
     def fetch(self) -> str:
         """Download into the cache; returns :meth:`locate`. Raises the hub's
         or the socket's own errors, or FileNotFoundError."""
-        from huggingface_hub import HfApi, constants, snapshot_download
+        from huggingface_hub import HfApi, snapshot_download
         wait = constants.HF_HUB_ETAG_TIMEOUT
-        if self.kind == 'url':
+        if self.url:
             from torch.hub import download_url_to_file
             url = urlparse(self.url)
             if url.hostname:  # torch.hub waits with no time limit: look first
@@ -114,7 +114,7 @@ class WeightSource:
                     443 if url.scheme == 'https' else 80)), wait).close()
             os.makedirs(osp.dirname(self.cache_path()), exist_ok=True)
             download_url_to_file(self.url, self.cache_path())
-        elif self.kind != 'path':
+        else:
             # snapshot_download's own look-up waits with no time limit; this
             # one gives up after HF_HUB_ETAG_TIMEOUT s, and lists the files
             names = {s.rfilename for s in HfApi().model_info(
@@ -135,11 +135,8 @@ class WeightSource:
         return path
 
     def resolve(self) -> str:
-        """:meth:`locate`, else :meth:`fetch` unless offline.
-
-        Raises:
-            WeightsNotFoundError: Naming where it looked and how to fetch it.
-        """
+        """:meth:`locate`, else :meth:`fetch` unless offline, else
+        :class:`WeightsNotFoundError` naming where it looked."""
         return _ensure([self])[0]
 
 
@@ -148,7 +145,6 @@ def hf_source(name: str, role: str = 'text encoder',
     """A BERT or tokenizer field, read as transformers' ``from_pretrained``
     reads it: a path that exists, else a Hugging Face id if ``name`` is a
     valid repo id, else a (missing) local path."""
-    from huggingface_hub.utils import HFValidationError, validate_repo_id
     try:
         if not osp.exists(name):
             validate_repo_id(name)
@@ -168,8 +164,6 @@ def image_source(name: str, arch: str, role: str = 'image encoder',
         ValueError: A tag of another architecture, an unknown tag, or one
             without downloadable weights.
     """
-    from huggingface_hub import constants as c
-    from timm.models import get_pretrained_cfg, is_model, split_model_name_tag
     model, tag = split_model_name_tag(name)
     if name.startswith(('http://', 'https://')) and not osp.exists(name):
         return WeightSource(role, name, 'url', key, url=name)
@@ -186,37 +180,14 @@ def image_source(name: str, arch: str, role: str = 'image encoder',
         from timm import list_pretrained
         raise ValueError(f'{what}: {err} Known tags: '
                          f'{", ".join(list_pretrained(arch_name + ".*"))}')
-    if cfg is not None and cfg.hf_hub_id:  # timm's own choice of file
-        files = ((cfg.hf_hub_filename, ) if cfg.hf_hub_filename else
-                 (c.SAFETENSORS_SINGLE_FILE, c.PYTORCH_WEIGHTS_NAME))
+    if cfg and cfg.hf_hub_id:  # the files timm's hub loader tries, in order
+        files = (constants.SAFETENSORS_SINGLE_FILE,
+                 constants.PYTORCH_WEIGHTS_NAME)
         return WeightSource(role, name, 'timm', key,
                             cfg.hf_hub_id.split('@')[0], files)
-    if cfg is not None and cfg.url:
+    if cfg and cfg.url:
         return WeightSource(role, name, 'url', key, url=cfg.url)
     raise ValueError(f'{what}: timm has no downloadable weights for {name!r}')
-
-
-def describe_missing(sources: List[WeightSource], config: Optional[str] = None,
-                     error: Optional[BaseException] = None) -> str:
-    """One message: each missing weight, where it was looked for, and the
-    command that fetches them (``error``: why a download failed)."""
-    hub = any(src.kind != 'path' for src in sources)
-    why = (f' (the download failed: {type(error).__name__}: {error})'
-           if error else ' (offline: HF_HUB_OFFLINE=1)'
-           if hub and hub_offline() else '')
-    lines = [f'{len(sources)} pretrained weight(s)'
-             f'{f" of {config}" if config else ""} missing{why}:'] + [
-        f'  - {s.role} ({f"{s.key} = " if s.key else ""}{s.name!r}): '
-        f'looked in {s.looked_in()}' for s in sources]
-    if hub:
-        lines.append('Fetch them on a machine with internet access, with the '
-                     'same HF_HOME and TORCH_HOME (e.g. a login node and a '
-                     'shared file system): '
-                     + FETCH_COMMAND.format(config=config or 'CONFIG'))
-    if any(src.kind == 'path' for src in sources):
-        lines.append('Put the files at the local paths or change the paths in '
-                     'the config (a Hugging Face id or timm tag also works).')
-    return '\n'.join(lines)
 
 
 def find_weights(cfg) -> List[WeightSource]:
@@ -259,7 +230,8 @@ def find_weights(cfg) -> List[WeightSource]:
 
 def _ensure(sources: List[WeightSource], config=None) -> List[str]:
     """The local copies, fetching what is missing unless offline (none after
-    a failed download); one error listing every weight still missing."""
+    a failed download); else one error listing every weight still missing,
+    where each was looked for and the command that fetches them."""
     paths, missing, error = [], [], None
     for src in sources:
         path = src.locate()
@@ -272,17 +244,28 @@ def _ensure(sources: List[WeightSource], config=None) -> List[str]:
                 error = err
         paths.append(path)
         missing += [src] if path is None else []
-    if missing:
-        raise WeightsNotFoundError(describe_missing(missing, config, error))
-    return paths
+    if not missing:
+        return paths
+    hub = any(src.kind != 'path' for src in missing)
+    why = (f' (the download failed: {type(error).__name__}: {error})'
+           if error else ' (offline: HF_HUB_OFFLINE=1)'
+           if hub and hub_offline() else '')
+    lines = [f'{len(missing)} pretrained weight(s)'
+             f'{f" of {config}" if config else ""} missing{why}:']
+    lines += [src.describe() for src in missing]
+    if hub:
+        lines.append('Fetch them on a machine with internet access, with the '
+                     'same HF_HOME and TORCH_HOME (e.g. a login node and a '
+                     'shared file system): python tools/fetch_weights.py '
+                     f'{config or "CONFIG"}')
+    if any(src.kind == 'path' for src in missing):
+        lines.append('Put the files at the local paths or change the paths in '
+                     'the config (a Hugging Face id or timm tag also works).')
+    raise WeightsNotFoundError('\n'.join(lines))
 
 
 def check_weights(cfg) -> None:
     """Make sure every pretrained weight of a config is here, before any
-    work (what is not cached is fetched now, see :func:`_ensure`).
-
-    Raises:
-        WeightsNotFoundError: One message listing every missing weight, where
-            each was looked for and the command that fetches them.
-    """
+    work (what is not cached is fetched now, unless offline); else one
+    :class:`WeightsNotFoundError` listing every missing weight."""
     _ensure(find_weights(cfg), getattr(cfg, 'filename', None))
