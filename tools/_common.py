@@ -34,7 +34,7 @@ __all__ = [
     'InputError', 'USER_ERRORS', 'add_common_args',
     'add_partial_and_debug_args', 'check_file', 'check_checkpoint',
     'check_data_roots', 'check_output_path', 'check_work_dir',
-    'report_user_error', 'run_tool', 'ToolRun'
+    'check_writable_dir', 'report_user_error', 'run_tool', 'ToolRun'
 ]
 
 
@@ -61,12 +61,8 @@ def add_partial_and_debug_args(parser: argparse.ArgumentParser) -> None:
 
 
 def add_common_args(parser: argparse.ArgumentParser, holds: str) -> None:
-    """The options of tools/train.py and tools/test.py.
-
-    Args:
-        parser: The tool's parser.
-        holds: What the work dir holds, for the help text.
-    """
+    """The options of tools/train.py and tools/test.py (``holds``: what the
+    work dir holds, for the help text)."""
     parser.add_argument(
         '--work-dir', help=f"the dir to save {holds} (default: the config's "
         'work_dir, else work_dirs/<config name>)')
@@ -133,16 +129,9 @@ def _build_and_run(cfg: Config, method: str) -> ToolRun:
 
 def run_tool(prog: str, args: argparse.Namespace,
              prepare: Callable[[Config], None], method: str) -> ToolRun:
-    """Check the inputs, then build the Runner and call ``method``.
-
-    Args:
-        prog: The tool, e.g. ``'tools/test.py'``.
-        args: Its parsed arguments.
-        prepare: Applies the tool's own options and checks to the config.
-        method: ``'train'`` or ``'test'``.
-
-    Returns:
-        The exit status, the rank, the work dir and what ``method`` returned.
+    """Load the config, apply the common options and ``prepare`` (the
+    tool's own options and checks), then build the Runner and call
+    ``method`` (``'train'`` or ``'test'``); errors are reported as ``prog``.
     """
     try:
         try:
@@ -154,9 +143,7 @@ def run_tool(prog: str, args: argparse.Namespace,
         prepare(cfg)
         setup_distributed(args.launcher)  # names missing launcher variables
     except (OSError, ValueError, SyntaxError, RuntimeError) + USER_ERRORS as e:
-        if args.debug:
-            raise
-        print(f'{prog}: error: {e}', file=sys.stderr)
+        report_user_error(prog, e, args.debug)
         return ToolRun(2)
     run = None
     try:
@@ -165,11 +152,8 @@ def run_tool(prog: str, args: argparse.Namespace,
         report_user_error(prog, e, args.debug)
         run = ToolRun(1)
     finally:
-        # The DDP wrapper keeps the gloo group alive past
-        # destroy_process_group(); left to the interpreter's exit, the
-        # group's worker threads can meet a finalising interpreter and abort
-        # the process (SIGABRT after a finished run). The Runner is gone with
-        # _build_and_run's frame: collect it while Python still runs.
+        # collect the Runner (gone with _build_and_run's frame) now: its DDP
+        # wrapper's gloo threads, left to the interpreter's exit, SIGABRT
         gc.collect()
         if is_distributed():
             try:
@@ -221,7 +205,8 @@ def check_data_roots(cfg: Config, loaders: Sequence[str]) -> None:
             dataset = dataset.get('dataset', None)
 
 
-def _writable_dir(folder: str, what: str) -> None:
+def check_writable_dir(folder: str, what: str) -> None:
+    """:class:`InputError` unless ``folder`` is or can be made writable."""
     probe = osp.abspath(folder)
     while not osp.exists(probe):
         probe = osp.dirname(probe)
@@ -236,7 +221,7 @@ def check_work_dir(work_dir: str) -> str:
     """A work dir that is writable or can be created."""
     if osp.exists(work_dir) and not osp.isdir(work_dir):
         raise InputError(f"work dir '{work_dir}' is a file, not a folder.")
-    _writable_dir(work_dir, f"work dir '{work_dir}'")
+    check_writable_dir(work_dir, f"work dir '{work_dir}'")
     return work_dir
 
 
@@ -247,7 +232,7 @@ def check_output_path(path: str, suffixes: Sequence[str], what: str) -> str:
                          f"{' or '.join(suffixes)} file.")
     if osp.isdir(path):
         raise InputError(f"{what} '{path}' is a folder; give a file name.")
-    _writable_dir(osp.dirname(osp.abspath(path)), f"{what} '{path}'")
+    check_writable_dir(osp.dirname(osp.abspath(path)), f"{what} '{path}'")
     return path
 
 

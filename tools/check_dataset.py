@@ -1,16 +1,8 @@
 #!/usr/bin/env python
-"""Report the health of a PEDES-style dataset copy.
-
-Usage::
-
-    python tools/check_dataset.py {CUHKPEDES,ICFGPEDES,RSTPReid} DATA_ROOT
-        [--ann-file NAME] [--img-dir imgs] [--check-images] [--show 5]
-
-``DATA_ROOT`` is the dataset's own folder (holding ``imgs/`` and the JSON);
-what the report holds: :mod:`mdrl_plugin.datasets.checker`. Exit status: 0
-when the plugin's dataset classes can use the dataset, 1 when they cannot
-(the last line says why), 2 on bad command-line arguments.
-"""
+"""Report the health of a PEDES-style dataset copy (``--help``; the report:
+:mod:`mdrl_plugin.datasets.checker`). Exit status 0 when the plugin's
+dataset classes can use it, 1 when not (the last line says why), 2 on bad
+command-line arguments."""
 import argparse
 import sys
 from typing import Optional, Sequence
@@ -19,14 +11,7 @@ from mdrl_plugin.datasets.checker import DATASET_TYPES, check_dataset
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    """Parse the command line.
-
-    Args:
-        argv: Arguments without the program name; None reads ``sys.argv``.
-
-    Returns:
-        The parsed arguments.
-    """
+    """Parse the command line (default ``sys.argv[1:]``)."""
     parser = argparse.ArgumentParser(
         description='Report the health of a PEDES-style dataset copy.')
     parser.add_argument('dataset', choices=DATASET_TYPES,
@@ -47,14 +32,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Command-line entry point.
-
-    Args:
-        argv: Arguments without the program name; None reads ``sys.argv``.
-
-    Returns:
-        The exit status.
-    """
+    """Check the dataset; return the exit status."""
     args = parse_args(argv)
     if args.show < 1:
         print('error: --show must be at least 1', file=sys.stderr)

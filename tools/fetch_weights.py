@@ -1,16 +1,8 @@
-"""Fill the weight caches with every pretrained weight the configs name.
-
-Usage::
-
-    python tools/fetch_weights.py CONFIG [CONFIG ...]
-
-Hugging Face ids and timm tags go to the Hugging Face cache (``HF_HOME``,
-default ``~/.cache/huggingface``), URLs to the torch hub cache
-(``TORCH_HOME``, default ``~/.cache/torch``). For an offline cluster, run it
-once on a login node with both on a shared file system, then train with
-``HF_HUB_OFFLINE=1`` (docs/training.md). Prints what it fetched and where;
-exit status 1 if something could not be fetched, 2 for a bad config.
-"""
+"""Fill the weight caches with every pretrained weight the configs name:
+``python tools/fetch_weights.py CONFIG [CONFIG ...]``. Hugging Face ids and
+timm tags go to the Hugging Face cache (``HF_HOME``), URLs to the torch hub
+cache (``TORCH_HOME``); for an offline cluster see docs/training.md. Exit
+status 1 if something could not be fetched, 2 for a bad config."""
 import argparse
 import sys
 
@@ -23,14 +15,7 @@ PROG = 'tools/fetch_weights.py'
 
 
 def main(argv=None) -> int:
-    """Fetch the weights of the configs.
-
-    Args:
-        argv: Arguments (default ``sys.argv[1:]``).
-
-    Returns:
-        The exit status.
-    """
+    """Fetch the weights of the configs; return the exit status."""
     parser = argparse.ArgumentParser(
         description='Download the pretrained weights configs name into the '
         'Hugging Face and torch hub caches')

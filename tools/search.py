@@ -1,18 +1,8 @@
 #!/usr/bin/env python
-"""Search a folder of person images (or a saved index) with text descriptions.
-
-Usage::
-
-    python tools/search.py CONFIG CKPT --gallery DIR_OR_INDEX --query TEXT \\
-        [--query ...] [--topk 10] [--save-index PATH] [--out result.png] \\
-        [--labels FILE --query-pid PID ...] [--onnx EXPORT_DIR]
-
-``--gallery`` is a folder of images (encoded) or an index folder of
-``--save-index``. The ranking is printed and drawn to ``--out``; with
-``--labels`` (a JSON object ``{image path: pid}``, paths relative to the
-gallery folder) and ``--query-pid``, hits of that identity are framed
-green, others red. See docs/search.md.
-"""
+"""Search a folder of person images (or a saved index) with text
+descriptions: ``python tools/search.py CONFIG CKPT --gallery DIR --query
+TEXT ...`` (``--help``, docs/search.md). The ranking is printed and drawn to
+``--out``; with ``--labels`` and ``--query-pid``, matches are framed green."""
 import argparse
 import os
 import os.path as osp
@@ -30,11 +20,11 @@ sys.path.insert(0, osp.dirname(osp.abspath(__file__)))  # tools/_common.py
 from _common import (  # noqa: E402
     USER_ERRORS,
     InputError,
-    _writable_dir,
     add_partial_and_debug_args,
     check_checkpoint,
     check_file,
     check_output_path,
+    check_writable_dir,
     report_user_error,
 )
 
@@ -89,11 +79,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 
 def check_inputs(args: argparse.Namespace) -> None:
-    """Check every argument before the model is built.
-
-    Raises:
-        InputError, ValueError: An argument is unusable (named).
-    """
+    """Check every argument before the model is built (InputError or
+    ValueError naming it)."""
     if args.onnx and not osp.isdir(args.onnx):
         raise InputError(f'--onnx {args.onnx!r} is not a folder (expected the '
                          'export folder written by tools/export.py).')
@@ -114,7 +101,7 @@ def check_inputs(args: argparse.Namespace) -> None:
                 not osp.isfile(osp.join(args.save_index, 'meta.json')):
             raise InputError(f'{what} exists and is not an index folder; '
                              'choose a new name.')
-        _writable_dir(osp.dirname(osp.abspath(args.save_index)), what)
+        check_writable_dir(osp.dirname(osp.abspath(args.save_index)), what)
 
 
 def format_results(queries: Sequence[str], results: Sequence[Sequence],

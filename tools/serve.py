@@ -1,17 +1,8 @@
 #!/usr/bin/env python
-"""Serve a person-search web page and JSON API over a gallery index.
-
-Usage::
-
-    python tools/serve.py --index INDEX_DIR --model EXPORT_DIR [--host H]
-        [--port 8000] [--threads N] [--allowed-host NAME ...]
-    python tools/serve.py --index INDEX_DIR --model CKPT --config CONFIG
-
-``--model`` is an export folder (torch-free search with ONNX Runtime; this
-script then never imports torch) or a checkpoint (needs ``--config``).
-With ``--gallery DIR`` and a missing ``--index``, the gallery is indexed
-first. Binds to 127.0.0.1 unless ``--host`` says otherwise; see
-docs/deploy.md for the limits. Open http://HOST:PORT/ .
+"""Serve a person-search web page and JSON API over a gallery index:
+``python tools/serve.py --index DIR --model EXPORT_DIR`` (torch-free, ONNX
+Runtime) or ``--model CKPT --config CONFIG``; ``--gallery DIR`` indexes a
+missing ``--index`` first. Binds to 127.0.0.1 by default (docs/deploy.md).
 """
 import argparse
 import os
@@ -20,6 +11,9 @@ import sys
 from typing import Optional, Sequence
 
 __all__ = ['parse_args', 'build_searcher', 'main']
+
+#: the server's limits, as options, with their lowest accepted values
+LIMITS = dict(max_topk=1, max_query_chars=1, max_running=1, max_waiting=0)
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -40,8 +34,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                    help='accepted Host header (repeat; default: from --host)')
     p.add_argument('--threads', type=int, default=None,
                    help='ONNX Runtime threads per query')
-    for name in ('max_topk', 'max_query_chars', 'max_running',
-                 'max_waiting'):  # searches running at once / waiting
+    for name in LIMITS:
         p.add_argument('--' + name.replace('_', '-'), type=int,
                        default=getattr(server, name.upper()))
     args = p.parse_args(argv)
@@ -50,8 +43,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                 'checkpoint and needs --config CONFIG')
     if not 1 <= args.port <= 65535:
         p.error(f'--port must be 1..65535, got {args.port}')
-    for name, low in (('max_topk', 1), ('max_query_chars', 1),
-                      ('max_running', 1), ('max_waiting', 0)):
+    for name, low in LIMITS.items():
         if getattr(args, name) < low:
             p.error(f'--{name.replace("_", "-")} must be >= {low}, got '
                     f'{getattr(args, name)}')
@@ -90,9 +82,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     import uvicorn
 
     from mdrl_deploy.server import create_app, host_header_name
-    app = create_app(searcher, allowed_hosts=args.allowed_host, **{
-        k: getattr(args, k) for k in ('max_query_chars', 'max_topk',
-                                      'max_running', 'max_waiting')})
+    app = create_app(searcher, allowed_hosts=args.allowed_host,
+                     **{k: getattr(args, k) for k in LIMITS})
     if '*' in args.allowed_host:
         print('warning: any Host header is accepted; name this server with '
               '--allowed-host to block DNS rebinding', file=sys.stderr)

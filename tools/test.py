@@ -1,18 +1,8 @@
-"""Evaluate a checkpoint with the config's test dataloader and evaluator.
-
-Usage::
-
-    python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out FILE.json]
-        [--cfg-options key=value ...] [--launcher none|pytorch|slurm|mpi]
-        [--allow-unsafe-checkpoint] [--allow-partial-checkpoint] [--debug]
-
-The config, the checkpoint (an existing PyTorch file), ``--out``, the work
-dir and the test data root are checked before anything is built (status 2).
-A checkpoint whose keys or shapes do not fit the model is refused (status 1)
-unless ``--allow-partial-checkpoint``; then what was left uninitialised is
-logged. Tracebacks only with ``--debug``. Distributed:
-``tools/dist_test.sh CONFIG CHECKPOINT N [args]``.
-"""
+"""Evaluate a checkpoint with the config's test dataloader and evaluator:
+``python tools/test.py CONFIG CHECKPOINT [--out FILE.json] ...``
+(``--help``). Inputs are checked before anything is built (status 2); a
+checkpoint that does not fit the model is refused (status 1) unless
+``--allow-partial-checkpoint``. Distributed: ``tools/dist_test.sh``."""
 import argparse
 import json
 import os

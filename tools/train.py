@@ -1,18 +1,8 @@
-"""Train a model from an MMEngine config.
-
-Usage::
-
-    python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT]] [--amp]
-        [--cfg-options key=value ...] [--launcher none|pytorch|slurm|mpi]
-        [--allow-unsafe-checkpoint] [--allow-partial-checkpoint] [--debug]
-
-The config, the work dir, ``load_from`` / ``--resume`` checkpoints and the
-data roots are checked before anything is built (status 2); errors found
-while running, such as a checkpoint that does not fit the model, give status
-1. Tracebacks only with ``--debug``. Distributed: ``tools/dist_train.sh
-CONFIG N [args]`` (torchrun) or ``tools/slurm_train.sh PARTITION JOB CONFIG
-WORK_DIR [args]``.
-"""
+"""Train a model from an MMEngine config: ``python tools/train.py CONFIG
+[--resume [CKPT]] [--amp] ...`` (``--help``). Inputs are checked before
+anything is built (status 2); user errors while running give status 1, a
+traceback only with ``--debug``. Distributed: ``tools/dist_train.sh`` and
+``tools/slurm_train.sh``."""
 import argparse
 import glob
 import logging
