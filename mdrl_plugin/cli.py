@@ -1,13 +1,7 @@
-"""Console entry points: ``mdrl-train``, ``mdrl-test``, ``mdrl-fetch-weights``.
-
-Each runs the tool of the same name (``tools/train.py``, ``tools/test.py``,
-``tools/fetch_weights.py``) with the same arguments, from any folder. A
-config may be a path or the name of a config shipped with the package
-(``mdrl-train mdrl_demo.py``). An installed wheel carries the configs and
-tools in ``mdrl_plugin/.mim/``, where OpenMMLab's ``mim`` looks for them
-(``mim train mdrl_plugin mdrl_demo.py``); a source checkout uses its own
-``configs/`` and ``tools/``.
-"""
+"""Console entry points ``mdrl-train``, ``mdrl-test``, ``mdrl-fetch-weights``:
+the tool of the same name with the same arguments, from any folder; a config
+may be a shipped config's name (``mdrl-train mdrl_demo.py``). A wheel carries
+configs and tools in ``mdrl_plugin/.mim/``, where ``mim`` looks for them."""
 import os.path as osp
 import runpy
 import sys
@@ -17,26 +11,22 @@ __all__ = ['shipped_root', 'find_config', 'train', 'test', 'fetch_weights']
 
 
 def shipped_root() -> str:
-    """The folder holding the shipped ``configs/`` and ``tools/``.
-
-    Returns:
-        ``mdrl_plugin/.mim`` in an installed wheel, else the source checkout.
-    """
+    """The folder of the shipped ``configs/`` and ``tools/``:
+    ``mdrl_plugin/.mim`` in an installed wheel, else the source checkout."""
     package = osp.dirname(osp.abspath(__file__))
     mim = osp.join(package, '.mim')
     return mim if osp.isdir(mim) else osp.dirname(package)
 
 
 def find_config(name: str) -> str:
-    """A config path: ``name`` itself if it exists, else the shipped config.
+    """``name`` if it exists, else the shipped ``configs/<name>`` if that
+    exists, else ``name`` (for the tool to report).
 
     Args:
-        name: A path, or a shipped config's path below ``configs/``
-            (``'mdrl_demo.py'``, ``'mmpretrain/...'``).
+        name: A path, or a path below ``configs/`` (``'mdrl_demo.py'``).
 
     Returns:
-        The path (``name`` unchanged when neither exists, so that the tool
-        reports it).
+        The config path.
     """
     shipped = osp.join(shipped_root(), 'configs', name)
     return shipped if not osp.exists(name) and osp.isfile(shipped) else name

@@ -1,15 +1,7 @@
-"""Registries of mdrl-plugin.
-
-Every registry here is a child of MMEngine's root registry of the same name,
-with scope ``mdrl_plugin``. Configs that set ``default_scope='mdrl_plugin'``
-find the components by their bare names; configs of other projects load the
-plugin with ``custom_imports=dict(imports=['mdrl_plugin'])`` and write
-``mdrl_plugin.<Name>``.
-
-Registries that hold no component of the plugin (loops, optimizers, ...) exist
-so that MMEngine's look-ups under the ``mdrl_plugin`` scope find a registry
-tree and fall back to MMEngine's components without a warning.
-"""
+"""Registries of mdrl-plugin: children of MMEngine's root registries with
+scope ``mdrl_plugin``. Configs with ``default_scope='mdrl_plugin'`` use bare
+names; other projects import the plugin (``custom_imports``) and write
+``mdrl_plugin.<Name>``."""
 from typing import List, Optional
 
 from mmengine import registry as root
@@ -29,21 +21,14 @@ def _child(parent: Registry,
                     locations=locations or [])
 
 
-#: Models: encoders, necks, heads, losses, data preprocessors, retrievers.
+# children holding the plugin's components (found in these modules)
 MODELS = _child(root.MODELS, ['mdrl_plugin.models'])
-#: PEDES-style datasets.
 DATASETS = _child(root.DATASETS, ['mdrl_plugin.datasets'])
-#: Data transforms (mmcv-style).
 TRANSFORMS = _child(root.TRANSFORMS, ['mdrl_plugin.datasets'])
-#: Samplers for dataloaders.
 DATA_SAMPLERS = _child(root.DATA_SAMPLERS, ['mdrl_plugin.datasets'])
-#: Evaluation metrics.
 METRICS = _child(root.METRICS, ['mdrl_plugin.evaluation'])
-#: Runner hooks.
 HOOKS = _child(root.HOOKS, ['mdrl_plugin.engine'])
-#: Optimizer wrappers (mixed precision on CPU and GPU).
 OPTIM_WRAPPERS = _child(root.OPTIM_WRAPPERS, ['mdrl_plugin.engine'])
-#: Optimizer wrapper constructors.
 OPTIM_WRAPPER_CONSTRUCTORS = _child(root.OPTIM_WRAPPER_CONSTRUCTORS,
                                     ['mdrl_plugin.engine'])
 # scope-only children: MMEngine's own components, found without a warning
