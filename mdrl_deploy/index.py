@@ -1,26 +1,7 @@
-"""The gallery feature index, torch-free: a folder of ``.npy`` arrays.
-
-The layout of the frozen-text cache (``mdrl_plugin.engine.text_cache``),
-shared by both searchers. An index folder holds::
-
-    meta.json        {"format": "mdrl-search-index", "version": 3,
-                      "num_images": N, "feature_dim": D,
-                      "global_dim": G | null, "root": "/abs/gallery" | null,
-                      "fingerprint": {"config_sha256", "checkpoint_sha256",
-                                      "feature_dim", "config", "checkpoint"},
-                      "paths": [abs path, ...], "labels": [...] | null,
-                      "created": ISO time}
-    features.npy     float32 [N, D], one L2-normalised feature per image
-    sizes.npy        int64 [N], each file's size when it was encoded
-    mtime_ns.npy     int64 [N], and its modification time
-    summary.npy      float32 [2G, N] and
-    spread.npy       float32 [P, N], only for global+local features
-                     (:func:`~mdrl_deploy.ranking.summarize`)
-
-Arrays are opened with ``np.load(mmap_mode='r', allow_pickle=False)``:
-memory-mapped, never unpickled, so a gallery larger than RAM is searched
-through the page cache and an index from an untrusted source cannot run
-code. A save writes a temp folder next to the destination and renames it.
+"""The gallery feature index, torch-free: a folder of ``.npy`` arrays and a
+``meta.json`` (the layout of the frozen-text cache), opened with
+``np.load(mmap_mode='r', allow_pickle=False)``: memory-mapped, never
+unpickled. docs/search.md ("The index folder") lists the files.
 """
 import datetime
 import hashlib
@@ -33,11 +14,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from .ranking import summarize
-from .utils import (
-    atomic_folder,
-    first_n,
-    remove_stale_temps,
-)
+from .utils import atomic_folder, first_n
 
 __all__ = [
     'GalleryIndex', 'IndexFormatError', 'IndexMismatchError',
@@ -45,9 +22,8 @@ __all__ = [
     'config_sha256', 'file_stat'
 ]
 
-#: ``format`` field of ``meta.json``.
+#: ``format`` and ``version`` of ``meta.json`` (1 and 2 were ``.npz`` files).
 INDEX_FORMAT = 'mdrl-search-index'
-#: ``version`` field of ``meta.json`` (1 and 2 were single ``.npz`` files).
 INDEX_VERSION = 3
 _ARRAYS = ('features', 'sizes', 'mtime_ns', 'summary', 'spread')
 
@@ -95,17 +71,20 @@ def _rebuild_hint(index_path: Optional[str]) -> str:
             'build_index(folder) followed by save_index).')
 
 
+def _where(index_path: Optional[str]) -> str:
+    return f'Index {index_path!r}' if index_path else 'The index'
+
+
 @dataclass
 class GalleryIndex:
     """Features of a gallery of images and what is needed to trust them.
 
     Args:
         paths: Absolute image paths, one per row of ``features``.
-        features: ``float32 [N, D]`` L2-normalised image features (in memory
-            or memory-mapped).
-        fingerprint: The model that made the features: ``config_sha256``,
+        features: ``float32 [N, D]`` L2-normalised image features.
+        fingerprint: The model that made them: ``config_sha256``,
             ``checkpoint_sha256``, ``feature_dim`` (compared) and
-            ``config``/``checkpoint`` names (for messages).
+            ``config``/``checkpoint`` (named in messages).
         sizes: File size in bytes of each image when it was encoded.
         mtimes_ns: Modification time (ns) of each image then.
         labels: Identity of each image (None where unknown), or None.
@@ -113,9 +92,9 @@ class GalleryIndex:
         created: ISO-8601 creation time (UTC).
         global_dim: Width ``G`` of the global part of ``global+local``
             features, None for global features.
-        summary: ``float32 [2G, N]`` and
-        spread: ``float32 [P, N]`` of :func:`~mdrl_deploy.ranking.summarize`
+        summary: ``float32 [2G, N]`` of :func:`~.ranking.summarize`
             (computed when None and ``global_dim`` is set).
+        spread: ``float32 [P, N]``, likewise.
     """
     paths: List[str]
     features: np.ndarray
@@ -181,7 +160,6 @@ class GalleryIndex:
         """Whether the features are memory-mapped from the index folder."""
         return isinstance(self.features, np.memmap)
 
-    # ------------------------------------------------------------ checks
     def check_fingerprint(self, fingerprint: Dict[str, Any],
                           index_path: Optional[str] = None) -> None:
         """Refuse an index made by another model than ``fingerprint``'s.
@@ -205,11 +183,11 @@ class GalleryIndex:
                     f'{theirs.get(name)!r} '
                     f'(sha256 {str(theirs.get(key))[:12]})')
         if diffs:
-            where = f'Index {index_path!r}' if index_path else 'The index'
             raise IndexMismatchError(
-                f'{where} was made by another model; it differs in ' +
-                '; '.join(diffs) + '. Its features cannot be compared with '
-                'this model\'s text features. ' + _rebuild_hint(index_path))
+                f'{_where(index_path)} was made by another model; it differs '
+                'in ' + '; '.join(diffs) + '. Its features cannot be compared '
+                'with this model\'s text features. ' +
+                _rebuild_hint(index_path))
 
     def check_files(self, index_path: Optional[str] = None) -> None:
         """Refuse an index whose image files changed or vanished (one
@@ -236,12 +214,10 @@ class GalleryIndex:
             parts.append(f'{len(missing)} of {len(self)} image files no '
                          f'longer exist or cannot be read: {first_n(missing)}')
         if parts:
-            where = f'Index {index_path!r}' if index_path else 'The index'
-            raise StaleIndexError(f'{where} is out of date: ' +
-                                  '; '.join(parts) + '. ' +
-                                  _rebuild_hint(index_path))
+            raise StaleIndexError(
+                f'{_where(index_path)} is out of date: ' + '; '.join(parts) +
+                '. ' + _rebuild_hint(index_path))
 
-    # ------------------------------------------------------------ folder I/O
     def meta(self) -> Dict[str, Any]:
         """The content of ``meta.json``."""
         return dict(
@@ -253,13 +229,8 @@ class GalleryIndex:
 
     def save(self, path: str) -> str:
         """Write the index folder ``path`` (absent, or an index to replace)
-        atomically; returns its absolute path.
-
-        The files go to a temp folder beside ``path``, are fsynced, and the
-        folder is renamed to ``path``; an index already there is renamed
-        aside first and removed after (a search that mapped it keeps its
-        open files). On error the temp folder is removed and an existing
-        index is left as it was.
+        atomically with :func:`~.utils.atomic_folder`; returns its absolute
+        path.
 
         Raises:
             FileNotFoundError: If the parent folder does not exist.
@@ -275,26 +246,23 @@ class GalleryIndex:
                 f'Cannot save the index to {path!r}: it exists and is not an '
                 'index folder (an index is a folder of .npy files and '
                 'meta.json); choose a new name.')
-        remove_stale_temps(folder)
         arrays = dict(features=self.features, sizes=self.sizes,
-                      mtime_ns=self.mtimes_ns)
-        if self.summary is not None:
-            arrays.update(summary=self.summary, spread=self.spread)
+                      mtime_ns=self.mtimes_ns, summary=self.summary,
+                      spread=self.spread)
         with atomic_folder(path, replace=True) as tmp:
             for name, array in arrays.items():  # mapped: written page by page
-                np.save(osp.join(tmp, name + '.npy'), array,
-                        allow_pickle=False)
-            with open(osp.join(tmp, 'meta.json'), 'wb') as f:
-                f.write(json.dumps(self.meta(), ensure_ascii=False
-                                   ).encode('utf-8'))
+                if array is not None:
+                    np.save(osp.join(tmp, name + '.npy'), array,
+                            allow_pickle=False)
+            with open(osp.join(tmp, 'meta.json'), 'w', encoding='utf-8') as f:
+                json.dump(self.meta(), f, ensure_ascii=False)
         return path
 
     @classmethod
     def load(cls, path: str, mmap: bool = True) -> 'GalleryIndex':
-        """Open an index folder written by :meth:`save` (nothing unpickled),
-        its arrays memory-mapped (read-only) or, with ``mmap=False``, read.
-        The index is not yet checked against a model or the files (see
-        :meth:`check_fingerprint` and :meth:`check_files`).
+        """Open an index folder written by :meth:`save`, its arrays
+        memory-mapped read-only (or read, with ``mmap=False``); not yet
+        checked against a model or the files.
 
         Raises:
             FileNotFoundError: If ``path`` does not exist.
@@ -308,8 +276,8 @@ class GalleryIndex:
         if not osp.isdir(path):
             raise FileNotFoundError(f'Index {path!r} does not exist.')
         try:
-            with open(osp.join(path, 'meta.json'), 'rb') as f:
-                meta = json.loads(f.read().decode('utf-8'))
+            with open(osp.join(path, 'meta.json'), encoding='utf-8') as f:
+                meta = json.load(f)
             arrays = {name: np.load(osp.join(path, name + '.npy'),
                                     mmap_mode='r' if mmap else None,
                                     allow_pickle=False)

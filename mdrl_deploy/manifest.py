@@ -1,28 +1,10 @@
-"""The export folder: file names and the ``mdrl_export.json`` manifest.
+"""The export folder of ``tools/export.py``: file names and the
+``mdrl_export.json`` manifest (fields: docs/deploy.md, "Export").
 
-An export folder written by ``tools/export.py`` holds::
-
-    image_encoder.onnx   images float32 [B, 3, H, W] (normalised)
-                         -> features [B, D]
-    text_encoder.onnx    input_ids, attention_mask int64 [B, L]
-                         -> features [B, D]
-    tokenizer/           Hugging Face fast tokenizer files (tokenizer.json)
-    mdrl_export.json     this manifest
-
-The manifest is plain JSON::
-
-    {"format": "mdrl-onnx-export", "version": 1, "opset": 18,
-     "image": {"height": H, "width": W, "mean": [3], "std": [3],
-               "channel_order": "rgb", "interpolation": "bilinear"},
-     "text": {"max_length": 64, "tokenizer": "tokenizer"},
-     "feature": {"dim": D, "layout": "global" | "global+local",
-                 "num_groups": P | null, "grouping": "fixed" | null},
-     "fingerprint": {...the PersonSearcher fingerprint...},
-     "files": {"image": "image_encoder.onnx", "text": "text_encoder.onnx"},
-     "created": ISO time, "torch": version, "exporter": "torchscript"}
-
-``mean``/``std`` are on the 0-255 scale and in ``channel_order``, the order of
-the channels the image graph expects. This module is torch-free.
+``image_encoder.onnx`` maps normalised ``images [B, 3, H, W]`` and
+``text_encoder.onnx`` ``input_ids, attention_mask [B, L]`` to ``features
+[B, D]``; ``tokenizer/`` holds the fast tokenizer files. The manifest's
+``mean``/``std`` are on the 0-255 scale, in its ``channel_order``.
 """
 import json
 import os.path as osp
@@ -33,11 +15,9 @@ __all__ = [
     'TEXT_ONNX', 'TOKENIZER_DIR', 'ExportFormatError', 'load_manifest'
 ]
 
-#: File name of the manifest inside an export folder.
+#: The manifest's file name, ``format`` and ``version``.
 MANIFEST_NAME = 'mdrl_export.json'
-#: ``format`` field of the manifest.
 EXPORT_FORMAT = 'mdrl-onnx-export'
-#: ``version`` field of the manifest.
 EXPORT_VERSION = 1
 #: Default file names inside an export folder.
 IMAGE_ONNX = 'image_encoder.onnx'
@@ -89,8 +69,7 @@ def load_manifest(export_dir: str) -> Dict[str, Any]:
     found = manifest.get('format') if isinstance(manifest, dict) else None
     if not isinstance(manifest, dict) or found != EXPORT_FORMAT:
         raise ExportFormatError(
-            f'{path!r}: format is {found!r}, '
-            f'expected {EXPORT_FORMAT!r}.')
+            f'{path!r}: format is {found!r}, expected {EXPORT_FORMAT!r}.')
     if manifest.get('version') != EXPORT_VERSION:
         raise ExportFormatError(
             f'{path!r}: export version {manifest.get("version")!r} is not '

@@ -1,9 +1,6 @@
-"""Text-to-image person search with the exported ONNX graphs, without torch.
-
-:class:`OrtSearcher` is the torch-free twin of
-:class:`mdrl_plugin.apis.PersonSearcher` (``onnxruntime``, ``tokenizers``,
-NumPy and Pillow; OpenCV when installed, for bit-exact resizing): it brings
-the encoders, :class:`~mdrl_deploy.search.GallerySearcher` the rest.
+"""Text-to-image person search with the exported ONNX graphs, without torch:
+:class:`OrtSearcher` brings the encoders (``onnxruntime``, ``tokenizers``,
+NumPy, Pillow or OpenCV), :class:`~.search.GallerySearcher` the rest.
 """
 import os.path as osp
 from typing import Any, Dict, List, Optional, Sequence
@@ -31,12 +28,10 @@ class OrtSearcher(GallerySearcher):
         export_dir: Folder written by ``tools/export.py``.
         batch_size: Images encoded per run of the image graph.
         num_workers: Threads that read gallery images (0: none).
-        num_threads: ONNX Runtime intra-op threads (None: its default).
-            They sleep between runs instead of spinning: a search
-            alternates the text graph with NumPy's ranking, whose BLAS
-            threads spinning ONNX Runtime threads would slow down.
+        num_threads: ONNX Runtime intra-op threads (None: its default);
+            they sleep between runs, not spin (NumPy's ranking runs then).
         image_backend: ``'cv2'`` (exact), ``'pillow'`` or None (cv2 when
-            installed), see :class:`~mdrl_deploy.preprocess.ImagePreprocessor`.
+            installed), see :class:`~.preprocess.ImagePreprocessor`.
         providers: ONNX Runtime execution providers (default CPU).
         progress: Print encoding progress to stderr.
     """

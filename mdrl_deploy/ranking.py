@@ -2,18 +2,10 @@
 
 The one ranking of both searchers: descending inner product of
 L2-normalised features, equal scores in ascending gallery order.
-:class:`Ranker` is what they search with. For global+local features
-(``[B_0, B_1 .. B_P]``: a global part and P local parts of width G) it scans
-a per-image *summary* ``[B_0, P M]`` (``M`` the mean of the local parts)
-and *spread* ``|B_l - M|`` (:func:`summarize`, stored by columns), which
-give every image a score estimate and a Cauchy-Schwarz error bound; the
-images whose upper bound reaches the k-th largest lower bound (a superset of
-the exact top-k, float32 rounding covered by a slack of ``4 D 2**-24``) are
-re-ranked with their full features. The result is the exact ranking, ties
-included; docs/search.md ("Ranking and scale") gives the derivation. Global
-features, and queries whose bounds would keep too many images, are ranked by
-:func:`topk_cosine`, a scan of all features in blocks of rows (a memory map
-is never read whole).
+:func:`topk_cosine` scans all features in blocks of rows; :class:`Ranker`
+first scans a per-image summary of global+local features for score bounds
+and re-ranks only the images that can reach the top-k (docs/search.md,
+"Ranking and scale", gives the derivation).
 """
 from typing import List, Optional, Tuple
 
@@ -26,15 +18,13 @@ __all__ = ['topk_cosine', 'summarize', 'Ranker', 'MAX_ELEMENTS',
 
 #: Gallery values (and scores) handled per block: 2**22 float32 = 16 MiB.
 MAX_ELEMENTS = 1 << 22
-#: Most images one query keeps for the exact re-rank before it falls back to
-#: a full scan (bounds the candidate buffer: 2**18 x 12 bytes = 3 MiB).
+#: Most images one query keeps for the re-rank before a full scan (3 MiB).
 MAX_CANDIDATES = 1 << 18
 
 
 def _slack(dim: int) -> float:
-    """Twice the float32 rounding bound of a dot product of unit vectors of
-    width ``dim`` (``dim * 2**-24`` each): BLAS computes a row's score a few
-    ulps differently depending on where the row sits in the block."""
+    """Twice the float32 rounding bound of a dot product of unit vectors
+    (BLAS rounds a row's score differently by its place in a block)."""
     return 4.0 * dim * 2.0 ** -24
 
 
@@ -60,10 +50,9 @@ def _top(scores: np.ndarray, index: np.ndarray,
 
 def _final(gallery: np.ndarray, query: np.ndarray, rows: np.ndarray,
            k: int, max_elements: int) -> Tuple[np.ndarray, np.ndarray]:
-    """Top-``k`` of the candidate ``rows``, scored the same way wherever a
-    row sits (``einsum``, one dot product per row: duplicates tie exactly),
-    by (score descending, index ascending); rows are read in blocks of
-    ``max_elements`` values (many tied images keep many rows)."""
+    """Top-``k`` of the candidate ``rows`` by (score descending, index
+    ascending), each scored by one ``einsum`` dot product (duplicates tie
+    exactly), read in blocks of ``max_elements`` values."""
     rows = np.sort(rows)
     step = max(1, max_elements // gallery.shape[1])
     scores = np.concatenate([np.zeros(0, np.float32)] + [np.einsum(
@@ -113,9 +102,7 @@ def topk_cosine(queries: np.ndarray, gallery: np.ndarray, k: int,
 
     Returns:
         ``(scores float32 [T, k'], indices int64 [T, k'])``, ``k' = min(k,
-        N)``; equal scores in ascending gallery index, also at the k-th
-        place (each image's final score is one dot product: duplicates tie
-        exactly, wherever they are).
+        N)``; equal scores in ascending gallery index, also at the k-th place.
 
     Raises:
         ValueError: For mismatched shapes or a bad ``k``.
@@ -161,8 +148,7 @@ def summarize(features: np.ndarray, global_dim: int,
         max_elements: Rows are processed in blocks of this many values.
 
     Returns:
-        ``(summary float32 [2G, N], spread float32 [P, N])``: one column per
-        image.
+        ``(summary float32 [2G, N], spread float32 [P, N])``, by columns.
 
     Raises:
         ValueError: If the width is not a multiple ``(P + 1) G``, P >= 1.
@@ -190,14 +176,13 @@ class Ranker:
 
     Args:
         features: ``float32 [N, D]`` L2-normalised gallery features.
-        summary: ``[2G, N]`` and
-        spread: ``[P, N]`` of :func:`summarize` (global+local features), or
-            None: every search scans ``features``.
+        summary: ``[2G, N]`` of :func:`summarize`, or None: every search
+            scans ``features``.
+        spread: ``[P, N]`` of :func:`summarize`, or None.
         max_elements: Memory ceiling of one block (see :func:`topk_cosine`).
-        max_candidates: Candidates per query before that query is ranked by
-            a full scan.
-        max_fraction: Fraction of the gallery past which a query is ranked
-            by a full scan (gathering rows then costs more than a scan).
+        max_candidates: Candidates per query past which it is fully scanned.
+        max_fraction: Fraction of the gallery past which a query is fully
+            scanned (gathering rows then costs more than a scan).
     """
 
     def __init__(self, features: np.ndarray,
@@ -252,9 +237,8 @@ class Ranker:
 
         Returns:
             Per query, the rows whose upper bound reaches the k-th largest
-            lower bound (a superset of the exact top-k), or None when there
-            are too many (``max_candidates``, ``max_fraction``): that query is
-            ranked by a full scan.
+            lower bound (a superset of the exact top-k), or None where too
+            many would be kept: that query is ranked by a full scan.
         """
         if self.summary is None:
             raise ValueError('This Ranker has no summary: it always scans '

@@ -1,29 +1,18 @@
 """What both searchers share: hits, folder scan, labels, encoding loop, index.
 
-:class:`GallerySearcher` is a text-to-image searcher but for the model: it
-builds, labels, saves and loads the index, runs the image-encoding loop,
-checks queries and ranks. ``mdrl_plugin.apis.PersonSearcher`` (PyTorch) and
-:class:`mdrl_deploy.OrtSearcher` (ONNX Runtime) only supply the encoders,
-so both index, warn and rank in exactly the same way. Torch-free.
+:class:`GallerySearcher` builds, labels, saves, loads and ranks the index;
+``mdrl_plugin.apis.PersonSearcher`` (PyTorch) and
+:class:`mdrl_deploy.OrtSearcher` (ONNX Runtime) only supply the encoders.
 """
 import json
 import os
 import os.path as osp
 import sys
 import warnings
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import (
-    Any,
-    Dict,
-    Iterator,
-    List,
-    Mapping,
-    Optional,
-    Sequence,
-    Tuple,
-    Union,
-)
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -117,10 +106,9 @@ def read_labels(labels: Labels, root: Optional[str]) -> Dict[str, Label]:
     """Identity labels of gallery images: ``{image path: identity}``.
 
     Args:
-        labels: A JSON file holding such an object, or the dict itself.
-            Paths are absolute or relative to the gallery folder ``root``
-            (to the working directory without one); identities are ints or
-            non-empty strings.
+        labels: A JSON file holding such an object, or the dict itself;
+            paths absolute or relative to ``root`` (else to the working
+            directory), identities ints or non-empty strings.
         root: The gallery folder.
 
     Returns:
@@ -136,8 +124,8 @@ def read_labels(labels: Labels, root: Optional[str]) -> Dict[str, Label]:
         if not osp.isfile(labels):
             raise FileNotFoundError(f'{source} does not exist.')
         try:
-            with open(labels, 'rb') as f:
-                labels = json.loads(f.read().decode('utf-8-sig'))
+            with open(labels, encoding='utf-8-sig') as f:
+                labels = json.load(f)
         except ValueError as err:  # UnicodeDecodeError, JSONDecodeError
             raise ValueError(f'{source} is not valid UTF-8 JSON: {err}') \
                 from err
@@ -167,12 +155,10 @@ def read_labels(labels: Labels, root: Optional[str]) -> Dict[str, Label]:
 class GallerySearcher:
     """Index, labels, encoding loop and ranking; subclasses bring the model.
 
-    A subclass sets the attributes below (``fingerprint``: see
-    :class:`~mdrl_deploy.index.GalleryIndex`; ``global_dim``: width of the
-    global part of ``global+local`` features, else None; ``num_workers``:
-    threads that read images) and implements the four ``_`` encoders. Once
-    an index is set, every method is safe to call from several threads at
-    once (the server does), provided the encoders are.
+    A subclass sets the attributes below (``global_dim``: width of the
+    global part of ``global+local`` features, else None) and implements the
+    four ``_`` encoders. Once an index is set, every method may be called
+    from several threads at once, provided the encoders may.
     """
 
     #: ``(index, ranker)``, replaced as one pair: a search running while
@@ -188,7 +174,6 @@ class GallerySearcher:
     num_workers: int = 0
     progress: bool = False
 
-    # ------------------------------------------------------------ encoders
     def _read_image(self, path: str) -> Any:
         """One preprocessed image (raises for an unreadable file)."""
         raise NotImplementedError
@@ -224,14 +209,13 @@ class GallerySearcher:
             (size, mtime_ns) of each kept file, [(path, reason)] skipped)``.
         """
         feats, kept, stats, skipped = [], [], [], []
-        pool = ThreadPoolExecutor(self.num_workers) if self.num_workers \
-            else None
-        try:
+        with ThreadPoolExecutor(max(self.num_workers, 1)) as pool:
+            read = pool.map if self.num_workers else map
             for start in range(0, len(paths), self.batch_size):
-                batch = list(paths[start:start + self.batch_size])
+                batch = paths[start:start + self.batch_size]
                 images = []
-                for i, (stat, out) in enumerate((pool.map if pool else map)(
-                        self._try_read, batch), start):
+                for i, (stat, out) in enumerate(read(self._try_read, batch),
+                                                start):
                     if stat is None:
                         skipped.append((paths[i], out))
                     else:
@@ -244,9 +228,6 @@ class GallerySearcher:
                 if self.progress:
                     print(f'\rencoded {start + len(batch)}/{len(paths)} '
                           'images', end='', file=sys.stderr, flush=True)
-        finally:
-            if pool is not None:
-                pool.shutdown()
         if self.progress and len(paths):
             print(file=sys.stderr)
         features = (np.concatenate(feats) if feats else
@@ -254,9 +235,8 @@ class GallerySearcher:
         return features, kept, stats, skipped
 
     def encode_texts(self, texts: Union[str, Sequence[str]]) -> np.ndarray:
-        """L2-normalised query features ``float32 [T, D]``.
-
-        A query longer than ``max_length`` tokens is truncated with a
+        """L2-normalised query features ``float32 [T, D]``; a query longer
+        than ``max_length`` tokens is truncated with a
         :class:`QueryTruncatedWarning`.
 
         Raises:
@@ -277,7 +257,6 @@ class GallerySearcher:
             self._encode_texts(texts[s:s + self.batch_size])
             for s in range(0, len(texts), self.batch_size)]).astype(np.float32)
 
-    # ------------------------------------------------------------ index
     def _apply_labels(self, paths: Sequence[str],
                       mapping: Dict[str, Label]) -> List[Optional[Label]]:
         out = [mapping.get(osp.normpath(p)) for p in paths]
@@ -307,8 +286,7 @@ class GallerySearcher:
             labels: Optional identities, see :func:`read_labels`.
 
         Returns:
-            The new :class:`~mdrl_deploy.index.GalleryIndex` (also kept as
-            ``self.index``).
+            The new :class:`~.index.GalleryIndex` (also ``self.index``).
 
         Raises:
             FileNotFoundError: If a given file or folder does not exist.
@@ -374,18 +352,17 @@ class GallerySearcher:
         fingerprint = dict(self.fingerprint)
         if self.encoder_name:
             fingerprint['encoder'] = self.encoder_name
-        index = GalleryIndex(
+        self.index = GalleryIndex(
             paths=kept_paths, features=features, fingerprint=fingerprint,
             sizes=[s[0] for s in stats], mtimes_ns=[s[1] for s in stats],
             labels=None if mapping is None else
             self._apply_labels(kept_paths, mapping),
             root=root, global_dim=self.global_dim)
-        self.index = index
-        return index
+        return self.index
 
     @property
     def index(self) -> Optional[GalleryIndex]:
-        """The gallery index searched (None before one is built or loaded);
+        """The searched gallery index (None before one is built or loaded);
         assigning one also builds its ranker."""
         return self._indexed[0]
 
@@ -408,8 +385,8 @@ class GallerySearcher:
                                           read_labels(labels, index.root))
 
     def save_index(self, path: str) -> str:
-        """Save the current index folder atomically (see
-        :meth:`~mdrl_deploy.index.GalleryIndex.save`); returns its path."""
+        """Save the index folder atomically (:meth:`GalleryIndex.save`);
+        returns its path."""
         return self._require_index().save(path)
 
     def load_index(self, path: str, check_files: bool = True,
@@ -426,8 +403,7 @@ class GallerySearcher:
             The index.
 
         Raises:
-            IndexMismatchError: If another model (config, checkpoint or
-                feature width) made it.
+            IndexMismatchError: If another model made it.
             StaleIndexError: If image files changed or vanished.
             IndexFormatError: If the path is not an index folder.
         """
@@ -443,7 +419,6 @@ class GallerySearcher:
         """Number of images in the current index (0 without one)."""
         return 0 if self.index is None else len(self.index)
 
-    # ------------------------------------------------------------ search
     def search_features(self, query_feats: np.ndarray,
                         topk: int = 10) -> List[List[SearchHit]]:
         """Rank the index for already-encoded queries.
@@ -458,7 +433,6 @@ class GallerySearcher:
         index, ranker = self._indexed
         if index is None:
             self._require_index()
-        topk = check_topk(topk)
         feats = np.asarray(query_feats, dtype=np.float32)
         if feats.ndim != 2 or feats.shape[1] != index.feature_dim:
             raise ValueError(

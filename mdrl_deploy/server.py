@@ -1,29 +1,11 @@
 """A search web page and JSON API over a gallery index (FastAPI).
 
-Routes:
-
-* ``GET /``: the page (``static/search.html``, a static file: type a
-  description, see the top-k images with score and file name);
-  ``/?q=...&topk=...`` searches on load;
-* ``POST /search`` with ``{"query": str, "topk": int}`` (``Content-Type:
-  application/json``): the ranking as JSON;
-* ``GET /images/<path relative to the gallery>``: an indexed image;
-* ``GET /health``: ``{"status": "ok", "num_images": N, ...}`` with the
-  limits and the searches running and waiting.
-
-Safe under load and bad requests:
-
-* the body is read as a stream and refused past :data:`MAX_BODY_BYTES` (413),
-  chunked or not; a body that is not ``application/json`` gets 415;
-* the body is validated by a Pydantic model; user errors are JSON
-  ``{"error": ...}`` with a 4xx status (a 500 is a bug, logged);
-* ``Host`` headers are checked (``TrustedHostMiddleware``, default: the
-  local names), so a DNS-rebinding page cannot read the gallery;
-* at most ``max_running`` searches run at once (threads) and at most
-  ``max_waiting`` more wait; past that the answer is 503 with
-  ``Retry-After``, never unbounded memory;
-* only files of the index are served, and only when their real path
-  (symlinks resolved) lies inside the gallery folder.
+Routes: ``GET /`` (the page, ``static/search.html``), ``POST /search``
+(``{"query": str, "topk": int}`` -> the ranking as JSON), ``GET
+/images/<path in the gallery>`` and ``GET /health``. Bodies are size-capped
+and validated, ``Host`` headers checked, searches bounded (503 past the
+queue), and only indexed files inside the gallery folder (symlinks resolved)
+are served; docs/deploy.md ("Serving") gives every answer.
 """
 import logging
 import os
@@ -62,9 +44,8 @@ def allowed_hosts_for(bind_host: str) -> list:
 
     Returns:
         The local names for a loopback address, ``['*']`` (any) for a
-        wildcard address (``0.0.0.0``, ``::``; pass explicit names there to
-        protect against DNS rebinding), else ``[bind_host]``; IPv6 addresses
-        in brackets, as a ``Host`` header writes them (``[::1]``).
+        wildcard one (``0.0.0.0``, ``::``), else ``[bind_host]`` (IPv6 in
+        brackets, as a ``Host`` header writes it).
     """
     if bind_host in LOCAL_HOSTS:
         return list(LOCAL_HOSTS)
@@ -76,14 +57,8 @@ def allowed_hosts_for(bind_host: str) -> list:
 
 
 def host_header_name(host: str) -> str:
-    """``host`` as a ``Host`` header or a URL names it.
-
-    Args:
-        host: A name or address, e.g. ``localhost``, ``::1``.
-
-    Returns:
-        An IPv6 address in brackets (``[::1]``), anything else as it is.
-    """
+    """``host`` as a ``Host`` header or a URL names it: an IPv6 address in
+    brackets (``[::1]``), anything else as it is."""
     return f'[{host}]' if ':' in host and not host.startswith('[') else host
 
 
@@ -95,20 +70,14 @@ def _error(status: int, message: str, headers: Optional[dict] = None):
 
 def _request_model(max_query_chars: int, max_topk: int):
     """The Pydantic model of a ``POST /search`` body."""
-    from pydantic import BaseModel, ConfigDict, Field, field_validator
+    from pydantic import BaseModel, ConfigDict, Field, constr
 
     class SearchRequest(BaseModel):
         """``{"query": non-empty text, "topk": 1..max_topk}``, nothing else."""
         model_config = ConfigDict(extra='forbid', strict=True)
-        query: str = Field(min_length=1, max_length=max_query_chars)
+        query: constr(strip_whitespace=True, min_length=1,
+                      max_length=max_query_chars)
         topk: int = Field(10, ge=1, le=max_topk)
-
-        @field_validator('query')
-        @classmethod
-        def _not_blank(cls, value: str) -> str:
-            if not value.strip():
-                raise ValueError('blank')
-            return value.strip()
 
     return SearchRequest
 
@@ -145,16 +114,13 @@ def create_app(searcher: Any,
     """Build the FastAPI application over a searcher with a loaded index.
 
     Args:
-        searcher: :class:`~mdrl_deploy.OrtSearcher` or
-            ``mdrl_plugin.apis.PersonSearcher`` with an index (built or
-            loaded); only ``search``, ``index`` and ``fingerprint`` are used,
-            ``search`` from several threads at once.
+        searcher: A searcher with an index; its ``search`` is called from
+            several threads at once.
         max_query_chars: Longest accepted query.
         max_topk: Largest accepted ``topk``.
         title: Text under the page heading (default: gallery size).
-        allowed_hosts: Accepted ``Host`` header names (default
-            :data:`LOCAL_HOSTS`; ``['*']`` accepts any; IPv6 addresses with
-            or without brackets), see :func:`allowed_hosts_for`.
+        allowed_hosts: Accepted ``Host`` names (default :data:`LOCAL_HOSTS`;
+            ``['*']``: any), see :func:`allowed_hosts_for`.
         max_running: Searches computed at once.
         max_waiting: Searches that may wait for a slot; more get 503.
 
@@ -163,7 +129,6 @@ def create_app(searcher: Any,
     """
     import anyio
     from fastapi import FastAPI, Request
-    from fastapi.exceptions import RequestValidationError
     from fastapi.responses import FileResponse, HTMLResponse
     from pydantic import ValidationError
     from starlette.exceptions import HTTPException
@@ -214,10 +179,6 @@ def create_app(searcher: Any,
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException):
         return _error(exc.status_code, str(exc.detail))
-
-    @app.exception_handler(RequestValidationError)
-    async def validation_error(request: Request, exc: RequestValidationError):
-        return _error(422, 'invalid request')
 
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception):

@@ -1,8 +1,6 @@
-"""Small helpers with one home for both layers (torch-free).
-
-``mdrl_plugin`` imports them from here; ``mdrl_deploy`` never imports the
-plugin. Atomic writes: readers see the old or the new file, never a partial
-one, and a killed writer's temp files are cleaned up by the next write.
+"""Small helpers with one home for both layers (torch-free): atomic writes
+(readers see the old or the new file, never a partial one; a killed
+writer's temp files are removed by a later write), message lists, top-k.
 """
 import os
 import os.path as osp
@@ -48,9 +46,8 @@ def _dead(pid: int) -> bool:
 
 
 def remove_stale_temps(folder: str, max_age_s: float = 6 * 3600) -> None:
-    """Remove the temp entries of ``folder`` (if any) whose writer is gone:
-    this host's with a dead pid, and any (another node's, an old ``.part``)
-    whose mtime is older than ``max_age_s``."""
+    """Remove the temp entries of ``folder`` whose writer is gone: this
+    host's with a dead pid, and any older than ``max_age_s``."""
     names = os.listdir(folder) if osp.isdir(folder) else []
     for match in filter(None, map(TEMP_FILE_PATTERN.match, names)):
         path = osp.join(folder, match.string)
@@ -90,11 +87,9 @@ class AtomicWriteError(OSError):
 
 
 def atomic_write(filepath: str, write: Callable[[BinaryIO], None]) -> None:
-    """Write ``filepath`` (and its folder) atomically.
-
-    ``write(f)`` fills a sibling temp file, which is fsynced, renamed over
-    ``filepath``, and the folder fsynced. Stale temps of dead writers in the
-    folder are removed first.
+    """Write ``filepath`` atomically: ``write(f)`` fills a sibling temp file,
+    which is fsynced and renamed over ``filepath``; the folder is fsynced.
+    Stale temps of dead writers in the folder are removed first.
 
     Args:
         filepath: Destination file.
@@ -130,13 +125,11 @@ def atomic_write_bytes(data: bytes, filepath: str) -> None:
 
 @contextmanager
 def atomic_folder(path: str, replace: bool = False) -> Iterator[str]:
-    """Build the folder ``path`` atomically.
-
-    Yields a temp folder beside ``path`` to fill; on exit its files and the
-    folder are fsynced and it is renamed to ``path``. With ``replace``, an
-    existing ``path`` is renamed aside first and removed after (readers that
-    mapped its files keep them). On error the temp folder is removed and an
-    existing ``path`` is left as it was.
+    """Build the folder ``path`` atomically: the yielded temp folder beside
+    it is filled, fsynced and renamed to ``path`` (stale temps of dead
+    writers beside it are removed first). A replaced ``path`` is
+    renamed aside first and removed after (readers that mapped its files
+    keep them); on error the temp folder is removed, ``path`` left as it was.
 
     Args:
         path: The folder to create (or replace).
@@ -146,6 +139,7 @@ def atomic_folder(path: str, replace: bool = False) -> Iterator[str]:
         str: The temp folder.
     """
     path = osp.abspath(os.fspath(path))
+    remove_stale_temps(osp.dirname(path))
     tmp, old = temp_path(path), None
     os.makedirs(tmp)
     try:
