@@ -99,7 +99,10 @@ def _check_topk(topk: TopK) -> Tuple[int, ...]:
                         f'got {type(topk).__name__}') from None
     if len(ks) == 0:
         raise ValueError('topk must contain at least one value, got ()')
-    return tuple(check_topk(k, f'topk {ks!r}: each value') for k in ks)
+    ks = tuple(check_topk(k, f'topk {ks!r}: each value') for k in ks)
+    if len(set(ks)) < len(ks):  # R@k would be counted once per repeat
+        raise ValueError(f'topk {ks!r} repeats a value; give each k once')
+    return ks
 
 
 def _check_chunk_size(chunk_size: Optional[int]) -> Optional[int]:

@@ -468,6 +468,9 @@ def test_rank_metrics_input_errors():
         rank_metrics(sim, qp, gp, topk=(1, 0))
     with pytest.raises(ValueError, match='topk must contain at least one'):
         rank_metrics(sim, qp, gp, topk=())
+    with pytest.raises(ValueError, match=r'topk \(1, 5, 1\) repeats a '
+                       'value; give each k once'):
+        rank_metrics(sim, qp, gp, topk=(1, 5, 1))
 
 
 def test_from_features_input_errors():
