@@ -1,4 +1,5 @@
-"""tools/search.py end to end in a subprocess."""
+"""tools/search.py end to end: in a subprocess once (the command line works
+and warns of nothing), then its ``main`` in this process."""
 import json
 import os
 import os.path as osp
@@ -71,61 +72,62 @@ def test_folder_search_prints_ranks_and_writes_png(tool_env):
     assert f'Saved the index of 8 images to {index}' in r.stderr
 
 
-def test_index_with_labels_marks_matches(tool_env):
+def test_index_with_labels_marks_matches(tool_env, run):
     root = tool_env['root']
     out = root / 'sub' / 'labelled.png'
-    r = run_tool(tool_env['config'], tool_env['checkpoint'],
-                 '--gallery', tool_env['index'],
-                 '--labels', str(tool_env['data'] / 'labels.json'),
-                 '--query', 'a man in a red shirt', '--query',
-                 'a woman with a blue bag', '--query-pid', '2',
-                 '--topk', '20', '--out', str(out), cwd=str(root))
-    assert r.returncode == 0, r.stderr
-    assert 'Loaded index' in r.stderr
-    found = rows(r.stdout)
+    status, stdout, stderr = run(
+        'search', tool_env['config'], tool_env['checkpoint'],
+        '--gallery', tool_env['index'],
+        '--labels', tool_env['data'] / 'labels.json',
+        '--query', 'a man in a red shirt', '--query',
+        'a woman with a blue bag', '--query-pid', '2',
+        '--topk', '20', '--out', out)
+    assert status == 0, stderr
+    assert 'Loaded index' in stderr
+    found = rows(stdout)
     assert len(found) == 16  # topk > gallery: all 8 images per query
     for rank, score, label, match, path in found:
         assert int(label) == pid_of(path)
         assert match == ('yes' if pid_of(path) == 2 else 'no')
-    assert 'Query 2: a woman with a blue bag  [pid 2]' in r.stdout
+    assert 'Query 2: a woman with a blue bag  [pid 2]' in stdout
     assert out.read_bytes()[:8] == PNG
 
 
-def test_input_errors_exit_2_with_a_message(tool_env, tiny_bert_dir):
+def test_input_errors_exit_2_with_a_message(tool_env, tiny_bert_dir, run):
     root = tool_env['root']
-    r = run_tool(tool_env['config'], tool_env['checkpoint'],
-                 '--gallery', str(tool_env['data'] / 'imgs'),
-                 '--query', '   ', '--out', 'none', '--no-progress',
-                 cwd=str(root))
-    assert r.returncode == 2
-    assert 'error: Query texts[0] is empty' in r.stderr
-    assert 'Traceback' not in r.stderr
+    status, _, stderr = run(
+        'search', tool_env['config'], tool_env['checkpoint'],
+        '--gallery', tool_env['data'] / 'imgs',
+        '--query', '   ', '--out', 'none', '--no-progress')
+    assert status == 2
+    assert 'error: Query texts[0] is empty' in stderr
+    assert 'Traceback' not in stderr
     other = write_model(str(root / 'other'), tiny_bert_dir, seed=1,
                         name='other')
-    r = run_tool(other['config'], other['checkpoint'], '--gallery',
-                 tool_env['index'], '--query', 'a man', '--out', 'none',
-                 cwd=str(root))
-    assert r.returncode == 2
-    assert 'was made by another model; it differs in checkpoint' in r.stderr
-    assert 'Traceback' not in r.stderr
+    status, _, stderr = run('search', other['config'], other['checkpoint'],
+                            '--gallery', tool_env['index'], '--query',
+                            'a man', '--out', 'none')
+    assert status == 2
+    assert 'was made by another model; it differs in checkpoint' in stderr
+    assert 'Traceback' not in stderr
 
 
-def test_cfg_options_override_the_config(tool_env):
-    r = run_tool(tool_env['config'], tool_env['checkpoint'],
-                 '--gallery', tool_env['index'], '--query',
-                 'a man in a red shirt', '--out', 'none',
-                 '--cfg-options', 'model.data_preprocessor.max_length=6',
-                 cwd=str(tool_env['root']))
+def test_cfg_options_override_the_config(tool_env, run):
+    status, _, stderr = run(
+        'search', tool_env['config'], tool_env['checkpoint'],
+        '--gallery', tool_env['index'], '--query', 'a man in a red shirt',
+        '--out', 'none',
+        '--cfg-options', 'model.data_preprocessor.max_length=6')
     # the override changes the model config: the saved index is refused
-    assert r.returncode == 2
-    assert 'differs in model config and test pipeline' in r.stderr
-    r = run_tool(tool_env['config'], tool_env['checkpoint'],
-                 '--gallery', str(tool_env['data'] / 'imgs'), '--query',
-                 'a man in a red shirt', '--out', 'none', '--topk', '2',
-                 '--no-progress',
-                 '--cfg-options', 'model.data_preprocessor.max_length=6',
-                 cwd=str(tool_env['root']))
-    assert r.returncode == 0, r.stderr
+    assert status == 2
+    assert 'differs in model config and test pipeline' in stderr
+    status, stdout, stderr = run(
+        'search', tool_env['config'], tool_env['checkpoint'],
+        '--gallery', tool_env['data'] / 'imgs', '--query',
+        'a man in a red shirt', '--out', 'none', '--topk', '2',
+        '--no-progress',
+        '--cfg-options', 'model.data_preprocessor.max_length=6')
+    assert status == 0, stderr
     assert ('warning: Query texts[0] has 8 tokens '
-            'but the model reads at most 6') in r.stderr
-    assert len(rows(r.stdout)) == 2
+            'but the model reads at most 6') in stderr
+    assert len(rows(stdout)) == 2

@@ -3,56 +3,22 @@
 Each mistake must give one paragraph on stderr, a non-zero exit status and no
 traceback (unless ``--debug``), and input mistakes must be found before any
 model is built or image encoded. The tools' ``main(argv)`` runs in this
-process (``main`` returning a status means no exception escaped); one
-subprocess shows that the real entry point prints no traceback either.
+process (conftest's ``run``: ``main`` returning a status means no exception
+escaped); one subprocess shows that the real entry point prints no traceback
+either.
 """
-import importlib.util
 import os
 import os.path as osp
 import subprocess
 import sys
-import warnings
 
 import pytest
 import torch
 
 from mdrl_test_utils import REPO_ROOT, shrink_config
-from toy_helpers import preserved_global_state
 
 TOOLS = osp.join(REPO_ROOT, 'tools')
 DEMO = osp.join(REPO_ROOT, 'configs', 'mdrl_demo.py')
-_TOOLS = {}
-
-
-def _tool(name):
-    """``tools/<name>.py`` as a module (loaded once)."""
-    if name not in _TOOLS:
-        spec = importlib.util.spec_from_file_location(
-            f'mdrl_tool_{name}', osp.join(TOOLS, f'{name}.py'))
-        _TOOLS[name] = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(_TOOLS[name])
-    return _TOOLS[name]
-
-
-@pytest.fixture
-def run(tmp_path, monkeypatch, capsys):
-    """``run(tool, *args)``: ``(status, stdout, stderr)`` of the tool's
-    ``main`` in ``tmp_path``; what the tools and Runners change globally
-    (environment, RNGs, loaders, warnings' printer) is put back."""
-    monkeypatch.chdir(tmp_path)
-    for name, value in (('LOCAL_RANK', '0'),
-                        ('CUBLAS_WORKSPACE_CONFIG', ':4096:8')):
-        monkeypatch.setenv(name, value)  # the tools' setdefault: undone
-    monkeypatch.setattr(warnings, 'showwarning', warnings.showwarning)
-    capsys.readouterr()
-
-    def call(name, *args):
-        status = _tool(name).main([str(a) for a in args])
-        out, err = capsys.readouterr()
-        return status, out, err
-
-    with preserved_global_state():
-        yield call
 
 
 def user_error(result, status, *fragments):

@@ -1,6 +1,7 @@
 """Helpers shared by the engine and tool tests (toy configs, toy runs)."""
 import contextlib
 import copy
+import importlib.util
 import os
 import os.path as osp
 import random
@@ -15,6 +16,18 @@ os.environ.setdefault('CUBLAS_WORKSPACE_CONFIG', ':4096:8')
 TOY_DIR = osp.dirname(osp.abspath(__file__))
 #: The toy iteration-based config (IterBasedTrainLoop, checkpoints every 2).
 TOY_ITER_CONFIG = osp.join(TOY_DIR, 'configs', 'toy_iter.py')
+_TOOLS = {}
+
+
+def load_tool(name: str):
+    """``tools/<name>.py`` as a module (loaded once)."""
+    if name not in _TOOLS:
+        spec = importlib.util.spec_from_file_location(
+            f'mdrl_tool_{name}',
+            osp.join(osp.dirname(osp.dirname(TOY_DIR)), 'tools', f'{name}.py'))
+        _TOOLS[name] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(_TOOLS[name])
+    return _TOOLS[name]
 
 
 @contextlib.contextmanager
