@@ -15,8 +15,8 @@ def build_transformer_encoder(embed_dims: int,
                               dropout: float = 0.0) -> nn.TransformerEncoder:
     """A stack of pre-norm transformer encoder layers with a final LayerNorm.
 
-    Each layer is self-attention, LayerNorm and a GELU MLP with residual
-    connections, the block the paper calls a transformer encoder.
+    Self-attention and a GELU MLP with residuals: the paper's transformer
+    encoder.
 
     Args:
         embed_dims: Token width D.
@@ -53,12 +53,9 @@ def masked_transformer(encoder: nn.TransformerEncoder, tokens: torch.Tensor,
                        with_cp: bool = False) -> torch.Tensor:
     """Run ``encoder`` with a key padding mask (``True`` marks padding).
 
-    With ``with_cp`` (activation checkpointing), while the encoder is in
-    training mode and gradients are enabled, each layer runs under
-    ``torch.utils.checkpoint.checkpoint(..., use_reentrant=False)``: only the
-    layer inputs are kept for backward and the layer is recomputed then (with
-    the same dropout masks: the RNG state is replayed). The outputs and
-    gradients are those of the plain run; otherwise the encoder runs as it is.
+    With ``with_cp``, in training with gradients enabled, each layer runs
+    under ``torch.utils.checkpoint`` (``use_reentrant=False``, dropout
+    replayed): the plain run's outputs and gradients, for less memory.
 
     Args:
         encoder: Encoder from :func:`build_transformer_encoder`.

@@ -156,11 +156,9 @@ class BertTextEncoder(BaseModule):
         self.project_first = project_first
         self.with_cp = with_cp
         lte_width = out_channels if project_first else width
-        self.lte = None
-        if num_lte_layers > 0:
-            self.lte = build_transformer_encoder(
-                lte_width, num_lte_layers,
-                num_heads or max(1, lte_width // 64), mlp_ratio, dropout)
+        self.lte = build_transformer_encoder(
+            lte_width, num_lte_layers, num_heads or max(1, lte_width // 64),
+            mlp_ratio, dropout) if num_lte_layers > 0 else None
         self.proj = (nn.Linear(width, out_channels) if out_channels
                      else nn.Identity())
         self.embed_dims = width
@@ -174,8 +172,7 @@ class BertTextEncoder(BaseModule):
         return self
 
     def init_weights(self) -> None:
-        """Never re-initialise BERT (its weights are loaded at
-        construction)."""
+        """Never re-initialise BERT (loaded at construction)."""
         if self.init_cfg is not None:
             super().init_weights()
 

@@ -3,6 +3,7 @@ from typing import Optional
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from mmengine.model import BaseModule
 
 from mdrl_plugin.registry import MODELS
@@ -30,10 +31,8 @@ class CrossModalInteraction(BaseModule):
         dropout: Dropout. Defaults to 0.
         modality_embed: Add a learnable embedding per modality so the
             encoder can tell visual from text tokens. Defaults to True.
-        with_cp: Activation checkpointing of the K encoder layers (one
-            ``torch.utils.checkpoint`` call per layer, ``use_reentrant=False``,
-            in training with gradients enabled): the same outputs and
-            gradients for less memory. Defaults to False.
+        with_cp: Activation checkpointing of the layers in training
+            (:func:`masked_transformer`). Defaults to False.
         init_cfg: MMEngine init config.
     """
 
@@ -83,11 +82,8 @@ class CrossModalInteraction(BaseModule):
             text_tokens = text_tokens + self.modality_embed[1]
         seq = torch.cat(
             [self.cls_token.expand(B, 1, D), image_tokens, text_tokens], dim=1)
-        mask = None
-        if text_padding_mask is not None:
-            mask = torch.cat(
-                [text_padding_mask.new_zeros(B, 1 + N), text_padding_mask],
-                dim=1)
+        mask = (None if text_padding_mask is None else  # [cls], image: real
+                F.pad(text_padding_mask, (1 + N, 0)))
         return masked_transformer(self.encoder, seq, mask,
                                   with_cp=self.with_cp)[:, 0]
 

@@ -17,12 +17,10 @@ def group_tokens(tokens: torch.Tensor,
                  shuffle: bool) -> Tuple[torch.Tensor, torch.Tensor]:
     """Split each sample's real tokens into ``num_groups`` groups.
 
-    The real (non-padding) tokens of a sample are ordered, randomly when
-    ``shuffle`` (a fresh permutation from torch's RNG per call and sample),
-    else by position, and cut into ``num_groups`` consecutive runs whose sizes
-    differ by at most one: with ``n`` real tokens, the token at place ``r`` of
-    the order goes to group ``floor(r * num_groups / n)``. Padding is never
-    grouped. Groups are padded to a common length ``ceil(L / num_groups)``.
+    The real tokens, shuffled (torch's RNG) or in order, are cut into runs
+    whose sizes differ by at most one: of ``n``, the one at place ``r`` goes
+    to group ``floor(r * num_groups / n)``; padding is never grouped. Groups
+    are padded to ``ceil(L / num_groups)`` (docs/models.md).
 
     Args:
         tokens: ``[B, L, D]``.
@@ -88,11 +86,9 @@ class DisorderedLocalLearning(BaseModule):
         mlp_ratio: MLP ratio. Defaults to 4.
         dropout: Dropout. Defaults to 0.
         shuffle: Shuffle tokens in training. Defaults to True.
-        with_cp: Activation checkpointing of the local encoder's layers (one
-            ``torch.utils.checkpoint`` call per layer, ``use_reentrant=False``,
-            in training with gradients enabled): the same outputs and
-            gradients for less memory. The random grouping is drawn once,
-            outside the checkpointed layers. Defaults to False.
+        with_cp: Activation checkpointing of the layers in training
+            (:func:`masked_transformer`; the grouping is drawn once, outside).
+            Defaults to False.
         init_cfg: MMEngine init config.
     """
 

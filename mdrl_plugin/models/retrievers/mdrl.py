@@ -15,14 +15,6 @@ __all__ = ['MDRL']
 LOSS_TERMS = ('id_global', 'id_local', 'id_cim', 'match_global', 'match_local')
 
 
-def _num_texts(sample: BaseDataElement) -> int:
-    if 'text' in sample:
-        return 1
-    if 'texts' in sample:
-        return len(sample.texts)
-    return 0
-
-
 @MODELS.register_module()
 class MDRL(BaseModel):
     """Multi-modal disordered representation learning network (AAAI 2024).
@@ -102,13 +94,13 @@ class MDRL(BaseModel):
         self.embed_dims = dims
         self.num_classes = num_classes
 
-        weights = dict.fromkeys(LOSS_TERMS, 1.0)
-        unknown = set(loss_weights or {}) - set(LOSS_TERMS)
+        loss_weights = loss_weights or {}
+        unknown = set(loss_weights) - set(LOSS_TERMS)
         if unknown:
             raise KeyError(f'Unknown loss_weights keys {sorted(unknown)}; '
                            f'known: {list(LOSS_TERMS)}')
-        weights.update(loss_weights or {})
-        self.loss_weights = weights
+        self.loss_weights = dict(dict.fromkeys(LOSS_TERMS, 1.0),
+                                 **loss_weights)
 
         def build_dims(cfg: dict) -> nn.Module:
             cfg = dict(cfg)
@@ -116,12 +108,9 @@ class MDRL(BaseModel):
             return MODELS.build(cfg)
 
         self.image_local = build_dims(image_local) if image_local else None
-        if self.image_local is None:
-            self.text_local = None
-        elif share_local:
-            self.text_local = self.image_local
-        else:
-            self.text_local = build_dims(text_local or image_local)
+        self.text_local = (  # None without image_local
+            self.image_local if share_local or not image_local else
+            build_dims(text_local or image_local))
         self.cross_modal = build_dims(cross_modal) if cross_modal else None
 
         def build_classifier() -> nn.Module:
@@ -168,23 +157,19 @@ class MDRL(BaseModel):
                 math.sqrt(1 + local_feats.shape[1]))
 
     def extract_image_feat(self, images: torch.Tensor) -> torch.Tensor:
-        """L2-normalised retrieval features ``[B, D']`` of normalised
-        images."""
+        """L2-normalised retrieval features ``[B, D']`` of images."""
         global_feat, tokens = self.image_encoder(images)
-        local = None
-        if self.retrieval_features == 'global+local':
-            local = self.image_local(global_feat, tokens)
+        local = (self.image_local(global_feat, tokens)
+                 if self.retrieval_features == 'global+local' else None)
         return self._retrieval_feat(global_feat, local)
 
     def extract_text_feat(self, input_ids: torch.Tensor,
                           attention_mask: torch.Tensor) -> torch.Tensor:
-        """L2-normalised retrieval features ``[T, D']`` of tokenised
-        captions."""
+        """L2-normalised retrieval features ``[T, D']`` of captions."""
         global_feat, tokens, padding = self.text_encoder(
             input_ids, attention_mask)
-        local = None
-        if self.retrieval_features == 'global+local':
-            local = self.text_local(global_feat, tokens, padding)
+        local = (self.text_local(global_feat, tokens, padding)
+                 if self.retrieval_features == 'global+local' else None)
         return self._retrieval_feat(global_feat, local)
 
     # ------------------------------------------------------------ modes
@@ -195,22 +180,19 @@ class MDRL(BaseModel):
         """Dispatch to :meth:`loss`, :meth:`predict` or :meth:`_forward`.
 
         Args:
-            inputs: ``dict(images, input_ids, attention_mask)`` from
-                :class:`TextImageDataPreprocessor`.
+            inputs: ``dict(images, input_ids, attention_mask)``.
             data_samples: Data samples of the batch.
             mode: ``'loss'``, ``'predict'`` or ``'tensor'``.
 
         Returns:
             dict of losses, list of data samples, or dict of features.
         """
-        if mode == 'loss':
-            return self.loss(inputs, data_samples)
-        if mode == 'predict':
-            return self.predict(inputs, data_samples)
-        if mode == 'tensor':
-            return self._forward(inputs, data_samples)
-        raise ValueError(
-            f"Invalid mode {mode!r}: use 'loss', 'predict' or 'tensor'")
+        modes = dict(loss=self.loss, predict=self.predict,
+                     tensor=self._forward)
+        if mode not in modes:
+            raise ValueError(
+                f"Invalid mode {mode!r}: use 'loss', 'predict' or 'tensor'")
+        return modes[mode](inputs, data_samples)
 
     def _forward(
             self,
@@ -229,12 +211,11 @@ class MDRL(BaseModel):
         """Attach ``img_feat`` ``[D']`` and ``text_feats`` ``[n_i, D']``
         to samples."""
         feats = self._forward(inputs)
-        counts = [_num_texts(s) for s in data_samples]
-        text_feats = feats.get('text_feats')
-        if text_feats is None:
-            text_feats = feats['image_feats'].new_zeros(
-                0, feats['image_feats'].shape[1])
-        for sample, img_feat, txt in zip(data_samples, feats['image_feats'],
+        counts = [1 if 'text' in s else len(s.get('texts', []))
+                  for s in data_samples]
+        image_feats = feats['image_feats']
+        text_feats = feats.get('text_feats', image_feats[:0])
+        for sample, img_feat, txt in zip(data_samples, image_feats,
                                          text_feats.split(counts)):
             sample.img_feat = img_feat
             sample.text_feats = txt
