@@ -121,8 +121,8 @@ class TextTokenizer:
     ``TextImageDataPreprocessor``, which uses this class too. A
     ``tokenizers`` tokenizer holds truncation and padding as state, and
     changing it while another thread encodes fails ("Already borrowed"); so
-    this class holds two copies configured once (truncating, and not for
-    :meth:`lengths`) and pads with NumPy: any number of threads may call it.
+    this class holds two copies configured once (truncating and padding, and
+    neither for :meth:`lengths`): any number of threads may call it.
 
     Args:
         folder: A folder holding ``tokenizer.json`` (the export's).
@@ -162,8 +162,10 @@ class TextTokenizer:
         self._full.no_padding()
         self._full.no_truncation()
         self._cut = Tokenizer.from_str(spec)
-        self._cut.no_padding()
         self._cut.enable_truncation(self.max_length)
+        self._cut.enable_padding(
+            pad_id=self.pad_token_id,
+            length=self.max_length if self.pad_to_max_length else None)
 
     def lengths(self, texts: Sequence[str]) -> List[int]:
         """Untruncated token counts (special tokens included)."""
@@ -171,16 +173,14 @@ class TextTokenizer:
 
     def ids(self, texts: Sequence[str]) -> List[List[int]]:
         """Token ids of each text, truncated to ``max_length``, unpadded."""
-        return [e.ids for e in self._cut.encode_batch(list(texts))]
+        return [e.ids[:sum(e.attention_mask)]
+                for e in self._cut.encode_batch(list(texts))]
 
     def __call__(self, texts: Sequence[str]) -> Dict[str, np.ndarray]:
         """``input_ids`` and ``attention_mask``, ``int64 [T, L]``."""
-        ids = self.ids(texts)
-        length = self.max_length if self.pad_to_max_length else \
-            max((len(i) for i in ids), default=0)
-        input_ids = np.full((len(ids), length), self.pad_token_id, np.int64)
-        mask = np.zeros((len(ids), length), np.int64)
-        for row, seq in enumerate(ids):
-            input_ids[row, :len(seq)] = seq
-            mask[row, :len(seq)] = 1
-        return dict(input_ids=input_ids, attention_mask=mask)
+        enc = self._cut.encode_batch(list(texts))
+        shape = (len(enc), len(enc[0].ids) if enc else 0)
+        return dict(
+            input_ids=np.array([e.ids for e in enc], np.int64).reshape(shape),
+            attention_mask=np.array([e.attention_mask for e in enc],
+                                    np.int64).reshape(shape))

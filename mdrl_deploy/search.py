@@ -16,7 +16,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from .index import GalleryIndex, file_stat
+from .index import GalleryIndex, Label, file_stat
 from .ranking import Ranker
 from .utils import check_topk, first_n
 
@@ -31,7 +31,6 @@ IMAGE_EXTENSIONS: Tuple[str, ...] = ('.jpg', '.jpeg', '.png', '.bmp', '.ppm',
                                      '.pgm', '.pbm', '.tif', '.tiff',
                                      '.webp')
 _EXAMPLE = '"a woman in a red coat and black trousers"'
-Label = Union[int, str]
 Labels = Union[str, 'os.PathLike[str]', Mapping[str, Label]]
 
 
