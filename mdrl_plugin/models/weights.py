@@ -13,6 +13,7 @@ from huggingface_hub import constants, try_to_load_from_cache
 from huggingface_hub.file_download import repo_folder_name
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 from mmengine.logging import print_log
+from timm import list_pretrained
 from timm.models import get_pretrained_cfg, is_model, split_model_name_tag
 
 __all__ = [
@@ -93,7 +94,8 @@ class WeightSource:
         local = repr(osp.abspath(self.name))
         cache = ('torch hub cache (TORCH_HOME)' if self.url else
                  'Hugging Face cache (HF_HOME)')
-        where = self.kind != 'path' and f'the {cache}: {self.cache_path()}'
+        where = ('' if self.kind == 'path' else
+                 f'the {cache}: {self.cache_path()}')
         where = {'path': f'the local path {local}', 'url': where,
                  'hf': f'the local folder {local} and {where}',
                  'timm': f'{" or ".join(self.filenames)} of {self.repo_id!r} '
@@ -177,7 +179,6 @@ def image_source(name: str, arch: str, role: str = 'image encoder',
     try:
         cfg = get_pretrained_cfg(arch if name == 'timm' else name)
     except RuntimeError as err:  # an unknown tag
-        from timm import list_pretrained
         raise ValueError(f'{what}: {err} Known tags: '
                          f'{", ".join(list_pretrained(arch_name + ".*"))}')
     if cfg and cfg.hf_hub_id:  # the files timm's hub loader tries, in order
