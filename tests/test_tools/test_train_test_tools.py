@@ -1,11 +1,11 @@
-"""tools/train.py, tools/test.py and the torchrun scripts, on the toy config.
+"""tools/train.py and tools/test.py on the toy config.
 
-Error paths run the tools' ``main`` in-process; real runs use subprocesses,
-with ``tests/test_tools`` on ``PYTHONPATH`` for the toy components.
+The tools' ``main`` runs in this process; the runs that are killed use
+subprocesses, with ``tests/test_tools`` on ``PYTHONPATH`` for the toy
+components. The torchrun scripts: test_mdrl_distributed.py.
 """
 import gc
 import glob
-import importlib.util
 import json
 import os
 import os.path as osp
@@ -27,6 +27,7 @@ from mdrl_plugin.engine import safe_torch_load
 from toy_helpers import (
     TOY_DIR,
     TOY_ITER_CONFIG,
+    load_tool,
     make_toy_cfg,
     preserved_global_state,
     run_toy,
@@ -35,14 +36,6 @@ from toy_helpers import (
 
 REPO = osp.dirname(osp.dirname(TOY_DIR))
 TOOLS = osp.join(REPO, 'tools')
-
-
-def _load_tool(name):
-    spec = importlib.util.spec_from_file_location(
-        f'mdrl_tool_{name}', osp.join(TOOLS, f'{name}.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(autouse=True)
@@ -100,7 +93,7 @@ def _exp():
 
 # ------------------------------------------------------------ error paths
 def test_train_reports_a_bad_config_or_resume_path(tmp_path, capsys):
-    train = _load_tool('train')
+    train = load_tool('train')
     missing = str(tmp_path / 'missing.py')
     assert train.main([missing]) == 2  # MMEngine's Config.fromfile checks
     assert capsys.readouterr().err == (
@@ -148,7 +141,7 @@ def _fake_ckpt(path, tag):
 
 
 def test_resume_without_a_path_finds_the_last_complete_checkpoint(tmp_path):
-    train = _load_tool('train')
+    train = load_tool('train')
     work = tmp_path / 'work'
     work.mkdir()
     pretrained = _fake_ckpt(tmp_path / 'pretrained.pth', 0)
@@ -195,7 +188,7 @@ def test_resume_without_a_path_finds_the_last_complete_checkpoint(tmp_path):
 
 
 def test_test_reports_a_missing_checkpoint_or_bad_out(tmp_path, capsys):
-    test = _load_tool('test')
+    test = load_tool('test')
     ckpt = str(tmp_path / 'nope.pth')
     assert test.main([TOY_ITER_CONFIG, ckpt]) == 2
     assert capsys.readouterr().err == (
@@ -217,7 +210,7 @@ def test_test_refuses_an_unsafe_checkpoint_unless_opted_in(tmp_path, capsys):
     ckpt['meta']['note'] = Suspicious()
     path = str(tmp_path / 'tampered.pth')
     torch.save(ckpt, path)
-    test = _load_tool('test')
+    test = load_tool('test')
     out = tmp_path / 'm.json'
     args = [TOY_ITER_CONFIG, path, '--work-dir', str(tmp_path / 't'),
             '--out', str(out), '--cfg-options']
@@ -235,10 +228,11 @@ def test_test_refuses_an_unsafe_checkpoint_unless_opted_in(tmp_path, capsys):
 
 
 # ------------------------------------------------------------- real runs
-def test_train_with_amp_in_default_work_dir_then_test_to_json(tmp_path):
-    _run(_tool('train') + [
-        TOY_ITER_CONFIG, '--amp', '--cfg-options', 'train_cfg.max_iters=4'
-    ], cwd=tmp_path)
+def test_train_with_amp_in_default_work_dir_then_test_to_json(tmp_path, run):
+    # in-process (the command line runs in the SIGKILL test below)
+    status, _, err = run('train', TOY_ITER_CONFIG, '--amp', '--cfg-options',
+                         'train_cfg.max_iters=4', _exp())
+    assert status == 0, err[-5000:]
     work = tmp_path / 'work_dirs' / 'toy_iter'
     assert sorted(p.name for p in work.glob('*.pth')) == [
         'iter_2.pth', 'iter_4.pth'
@@ -249,12 +243,9 @@ def test_train_with_amp_in_default_work_dir_then_test_to_json(tmp_path):
     assert all(e[key] == 1.0 for e in train_logs)
     ckpt = safe_torch_load(str(work / 'iter_4.pth'))
     assert ckpt['meta']['iter'] == 4
-    # tools/test.py in-process (its subprocess use is covered below)
     out = tmp_path / 'out' / 'm.json'
-    assert _load_tool('test').main([
-        TOY_ITER_CONFIG, str(work / 'iter_4.pth'), '--out', str(out),
-        '--work-dir', str(tmp_path / 't'), '--cfg-options', _exp()
-    ]) == 0
+    assert run('test', TOY_ITER_CONFIG, work / 'iter_4.pth', '--out', out,
+               '--work-dir', tmp_path / 't', '--cfg-options', _exp())[0] == 0
     metrics = json.loads(out.read_text())
     assert sorted(metrics) == [
         'toy/accuracy', 'toy/count', 'toy/id_sum', 'toy/score_sum'
@@ -306,34 +297,6 @@ def test_sigkill_mid_run_then_resume_matches_an_uninterrupted_run(tmp_path):
     assert _last_val(full_dir) == _last_val(cut_dir)
 
 
-@pytest.mark.skipif(
-    torch.cuda.is_available() and torch.cuda.device_count() < 2,
-    reason='2 processes need 2 GPUs when CUDA is present')
-def test_dist_train_and_dist_test_match_single_process(tmp_path):
-    work = tmp_path / 'dist'
-    _run(['bash', osp.join(TOOLS, 'dist_train.sh'), TOY_ITER_CONFIG, '2',
-          '--work-dir', str(work), '--cfg-options', 'train_cfg.max_iters=4'],
-         cwd=tmp_path, PORT=_free_port())
-    log = open(glob.glob(str(work / '*' / '*.log'))[0]).read()
-    assert 'Distributed training: True' in log
-    assert "dist_cfg: {'backend': 'gloo'}" in log
-    ckpt = str(work / 'iter_4.pth')
-    assert safe_torch_load(ckpt)['meta']['iter'] == 4
-    # 7 test samples on 2 ranks: the sampler pads one rank with a repeat
-    _run(['bash', osp.join(TOOLS, 'dist_test.sh'), TOY_ITER_CONFIG, ckpt, '2',
-          '--work-dir', str(tmp_path / 'dt'), '--out', 'dist.json'],
-         cwd=tmp_path, PORT=_free_port())
-    # the 1-process tools/test.py, in-process
-    assert _load_tool('test').main([
-        TOY_ITER_CONFIG, ckpt, '--work-dir', str(tmp_path / 'st'), '--out',
-        str(tmp_path / 'single.json'), '--cfg-options', _exp()
-    ]) == 0
-    dist = json.loads((tmp_path / 'dist.json').read_text())
-    single = json.loads((tmp_path / 'single.json').read_text())
-    assert (single['toy/count'], single['toy/id_sum']) == (7, 21)
-    assert dist == single
-
-
 @pytest.mark.skipif(torch.cuda.is_available(), reason='the gloo CPU path')
 def test_distributed_run_releases_the_group_before_the_interpreter_exits(
         tmp_path):
@@ -345,7 +308,7 @@ def test_distributed_run_releases_the_group_before_the_interpreter_exits(
     gc.disable()  # only the tool's own collection may free the Runner
     try:
         with mock.patch.dict(os.environ, env):
-            assert _load_tool('train').main([
+            assert load_tool('train').main([
                 TOY_ITER_CONFIG, '--work-dir', str(tmp_path), '--launcher',
                 'pytorch', '--cfg-options', 'train_cfg.max_iters=2',
                 _exp()
