@@ -155,11 +155,6 @@ class GalleryIndex:
         """Width ``D`` of the features."""
         return int(self.features.shape[1])
 
-    @property
-    def is_mapped(self) -> bool:
-        """Whether the features are memory-mapped from the index folder."""
-        return isinstance(self.features, np.memmap)
-
     def check_fingerprint(self, fingerprint: Dict[str, Any],
                           index_path: Optional[str] = None) -> None:
         """Refuse an index made by another model than ``fingerprint``'s.

@@ -62,7 +62,7 @@ def test_arrays_are_memory_mapped(tmp_path):
     summary, spread = summarize(feats, 2)
     np.testing.assert_array_equal(index.summary, summary)
     loaded = GalleryIndex.load(index.save(str(tmp_path / 'idx')))
-    assert loaded.is_mapped and not loaded.features.flags.writeable
+    assert not loaded.features.flags.writeable
     for array in (loaded.features, loaded.summary, loaded.spread):
         assert isinstance(array, np.memmap)
     np.testing.assert_array_equal(loaded.features, feats)
@@ -75,7 +75,7 @@ def test_arrays_are_memory_mapped(tmp_path):
                      index.mtimes_ns, global_dim=2, summary=summary,
                      spread=spread.T)
     in_memory = GalleryIndex.load(str(tmp_path / 'idx'), mmap=False)
-    assert not in_memory.is_mapped
+    assert not isinstance(in_memory.features, np.memmap)
     np.testing.assert_array_equal(in_memory.features, feats)
 
 
