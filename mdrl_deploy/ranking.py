@@ -13,8 +13,7 @@ import numpy as np
 
 from .utils import check_topk
 
-__all__ = ['topk_cosine', 'summarize', 'Ranker', 'MAX_ELEMENTS',
-           'MAX_CANDIDATES']
+__all__ = ['topk_cosine', 'summarize', 'Ranker']
 
 #: Gallery values (and scores) handled per block: 2**22 float32 = 16 MiB.
 MAX_ELEMENTS = 1 << 22

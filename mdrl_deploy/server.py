@@ -17,8 +17,7 @@ from importlib import resources
 from typing import Any, Dict, Optional, Sequence
 
 __all__ = ['create_app', 'allowed_hosts_for', 'host_header_name',
-           'MAX_QUERY_CHARS', 'MAX_TOPK', 'MAX_BODY_BYTES', 'MAX_RUNNING',
-           'MAX_WAITING', 'LOCAL_HOSTS']
+           'MAX_BODY_BYTES']
 
 #: Longest accepted query (characters).
 MAX_QUERY_CHARS = 500

@@ -7,8 +7,7 @@ import numpy as np
 
 from mdrl_deploy.search import Label
 
-__all__ = ['draw_search_results', 'MATCH_COLOR', 'MISMATCH_COLOR',
-           'UNKNOWN_COLOR']
+__all__ = ['draw_search_results']
 
 #: Frame of a hit with the query's identity.
 MATCH_COLOR = '#1a9641'

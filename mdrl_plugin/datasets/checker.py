@@ -29,8 +29,7 @@ from .errors import (
     DatasetNotFoundError,
 )
 
-__all__ = ['DATASET_TYPES', 'check_images_readable', 'report_split',
-           'check_dataset']
+__all__ = ['DATASET_TYPES', 'check_dataset']
 
 #: Dataset types :func:`check_dataset` knows.
 DATASET_TYPES = ('CUHKPEDES', 'ICFGPEDES', 'RSTPReid')

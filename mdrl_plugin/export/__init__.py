@@ -1,17 +1,14 @@
 """ONNX export of the retrieval paths (needs torch); the torch-free
 :mod:`mdrl_deploy` runs what it writes."""
 from .export import (
-                     DEFAULT_OPSET,
-                     ExportError,
-                     RetrievalBranch,
-                     describe_test_pipeline,
-                     export_onnx,
-                     fixed_group_tokens,
+    ExportError,
+    describe_test_pipeline,
+    export_onnx,
+    fixed_group_tokens,
 )
 from .parity import split_parity
 
 __all__ = [
-    'DEFAULT_OPSET', 'ExportError', 'RetrievalBranch',
-    'describe_test_pipeline', 'export_onnx', 'fixed_group_tokens',
-    'split_parity'
+    'ExportError', 'describe_test_pipeline', 'export_onnx',
+    'fixed_group_tokens', 'split_parity'
 ]

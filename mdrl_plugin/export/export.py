@@ -31,8 +31,8 @@ from mdrl_deploy.manifest import (
 )
 from mdrl_deploy.utils import atomic_write_bytes, remove_stale_temps, temp_path
 
-__all__ = ['ExportError', 'fixed_group_tokens', 'RetrievalBranch',
-           'describe_test_pipeline', 'export_onnx', 'DEFAULT_OPSET']
+__all__ = ['ExportError', 'fixed_group_tokens', 'describe_test_pipeline',
+           'export_onnx']
 
 #: ONNX opset of the graphs (ONNX Runtime >= 1.14 reads it).
 DEFAULT_OPSET = 18
