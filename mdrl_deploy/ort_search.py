@@ -47,8 +47,7 @@ class OrtSearcher(GallerySearcher):
                  providers: Optional[Sequence[str]] = None,
                  progress: bool = False) -> None:
         import onnxruntime as ort
-        if batch_size < 1:
-            raise ValueError(f'batch_size must be >= 1, got {batch_size}')
+        self._set_encoding(batch_size, num_workers, progress)
         self.manifest = load_manifest(export_dir)
         self.export_dir = osp.abspath(export_dir)
         files = self.manifest['files']
@@ -76,8 +75,6 @@ class OrtSearcher(GallerySearcher):
         self.global_dim = self.feature_dim // (int(groups) + 1) \
             if feature['layout'] == 'global+local' and groups else None
         self.fingerprint: Dict[str, Any] = dict(self.manifest['fingerprint'])
-        self.batch_size, self.num_workers = int(batch_size), int(num_workers)
-        self.progress = progress
 
     # ------------------------------------------------------------ encoders
     def _read_image(self, path: str) -> np.ndarray:

@@ -173,6 +173,16 @@ class GallerySearcher:
     num_workers: int = 0
     progress: bool = False
 
+    def _set_encoding(self, batch_size: int, num_workers: int,
+                      progress: bool) -> None:
+        """Check and set the three encoding-loop attributes above."""
+        if batch_size < 1:
+            raise ValueError(f'batch_size must be >= 1, got {batch_size}')
+        if num_workers < 0:
+            raise ValueError(f'num_workers must be >= 0, got {num_workers}')
+        self.batch_size, self.num_workers = int(batch_size), int(num_workers)
+        self.progress = progress
+
     def _read_image(self, path: str) -> Any:
         """One preprocessed image (raises for an unreadable file)."""
         raise NotImplementedError

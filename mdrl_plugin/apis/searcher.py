@@ -139,10 +139,7 @@ class PersonSearcher(GallerySearcher):
                  num_workers: int = 0,
                  progress: bool = True,
                  allow_partial_checkpoint: bool = False) -> None:
-        if batch_size < 1:
-            raise ValueError(f'batch_size must be >= 1, got {batch_size}')
-        if num_workers < 0:
-            raise ValueError(f'num_workers must be >= 0, got {num_workers}')
+        self._set_encoding(batch_size, num_workers, progress)
         if str(device).startswith('cuda') and not torch.cuda.is_available():
             raise ValueError(f'device {device!r} was requested but CUDA is '
                              "not available here; use device='cpu'")
@@ -152,11 +149,8 @@ class PersonSearcher(GallerySearcher):
         self.fingerprint = built.fingerprint
         self.feature_dim = built.fingerprint['feature_dim']
         self.global_dim = built.global_dim
-        self.checkpoint = built.fingerprint['checkpoint']
         self.data_preprocessor = self.model.data_preprocessor
         self.max_length = int(self.data_preprocessor.max_length)
-        self.batch_size, self.num_workers = int(batch_size), int(num_workers)
-        self.progress = progress
         with DefaultScope.overwrite_default_scope(
                 self.cfg.get('default_scope', 'mdrl_plugin')):
             try:

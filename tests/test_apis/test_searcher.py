@@ -268,7 +268,7 @@ def test_refuses_index_of_another_checkpoint(searcher, other_model, gallery,
     msg = str(info.value)
     assert msg.startswith(f'Index {path!r} was made by another model; it '
                           'differs in checkpoint: index made with '
-                          f"{searcher.checkpoint!r}")
+                          f"{searcher.fingerprint['checkpoint']!r}")
     assert 'model config' not in msg  # only the checkpoint differs
     assert 'Rebuild it from the image folder' in msg
     assert f'--save-index {path}' in msg
