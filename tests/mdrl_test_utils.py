@@ -115,6 +115,24 @@ def shrink_config(cfg, bert_dir: str, data_root: str, img_size=(32, 16),
     cfg.env_cfg.dist_cfg = dict(backend='gloo')
 
 
+def run_ranks(worker, out_dir, *args, world_size: int = 2) -> list:
+    """Run ``worker(rank, world_size, init_file, out_dir, *args)`` on
+    ``world_size`` gloo ranks and return what each saved to
+    ``out_dir/rank<r>.pt``.
+
+    The ranks are forked, not spawned: they start with this process's
+    imports (a spawned rank imports torch and the plugin again, about 9 s).
+    """
+    import torch
+    import torch.multiprocessing as mp
+    mp.start_processes(
+        worker, args=(world_size, os.path.join(out_dir, 'init'), str(out_dir),
+                      *args),
+        nprocs=world_size, join=True, start_method='fork')
+    return [torch.load(os.path.join(out_dir, f'rank{r}.pt'),
+                       weights_only=False) for r in range(world_size)]
+
+
 def put_in_hub_cache(cache_dir: str, repo_id: str, files: dict,
                      revision: str = 'ab' * 20) -> str:
     """Lay files out as a Hugging Face hub download leaves them.

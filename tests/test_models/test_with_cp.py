@@ -7,12 +7,12 @@ the plugin and mmpretrain all call it through the module attribute), so a
 """
 import pytest
 import torch
-import torch.multiprocessing as mp
 import torch.utils.checkpoint
 
 from mdrl_plugin.registry import MODELS
 
 from _with_cp_dist_worker import loss_and_grads, model_cfg, run_worker, train_batch  # noqa: I100
+from mdrl_test_utils import run_ranks
 
 
 @pytest.fixture
@@ -244,10 +244,7 @@ def test_with_cp_keys_of_the_tiny_config_reach_every_stack(tiny_bert_dir):
 def two_rank_results(tiny_bert_dir, tmp_path_factory) -> list:
     """One DDP step with and without with_cp on 2 gloo processes."""
     tmp = tmp_path_factory.mktemp('with_cp_ddp')
-    mp.spawn(run_worker, args=(2, str(tmp / 'init'), str(tmp), tiny_bert_dir),
-             nprocs=2, join=True)
-    return [torch.load(tmp / f'rank{r}.pt', weights_only=False)
-            for r in range(2)]
+    return run_ranks(run_worker, tmp, tiny_bert_dir)
 
 
 def test_ddp_gradients_are_bit_equal_on_two_gloo_ranks(two_rank_results):

@@ -5,13 +5,14 @@ import sys
 
 import pytest
 import torch
-import torch.multiprocessing as mp
 from mmengine.logging import MMLogger
 from mmengine.structures import BaseDataElement
 
 from mdrl_plugin.evaluation.functional import rank_metrics_from_features
 from mdrl_plugin.evaluation.metrics import PersonRetrievalMetric
 from mdrl_plugin.registry import METRICS
+
+from mdrl_test_utils import run_ranks
 
 sys.path.insert(0, os.path.dirname(__file__))
 from _metric_dist_worker import run_worker  # noqa: E402,I100
@@ -168,12 +169,8 @@ def dist_results(tmp_path_factory):
         samples.append(dict(img_feat=torch.randn(6, generator=gen),
                             text_feats=torch.randn(n, 6, generator=gen),
                             pid=i % 3))
-    mp.spawn(run_worker,
-             args=(WORLD_SIZE, str(tmp / 'init'), str(tmp), samples, 2),
-             nprocs=WORLD_SIZE, join=True)
-    ranks = [torch.load(tmp / f'rank{r}.pt', weights_only=False)
-             for r in range(WORLD_SIZE)]
-    return samples, ranks
+    return samples, run_ranks(run_worker, tmp, samples, 2,
+                              world_size=WORLD_SIZE)
 
 
 def test_two_ranks_equal_single_process(dist_results):

@@ -3,10 +3,11 @@ import copy
 
 import pytest
 import torch
-import torch.multiprocessing as mp
 from _losses_dist_worker import TwoTowers, run_worker  # noqa: I100
 
 from mdrl_plugin.registry import MODELS
+
+from mdrl_test_utils import run_ranks
 
 WORLD_SIZE = 2
 
@@ -55,15 +56,10 @@ DDP_CASE = _ddp_case()
 
 @pytest.fixture(scope='module')
 def rank_results(tmp_path_factory) -> list:
-    """Run all cases once in 2 spawned processes; results per rank."""
-    tmp = tmp_path_factory.mktemp('cross_rank')
-    init_file = tmp / 'init'
+    """Run all cases once on 2 processes; results per rank."""
     cases = [{k: v for k, v in c.items() if k != 'name'} for c in CASES]
-    mp.spawn(run_worker,
-             args=(WORLD_SIZE, str(init_file), str(tmp), cases, DDP_CASE),
-             nprocs=WORLD_SIZE, join=True)
-    return [torch.load(tmp / f'rank{r}.pt', weights_only=False)
-            for r in range(WORLD_SIZE)]
+    return run_ranks(run_worker, tmp_path_factory.mktemp('cross_rank'), cases,
+                     DDP_CASE, world_size=WORLD_SIZE)
 
 
 def _single_process(cfg: dict, images: torch.Tensor, texts: torch.Tensor,
