@@ -1,5 +1,6 @@
-"""Weights through the tools: train/test stop at once on missing weights,
-and tools/fetch_weights.py reports what it finds and fetches (offline here)."""
+"""Weights through the tools: train/test stop at once on missing weights
+(their ``main`` in this process), and tools/fetch_weights.py reports what it
+finds and fetches (offline here; its command line in a subprocess)."""
 import os
 import os.path as osp
 import subprocess
@@ -33,22 +34,23 @@ def tool(name, *args, cwd, hf_home):
 
 
 @pytest.mark.parametrize('name', ['train', 'test'])
-def test_tools_stop_before_any_work_with_one_message(name, cwd, tmp_path):
-    hf_home = tmp_path / 'hf'
-    args = [CUHK, '--work-dir', cwd / 'w']
+def test_tools_stop_before_any_work_with_one_message(name, offline_hub,
+                                                     tmp_path, run):
+    os.makedirs(tmp_path / 'data' / 'CUHK-PEDES')  # the config's data root
+    args = [CUHK, '--work-dir', tmp_path / 'w']
     if name == 'test':
         torch.save({'state_dict': {}}, tmp_path / 'ckpt.pth')
         args.insert(1, tmp_path / 'ckpt.pth')
-    p = tool(name, *args, cwd=cwd, hf_home=hf_home)
-    assert p.returncode == 2, p.stderr[-3000:]
-    lines = p.stderr.splitlines()
+    status, _, err = run(name, *args)  # conftest: main() in this process
+    assert status == 2, err[-3000:]
+    lines = err.splitlines()
     assert lines[0] == (f'tools/{name}.py: error: 3 pretrained weight(s) of '
-                        f'{CUHK} missing (offline: HF_HUB_OFFLINE=1):'), p.stderr
+                        f'{CUHK} missing (offline: HF_HUB_OFFLINE=1):'), err
     assert [ln.split(' (')[0] for ln in lines[1:4]] == [
         '  - tokenizer', '  - image encoder', '  - text encoder']
-    assert f'{hf_home}/hub/models--bert-base-uncased' in lines[1]
+    assert f'{offline_hub}/models--bert-base-uncased' in lines[1]
     assert lines[4].endswith(f'python tools/fetch_weights.py {CUHK}')
-    assert len(lines) == 5 and not os.path.exists(cwd / 'w'), p.stderr
+    assert len(lines) == 5 and not os.path.exists(tmp_path / 'w'), err
 
 
 def test_fetch_weights_reports_what_is_here_and_what_is_not(cwd, tmp_path):
