@@ -164,13 +164,12 @@ def run_tool(prog: str, args: argparse.Namespace,
     return run
 
 
-def check_file(path: str, what: str, hint: str = '') -> str:
+def check_file(path: str, what: str) -> str:
     """``path`` if it is a file, else :class:`InputError` naming ``what``."""
     if not osp.isfile(path):
         state = 'is a folder, not a file' if osp.isdir(path) else \
             'does not exist'
-        raise InputError(
-            f"{what} '{path}' {state}.{' ' + hint if hint else ''}")
+        raise InputError(f"{what} '{path}' {state}.")
     return path
 
 
