@@ -54,15 +54,12 @@ def _colour_word(rng: np.random.Generator, colour: str) -> str:
     return _pick(rng, SYNONYMS.get(colour, (colour, )))
 
 
-def _np(rng: np.random.Generator, colour: str, noun: str,
-        article: bool = True) -> str:
+def _np(rng: np.random.Generator, colour: str, noun: str) -> str:
     """Noun phrase such as 'an orange jacket' or 'a pair of blue shorts'."""
     words = f'{_colour_word(rng, colour)} {noun}'
     if noun in PLURAL_NOUNS:
-        if article and noun != 'shoes' and rng.random() < 0.3:
+        if noun != 'shoes' and rng.random() < 0.3:
             return f'a pair of {words}'
-        return words
-    if not article:
         return words
     return ('an ' if words[0] in 'aeiou' else 'a ') + words
 
