@@ -36,8 +36,7 @@ def draw_search_results(queries: Sequence[str],
                         out_file: str,
                         query_labels: Optional[
                             Sequence[Optional[Label]]] = None,
-                        max_cols: int = 10,
-                        dpi: int = 100) -> str:
+                        max_cols: int = 10) -> str:
     """Draw each query's text and its hits in rank order, and save it.
 
     A hit is titled with rank and score and captioned with its label and
@@ -52,7 +51,6 @@ def draw_search_results(queries: Sequence[str],
         out_file: Image file to write (its extension picks the format).
         query_labels: Per query, the identity it describes (or None).
         max_cols: Images per row.
-        dpi: Resolution of the saved picture.
 
     Returns:
         ``out_file``.
@@ -86,7 +84,7 @@ def draw_search_results(queries: Sequence[str],
                            len(rows) * (_IMG_H + _CAP_H)
                            for lines, rows in blocks)
 
-    fig = Figure(figsize=(width, height), dpi=dpi)
+    fig = Figure(figsize=(width, height), dpi=100)
     FigureCanvasAgg(fig)
     y = height - _MARGIN  # inches from bottom, moving down
     for (lines, rows), qlab in zip(blocks, query_labels):
@@ -120,5 +118,5 @@ def draw_search_results(queries: Sequence[str],
                 ax.set_xlabel(caption, fontsize=7)
             y -= _IMG_H + _CAP_H
         y -= _MARGIN
-    fig.savefig(out_file, dpi=dpi)
+    fig.savefig(out_file, dpi=100)
     return out_file

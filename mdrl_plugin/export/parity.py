@@ -12,8 +12,7 @@ __all__ = ['split_parity']
 
 
 def split_parity(config: Union[str, Config], checkpoint: str, export_dir: str,
-                 split: str = 'test', topk: int = 10,
-                 num_threads: int = 1) -> Dict[str, Any]:
+                 split: str = 'test', topk: int = 10) -> Dict[str, Any]:
     """Rank a dataset split with PyTorch and with the export; compare.
 
     Every caption of ``{split}_dataloader.dataset`` ranks its gallery, with
@@ -26,7 +25,6 @@ def split_parity(config: Union[str, Config], checkpoint: str, export_dir: str,
         export_dir: Export folder of this config and checkpoint.
         split: ``'test'`` or ``'val'``.
         topk: Length of the compared ranked lists.
-        num_threads: ONNX Runtime threads.
 
     Returns:
         ``num_queries``, ``num_gallery``, ``topk_identical`` (share of
@@ -44,7 +42,7 @@ def split_parity(config: Union[str, Config], checkpoint: str, export_dir: str,
         raise ValueError(f"split must be 'test' or 'val', got {split!r}")
     cfg = Config.fromfile(config) if isinstance(config, str) else config
     torch_s = PersonSearcher(cfg, checkpoint, progress=False)
-    ort_s = OrtSearcher(export_dir, num_threads=num_threads)
+    ort_s = OrtSearcher(export_dir, num_threads=1)
     if ort_s.fingerprint.get('checkpoint_sha256') != \
             torch_s.fingerprint['checkpoint_sha256']:
         raise ValueError(f'Export {export_dir!r} was made from another '

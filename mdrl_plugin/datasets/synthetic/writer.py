@@ -124,23 +124,21 @@ def generate(out: str,
                 splits=summary, seconds=time.perf_counter() - t0)
 
 
-def make_contact_sheet(out: str, path: str, num_ids: int = 8,
-                       per_id: int = 2) -> str:
-    """Tile sample images: one column per identity, ``per_id`` rows.
+def make_contact_sheet(out: str, path: str) -> str:
+    """Tile sample images: 8 identities (columns), 2 images each (rows).
 
     Test identities come first, then val and train ones.
 
     Args:
         out: A folder written by :func:`generate`.
         path: Destination JPEG (quality 85, tiles 80x200).
-        num_ids: Number of identities (columns).
-        per_id: Images per identity (rows).
 
     Returns:
         ``path``.
     """
     with open(os.path.join(out, 'reid_raw.json')) as f:
         records = json.load(f)
+    num_ids, per_id = 8, 2
     columns: Dict[int, list] = {}
     for split in ('test', 'val', 'train'):
         for r in records:
