@@ -115,6 +115,17 @@ def shrink_config(cfg, bert_dir: str, data_root: str, img_size=(32, 16),
     cfg.env_cfg.dist_cfg = dict(backend='gloo')
 
 
+def fork(target, *args):
+    """Start ``target(*args)`` in a forked process and return it (a
+    ``multiprocessing.Process``): it starts with this process's imports,
+    where a new interpreter imports torch and the plugin again (about 9 s)."""
+    import multiprocessing
+    proc = multiprocessing.get_context('fork').Process(target=target,
+                                                       args=args)
+    proc.start()
+    return proc
+
+
 def run_ranks(worker, out_dir, *args, world_size: int = 2) -> list:
     """Run ``worker(rank, world_size, init_file, out_dir, *args)`` on
     ``world_size`` gloo ranks and return what each saved to

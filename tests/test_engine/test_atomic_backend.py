@@ -18,6 +18,7 @@ from mdrl_plugin.engine.fileio import (
     temp_path,
 )
 
+from mdrl_test_utils import fork
 from toy_helpers import make_toy_cfg, run_toy
 
 
@@ -64,28 +65,26 @@ def test_sigkill_during_a_write_never_exposes_a_partial_file(tmp_path):
     target = tmp_path / 'iter_4.pth'
     target.write_bytes(b'old checkpoint')
     ready = tmp_path / 'ready'
-    # a writer whose fsync stalls (a slow disk): we kill it mid-save
-    script = textwrap.dedent(f"""
-        import os, time
-        from mdrl_plugin.engine.fileio import atomic_write_bytes
-        def slow_fsync(fd):
-            open({str(ready)!r}, 'w').close()
-            time.sleep(60)
-        os.fsync = slow_fsync
-        atomic_write_bytes(b'x' * 5_000_000, {str(target)!r})
-    """)
-    proc = subprocess.Popen([sys.executable, '-c', script])
+
+    def slow_fsync(fd):  # a slow disk: the writer is killed mid-save
+        ready.touch()
+        time.sleep(60)
+
+    def write():
+        os.fsync = slow_fsync  # in the forked writer only
+        atomic_write_bytes(b'x' * 5_000_000, str(target))
+
+    proc = fork(write)
     try:
-        deadline = time.time() + 300  # a loaded machine imports slowly
+        deadline = time.time() + 300  # a loaded machine is slow
         while not ready.exists():
-            assert proc.poll() is None, 'writer exited early'
+            assert proc.is_alive(), 'writer exited early'
             assert time.time() < deadline, 'writer never reached fsync'
             time.sleep(0.05)
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        proc.kill()
+        proc.join(timeout=30)
+    assert proc.exitcode == -signal.SIGKILL
     assert target.read_bytes() == b'old checkpoint'
     temps = [n for n in _entries(tmp_path) if TEMP_FILE_PATTERN.match(n)]
     host = socket.gethostname().replace('.', '_')

@@ -2,8 +2,6 @@
 a killed build leaves nothing behind, and fingerprinted by numeric mode."""
 import os
 import signal
-import subprocess
-import sys
 import time
 
 import numpy as np
@@ -13,7 +11,7 @@ import torch
 import mdrl_plugin.engine.text_cache as tc
 from mdrl_plugin.engine import TextFeatureCache
 
-from mdrl_test_utils import REPO_ROOT
+from mdrl_test_utils import fork
 
 SEQS = [np.array(s, np.int32) for s in
         ([2, 8, 3], [2, 8, 9, 10, 3], [2, 3], [2, 7, 7, 7, 7, 7, 3])]
@@ -171,35 +169,27 @@ def test_shard_files_and_folder_are_fsynced_before_the_rename(tmp_path, monkeypa
     assert ('fsync', folder) in events[renames[0]:]
 
 
-_KILLED_BUILD = """
-import os, sys, time, numpy as np, torch
-from mdrl_plugin.engine.text_cache import TextFeatureCache
-folder, marker = sys.argv[1:]
-def slow(ids, mask):
-    if os.path.exists(marker):
-        time.sleep(600)
-    open(marker, 'w').close()
-    return torch.zeros(*ids.shape, 3)
-TextFeatureCache.write_shard(folder, [np.array([2, i, 3], np.int32)
-                                      for i in range(10)], slow, batch_size=2)
-"""
-
-
 def test_a_killed_build_is_cleaned_up_by_the_next(tmp_path):
     folder, marker = str(tmp_path / 'fp'), str(tmp_path / 'started')
-    env = dict(os.environ, PYTHONPATH=REPO_ROOT)
-    proc = subprocess.Popen([sys.executable, '-c', _KILLED_BUILD, folder, marker],
-                            env=env)
+
+    def slow(ids, mask):  # the second batch never ends
+        if os.path.exists(marker):
+            time.sleep(600)
+        open(marker, 'w').close()
+        return torch.zeros(*ids.shape, 3)
+
+    proc = fork(TextFeatureCache.write_shard, folder,
+                [np.array([2, i, 3], np.int32) for i in range(10)], slow, 2)
     try:
         deadline = time.monotonic() + 600  # a hang, not a slow start
-        while not os.path.exists(marker) and proc.poll() is None:
+        while not os.path.exists(marker) and proc.is_alive():
             assert time.monotonic() < deadline, 'the build never started'
             time.sleep(0.1)
         time.sleep(0.5)  # in the second batch, after the first was written
     finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-    assert proc.returncode == -signal.SIGKILL
+        proc.kill()
+        proc.join()
+    assert proc.exitcode == -signal.SIGKILL
     leftovers = os.listdir(folder)
     assert len(leftovers) == 1 and leftovers[0].startswith('.shard-')
     assert os.path.isdir(os.path.join(folder, leftovers[0]))

@@ -13,7 +13,7 @@ from mmengine.structures import BaseDataElement
 
 from mdrl_plugin.registry import HOOKS, MODELS, OPTIM_WRAPPERS
 
-from mdrl_test_utils import REPO_ROOT, shrink_config, tiny_mdrl_cfg, write_tiny_bert
+from mdrl_test_utils import REPO_ROOT, fork, shrink_config, tiny_mdrl_cfg, write_tiny_bert
 
 CAPTIONS = [
     'a man in a red shirt',
@@ -272,15 +272,16 @@ def test_runner_trains_and_tests_with_the_cache(tiny_bert_dir, tiny_pedes_root,
 
 
 # ------------------------------------------------- several processes and nodes
-def _node_worker(rank: str, init_file: str, root: str, bert_dir: str) -> None:
-    """Rank ``rank`` of 2 gloo processes, each acting as a node of its own
-    (host ``node-<rank>``, local rank 0); writes what it saw to a JSON file."""
+def _node_worker(rank: int, init_file: str, root: str, bert_dir: str) -> None:
+    """Rank ``rank`` of 2 gloo processes (forked), each acting as a node of
+    its own (host ``node-<rank>``, local rank 0); writes what it saw to a
+    JSON file."""
     import datetime
     import socket
     import time
 
     import torch.distributed as dist
-    rank = int(rank)
+    torch.set_num_threads(1)  # two ranks on a CPU
     socket.gethostname = lambda: f'node-{rank}'
     os.environ['LOCAL_RANK'] = '0'
     dist.init_process_group('gloo', init_method=f'file://{init_file}', rank=rank,
@@ -338,24 +339,16 @@ def _node_worker(rank: str, init_file: str, root: str, bert_dir: str) -> None:
 @pytest.fixture(scope='module')
 def two_nodes(tiny_bert_dir, tmp_path_factory):
     """Run :func:`_node_worker` as 2 processes (a hang fails, not blocks)."""
-    import subprocess
-    import sys
     root = str(tmp_path_factory.mktemp('two_nodes'))
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        [REPO_ROOT, osp.join(REPO_ROOT, 'tests')]), OMP_NUM_THREADS='1')
-    procs = [subprocess.Popen(
-        [sys.executable, __file__, str(rank), osp.join(root, 'pg'), root,
-         tiny_bert_dir], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        text=True) for rank in range(2)]
-    outputs = []
+    procs = [fork(_node_worker, rank, osp.join(root, 'pg'), root, tiny_bert_dir)
+             for rank in range(2)]
     for proc in procs:
-        try:
-            outputs.append(proc.communicate(timeout=900)[0])
-        except subprocess.TimeoutExpired:
-            for p in procs:
-                p.kill()
-            pytest.fail('the ranks hung')
-    assert [p.returncode for p in procs] == [0, 0], '\n'.join(outputs)
+        proc.join(timeout=900)
+    if any(proc.is_alive() for proc in procs):
+        for proc in procs:
+            proc.kill()
+        pytest.fail('the ranks hung')
+    assert [proc.exitcode for proc in procs] == [0, 0]  # tracebacks: above
     return root, [json.load(open(osp.join(root, f'rank{r}.json'))) for r in range(2)]
 
 
@@ -388,7 +381,3 @@ def test_ranks_that_disagree_about_the_cache_do_not_hang(two_nodes):
     assert [s['broken'] for s in seen] == [0, 1]
     assert [s['after'] for s in seen] == [[0, 1]] * 2
 
-
-if __name__ == '__main__':
-    import sys
-    _node_worker(*sys.argv[1:])
