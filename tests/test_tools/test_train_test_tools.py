@@ -1,20 +1,13 @@
-"""tools/train.py and tools/test.py on the toy config.
-
-The tools' ``main`` runs in this process; the runs that are killed use
-subprocesses, with ``tests/test_tools`` on ``PYTHONPATH`` for the toy
-components. The torchrun scripts: test_mdrl_distributed.py.
+"""tools/train.py and tools/test.py on the toy config, their ``main`` in
+this process. Their command lines, killed and resumed: test_mdrl_crash_resume.py;
+the torchrun scripts: test_mdrl_distributed.py.
 """
 import gc
 import glob
 import json
 import os
 import os.path as osp
-import re
-import signal
 import socket
-import subprocess
-import sys
-import time
 import uuid
 from unittest import mock
 
@@ -25,48 +18,18 @@ from mmengine.config import Config
 from mdrl_plugin.engine import safe_torch_load
 
 from toy_helpers import (
-    TOY_DIR,
     TOY_ITER_CONFIG,
     load_tool,
     make_toy_cfg,
     preserved_global_state,
     run_toy,
-    state_dicts_equal,
 )
-
-REPO = osp.dirname(osp.dirname(TOY_DIR))
-TOOLS = osp.join(REPO, 'tools')
 
 
 @pytest.fixture(autouse=True)
 def _restore_global_state():
     with preserved_global_state():
         yield
-
-
-def _env(**extra):
-    env = dict(os.environ)
-    env['PYTHONPATH'] = os.pathsep.join(
-        [TOY_DIR, REPO] + ([env['PYTHONPATH']] if env.get('PYTHONPATH')
-                           else []))
-    env.setdefault('OMP_NUM_THREADS', '1')
-    env['PYTHON'] = sys.executable
-    env.update(extra)
-    return env
-
-
-def _run(args, cwd, timeout=300, **env):
-    proc = subprocess.run(
-        args, cwd=str(cwd), env=_env(**env), capture_output=True, text=True,
-        timeout=timeout)
-    assert proc.returncode == 0, (
-        f'{args} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n'
-        f'{proc.stderr[-5000:]}')
-    return proc
-
-
-def _tool(name):
-    return [sys.executable, osp.join(TOOLS, f'{name}.py')]
 
 
 def _free_port():
@@ -252,49 +215,6 @@ def test_train_with_amp_in_default_work_dir_then_test_to_json(tmp_path, run):
     ]
     assert (metrics['toy/count'], metrics['toy/id_sum']) == (7, 21)
     assert metrics == _last_val(work)  # the same weights, the same numbers
-
-
-def test_sigkill_mid_run_then_resume_matches_an_uninterrupted_run(tmp_path):
-    common = ['train_cfg.max_iters=12']
-    full_dir, cut_dir = tmp_path / 'full', tmp_path / 'cut'
-    full = subprocess.Popen(
-        _tool('train') + [TOY_ITER_CONFIG, '--work-dir', str(full_dir),
-                          '--cfg-options'] + common,
-        cwd=str(tmp_path), env=_env(), stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE, text=True)
-    # the run to kill: slow steps (a no-op for the numbers)
-    victim = subprocess.Popen(
-        _tool('train') + [TOY_ITER_CONFIG, '--work-dir', str(cut_dir),
-                          '--cfg-options', 'model.step_delay=0.4'] + common,
-        cwd=str(tmp_path), env=_env(), stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.time() + 240
-        while not (cut_dir / 'iter_4.pth').exists():
-            assert victim.poll() is None, 'the run ended before iteration 4'
-            assert time.time() < deadline, 'no checkpoint appeared'
-            time.sleep(0.05)
-        victim.send_signal(signal.SIGKILL)
-        victim.wait(timeout=60)
-    finally:
-        if victim.poll() is None:
-            victim.kill()
-    assert victim.returncode == -signal.SIGKILL
-    assert not (cut_dir / 'iter_12.pth').exists()
-    _, err = full.communicate(timeout=300)
-    assert full.returncode == 0, err[-5000:]
-
-    resumed = _run(_tool('train') + [
-        TOY_ITER_CONFIG, '--work-dir', str(cut_dir), '--resume',
-        '--cfg-options'
-    ] + common, cwd=tmp_path)
-    start = re.search(r'resumed epoch: \d+, iter: (\d+)',
-                      resumed.stdout + resumed.stderr)
-    assert start and 2 <= int(start.group(1)) < 12
-    full_w = safe_torch_load(str(full_dir / 'iter_12.pth'))['state_dict']
-    cut_w = safe_torch_load(str(cut_dir / 'iter_12.pth'))['state_dict']
-    assert state_dicts_equal(full_w, cut_w)
-    assert _last_val(full_dir) == _last_val(cut_dir)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason='the gloo CPU path')
