@@ -58,11 +58,14 @@ demo: install
 
 # the suite is dominated by subprocesses that import torch, MMEngine and timm
 # (about 9 s each), so it runs in TEST_WORKERS processes (pytest-xdist); one
-# test file stays in one worker (--dist loadfile). TEST_WORKERS=0 runs serially.
+# test file stays in one worker (--dist loadfile), files are handed out in
+# collection order (the conftest puts the files marked slow first, instead of
+# xdist's largest-count-first). TEST_WORKERS=0 runs serially.
 TEST_WORKERS ?= 2
 
 test: install install-mmpretrain install-deploy install-tests
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile tests
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile \
+		--no-loadscope-reorder tests
 
 # style, pyflakes and import order (ruff.toml, tests/ruff.toml); .ci/run
 # calls it before the tests, .pre-commit-config.yaml runs the same checks

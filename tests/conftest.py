@@ -1,5 +1,6 @@
 """Shared fixtures: tiny Hugging Face BERT folders written by the tests themselves,
-and a check that no test leaves the checkpoint-loading state changed."""
+and a check that no test leaves the checkpoint-loading state changed; the
+files marked ``slow`` run first."""
 import os
 import socket
 import sys
@@ -31,6 +32,13 @@ def _loading_state():
     return (dict(ckpt.CheckpointLoader._schemes) if ckpt else None,
             set(filter(_not_torchs, serialization.get_safe_globals()))
             if serialization else set())
+
+
+def pytest_collection_modifyitems(items):
+    """The files marked ``slow`` first: ``make test``'s two workers
+    (pytest-xdist, one file each at a time, in this order) then end on many
+    short files and finish together."""
+    items.sort(key=lambda item: item.get_closest_marker('slow') is None)
 
 
 @pytest.fixture(autouse=True)

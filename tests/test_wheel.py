@@ -14,7 +14,11 @@ import subprocess
 import sys
 import sysconfig
 
+import pytest
+
 from mdrl_test_utils import REPO_ROOT
+
+pytestmark = pytest.mark.slow  # pip, a training process
 
 #: Prints the file of the package that ``import mdrl_plugin`` would load, and
 #: ``mdrl_plugin.cli.shipped_root()`` (cli.py imports nothing heavy).

@@ -19,6 +19,8 @@ from mdrl_test_utils import (
     write_tiny_bert,
 )
 
+pytestmark = pytest.mark.slow  # trains every composition
+
 CONFIGS = sorted(glob.glob(os.path.join(REPO_ROOT, 'configs', '*.py')))
 PAPER = {'mdrl_vit_bert_cuhk.py': (11003, 'CUHKPEDES'),
          'mdrl_vit_bert_icfg.py': (3102 - 300, 'ICFGPEDES'),  # 300 ids are val

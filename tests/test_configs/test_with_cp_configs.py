@@ -14,6 +14,8 @@ from mdrl_plugin.registry import MODELS
 
 from mdrl_test_utils import REPO_ROOT, shrink_config, train_few_iterations
 
+pytestmark = pytest.mark.slow  # trains every paper config
+
 #: the shipped configs at the paper's size: every top-level one but the demos
 PAPER_CONFIGS = sorted(
     os.path.basename(p) for p in glob.glob(os.path.join(REPO_ROOT, 'configs', '*.py'))

@@ -18,6 +18,8 @@ from mdrl_deploy.server import MAX_BODY_BYTES, allowed_hosts_for, create_app, ho
 
 from .serving import start_server
 
+pytestmark = pytest.mark.slow  # live server processes
+
 QUERY = 'a woman with a blue bag and long hair'
 NOT_SERVED = {'error': 'no such image in the gallery'}
 WORDS = ('a man woman with red blue black white shirt bag hair shoes long '

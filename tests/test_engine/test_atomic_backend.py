@@ -21,6 +21,8 @@ from mdrl_plugin.engine.fileio import (
 from mdrl_test_utils import fork
 from toy_helpers import make_toy_cfg, run_toy
 
+pytestmark = pytest.mark.slow  # a training process
+
 
 def _entries(folder):
     return sorted(os.listdir(folder))

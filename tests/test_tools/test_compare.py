@@ -24,6 +24,8 @@ from mdrl_plugin.engine import safe_torch_load
 from mdrl_test_utils import REPO_ROOT
 from toy_helpers import TOY_DIR, TOY_ITER_CONFIG
 
+pytestmark = pytest.mark.slow  # a sweep: 3 training/test processes
+
 TOOL = osp.join(REPO_ROOT, 'tools', 'analysis_tools', 'compare.py')
 _spec = importlib.util.spec_from_file_location('compare_tool', TOOL)
 compare = importlib.util.module_from_spec(_spec)

@@ -25,12 +25,15 @@ import subprocess
 import sys
 import time
 
+import pytest
 import torch
 from mmengine.config import Config
 
 from mdrl_plugin.engine import safe_torch_load
 
 from mdrl_test_utils import REPO_ROOT, shrink_config
+
+pytestmark = pytest.mark.slow  # 5 training processes
 
 MAX_ITERS = 12
 VAL_INTERVAL = 4

@@ -11,12 +11,15 @@ import subprocess
 import sys
 import uuid
 
+import pytest
 import torch
 from mmengine.config import Config
 
 from mdrl_plugin.engine import safe_torch_load
 
 from mdrl_test_utils import REPO_ROOT, shrink_config
+
+pytestmark = pytest.mark.slow  # torchrun, 2 x 3 processes
 
 
 def _free_port() -> str:

@@ -11,6 +11,8 @@ import pytest
 
 from test_apis.search_testdata import pid_of, write_gallery, write_model
 
+pytestmark = pytest.mark.slow  # a tools/search.py process
+
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 TOOL = osp.join(REPO, 'tools', 'search.py')
 PNG = b'\x89PNG\r\n\x1a\n'

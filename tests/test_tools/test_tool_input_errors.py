@@ -17,6 +17,8 @@ import torch
 
 from mdrl_test_utils import REPO_ROOT, shrink_config
 
+pytestmark = pytest.mark.slow  # a tools/test.py process
+
 TOOLS = osp.join(REPO_ROOT, 'tools')
 DEMO = osp.join(REPO_ROOT, 'configs', 'mdrl_demo.py')
 

@@ -12,6 +12,8 @@ from mdrl_plugin.registry import HOOKS
 
 from toy_helpers import make_toy_cfg, run_toy, state_dicts_equal
 
+pytestmark = pytest.mark.slow  # toy trainings
+
 
 def _draws():
     return (random.random(), float(np.random.rand()), float(torch.rand(1)))

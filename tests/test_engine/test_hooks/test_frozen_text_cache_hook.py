@@ -15,6 +15,8 @@ from mdrl_plugin.registry import HOOKS, MODELS, OPTIM_WRAPPERS
 
 from mdrl_test_utils import REPO_ROOT, fork, shrink_config, tiny_mdrl_cfg, write_tiny_bert
 
+pytestmark = pytest.mark.slow  # trainings, 2 ranks
+
 CAPTIONS = [
     'a man in a red shirt',
     'the woman wearing a long black dress and white shoes with a bag',
