@@ -42,13 +42,10 @@ class StaleIndexError(ValueError):
     """Image files of the index changed or vanished since it was built."""
 
 
-def file_sha256(path: str, chunk_size: int = 1 << 20) -> str:
-    """SHA-256 hex digest of a file's bytes."""
-    digest = hashlib.sha256()
+def file_sha256(path: str) -> str:
+    """SHA-256 hex digest of a file's bytes (read in chunks by hashlib)."""
     with open(path, 'rb') as f:
-        for chunk in iter(lambda: f.read(chunk_size), b''):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(f, 'sha256').hexdigest()
 
 
 def config_sha256(obj: Any) -> str:

@@ -227,7 +227,7 @@ def test_inconsistent_lengths():
 def test_hashes(tmp_path):
     f = tmp_path / 'f.bin'
     f.write_bytes(b'abc')
-    assert file_sha256(str(f), chunk_size=1) == (
+    assert file_sha256(str(f)) == (
         'ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad')
     assert config_sha256({'a': 1, 'b': [1, 2]}) == \
         config_sha256({'b': (1, 2), 'a': 1})
