@@ -1,12 +1,6 @@
-"""A search web page and JSON API over a gallery index (FastAPI).
-
-Routes: ``GET /`` (the page, ``static/search.html``), ``POST /search``
-(``{"query": str, "topk": int}`` -> the ranking as JSON), ``GET
-/images/<path in the gallery>`` and ``GET /health``. Bodies are size-capped
-and validated, ``Host`` headers checked, searches bounded (503 past the
-queue), and only indexed files inside the gallery folder (symlinks resolved)
-are served; docs/deploy.md ("Serving") gives every answer.
-"""
+"""A search page and JSON API over a gallery index (FastAPI): ``GET /``,
+``POST /search``, ``GET /images/<indexed file in the gallery>``, ``GET
+/health``; limits and answers: docs/deploy.md ("Serving")."""
 import logging
 import os
 import os.path as osp
@@ -16,21 +10,12 @@ import urllib.parse
 from importlib import resources
 from typing import Any, Dict, Optional, Sequence
 
-__all__ = ['create_app', 'allowed_hosts_for', 'host_header_name',
-           'MAX_BODY_BYTES']
-
-#: Longest accepted query (characters).
-MAX_QUERY_CHARS = 500
-#: Largest accepted ``topk``.
-MAX_TOPK = 100
-#: Largest accepted request body.
-MAX_BODY_BYTES = 16 * 1024
-#: Searches computed at once (each in a worker thread).
-MAX_RUNNING = 2
-#: Searches that may wait for a free slot; more get 503.
-MAX_WAITING = 64
-#: ``Host`` names accepted by a server bound to the loopback address.
-LOCAL_HOSTS = ('127.0.0.1', 'localhost')
+MAX_QUERY_CHARS = 500  #: Longest accepted query (characters).
+MAX_TOPK = 100  #: Largest accepted ``topk``.
+MAX_BODY_BYTES = 16 * 1024  #: Largest accepted request body.
+MAX_RUNNING = 2  #: Searches computed at once (each in a worker thread).
+MAX_WAITING = 64  #: Searches that may wait for a free slot; more get 503.
+LOCAL_HOSTS = ('127.0.0.1', 'localhost')  #: ``Host`` names of loopback.
 _EXAMPLE = '{"query": "a man in a red shirt", "topk": 10}'
 _logger = logging.getLogger(__name__)
 
@@ -42,43 +27,21 @@ def allowed_hosts_for(bind_host: str) -> list:
         bind_host: The address the server binds to.
 
     Returns:
-        The local names for a loopback address, ``['*']`` (any) for a
-        wildcard one (``0.0.0.0``, ``::``), else ``[bind_host]`` (IPv6 in
-        brackets, as a ``Host`` header writes it).
+        Both local names for loopback, ``['*']`` (any) for a wildcard,
+        else ``bind_host`` as a ``Host`` header writes it.
     """
-    if bind_host in LOCAL_HOSTS:
-        return list(LOCAL_HOSTS)
     if bind_host in ('0.0.0.0', '::', '[::]', ''):
         return ['*']
-    if bind_host.strip('[]') == '::1':
-        return ['[::1]', 'localhost']
-    return [host_header_name(bind_host)]
+    host = host_header_name(bind_host)
+    if host in LOCAL_HOSTS:
+        return list(LOCAL_HOSTS)
+    return [host, 'localhost'] if host == '[::1]' else [host]
 
 
 def host_header_name(host: str) -> str:
     """``host`` as a ``Host`` header or a URL names it: an IPv6 address in
     brackets (``[::1]``), anything else as it is."""
     return f'[{host}]' if ':' in host and not host.startswith('[') else host
-
-
-def _error(status: int, message: str, headers: Optional[dict] = None):
-    from fastapi.responses import JSONResponse
-    return JSONResponse(status_code=status, content=dict(error=message),
-                        headers=headers)
-
-
-def _request_model(max_query_chars: int, max_topk: int):
-    """The Pydantic model of a ``POST /search`` body."""
-    from pydantic import BaseModel, ConfigDict, Field, constr
-
-    class SearchRequest(BaseModel):
-        """``{"query": non-empty text, "topk": 1..max_topk}``, nothing else."""
-        model_config = ConfigDict(extra='forbid', strict=True)
-        query: constr(strip_whitespace=True, min_length=1,
-                      max_length=max_query_chars)
-        topk: int = Field(10, ge=1, le=max_topk)
-
-    return SearchRequest
 
 
 def _explain(error: Dict[str, Any], max_query_chars: int,
@@ -128,8 +91,8 @@ def create_app(searcher: Any,
     """
     import anyio
     from fastapi import FastAPI, Request
-    from fastapi.responses import FileResponse, HTMLResponse
-    from pydantic import ValidationError
+    from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+    from pydantic import BaseModel, ConfigDict, Field, ValidationError, constr
     from starlette.exceptions import HTTPException
     from starlette.middleware.trustedhost import TrustedHostMiddleware
 
@@ -153,7 +116,14 @@ def create_app(searcher: Any,
     indexed = set(index.paths)
     page = (resources.files('mdrl_deploy') / 'static' /
             'search.html').read_text(encoding='utf-8')
-    request_model = _request_model(max_query_chars, max_topk)
+
+    class SearchRequest(BaseModel):
+        """``{"query": non-empty text, "topk": 1..max_topk}``, nothing else."""
+        model_config = ConfigDict(extra='forbid', strict=True)
+        query: constr(strip_whitespace=True, min_length=1,
+                      max_length=max_query_chars)
+        topk: int = Field(10, ge=1, le=max_topk)
+
     load = dict(admitted=0, running=0, peak_running=0)
     lock = threading.Lock()
     limiter = []  # one anyio.CapacityLimiter, made in the event loop
@@ -177,13 +147,15 @@ def create_app(searcher: Any,
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException):
-        return _error(exc.status_code, str(exc.detail))
+        return JSONResponse(dict(error=str(exc.detail)), exc.status_code,
+                            exc.headers)
 
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception):
         _logger.error('internal error on %s', request.url.path,
                       exc_info=exc)
-        return _error(500, f'internal error ({type(exc).__name__})')
+        return JSONResponse(
+            dict(error=f'internal error ({type(exc).__name__})'), 500)
 
     @app.get('/', response_class=HTMLResponse)
     def home() -> str:
@@ -209,27 +181,28 @@ def create_app(searcher: Any,
     async def search(request: Request):
         ctype = request.headers.get('content-type', '')
         if ctype.split(';')[0].strip().lower() != 'application/json':
-            return _error(415, 'the body must be JSON with Content-Type: '
-                          f'application/json, got {ctype[:60]!r}')
+            raise HTTPException(415, 'the body must be JSON with '
+                                'Content-Type: application/json, got '
+                                f'{ctype[:60]!r}')
         too_large = f'request body larger than {MAX_BODY_BYTES} bytes'
         length = request.headers.get('content-length')
         if length is not None and (not length.isdigit() or
                                    int(length) > MAX_BODY_BYTES):
-            return _error(413, too_large)
+            raise HTTPException(413, too_large)
         raw = bytearray()
         async for chunk in request.stream():
             raw += chunk
             if len(raw) > MAX_BODY_BYTES:
-                return _error(413, too_large)
+                raise HTTPException(413, too_large)
         try:
-            body = request_model.model_validate_json(bytes(raw))
+            body = SearchRequest.model_validate_json(bytes(raw))
         except ValidationError as err:
-            return _error(*_explain(err.errors()[0], max_query_chars,
-                                    max_topk))
+            raise HTTPException(*_explain(err.errors()[0], max_query_chars,
+                                          max_topk)) from None
         if load['admitted'] >= max_running + max_waiting:
-            return _error(503, f'busy: {load["admitted"]} searches running '
-                          'or waiting; try again in a second',
-                          headers={'Retry-After': '1'})
+            raise HTTPException(503, f'busy: {load["admitted"]} searches '
+                                'running or waiting; try again in a second',
+                                headers={'Retry-After': '1'})
         if not limiter:
             limiter.append(anyio.CapacityLimiter(max_running))
         load['admitted'] += 1
@@ -253,7 +226,7 @@ def create_app(searcher: Any,
         path = prefix + rel.replace('/', os.sep)
         if path not in indexed or not osp.isfile(path) or \
                 osp.commonpath([osp.realpath(path), real_root]) != real_root:
-            return _error(404, 'no such image in the gallery')
+            raise HTTPException(404, 'no such image in the gallery')
         return FileResponse(path)
 
     return app
