@@ -1,26 +1,17 @@
-"""Image and text preprocessing of the export, without torch.
-
-:class:`ImagePreprocessor` repeats the test pipeline of the shipped configs
-(OpenCV decoding, ``cv2.resize(INTER_LINEAR)``, BGR -> RGB, ``(x - mean) /
-std``): bit-identical with ``backend='cv2'``, within one grey level with
-``backend='pillow'`` for machines without OpenCV (docs/deploy.md).
-"""
+"""Image and text preprocessing of the export, without torch: the shipped
+test pipeline, bit-identical with ``backend='cv2'``, within one grey level
+with ``backend='pillow'`` (no OpenCV needed; docs/deploy.md)."""
 import io
 import os
-from typing import Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
-__all__ = ['ImagePreprocessor', 'TextTokenizer', 'resize_bilinear']
-
 
 def resize_bilinear(img: np.ndarray, width: int, height: int) -> np.ndarray:
-    """Resize ``uint8 [H, W, C]`` like ``cv2.resize(..., INTER_LINEAR)``.
-
-    Pillow's affine transform samples bilinearly at half-pixel centres, as
-    OpenCV does (Pillow's ``resize`` antialiases when shrinking); each
-    channel is resampled in float and rounded (Pillow's 8-bit mode
-    truncates), within one grey level of OpenCV's fixed point.
+    """Resize ``uint8 [H, W, C]`` like ``cv2.resize(..., INTER_LINEAR)``,
+    within one grey level: Pillow's affine transform (no antialiasing, unlike
+    its ``resize``) per channel in float, rounded.
 
     Args:
         img: The image.
@@ -57,7 +48,7 @@ class ImagePreprocessor:
         if channel_order not in ('rgb', 'bgr'):
             raise ValueError("channel_order must be 'rgb' or 'bgr', got "
                              f'{channel_order!r}')
-        if backend is None:
+        if backend is None:  # cv2 when it imports (it may lack libGL)
             try:
                 import cv2  # noqa: F401
                 backend = 'cv2'
@@ -73,12 +64,8 @@ class ImagePreprocessor:
         self.backend = backend
 
     def read(self, path: str) -> np.ndarray:
-        """Decode and resize one file to ``uint8 [H, W, 3]`` in RGB order.
-
-        Raises:
-            FileNotFoundError: If the file does not exist.
-            ValueError: If it is empty or cannot be decoded (names the file).
-        """
+        """Decode and resize one file to ``uint8 [H, W, 3]`` in RGB order
+        (a ValueError naming the file if it is empty or undecodable)."""
         with open(path, 'rb') as f:
             content = f.read()
         if not content:
@@ -114,58 +101,44 @@ class ImagePreprocessor:
 
 
 class TextTokenizer:
-    """A fast tokenizer (``tokenizers``), as the model tokenises, thread-safe.
+    """The model's fast tokenizer (``tokenizers``), safe from many threads.
 
     Truncates to ``max_length`` tokens ([CLS] and [SEP] included) and pads a
-    batch to its longest text (or to ``max_length``), as
-    ``TextImageDataPreprocessor``, which uses this class too. A
-    ``tokenizers`` tokenizer holds truncation and padding as state, and
-    changing it while another thread encodes fails ("Already borrowed"); so
-    this class holds two copies configured once (truncating and padding, and
-    neither for :meth:`lengths`): any number of threads may call it.
+    batch to its longest text (or ``max_length``). Truncation and padding
+    are state that must not change while another thread encodes ("Already
+    borrowed"): two copies are configured once, one for :meth:`lengths`.
 
     Args:
-        folder: A folder holding ``tokenizer.json`` (the export's).
+        source: A folder holding ``tokenizer.json`` (the export's), or a
+            ``tokenizers.Tokenizer`` to copy (e.g. a fast tokenizer's
+            ``backend_tokenizer``; left unchanged).
         max_length: Text length of the model.
         pad_token_id: Id written at padded places (masked out).
         pad_to_max_length: Pad every batch to ``max_length``.
     """
 
-    def __init__(self, folder: str, max_length: int, pad_token_id: int = 0,
+    def __init__(self, source: Any, max_length: int, pad_token_id: int = 0,
                  pad_to_max_length: bool = False) -> None:
-        file = os.path.join(folder, 'tokenizer.json')
-        if not os.path.isfile(file):
-            raise FileNotFoundError(
-                f'{folder!r} has no tokenizer.json (fast tokenizer file); '
-                'export the checkpoint again with tools/export.py.')
-        with open(file, encoding='utf-8') as f:
-            self._setup(f.read(), max_length, pad_token_id, pad_to_max_length)
-
-    @classmethod
-    def from_backend(cls, backend, max_length: int, pad_token_id: int = 0,
-                     pad_to_max_length: bool = False) -> 'TextTokenizer':
-        """Copy a ``tokenizers.Tokenizer`` (e.g. a Hugging Face fast
-        tokenizer's ``backend_tokenizer``), leaving it unchanged; the other
-        arguments are the class's."""
-        self = cls.__new__(cls)
-        self._setup(backend.to_str(), max_length, pad_token_id,
-                    pad_to_max_length)
-        return self
-
-    def _setup(self, spec: str, max_length: int, pad_token_id: int,
-               pad_to_max_length: bool) -> None:
         from tokenizers import Tokenizer
+        if isinstance(source, (str, os.PathLike)):
+            file = os.path.join(source, 'tokenizer.json')
+            if not os.path.isfile(file):
+                raise FileNotFoundError(
+                    f'{str(source)!r} has no tokenizer.json (fast tokenizer '
+                    'file); export the checkpoint again with tools/export.py.')
+            with open(file, encoding='utf-8') as f:
+                spec = f.read()
+        else:
+            spec = source.to_str()
         self.max_length = int(max_length)
-        self.pad_token_id = int(pad_token_id)
-        self.pad_to_max_length = bool(pad_to_max_length)
         self._full = Tokenizer.from_str(spec)
         self._full.no_padding()
         self._full.no_truncation()
         self._cut = Tokenizer.from_str(spec)
         self._cut.enable_truncation(self.max_length)
         self._cut.enable_padding(
-            pad_id=self.pad_token_id,
-            length=self.max_length if self.pad_to_max_length else None)
+            pad_id=int(pad_token_id),
+            length=self.max_length if pad_to_max_length else None)
 
     def lengths(self, texts: Sequence[str]) -> List[int]:
         """Untruncated token counts (special tokens included)."""

@@ -90,7 +90,7 @@ class TextImageDataPreprocessor(BaseDataPreprocessor):
         cached = self.__dict__.get('_fast_copy')
         if cached is None or cached[0] != key:
             from mdrl_deploy.preprocess import TextTokenizer
-            cached = (key, TextTokenizer.from_backend(
+            cached = (key, TextTokenizer(
                 self.tokenizer.backend_tokenizer, self.max_length,
                 self.tokenizer.pad_token_id or 0,
                 pad_to_max_length=self.padding == 'max_length'))
