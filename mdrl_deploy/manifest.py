@@ -1,35 +1,15 @@
-"""The export folder of ``tools/export.py``: file names and the
-``mdrl_export.json`` manifest (fields: docs/deploy.md, "Export").
-
-``image_encoder.onnx`` maps normalised ``images [B, 3, H, W]`` and
-``text_encoder.onnx`` ``input_ids, attention_mask [B, L]`` to ``features
-[B, D]``; ``tokenizer/`` holds the fast tokenizer files. The manifest's
-``mean``/``std`` are on the 0-255 scale, in its ``channel_order``.
-"""
+"""The ``mdrl_export.json`` manifest of an export folder written by
+``tools/export.py`` (fields and graphs: docs/deploy.md, "Export")."""
 import json
 import os.path as osp
 from typing import Any, Dict
 
-__all__ = [
-    'MANIFEST_NAME', 'EXPORT_FORMAT', 'EXPORT_VERSION', 'IMAGE_ONNX',
-    'TEXT_ONNX', 'TOKENIZER_DIR', 'ExportFormatError', 'load_manifest'
-]
-
-#: The manifest's file name, ``format`` and ``version``.
-MANIFEST_NAME = 'mdrl_export.json'
-EXPORT_FORMAT = 'mdrl-onnx-export'
-EXPORT_VERSION = 1
-#: Default file names inside an export folder.
-IMAGE_ONNX = 'image_encoder.onnx'
-TEXT_ONNX = 'text_encoder.onnx'
-TOKENIZER_DIR = 'tokenizer'
-
-_REQUIRED = {
-    'image': ('height', 'width', 'mean', 'std', 'channel_order'),
-    'text': ('max_length', 'tokenizer'),
-    'feature': ('dim', 'layout'),
-    'files': ('image', 'text'),
-}
+MANIFEST_NAME = 'mdrl_export.json'  #: The manifest's file name.
+EXPORT_FORMAT = 'mdrl-onnx-export'  #: Its ``format``.
+EXPORT_VERSION = 1  #: Its ``version``.
+_REQUIRED = dict(image=('height', 'width', 'mean', 'std', 'channel_order'),
+                 text=('max_length', 'tokenizer'), feature=('dim', 'layout'),
+                 files=('image', 'text'))
 
 
 class ExportFormatError(ValueError):
@@ -43,8 +23,7 @@ def load_manifest(export_dir: str) -> Dict[str, Any]:
         export_dir: Folder written by ``tools/export.py``.
 
     Returns:
-        The manifest dict; ``files`` and ``text.tokenizer`` are turned into
-        absolute paths.
+        The manifest; ``files`` (``tokenizer`` added) as absolute paths.
 
     Raises:
         FileNotFoundError: If the folder, the manifest or a file it names is
@@ -67,7 +46,7 @@ def load_manifest(export_dir: str) -> Dict[str, Any]:
     except (OSError, ValueError) as err:
         raise ExportFormatError(f'{path!r} is not valid JSON: {err}') from err
     found = manifest.get('format') if isinstance(manifest, dict) else None
-    if not isinstance(manifest, dict) or found != EXPORT_FORMAT:
+    if found != EXPORT_FORMAT:
         raise ExportFormatError(
             f'{path!r}: format is {found!r}, expected {EXPORT_FORMAT!r}.')
     if manifest.get('version') != EXPORT_VERSION:

@@ -5,8 +5,8 @@ from .export import (
     describe_test_pipeline,
     export_onnx,
     fixed_group_tokens,
+    split_parity,
 )
-from .parity import split_parity
 
 __all__ = [
     'ExportError', 'describe_test_pipeline', 'export_onnx',

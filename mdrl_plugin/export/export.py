@@ -1,10 +1,7 @@
-"""Export the retrieval paths of an MDRL checkpoint to ONNX.
-
-Writes the folder of :mod:`mdrl_deploy.manifest` (image and text graphs,
-fast tokenizer, ``mdrl_export.json``), checked with ONNX Runtime against
-PyTorch before it is kept.
-"""
+"""Export the retrieval paths of an MDRL checkpoint to ONNX (the folder of
+:mod:`mdrl_deploy.manifest`), checked against PyTorch; parity on a split."""
 import contextlib
+import copy
 import datetime
 import json
 import math
@@ -12,6 +9,7 @@ import os
 import os.path as osp
 import re
 import shutil
+import warnings
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 from unittest import mock
 
@@ -20,26 +18,19 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from mmengine.config import Config
+from mmengine.registry import DefaultScope
 
-from mdrl_deploy.manifest import (
-    EXPORT_FORMAT,
-    EXPORT_VERSION,
-    IMAGE_ONNX,
-    MANIFEST_NAME,
-    TEXT_ONNX,
-    TOKENIZER_DIR,
-)
+from mdrl_deploy.manifest import EXPORT_FORMAT, EXPORT_VERSION, MANIFEST_NAME
 from mdrl_deploy.utils import atomic_write_bytes, remove_stale_temps, temp_path
 
-__all__ = ['ExportError', 'fixed_group_tokens', 'describe_test_pipeline',
-           'export_onnx']
-
-#: ONNX opset of the graphs (ONNX Runtime >= 1.14 reads it).
-DEFAULT_OPSET = 18
-#: Largest accepted |ONNX - PyTorch| feature difference of the self-check.
-DEFAULT_ATOL = 1e-4
-_LOADERS = ('LoadPersonImage', 'LoadImageFromFile')
-_PACKERS = ('PackTextImageInputs', 'PackInputs')
+DEFAULT_OPSET = 18  #: ONNX opset of the graphs (ONNX Runtime >= 1.14).
+DEFAULT_ATOL = 1e-4  #: Largest accepted |ONNX - PyTorch| difference.
+_LOAD = dict(imdecode_backend='cv2', color_type='color')
+# test-pipeline steps the export repeats: options they need (= the defaults)
+_SUPPORTED = dict(
+    LoadPersonImage=_LOAD, LoadImageFromFile=_LOAD,
+    Resize=dict(keep_ratio=False, interpolation='bilinear', backend='cv2'),
+    PackTextImageInputs={}, PackInputs={})
 
 
 class ExportError(RuntimeError):
@@ -47,24 +38,21 @@ class ExportError(RuntimeError):
 
 
 class RetrievalBranch(nn.Module):
-    """``model.<method>(*inputs)`` as a module to trace, e.g. ``method=
-    'extract_image_feat'`` or ``'extract_text_feat'``."""
+    """``model.<method>(*inputs)`` to trace, e.g. the L2-normalised features
+    of ``extract_image_feat``."""
 
     def __init__(self, model: nn.Module, method: str) -> None:
         super().__init__()
         self.model, self.method = model, method
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
-        """The L2-normalised retrieval features."""
         return getattr(self.model, self.method)(*inputs)
 
 
 def describe_test_pipeline(pipeline: Sequence[dict],
                            bgr_to_rgb: bool) -> Dict[str, Any]:
-    """What the torch-free preprocessing must repeat of the test pipeline.
-
-    Supported: a loader (cv2 decoding, colour), ``Resize`` with
-    ``keep_ratio=False`` and bilinear cv2 interpolation, and a packer.
+    """What the torch-free preprocessing must repeat of the test pipeline:
+    a cv2 colour loader, a fixed-size bilinear cv2 ``Resize``, a packer.
 
     Args:
         pipeline: The test pipeline configs.
@@ -80,30 +68,22 @@ def describe_test_pipeline(pipeline: Sequence[dict],
     for i, t in enumerate(pipeline):
         kind = t.get('type')
         where = f'test pipeline step {i} ({kind})'
-        if kind in _LOADERS:
-            if t.get('imdecode_backend', 'cv2') != 'cv2' or \
-                    t.get('color_type', 'color') != 'color':
-                raise ExportError(
-                    f'{where}: only imdecode_backend="cv2" and color_type='
-                    f'"color" are reproduced by the exported preprocessing, '
-                    f'got {t}')
-            order = t.get('channel_order', 'bgr')
-        elif kind == 'Resize':
-            if t.get('keep_ratio', False) or 'scale' not in t:
-                raise ExportError(
-                    f'{where}: the export needs a fixed size (scale=(W, H), '
-                    f'keep_ratio=False), got {t}')
-            if t.get('interpolation', 'bilinear') != 'bilinear' or \
-                    t.get('backend', 'cv2') != 'cv2':
-                raise ExportError(
-                    f'{where}: only bilinear cv2 resizing is reproduced, got '
-                    f'{t}')
-            size = tuple(int(v) for v in t['scale'])
-        elif kind not in _PACKERS:
+        if kind not in _SUPPORTED:
             raise ExportError(
                 f'{where} is not supported by the ONNX export (supported: '
-                f'{", ".join(_LOADERS)}, Resize(keep_ratio=False), '
-                f'{", ".join(_PACKERS)}).')
+                f'{", ".join(_SUPPORTED)}).')
+        for key, value in _SUPPORTED[kind].items():
+            if t.get(key, value) != value:
+                raise ExportError(
+                    f'{where}: the exported preprocessing repeats only '
+                    f'{key}={value!r}, got {t}')
+        if kind == 'Resize':
+            if 'scale' not in t:
+                raise ExportError(f'{where}: the export needs a fixed size '
+                                  f'scale=(W, H), got {t}')
+            size = tuple(int(v) for v in t['scale'])
+        elif kind.startswith('Load'):
+            order = t.get('channel_order', 'bgr')
     if order is None or size is None:
         raise ExportError(
             'The test pipeline needs a loader and a fixed-size Resize for '
@@ -115,9 +95,8 @@ def describe_test_pipeline(pipeline: Sequence[dict],
 
 
 def _traceable_mha_forward(mha: nn.MultiheadAttention):
-    """``mha.forward`` (batch-first self-attention) with shape-agnostic
-    reshapes: ``F.multi_head_attention_forward`` freezes batch size and
-    length into the traced graph (torch 2.14)."""
+    """``mha.forward`` with shape-agnostic reshapes (the built-in one
+    freezes batch size and length into the traced graph)."""
 
     def forward(query, key, value, key_padding_mask=None, need_weights=True,
                 attn_mask=None, average_attn_weights=True, is_causal=False):
@@ -141,14 +120,9 @@ def _traceable_mha_forward(mha: nn.MultiheadAttention):
 
 @contextlib.contextmanager
 def _traceable(model: nn.Module):
-    """Meanwhile: every ``nn.MultiheadAttention`` gets a traceable forward,
-    DLL the fixed grouping of :func:`fixed_group_tokens`, and the fused
-    attention fast path (no ONNX form) is off.
-
-    Raises:
-        ExportError: For an attention layout the replacement does not cover
-            (naming the module).
-    """
+    """Meanwhile: traceable ``nn.MultiheadAttention`` forwards (else an
+    :class:`ExportError` naming the module), DLL's
+    :func:`fixed_group_tokens`, no fused attention fast path."""
     from mdrl_plugin.models.necks import dll
     with contextlib.ExitStack() as stack:
         stack.callback(torch.backends.mha.set_fastpath_enabled,
@@ -174,13 +148,10 @@ def fixed_group_tokens(tokens: torch.Tensor,
                        padding_mask: Optional[torch.Tensor], num_groups: int,
                        shuffle: bool = False
                        ) -> Tuple[torch.Tensor, torch.Tensor]:
-    """DLL's evaluation (positional) grouping as one gather, which traces
-    with a dynamic length.
-
-    Equals :func:`mdrl_plugin.models.necks.dll.group_tokens` with
-    ``shuffle=False`` for right-padded sequences: group ``p`` of a sample
-    with ``n`` real tokens holds places ``ceil(p n / P)`` to
-    ``ceil((p + 1) n / P) - 1``.
+    """DLL's evaluation grouping as one gather, traceable with a dynamic
+    length: :func:`mdrl_plugin.models.necks.dll.group_tokens` with
+    ``shuffle=False`` for right-padded sequences (group ``p`` of ``n`` real
+    tokens: places ``ceil(p n / P)`` to ``ceil((p + 1) n / P) - 1``).
 
     Args:
         tokens: ``[B, L, D]``.
@@ -199,11 +170,10 @@ def fixed_group_tokens(tokens: torch.Tensor,
     valid = torch.ones_like(tokens[..., 0], dtype=torch.bool) \
         if padding_mask is None else ~padding_mask
     n = valid.sum(dim=1).clamp(min=1)[:, None, None]  # [B, 1, 1]
-    group = torch.arange(num_groups, device=tokens.device)[None, :, None]
-    start = torch.div(group * n + num_groups - 1, num_groups,
-                      rounding_mode='floor')
-    end = torch.div((group + 1) * n + num_groups - 1, num_groups,
-                    rounding_mode='floor')
+    group = torch.arange(num_groups + 1, device=tokens.device)[None, :, None]
+    bound = torch.div(group * n + num_groups - 1, num_groups,
+                      rounding_mode='floor')  # ceil(p n / P): [B, P + 1, 1]
+    start, end = bound[:, :-1], bound[:, 1:]
     place = start + torch.arange(size, device=tokens.device)[None, None, :]
     filled = place < end  # [B, P, G]
     index = place.clamp(max=length - 1).reshape(b, -1, 1).expand(-1, -1, d)
@@ -218,9 +188,8 @@ def _module_of_op(branch: nn.Module, inputs: Tuple[torch.Tensor, ...],
     if not match:
         return None
     try:
-        with torch.no_grad():
-            graph = torch.jit.trace(branch, inputs,
-                                    check_trace=False).inlined_graph
+        graph = torch.jit.trace(branch, inputs,
+                                check_trace=False).inlined_graph
     except Exception:  # tracing may fail too; then only the op is known
         return None
     for node in graph.nodes():
@@ -230,17 +199,22 @@ def _module_of_op(branch: nn.Module, inputs: Tuple[torch.Tensor, ...],
     return None
 
 
-def _export_graph(branch: nn.Module, inputs: Tuple[torch.Tensor, ...],
-                  path: str, input_names: List[str],
-                  dynamic_axes: Dict[str, Dict[int, str]], opset: int,
-                  what: str) -> None:
+@torch.no_grad()
+def _export_graph(branch: nn.Module, feeds: List[Dict[str, torch.Tensor]],
+                  path: str, opset: int, what: str) -> float:
+    """Export ``branch`` traced on ``feeds[0]`` (batch and text length
+    dynamic); returns the largest |ONNX - PyTorch| over all feeds."""
+    import onnxruntime as ort
+    inputs = tuple(feeds[0].values())
+    axes = {k: {0: 'batch', 1: 'length'} if v.ndim == 2 else {0: 'batch'}
+            for k, v in feeds[0].items()}
     try:
-        with torch.no_grad(), _traceable(branch):
+        with _traceable(branch):
             torch.onnx.export(
-                branch, inputs, path, input_names=input_names,
-                output_names=['features'], dynamic_axes=dynamic_axes,
-                opset_version=opset, do_constant_folding=True,
-                dynamo=False)
+                branch, inputs, path, input_names=list(feeds[0]),
+                output_names=['features'],
+                dynamic_axes=dict(axes, features={0: 'batch'}),
+                opset_version=opset, do_constant_folding=True, dynamo=False)
     except ExportError:
         raise
     except Exception as err:
@@ -252,16 +226,14 @@ def _export_graph(branch: nn.Module, inputs: Tuple[torch.Tensor, ...],
             f'Cannot export the {what} retrieval path to ONNX opset {opset}: '
             f'{where} uses an operation the exporter cannot represent. '
             f'Exporter said: {message.splitlines()[0][:500]}') from err
-
-
-def _max_diff(branch: nn.Module, session: Any,
-              feeds: List[Dict[str, np.ndarray]]) -> float:
-    """Largest |ONNX - PyTorch| feature difference over the feeds."""
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    session = ort.InferenceSession(path, opts,
+                                   providers=['CPUExecutionProvider'])
     diff = 0.0
     for feed in feeds:
-        with torch.no_grad():
-            ref = branch(*map(torch.from_numpy, feed.values())).numpy()
-        out = session.run(None, feed)[0]
+        ref = branch(*feed.values()).numpy()
+        out = session.run(None, {k: v.numpy() for k, v in feed.items()})[0]
         diff = max(diff, float(np.abs(ref - out).max()) if
                    ref.shape == out.shape else math.inf)
     return diff
@@ -275,10 +247,9 @@ def export_onnx(config: Union[str, Config],
                 overwrite: bool = False) -> Dict[str, Any]:
     """Export a checkpoint's retrieval paths, tokenizer and manifest.
 
-    The model comes from :func:`~mdrl_plugin.apis.build_retrieval_model`,
-    as ``PersonSearcher``'s, so both searchers share the fingerprint and
-    index folders. ONNX Runtime must then reproduce PyTorch within ``atol``
-    on probes of other batch sizes and text lengths than traced.
+    The model is :func:`~mdrl_plugin.apis.build_retrieval_model`'s, as
+    ``PersonSearcher``'s (same fingerprint). ONNX Runtime must reproduce
+    PyTorch within ``atol`` on other batch sizes and lengths than traced.
 
     Args:
         config: Config file or :class:`mmengine.Config`.
@@ -293,11 +264,9 @@ def export_onnx(config: Union[str, Config],
         (the measured max-abs differences).
 
     Raises:
-        ExportError: If the model or its test pipeline cannot be exported
-            (naming the module or transform), or ONNX differs from PyTorch.
+        ExportError: Naming the module or transform that cannot be exported,
+            or if ONNX differs from PyTorch.
     """
-    import onnxruntime as ort
-
     from mdrl_plugin.apis import build_retrieval_model
 
     if osp.isdir(out_dir) and os.listdir(out_dir) and not overwrite:
@@ -315,43 +284,30 @@ def export_onnx(config: Union[str, Config],
     layout = model.retrieval_features
     num_groups = int(model.image_local.num_groups) \
         if layout == 'global+local' else None
-    files = dict(image=IMAGE_ONNX, text=TEXT_ONNX)
+    files = dict(image='image_encoder.onnx', text='text_encoder.onnx')
+    tokenizer_dir = 'tokenizer'
+    gen = torch.Generator().manual_seed(0)
+    long = ' '.join(['a person with a bag'] * dp.max_length)
+    # the first probe is traced; all are checked (other batch sizes and
+    # lengths than traced, a caption longer than max_length)
+    probes = dict(
+        image=[dict(images=torch.randn(n, 3, image_spec['height'],
+                                       image_spec['width'], generator=gen))
+               for n in (2, 1, 3)],
+        text=[dp.tokenize(texts) for texts in (
+            ['a person walking with a bag and a hat', 'a man'], ['a woman'],
+            ['a person', long, 'someone in black shoes carrying a bag'])])
 
     os.makedirs(out_dir, exist_ok=True)
     remove_stale_temps(out_dir)  # of killed exports
     work = temp_path(osp.join(out_dir, 'export'))
     os.makedirs(work)
     try:
-        h, w = image_spec['height'], image_spec['width']
-        gen = torch.Generator().manual_seed(0)
-        names = ['input_ids', 'attention_mask']
-        long = ' '.join(['a person with a bag'] * dp.max_length)
-        probes = [['a person walking with a bag and a hat', 'a man'],
-                  ['a woman'],
-                  ['a person', long, 'someone in black shoes carrying a bag']]
-        # the first feed is traced; all are checked (other batch sizes and
-        # lengths than traced, a caption longer than max_length)
-        graphs = dict(
-            image=(['images'], {'images': {0: 'batch'}}, [
-                {'images': torch.randn(n, 3, h, w, generator=gen).numpy()}
-                for n in (2, 1, 3)]),
-            text=(names, {k: {0: 'batch', 1: 'length'} for k in names}, [
-                {k: tok[k].numpy() for k in names}
-                for tok in map(dp.tokenize, probes)]))
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = 1
         check = {}
-        for what, (inputs, axes, feeds) in graphs.items():
-            branch = RetrievalBranch(model, f'extract_{what}_feat').eval()
-            path = osp.join(work, files[what])
-            _export_graph(branch, tuple(map(torch.from_numpy,
-                                            feeds[0].values())),
-                          path, inputs, dict(axes, features={0: 'batch'}),
-                          opset, what)
-            session = ort.InferenceSession(
-                path, opts, providers=['CPUExecutionProvider'])
-            check[what] = _max_diff(branch, session, feeds)
-            del session
+        for what, feeds in probes.items():
+            check[what] = _export_graph(
+                RetrievalBranch(model, f'extract_{what}_feat').eval(), feeds,
+                osp.join(work, files[what]), opset, what)
             if not check[what] <= atol:
                 raise ExportError(
                     f'The exported {what} graph does not reproduce PyTorch: '
@@ -359,29 +315,25 @@ def export_onnx(config: Union[str, Config],
                     f'{atol:g} on probe inputs (a data-dependent branch of '
                     f'the {what} encoder was probably frozen by tracing).')
 
-        dp.tokenizer.save_pretrained(osp.join(work, TOKENIZER_DIR))
+        dp.tokenizer.save_pretrained(osp.join(work, tokenizer_dir))
         manifest = dict(
-            format=EXPORT_FORMAT,
-            version=EXPORT_VERSION,
-            opset=opset,
+            format=EXPORT_FORMAT, version=EXPORT_VERSION, opset=opset,
             image=dict(image_spec, mean=dp.mean.flatten().tolist(),
                        std=dp.std.flatten().tolist()),
-            text=dict(max_length=int(dp.max_length), tokenizer=TOKENIZER_DIR,
+            text=dict(max_length=int(dp.max_length), tokenizer=tokenizer_dir,
                       pad_token_id=int(dp.tokenizer.pad_token_id or 0)),
             feature=dict(dim=built.fingerprint['feature_dim'], layout=layout,
                          num_groups=num_groups,
                          grouping='fixed' if num_groups else None),
-            fingerprint=dict(built.fingerprint),
-            files=files,
+            fingerprint=dict(built.fingerprint), files=files,
             check=dict(max_abs_diff=check, atol=atol),
             created=datetime.datetime.now(datetime.timezone.utc).isoformat(
-                timespec='seconds'),
-            torch=torch.__version__,
+                timespec='seconds'), torch=torch.__version__,
             exporter='torch.onnx.export(dynamo=False)')
         # no manifest, no export: an old one must not name the new files
         with contextlib.suppress(FileNotFoundError):
             os.unlink(osp.join(out_dir, MANIFEST_NAME))
-        for name in (*files.values(), TOKENIZER_DIR):
+        for name in (*files.values(), tokenizer_dir):
             dst = osp.join(out_dir, name)
             if osp.isdir(dst):
                 shutil.rmtree(dst)
@@ -391,3 +343,70 @@ def export_onnx(config: Union[str, Config],
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return manifest
+
+
+def split_parity(config: Union[str, Config], checkpoint: str, export_dir: str,
+                 split: str = 'test', topk: int = 10) -> Dict[str, Any]:
+    """Rank ``{split}_dataloader.dataset``'s gallery with each caption, with
+    :class:`~mdrl_plugin.apis.PersonSearcher` and with
+    :class:`~mdrl_deploy.OrtSearcher` (default cv2 preprocessing); compare.
+
+    Args:
+        config: Config file or Config (with the dataset of ``split``).
+        checkpoint: Checkpoint file.
+        export_dir: Export folder of this config and checkpoint.
+        split: ``'test'`` or ``'val'``.
+        topk: Length of the compared ranked lists.
+
+    Returns:
+        ``num_queries``, ``num_gallery``, ``topk_identical`` (share of
+        identical top-k lists), ``max_abs_diff`` of ``image`` and ``text``
+        features, ``torch`` and ``onnx`` metrics (%), ``max_metric_diff``.
+    """
+    from mdrl_deploy import OrtSearcher
+    from mdrl_deploy.ranking import topk_cosine
+    from mdrl_plugin.apis import PersonSearcher
+    from mdrl_plugin.evaluation.functional import rank_metrics_from_features
+    from mdrl_plugin.registry import DATASETS
+
+    if split not in ('test', 'val'):
+        raise ValueError(f"split must be 'test' or 'val', got {split!r}")
+    torch_s = PersonSearcher(config, checkpoint, progress=False)
+    ort_s = OrtSearcher(export_dir, num_threads=1)
+    if ort_s.fingerprint.get('checkpoint_sha256') != \
+            torch_s.fingerprint['checkpoint_sha256']:
+        raise ValueError(f'Export {export_dir!r} was made from another '
+                         f'checkpoint than {checkpoint!r}.')
+    with DefaultScope.overwrite_default_scope(
+            torch_s.cfg.get('default_scope', 'mdrl_plugin')):
+        dataset = DATASETS.build(copy.deepcopy(
+            torch_s.cfg[f'{split}_dataloader']['dataset']))
+    infos = [dataset.get_data_info(i) for i in range(len(dataset))]
+    paths = [info['img_path'] for info in infos]
+    texts = [text for info in infos for text in info['texts']]
+    query_pids = torch.tensor([int(info['pid']) for info in infos
+                               for _ in info['texts']])
+    gallery_pids = torch.tensor([int(info['pid']) for info in infos])
+
+    t_img, kept_t, _, skipped = torch_s.encode_images(paths)
+    o_img, kept_o, _, _ = ort_s.encode_images(paths)
+    if skipped or kept_t != kept_o:
+        raise ValueError(f'Unreadable images in the {split} split: {skipped}')
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        t_txt = torch_s.encode_texts(texts)
+        o_txt = ort_s.encode_texts(texts)
+    t_top, o_top = (topk_cosine(q, g, topk)[1]
+                    for q, g in ((t_txt, t_img), (o_txt, o_img)))
+    out: Dict[str, Any] = dict(
+        split=split, num_queries=len(texts), num_gallery=len(paths),
+        max_abs_diff=dict(image=float(np.abs(t_img - o_img).max()),
+                          text=float(np.abs(t_txt - o_txt).max())),
+        topk=topk, topk_identical=float((t_top == o_top).all(axis=1).mean()))
+    for name, q, g in (('torch', t_txt, t_img), ('onnx', o_txt, o_img)):
+        out[name] = rank_metrics_from_features(
+            torch.from_numpy(q), torch.from_numpy(g), query_pids,
+            gallery_pids)
+    out['max_metric_diff'] = max(abs(out['torch'][k] - out['onnx'][k])
+                                 for k in out['torch'])
+    return out

@@ -123,9 +123,14 @@ def test_export_refuses_a_non_empty_folder(deploy_model):
 @pytest.mark.parametrize('step, message', [
     (dict(type='RandomFlip', prob=0.5), r'step 1 \(RandomFlip\) is not '
      'supported'),
-    (dict(type='Resize', scale=(16, 32), keep_ratio=True), 'fixed size'),
+    (dict(type='Resize', scale=(16, 32), keep_ratio=True),
+     r'step 1 \(Resize\): the exported preprocessing repeats only '
+     'keep_ratio=False'),
     (dict(type='Resize', scale=(16, 32), interpolation='bicubic'),
-     'only bilinear'),
+     "repeats only interpolation='bilinear'"),
+    (dict(type='Resize', keep_ratio=False), r'needs a fixed size scale=\(W'),
+    (dict(type='LoadImageFromFile', color_type='grayscale'),
+     "repeats only color_type='color'"),
 ])
 def test_unsupported_pipeline_names_the_transform(step, message):
     pipeline = [dict(type='LoadPersonImage'), step,
@@ -184,8 +189,8 @@ class _Head(nn.Module):
 
 def test_unsupported_operator_names_the_module(tmp_path):
     with pytest.raises(ExportError) as info:
-        _export_graph(_Unexportable(), (torch.randn(2, 3, 3), ),
-                      str(tmp_path / 'x.onnx'), ['x'], {}, 18, 'image')
+        _export_graph(_Unexportable(), [dict(x=torch.randn(2, 3, 3))],
+                      str(tmp_path / 'x.onnx'), 18, 'image')
     msg = str(info.value)
     assert "module 'model.head'" in msg and 'eig' in msg
 
