@@ -1,7 +1,5 @@
-"""Text-to-image person search with the exported ONNX graphs, without torch:
-:class:`OrtSearcher` brings the encoders (``onnxruntime``, ``tokenizers``,
-NumPy, Pillow or OpenCV), :class:`~.search.GallerySearcher` the rest.
-"""
+"""Person search with the exported ONNX graphs, without torch: the encoders
+of a :class:`~.search.GallerySearcher`."""
 import os.path as osp
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -11,8 +9,6 @@ from .manifest import load_manifest
 from .preprocess import ImagePreprocessor, TextTokenizer
 from .search import GallerySearcher
 
-__all__ = ['OrtSearcher']
-
 
 class OrtSearcher(GallerySearcher):
     """Search a gallery with an export folder and ONNX Runtime.
@@ -21,17 +17,15 @@ class OrtSearcher(GallerySearcher):
 
         searcher = OrtSearcher('export/')
         searcher.build_index('photos/')
-        for hit in searcher.search('a woman in a red coat', topk=5)[0]:
-            print(hit.rank, hit.score, hit.path)
+        hits = searcher.search('a woman in a red coat', topk=5)[0]
 
     Args:
         export_dir: Folder written by ``tools/export.py``.
         batch_size: Images encoded per run of the image graph.
         num_workers: Threads that read gallery images (0: none).
-        num_threads: ONNX Runtime intra-op threads (None: its default);
-            they sleep between runs, not spin (NumPy's ranking runs then).
-        image_backend: ``'cv2'`` (exact), ``'pillow'`` or None (cv2 when
-            installed), see :class:`~.preprocess.ImagePreprocessor`.
+        num_threads: ONNX Runtime intra-op threads (None: default), idle
+            between runs (not spinning: NumPy ranks then).
+        image_backend: :class:`~.preprocess.ImagePreprocessor`'s ``backend``.
         providers: ONNX Runtime execution providers (default CPU).
         progress: Print encoding progress to stderr.
     """
@@ -57,10 +51,9 @@ class OrtSearcher(GallerySearcher):
             opts.intra_op_num_threads = int(num_threads)
             opts.inter_op_num_threads = 1
         providers = list(providers or ['CPUExecutionProvider'])
-        self.image_session = ort.InferenceSession(files['image'], opts,
-                                                  providers=providers)
-        self.text_session = ort.InferenceSession(files['text'], opts,
-                                                 providers=providers)
+        self.image_session, self.text_session = (
+            ort.InferenceSession(files[k], opts, providers=providers)
+            for k in ('image', 'text'))
         img = self.manifest['image']
         self.preprocessor = ImagePreprocessor(
             img['height'], img['width'], img['mean'], img['std'],

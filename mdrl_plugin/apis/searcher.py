@@ -1,9 +1,6 @@
-"""Text-to-image person search over any folder of images, with PyTorch.
-
-:func:`build_retrieval_model` builds a checkpoint's model for search and
-export; :class:`PersonSearcher` gives its encoders to
-:class:`mdrl_deploy.search.GallerySearcher`, which does the rest.
-"""
+"""Text-to-image person search with PyTorch: :func:`build_retrieval_model`
+(for search and export) and :class:`PersonSearcher`, the encoders of a
+:class:`mdrl_deploy.search.GallerySearcher`."""
 import copy
 import os
 import os.path as osp
@@ -18,8 +15,6 @@ from mmengine.registry import DefaultScope
 from mdrl_deploy.index import config_sha256, file_sha256
 from mdrl_deploy.search import GallerySearcher
 
-__all__ = ['PersonSearcher', 'RetrievalModel', 'build_retrieval_model']
-
 
 class RetrievalModel(NamedTuple):
     """What :func:`build_retrieval_model` gives.
@@ -28,10 +23,8 @@ class RetrievalModel(NamedTuple):
         model: The MDRL model in eval mode, weights loaded strictly.
         cfg: The config.
         pipeline: The test pipeline's transform configs (plain dicts).
-        fingerprint: What index folders and exports are matched by (see
-            :class:`mdrl_deploy.index.GalleryIndex`).
-        global_dim: Width of the global part of ``global+local`` features,
-            else None.
+        fingerprint: What index folders and exports are matched by.
+        global_dim: Global width of ``global+local`` features, else None.
     """
     model: torch.nn.Module
     cfg: Config
@@ -116,19 +109,16 @@ class PersonSearcher(GallerySearcher):
 
         searcher = PersonSearcher('configs/mdrl_demo.py', 'epoch_10.pth')
         searcher.build_index('photos/')
-        for hit in searcher.search('a woman in a red coat', topk=5)[0]:
-            print(hit.rank, hit.score, hit.path)
+        hits = searcher.search('a woman in a red coat', topk=5)[0]
 
     Args:
-        config: Config file, :class:`mmengine.Config` or dict (see
-            :func:`build_retrieval_model`).
+        config: Config file, Config or dict (:func:`build_retrieval_model`).
         checkpoint: Checkpoint file of the model.
         device: Torch device of the model, e.g. ``'cpu'`` or ``'cuda:0'``.
         batch_size: Images (and captions) encoded per forward pass.
         num_workers: Threads that read gallery images (0: none).
         progress: Print encoding progress to stderr.
-        allow_partial_checkpoint: See ``allow_partial`` of
-            :func:`build_retrieval_model`.
+        allow_partial_checkpoint: Load what fits (see build_retrieval_model).
     """
 
     def __init__(self,
@@ -163,9 +153,7 @@ class PersonSearcher(GallerySearcher):
 
     def _read_image(self, path: str) -> torch.Tensor:
         out = self.pipeline(dict(img_path=path))
-        if out is None:
-            raise ValueError('the test pipeline dropped it')
-        image = out['inputs']
+        image = None if out is None else out.get('inputs')
         if not isinstance(image, torch.Tensor) or image.ndim != 3:
             raise ValueError('the test pipeline gave no C x H x W image '
                              'tensor in "inputs"')

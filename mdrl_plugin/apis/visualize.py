@@ -7,14 +7,9 @@ import numpy as np
 
 from mdrl_deploy.search import Label
 
-__all__ = ['draw_search_results']
-
-#: Frame of a hit with the query's identity.
-MATCH_COLOR = '#1a9641'
-#: Frame of a hit with another identity.
-MISMATCH_COLOR = '#d7191c'
-#: Frame of a hit when the match is unknown (no label or no query id).
-UNKNOWN_COLOR = '#969696'
+MATCH_COLOR = '#1a9641'  #: Frame of a hit with the query's identity.
+MISMATCH_COLOR = '#d7191c'  #: Frame of a hit with another identity.
+UNKNOWN_COLOR = '#969696'  #: Frame when either label is unknown.
 
 _CELL_W = 1.35   # inches per image column
 _IMG_H = 2.5     # inches of image
@@ -39,9 +34,8 @@ def draw_search_results(queries: Sequence[str],
                         max_cols: int = 10) -> str:
     """Draw each query's text and its hits in rank order, and save it.
 
-    A hit is titled with rank and score and captioned with its label and
-    file name; its frame is green for the query's identity, red for
-    another, grey when either label is unknown. Drawn on matplotlib's Agg
+    Each hit shows rank, score, label and file name in a frame green for
+    the query's identity, red for another, grey if unknown. Drawn on an Agg
     canvas (no display, no global backend change).
 
     Args:
@@ -88,9 +82,8 @@ def draw_search_results(queries: Sequence[str],
     FigureCanvasAgg(fig)
     y = height - _MARGIN  # inches from bottom, moving down
     for (lines, rows), qlab in zip(blocks, query_labels):
-        fig.text(_MARGIN / width, y / height, '\n'.join(lines),
-                 ha='left', va='top', fontsize=10, wrap=False,
-                 family='sans-serif')
+        fig.text(_MARGIN / width, y / height, '\n'.join(lines), ha='left',
+                 va='top', fontsize=10, family='sans-serif')
         y -= len(lines) * _LINE_H + 0.15
         for row in rows:
             top = y - 0.3  # room for the title
@@ -101,14 +94,11 @@ def draw_search_results(queries: Sequence[str],
                 ax.imshow(_read_rgb(hit.path), aspect='auto')
                 ax.set(xticks=[], yticks=[])
                 label = getattr(hit, 'label', None)
-                if qlab is not None and label is not None:
-                    color = MATCH_COLOR if label == qlab else MISMATCH_COLOR
-                else:
-                    color = UNKNOWN_COLOR
-                known = color != UNKNOWN_COLOR
+                known = qlab is not None and label is not None
+                color = UNKNOWN_COLOR if not known else (
+                    MATCH_COLOR if label == qlab else MISMATCH_COLOR)
                 for spine in ax.spines.values():
-                    spine.set_edgecolor(color)
-                    spine.set_linewidth(4 if known else 1.5)
+                    spine.set(edgecolor=color, linewidth=4 if known else 1.5)
                 ax.set_title(f'#{hit.rank}  {hit.score:.3f}', fontsize=9,
                              color=color if known else 'black')
                 name = osp.basename(hit.path)
