@@ -6,10 +6,11 @@ status 1 if something could not be fetched, 2 for a bad config."""
 import argparse
 import sys
 
+from huggingface_hub import constants
 from mmengine.config import Config
 
 import mdrl_plugin  # noqa: F401  (registries)
-from mdrl_plugin.models import find_weights, hub_offline
+from mdrl_plugin.models import find_weights
 
 PROG = 'tools/fetch_weights.py'
 
@@ -34,22 +35,19 @@ def main(argv=None) -> int:
             path = src.locate()
             if path is not None:
                 print(f'{named}: already here: {path}')
-                continue
-            if src.kind == 'path':
+            elif src.kind == 'path':
                 print(f'{named}: missing; a local path, nothing to fetch')
-                status = 1
-                continue
-            if hub_offline():
+            elif constants.HF_HUB_OFFLINE:
                 print(f'{named}: not cached, and HF_HUB_OFFLINE is set: '
                       'unset it to download')
-                status = 1
-                continue
-            try:
-                print(f'{named}: fetched into {src.fetch()}')
-            except Exception as err:  # network, authorisation, unknown id
-                print(f'{named}: could not be fetched: {type(err).__name__}: '
-                      f'{err}')
-                status = 1
+            else:
+                try:
+                    path = src.fetch()
+                    print(f'{named}: fetched into {path}')
+                except Exception as err:  # network, authorisation, unknown id
+                    print(f'{named}: could not be fetched: '
+                          f'{type(err).__name__}: {err}')
+            status = 1 if path is None else status
     return status
 
 

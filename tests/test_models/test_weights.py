@@ -208,15 +208,14 @@ def expected_message(offline_hub, tmp_path):
     return (
         f'3 pretrained weight(s) of {CUHK} missing (offline: HF_HUB_OFFLINE=1):\n'
         "  - tokenizer (model.data_preprocessor.tokenizer = 'bert-base-uncased'): "
-        f"looked in the local folder '{tmp_path}/bert-base-uncased' and the "
+        f"looked in the local path '{tmp_path}/bert-base-uncased' and the "
         f'Hugging Face cache (HF_HOME): {offline_hub}/models--bert-base-uncased\n'
         "  - image encoder (model.image_encoder.pretrained = "
-        "'vit_base_patch16_224.orig_in21k_ft_in1k'): looked in model.safetensors "
-        "or pytorch_model.bin of 'timm/vit_base_patch16_224.orig_in21k_ft_in1k' "
-        f'in the Hugging Face cache (HF_HOME): {offline_hub}/'
+        "'vit_base_patch16_224.orig_in21k_ft_in1k'): looked in the Hugging Face "
+        f'cache (HF_HOME): {offline_hub}/'
         'models--timm--vit_base_patch16_224.orig_in21k_ft_in1k\n'
         "  - text encoder (model.text_encoder.pretrained = 'bert-base-uncased'): "
-        f"looked in the local folder '{tmp_path}/bert-base-uncased' and the "
+        f"looked in the local path '{tmp_path}/bert-base-uncased' and the "
         f'Hugging Face cache (HF_HOME): {offline_hub}/models--bert-base-uncased\n'
         'Fetch them on a machine with internet access, with the same HF_HOME and '
         'TORCH_HOME (e.g. a login node and a shared file system): '
@@ -286,6 +285,15 @@ def test_shipped_configs_name_hub_weights():
     resnet = find_weights(Config.fromfile(osp.join(REPO_ROOT, 'configs',
                                                    'mdrl_resnet50_bert_cuhk.py')))
     assert resnet[1].repo_id == 'timm/resnet50.tv_in1k'
+
+
+def test_init_lists_are_searched_and_keyed_as_cfg_options_write_them():
+    inits = [dict(type='Kaiming'), dict(type='Pretrained', checkpoint='https://x.invalid/w.pth'),
+             dict(type='Pretrained', checkpoint='torchvision://resnet50')]  # MMEngine's
+    cfg = Config(dict(model=dict(type='MDRL', image_encoder=dict(
+        type='TimmCNNEncoder', arch='test_resnet', init_cfg=inits))))
+    assert [(s.key, s.kind, s.url) for s in find_weights(cfg)] == [
+        ('model.image_encoder.init_cfg.1.checkpoint', 'url', 'https://x.invalid/w.pth')]
 
 
 # ------------------------------------------------------------ strict loading
