@@ -185,11 +185,10 @@ def find_weights(cfg) -> List[WeightSource]:
 
 def _ensure(sources: List[WeightSource], config=None) -> List[str]:
     """The local copies (fetched unless offline), else one error for all."""
-    paths, error = [], None
+    paths, error, offline = [], None, constants.HF_HUB_OFFLINE
     for src in sources:
         path = src.locate()
-        if not (path or src.kind == 'path' or error
-                or constants.HF_HUB_OFFLINE):
+        if not (path or src.kind == 'path' or error or offline):
             print_log(f'Downloading the {src.role} weights {src.name!r} into '
                       f'{src.cache_path()}', logger='current')
             try:
