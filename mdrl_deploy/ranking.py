@@ -2,10 +2,10 @@
 
 The one ranking of both searchers: descending inner product of
 L2-normalised features, equal scores in ascending gallery order.
-:func:`topk_cosine` scans all features in blocks of rows; :class:`Ranker`
-first scans a per-image summary of global+local features for score bounds
-and re-ranks only the images that can reach the top-k (docs/search.md,
-"Ranking and scale", gives the derivation).
+:class:`Ranker` scans all features in blocks of rows or, given a per-image
+summary of global+local features, scans that for score bounds and re-ranks
+only the images that can reach the top-k (docs/search.md, "Ranking and
+scale", gives the derivation).
 """
 from typing import List, Optional, Tuple
 
@@ -37,21 +37,10 @@ def _near_top(scores: np.ndarray, index: np.ndarray, k: int,
     return scores[keep], index[keep]
 
 
-def _top(scores: np.ndarray, index: np.ndarray,
-         k: int) -> Tuple[np.ndarray, np.ndarray]:
-    """The ``k`` largest scores (any order among equal ones), ascending."""
-    if len(scores) > k:
-        keep = np.argpartition(scores, len(scores) - k)[len(scores) - k:]
-        scores, index = scores[keep], index[keep]
-    order = np.argsort(scores, kind='stable')
-    return scores[order], index[order]
-
-
 def _final(gallery: np.ndarray, query: np.ndarray, rows: np.ndarray,
            k: int, max_elements: int) -> Tuple[np.ndarray, np.ndarray]:
-    """Top-``k`` of the candidate ``rows`` by (score descending, index
-    ascending), each scored by one ``einsum`` dot product (duplicates tie
-    exactly), read in blocks of ``max_elements`` values."""
+    """Top-``k`` of ``rows`` by (score descending, index ascending), each
+    scored by one ``einsum`` (duplicates tie exactly), read in blocks."""
     rows = np.sort(rows)
     step = max(1, max_elements // gallery.shape[1])
     scores = np.concatenate([np.zeros(0, np.float32)] + [np.einsum(
@@ -70,21 +59,6 @@ def _require_finite(values: np.ndarray, ids: np.ndarray) -> None:
             f'Gallery row(s) {", ".join(map(str, bad[:5].tolist()))} have '
             'non-finite features (NaN or inf): the index file is damaged or '
             'its model overflowed; rebuild the index.')
-
-
-def _check(queries: np.ndarray, gallery: np.ndarray, k) -> int:
-    if queries.ndim != 2 or gallery.ndim != 2:
-        raise ValueError(f'topk_cosine needs [T, D] queries and [N, D] '
-                         f'gallery, got {tuple(queries.shape)} and '
-                         f'{tuple(gallery.shape)}')
-    if queries.shape[1] != gallery.shape[1]:
-        raise ValueError(f'Query features are {queries.shape[1]}-d but the '
-                         f'gallery features are {gallery.shape[1]}-d: they '
-                         'come from different models')
-    k = check_topk(k)
-    if not np.isfinite(queries).all():
-        raise ValueError('Query features are not finite (NaN or inf).')
-    return min(int(k), gallery.shape[0])
 
 
 def topk_cosine(queries: np.ndarray, gallery: np.ndarray, k: int,
@@ -106,29 +80,7 @@ def topk_cosine(queries: np.ndarray, gallery: np.ndarray, k: int,
     Raises:
         ValueError: For mismatched shapes or a bad ``k``.
     """
-    queries = np.asarray(queries, dtype=np.float32)
-    k = _check(queries, gallery, k)
-    num, dim = gallery.shape
-    t, slack = queries.shape[0], _slack(dim)
-    near_s = [np.zeros(0, np.float32) for _ in range(t)]
-    near_i = [np.zeros(0, np.int64) for _ in range(t)]
-    rows = max(1, max_elements // max(dim, t, 1))
-    for start in range(0, num, rows):
-        block = np.asarray(gallery[start:start + rows], dtype=np.float32)
-        sims = queries @ block.T  # [T, rows]
-        ids = np.arange(start, start + block.shape[0], dtype=np.int64)
-        _require_finite(sims, ids)
-        for q in range(t):
-            s, i = _near_top(sims[q], ids, k, slack)
-            near_s[q], near_i[q] = _near_top(np.concatenate([near_s[q], s]),
-                                             np.concatenate([near_i[q], i]),
-                                             k, slack)
-    scores = np.empty((t, k), np.float32)
-    indices = np.empty((t, k), np.int64)
-    for q in range(t):
-        scores[q], indices[q] = _final(gallery, queries[q], near_i[q], k,
-                                       max_elements)
-    return scores, indices
+    return Ranker(gallery, max_elements=max_elements).search(queries, k)
 
 
 def _parts(x: np.ndarray, global_dim: int) -> np.ndarray:
@@ -199,32 +151,56 @@ class Ranker:
 
     def search(self, queries: np.ndarray,
                k: int) -> Tuple[np.ndarray, np.ndarray]:
-        """``(scores [T, k'], indices [T, k'])``: exactly
-        :func:`topk_cosine`'s ranking."""
+        """``(scores [T, k'], indices [T, k'])``: the exact ranking of
+        :func:`topk_cosine`."""
         queries = np.asarray(queries, dtype=np.float32)
-        k = _check(queries, self.features, k)
-        if self.summary is None:
-            return topk_cosine(queries, self.features, k, self.max_elements)
-        cands = self.shortlist(queries, k)
+        if queries.ndim != 2 or self.features.ndim != 2:
+            raise ValueError(f'Ranking needs [T, D] queries and [N, D] '
+                             f'gallery, got {tuple(queries.shape)} and '
+                             f'{tuple(self.features.shape)}')
+        num, dim = self.features.shape
+        if queries.shape[1] != dim:
+            raise ValueError(f'Query features are {queries.shape[1]}-d but '
+                             f'the gallery features are {dim}-d: they come '
+                             'from different models')
+        k = min(check_topk(k), num)
+        if not np.isfinite(queries).all():
+            raise ValueError('Query features are not finite (NaN or inf).')
+        cands = ([None] * len(queries) if self.summary is None else
+                 self.shortlist(queries, k))
+        full = [q for q, rows in enumerate(cands) if rows is None]
+        near = dict(zip(full, self._scan(queries[full], k) if full else []))
+        step = max(1, self.max_elements // dim)
         scores = np.empty((len(queries), k), np.float32)
         indices = np.empty((len(queries), k), np.int64)
-        dim = self.features.shape[1]
-        step = max(1, self.max_elements // dim)
         for q, rows in enumerate(cands):
-            if rows is None:  # bounds too loose: a full scan
-                s, i = topk_cosine(queries[q:q + 1], self.features, k,
-                                   self.max_elements)
-                scores[q], indices[q] = s[0], i[0]
-                continue
-            rows = np.sort(rows)  # in file order: sequential reads of a map
-            approx = np.concatenate([
-                np.asarray(self.features[rows[s:s + step]], np.float32)
-                @ queries[q] for s in range(0, len(rows), step)])
-            _require_finite(approx, rows)
-            _, near = _near_top(approx, rows, k, _slack(dim))
-            scores[q], indices[q] = _final(self.features, queries[q], near, k,
-                                           self.max_elements)
+            if rows is not None:  # sorted: sequential reads of a map
+                rows = np.sort(rows)
+                approx = np.concatenate([
+                    np.asarray(self.features[rows[s:s + step]], np.float32)
+                    @ queries[q] for s in range(0, len(rows), step)])
+                _require_finite(approx, rows)
+                near[q] = _near_top(approx, rows, k, _slack(dim))[1]
+            scores[q], indices[q] = _final(self.features, queries[q], near[q],
+                                           k, self.max_elements)
         return scores, indices
+
+    def _scan(self, queries: np.ndarray, k: int) -> List[np.ndarray]:
+        """Per query, the rows near its top-k, from blocks of all rows."""
+        num, dim = self.features.shape
+        near_s = [np.zeros(0, np.float32)] * len(queries)
+        near_i = [np.zeros(0, np.int64)] * len(queries)
+        rows = max(1, self.max_elements // max(dim, len(queries)))
+        for start in range(0, num, rows):
+            block = np.asarray(self.features[start:start + rows], np.float32)
+            sims = queries @ block.T  # [T, rows]
+            ids = np.arange(start, start + len(block), dtype=np.int64)
+            _require_finite(sims, ids)
+            for q in range(len(queries)):
+                near_s[q], near_i[q] = _near_top(
+                    np.concatenate([near_s[q], sims[q]]),
+                    np.concatenate([near_i[q], ids]), k, _slack(dim))
+        return near_i
 
     def shortlist(self, queries: np.ndarray,
                   k: int) -> List[Optional[np.ndarray]]:
@@ -250,8 +226,7 @@ class Ranker:
         q_dev = np.linalg.norm(parts[:, 1:] - mean[:, None], axis=2)  # [T, P]
         t, num = len(queries), self.summary.shape[1]
         slack = _slack(self.features.shape[1])
-        low_s = [np.full(0, -np.inf, np.float32) for _ in range(t)]
-        low_i = [np.zeros(0, np.int64) for _ in range(t)]
+        low = np.full((t, k), -np.inf, np.float32)  # k largest lower bounds
         keep_u: List[list] = [[] for _ in range(t)]
         keep_i: List[list] = [[] for _ in range(t)]
         kept = [0] * t
@@ -265,30 +240,24 @@ class Ranker:
             bound = q_dev @ np.asarray(self.spread[:, start:start + rows],
                                        np.float32) + slack
             ids = np.arange(start, start + est.shape[1], dtype=np.int64)
-            _require_finite(est + bound, ids)
+            upper = est + bound
+            _require_finite(upper, ids)
+            low = np.concatenate([low, est - bound], axis=1)
+            low = np.partition(low, low.shape[1] - k, axis=1)[:, -k:]
+            tau = low[:, 0]  # the k-th largest lower bound so far
             for q in range(t):
                 if kept[q] < 0:
                     continue
-                s, i = _top(est[q] - bound[q], ids, k)
-                low_s[q], low_i[q] = _top(np.concatenate([low_s[q], s]),
-                                          np.concatenate([low_i[q], i]), k)
-                tau = low_s[q][0] if len(low_s[q]) == k else -np.inf
-                upper = est[q] + bound[q]
-                new = np.flatnonzero(upper >= tau)
-                keep_u[q].append(upper[new])
+                new = np.flatnonzero(upper[q] >= tau[q])
+                keep_u[q].append(upper[q, new])
                 keep_i[q].append(ids[new])
                 kept[q] += len(new)
                 if kept[q] > limit:  # prune to the new tau
                     u, i = np.concatenate(keep_u[q]), np.concatenate(keep_i[q])
-                    keep_u[q], keep_i[q] = [u[u >= tau]], [i[u >= tau]]
+                    keep_u[q], keep_i[q] = [u[u >= tau[q]]], [i[u >= tau[q]]]
                     kept[q] = len(keep_i[q][0])
                     if kept[q] > limit:
                         kept[q] = -1
-        out: List[Optional[np.ndarray]] = []
-        for q in range(t):
-            if kept[q] < 0:
-                out.append(None)
-                continue
-            u, i = np.concatenate(keep_u[q]), np.concatenate(keep_i[q])
-            out.append(i[u >= low_s[q][0]])
-        return out
+        return [None if kept[q] < 0 else
+                np.concatenate(keep_i[q])[np.concatenate(keep_u[q]) >= tau[q]]
+                for q in range(t)]
