@@ -1,7 +1,6 @@
-"""The gallery feature index, torch-free: a folder of ``.npy`` arrays and a
-``meta.json`` (the layout of the frozen-text cache), opened with
-``np.load(mmap_mode='r', allow_pickle=False)``: memory-mapped, never
-unpickled. docs/search.md ("The index folder") lists the files.
+"""The gallery feature index, torch-free: a folder of ``.npy`` arrays and
+``meta.json`` (the text cache's layout), memory-mapped with ``np.load``,
+never unpickled. docs/search.md ("The index folder") lists the files.
 """
 import datetime
 import hashlib
@@ -18,8 +17,7 @@ from .utils import atomic_folder, first_n
 
 __all__ = [
     'GalleryIndex', 'IndexFormatError', 'IndexMismatchError',
-    'StaleIndexError', 'INDEX_FORMAT', 'INDEX_VERSION', 'file_sha256',
-    'config_sha256', 'file_stat'
+    'StaleIndexError', 'file_sha256', 'config_sha256', 'file_stat'
 ]
 
 #: ``format`` and ``version`` of ``meta.json`` (1 and 2 were ``.npz`` files).
@@ -49,8 +47,7 @@ def file_sha256(path: str) -> str:
 
 
 def config_sha256(obj: Any) -> str:
-    """SHA-256 of a canonical JSON dump (sorted keys) of plain config data;
-    what JSON cannot encode is hashed by its ``repr``."""
+    """SHA-256 of sorted-key JSON of config data (else by ``repr``)."""
     text = json.dumps(obj, sort_keys=True, separators=(',', ':'), default=repr)
     return hashlib.sha256(text.encode('utf-8')).hexdigest()
 
@@ -79,9 +76,8 @@ class GalleryIndex:
     Args:
         paths: Absolute image paths, one per row of ``features``.
         features: ``float32 [N, D]`` L2-normalised image features.
-        fingerprint: The model that made them: ``config_sha256``,
-            ``checkpoint_sha256``, ``feature_dim`` (compared) and
-            ``config``/``checkpoint`` (named in messages).
+        fingerprint: The model that made them (``*_sha256``, ``feature_dim``
+            compared; ``config``, ``checkpoint`` named in messages).
         sizes: File size in bytes of each image when it was encoded.
         mtimes_ns: Modification time (ns) of each image then.
         labels: Identity of each image (None where unknown), or None.
@@ -89,9 +85,8 @@ class GalleryIndex:
         created: ISO-8601 creation time (UTC).
         global_dim: Width ``G`` of the global part of ``global+local``
             features, None for global features.
-        summary: ``float32 [2G, N]`` of :func:`~.ranking.summarize`
-            (computed when None and ``global_dim`` is set).
-        spread: ``float32 [P, N]``, likewise.
+        summary: ``[2G, N]`` of :func:`~.ranking.summarize` (None: computed).
+        spread: ``[P, N]``, likewise.
     """
     paths: List[str]
     features: np.ndarray
@@ -108,16 +103,14 @@ class GalleryIndex:
 
     def __post_init__(self) -> None:
         feats = np.asanyarray(self.features)
-        if feats.ndim != 2:
-            raise ValueError(f'GalleryIndex: features must be [N, D], got '
-                             f'shape {tuple(feats.shape)}')
+        if feats.ndim != 2 or 0 in feats.shape:
+            raise ValueError(f'GalleryIndex: features must be [N, D] with at '
+                             'least one image and one dimension, got shape '
+                             f'{tuple(feats.shape)}')
         if feats.dtype != np.float32 or not feats.flags.c_contiguous:
             feats = np.ascontiguousarray(feats, dtype=np.float32)
         self.features = feats
         n, dim = feats.shape
-        if n == 0 or dim == 0:
-            raise ValueError(f'GalleryIndex: features must hold at least one '
-                             f'image and one dimension, got shape {(n, dim)}')
         self.sizes = np.asarray(self.sizes, dtype=np.int64).reshape(-1)
         self.mtimes_ns = np.asarray(self.mtimes_ns, np.int64).reshape(-1)
         for name in ('paths', 'sizes', 'mtimes_ns', 'labels'):
@@ -125,16 +118,14 @@ class GalleryIndex:
             if value is not None and len(value) != n:
                 raise ValueError(f'GalleryIndex: {name} has {len(value)} '
                                  f'entries for {n} feature rows')
-        if self.global_dim is not None:
-            self.global_dim = int(self.global_dim)
-            if self.global_dim < 1 or dim % self.global_dim:
-                raise ValueError(f'GalleryIndex: global_dim must divide the '
-                                 f'feature width {dim}, got {self.global_dim}')
-            if self.global_dim == dim:
-                self.global_dim = None
-        if self.global_dim is None:
-            self.summary = self.spread = None
-        elif self.summary is None or self.spread is None:
+        if self.global_dim in (None, dim):  # global features: no summary
+            self.global_dim = self.summary = self.spread = None
+            return
+        self.global_dim = int(self.global_dim)
+        if self.global_dim < 1 or dim % self.global_dim:
+            raise ValueError(f'GalleryIndex: global_dim must divide the '
+                             f'feature width {dim}, got {self.global_dim}')
+        if self.summary is None or self.spread is None:
             self.summary, self.spread = summarize(feats, self.global_dim)
         elif self.summary.shape != (2 * self.global_dim, n) or \
                 self.spread.shape != (dim // self.global_dim - 1, n):
@@ -157,8 +148,7 @@ class GalleryIndex:
         """Refuse an index made by another model than ``fingerprint``'s.
 
         Raises:
-            IndexMismatchError: Naming every field that differs and how to
-                rebuild the index (at ``index_path``).
+            IndexMismatchError: Naming each difference and how to rebuild.
         """
         mine, theirs = self.fingerprint, fingerprint
         diffs = []
@@ -182,12 +172,10 @@ class GalleryIndex:
                 _rebuild_hint(index_path))
 
     def check_files(self, index_path: Optional[str] = None) -> None:
-        """Refuse an index whose image files changed or vanished (one
-        ``stat`` per file: size and modification time).
+        """Refuse an index whose images changed (size, mtime) or vanished.
 
         Raises:
-            StaleIndexError: Counting and naming the changed and missing
-                files, and saying how to rebuild.
+            StaleIndexError: Naming the files and how to rebuild.
         """
         missing, changed = [], []
         for path, stat in zip(self.paths, zip(self.sizes.tolist(),
@@ -221,8 +209,7 @@ class GalleryIndex:
 
     def save(self, path: str) -> str:
         """Write the index folder ``path`` (absent, or an index to replace)
-        atomically with :func:`~.utils.atomic_folder`; returns its absolute
-        path.
+        atomically; returns its absolute path.
 
         Raises:
             FileNotFoundError: If the parent folder does not exist.
@@ -238,11 +225,10 @@ class GalleryIndex:
                 f'Cannot save the index to {path!r}: it exists and is not an '
                 'index folder (an index is a folder of .npy files and '
                 'meta.json); choose a new name.')
-        arrays = dict(features=self.features, sizes=self.sizes,
-                      mtime_ns=self.mtimes_ns, summary=self.summary,
-                      spread=self.spread)
+        arrays = zip(_ARRAYS, (self.features, self.sizes, self.mtimes_ns,
+                               self.summary, self.spread))
         with atomic_folder(path, replace=True) as tmp:
-            for name, array in arrays.items():  # mapped: written page by page
+            for name, array in arrays:  # mapped: written page by page
                 if array is not None:
                     np.save(osp.join(tmp, name + '.npy'), array,
                             allow_pickle=False)
@@ -252,14 +238,12 @@ class GalleryIndex:
 
     @classmethod
     def load(cls, path: str, mmap: bool = True) -> 'GalleryIndex':
-        """Open an index folder written by :meth:`save`, its arrays
-        memory-mapped read-only (or read, with ``mmap=False``); not yet
-        checked against a model or the files.
+        """Open an index folder of :meth:`save`, its arrays memory-mapped
+        read-only (or read: ``mmap=False``), not checked against a model.
 
         Raises:
             FileNotFoundError: If ``path`` does not exist.
-            IndexFormatError: If it is not an index folder, or is a
-                single-file index of versions 1 and 2 (with how to rebuild).
+            IndexFormatError: If it is not an index folder of this version.
         """
         if osp.isfile(path):
             raise IndexFormatError(

@@ -203,8 +203,8 @@ def test_an_index_without_images_is_refused(tmp_path):
     with pytest.raises(IndexFormatError) as info:
         GalleryIndex.load(out)
     assert str(info.value) == (
-        f"{out!r}: GalleryIndex: features must hold at least one image "
-        "and one dimension, got shape (0, 3)")
+        f"{out!r}: GalleryIndex: features must be [N, D] with at least one "
+        "image and one dimension, got shape (0, 3)")
 
 
 def test_inconsistent_lengths():
