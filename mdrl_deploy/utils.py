@@ -46,8 +46,7 @@ def _dead(pid: int) -> bool:
 
 
 def remove_stale_temps(folder: str, max_age_s: float = 6 * 3600) -> None:
-    """Remove the temp entries of ``folder`` whose writer is gone: this
-    host's with a dead pid, and any older than ``max_age_s``."""
+    """Remove temps in ``folder`` of dead pids (this host) or older ones."""
     names = os.listdir(folder) if osp.isdir(folder) else []
     for match in filter(None, map(TEMP_FILE_PATTERN.match, names)):
         path = osp.join(folder, match.string)
@@ -96,8 +95,7 @@ def atomic_write(filepath: str, write: Callable[[BinaryIO], None]) -> None:
         write: Called with the open binary temp file.
 
     Raises:
-        AtomicWriteError: An ``OSError`` while writing (the temp file is
-            removed, an existing ``filepath`` is untouched).
+        AtomicWriteError: For an ``OSError``; ``filepath`` is untouched.
     """
     filepath = osp.abspath(os.fspath(filepath))
     folder, tmp = osp.dirname(filepath), temp_path(filepath)
@@ -125,11 +123,10 @@ def atomic_write_bytes(data: bytes, filepath: str) -> None:
 
 @contextmanager
 def atomic_folder(path: str, replace: bool = False) -> Iterator[str]:
-    """Build the folder ``path`` atomically: the yielded temp folder beside
-    it is filled, fsynced and renamed to ``path`` (stale temps of dead
-    writers beside it are removed first). A replaced ``path`` is
-    renamed aside first and removed after (readers that mapped its files
-    keep them); on error the temp folder is removed, ``path`` left as it was.
+    """Build the folder ``path`` atomically: fill the yielded temp folder
+    beside it, which is fsynced and renamed to ``path``. A replaced ``path``
+    is renamed aside, then removed (mapped files stay readable); on error
+    ``path`` is left as it was. Stale temps beside it are removed first.
 
     Args:
         path: The folder to create (or replace).
@@ -178,11 +175,7 @@ def first_n(items: Sequence[Any], n: int = 5, sep: str = ', ') -> str:
 
 
 def check_topk(topk: Any, name: str = 'topk') -> int:
-    """``topk`` as an int.
-
-    Raises:
-        ValueError: ``topk`` is not a positive int (bools refused).
-    """
+    """``topk`` as an int; a ValueError unless a positive int (not bool)."""
     if isinstance(topk, bool) or not hasattr(topk, '__index__') or \
             int(topk) < 1:
         raise ValueError(f'{name} must be a positive int, got {topk!r}')
