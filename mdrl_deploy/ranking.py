@@ -227,14 +227,14 @@ class Ranker:
         t, num = len(queries), self.summary.shape[1]
         slack = _slack(self.features.shape[1])
         low = np.full((t, k), -np.inf, np.float32)  # k largest lower bounds
-        keep_u: List[list] = [[] for _ in range(t)]
-        keep_i: List[list] = [[] for _ in range(t)]
-        kept = [0] * t
+        # per query: rows whose upper bound reaches the k-th lower bound so
+        # far, with those bounds; None: too many, a full scan ranks it
+        keep = [(np.zeros(0, np.float32), np.zeros(0, np.int64))] * t
         limit = min(self.max_candidates, max(int(num * self.max_fraction), k))
         rows = max(1, self.max_elements // max(2 * gdim, t))
         for start in range(0, num, rows):
-            if max(kept) < 0:
-                break  # every query is ranked by a full scan
+            if all(kept is None for kept in keep):
+                break
             est = q_sum @ np.asarray(self.summary[:, start:start + rows],
                                      np.float32)
             bound = q_dev @ np.asarray(self.spread[:, start:start + rows],
@@ -244,20 +244,11 @@ class Ranker:
             _require_finite(upper, ids)
             low = np.concatenate([low, est - bound], axis=1)
             low = np.partition(low, low.shape[1] - k, axis=1)[:, -k:]
-            tau = low[:, 0]  # the k-th largest lower bound so far
-            for q in range(t):
-                if kept[q] < 0:
-                    continue
-                new = np.flatnonzero(upper[q] >= tau[q])
-                keep_u[q].append(upper[q, new])
-                keep_i[q].append(ids[new])
-                kept[q] += len(new)
-                if kept[q] > limit:  # prune to the new tau
-                    u, i = np.concatenate(keep_u[q]), np.concatenate(keep_i[q])
-                    keep_u[q], keep_i[q] = [u[u >= tau[q]]], [i[u >= tau[q]]]
-                    kept[q] = len(keep_i[q][0])
-                    if kept[q] > limit:
-                        kept[q] = -1
-        return [None if kept[q] < 0 else
-                np.concatenate(keep_i[q])[np.concatenate(keep_u[q]) >= tau[q]]
-                for q in range(t)]
+            for q, kept in enumerate(keep):
+                if kept is not None:
+                    u = np.concatenate([kept[0], upper[q]])
+                    sel = u >= low[q, 0]  # the k-th largest lower bound
+                    keep[q] = (u[sel], np.concatenate([kept[1], ids])[sel])
+                    if sel.sum() > limit:
+                        keep[q] = None
+        return [None if kept is None else kept[1] for kept in keep]
