@@ -68,8 +68,8 @@ class SearchHit:
 
 
 def scan_images(folder: str) -> Tuple[List[str], List[str]]:
-    """``(image files, other files)`` under ``folder``, recursively, sorted,
-    as absolute paths (images: names ending in :data:`IMAGE_EXTENSIONS`)."""
+    """Absolute ``(image files, other files)`` under ``folder``, recursively,
+    sorted (images: names ending in :data:`IMAGE_EXTENSIONS`)."""
     images, others = [], []
     for dirpath, dirnames, filenames in os.walk(osp.abspath(folder)):
         dirnames.sort()
@@ -106,9 +106,8 @@ def read_labels(labels: Labels, root: Optional[str]) -> Dict[str, Label]:
 
     Args:
         labels: A JSON file holding such an object, or the dict itself;
-            paths absolute or relative to ``root`` (else to the working
-            directory), identities ints or non-empty strings.
-        root: The gallery folder.
+            identities are ints or non-empty strings.
+        root: What relative paths are relative to (None: the working dir).
 
     Returns:
         Absolute normalised image path to identity.
@@ -156,8 +155,12 @@ class GallerySearcher:
 
     A subclass sets the attributes below (``global_dim``: width of the
     global part of ``global+local`` features, else None) and implements the
-    four ``_`` encoders. Once an index is set, every method may be called
-    from several threads at once, provided the encoders may.
+    encoders: ``_read_image(path)`` (one preprocessed image; raises for an
+    unreadable file), ``_encode_images(images)`` and ``_encode_texts(texts)``
+    (L2-normalised features ``float32 [B, D]``) and ``_token_lengths(texts)``
+    (untruncated token counts, [CLS] and [SEP] included). Once an index is
+    set, every method may be called from several threads at once, provided
+    the encoders may.
     """
 
     #: ``(index, ranker)``, replaced as one pair: a search running while
@@ -182,22 +185,6 @@ class GallerySearcher:
             raise ValueError(f'num_workers must be >= 0, got {num_workers}')
         self.batch_size, self.num_workers = int(batch_size), int(num_workers)
         self.progress = progress
-
-    def _read_image(self, path: str) -> Any:
-        """One preprocessed image (raises for an unreadable file)."""
-        raise NotImplementedError
-
-    def _encode_images(self, images: List[Any]) -> np.ndarray:
-        """L2-normalised features ``float32 [B, D]`` of read images."""
-        raise NotImplementedError
-
-    def _token_lengths(self, texts: List[str]) -> List[int]:
-        """Untruncated token counts ([CLS] and [SEP] included)."""
-        raise NotImplementedError
-
-    def _encode_texts(self, texts: List[str]) -> np.ndarray:
-        """L2-normalised features ``float32 [B, D]`` of checked queries."""
-        raise NotImplementedError
 
     def _try_read(self, path: str) -> Tuple[Any, Any]:
         """``(file_stat, image)``, or ``(None, 'Type: first line')``."""
@@ -245,8 +232,7 @@ class GallerySearcher:
 
     def encode_texts(self, texts: Union[str, Sequence[str]]) -> np.ndarray:
         """L2-normalised query features ``float32 [T, D]``; a query longer
-        than ``max_length`` tokens is truncated with a
-        :class:`QueryTruncatedWarning`.
+        than ``max_length`` tokens is cut (:class:`QueryTruncatedWarning`).
 
         Raises:
             ValueError: If there is no query or one is empty/whitespace.
@@ -254,8 +240,8 @@ class GallerySearcher:
         texts = check_queries(texts)
         for i, n in enumerate(self._token_lengths(texts)):
             if n > self.max_length:
-                # no query text in the message: Python remembers every
-                # distinct warning text, and a server sees unboundedly many
+                # no query text: Python keeps every distinct warning text
+                # forever, and a server sees unboundedly many
                 warnings.warn(
                     f'Query texts[{i}] has {n} tokens but the model reads at '
                     f'most {self.max_length} (max_length of the config, '
@@ -289,9 +275,8 @@ class GallerySearcher:
         """Encode a gallery and make it the searched index.
 
         Args:
-            image_paths_or_folder: A folder (scanned recursively for
-                :data:`IMAGE_EXTENSIONS`) or a list of image files and/or
-                folders.
+            image_paths_or_folder: A folder (scanned recursively) or a list
+                of image files and/or folders.
             labels: Optional identities, see :func:`read_labels`.
 
         Returns:
@@ -299,27 +284,23 @@ class GallerySearcher:
 
         Raises:
             FileNotFoundError: If a given file or folder does not exist.
-            ValueError: If no image could be read (the message says what was
-                found), or the labels are not valid.
+            ValueError: If no image could be read, or for bad labels.
         """
         sources = [str(image_paths_or_folder)] if isinstance(
             image_paths_or_folder, (str, os.PathLike)) else \
             [str(s) for s in image_paths_or_folder]
         if not sources:
             raise ValueError('build_index got an empty list of images.')
-        paths: List[str] = []
-        others: List[str] = []
+        paths, others = [], []
         for src in sources:
-            if osp.isdir(src):
-                imgs, rest = scan_images(src)
-                paths += imgs
-                others += rest
-            elif osp.isfile(src):
-                paths.append(osp.abspath(src))
-            else:
+            if not (osp.isdir(src) or osp.isfile(src)):
                 raise FileNotFoundError(
                     f'Gallery path {src!r} does not exist (expected an image '
                     'file or a folder of images).')
+            imgs, rest = scan_images(src) if osp.isdir(src) else (
+                [osp.abspath(src)], [])
+            paths += imgs
+            others += rest
         root = osp.abspath(sources[0]) if len(sources) == 1 and \
             osp.isdir(sources[0]) else None
         mapping = None if labels is None else read_labels(labels, root)
@@ -394,8 +375,7 @@ class GallerySearcher:
                                           read_labels(labels, index.root))
 
     def save_index(self, path: str) -> str:
-        """Save the index folder atomically (:meth:`GalleryIndex.save`);
-        returns its path."""
+        """Save the index folder atomically; returns its absolute path."""
         return self._require_index().save(path)
 
     def load_index(self, path: str, check_files: bool = True,
@@ -404,8 +384,7 @@ class GallerySearcher:
 
         Args:
             path: A folder written by :meth:`save_index`.
-            check_files: Refuse the index if an image changed or vanished
-                since it was built (one ``stat`` per image).
+            check_files: Refuse it if an image changed or vanished since.
             mmap: Memory-map the arrays instead of reading them.
 
         Returns:
@@ -442,12 +421,7 @@ class GallerySearcher:
         index, ranker = self._indexed
         if index is None:
             self._require_index()
-        feats = np.asarray(query_feats, dtype=np.float32)
-        if feats.ndim != 2 or feats.shape[1] != index.feature_dim:
-            raise ValueError(
-                f'Query features must be [T, {index.feature_dim}], got '
-                f'{tuple(feats.shape)}')
-        scores, indices = ranker.search(feats, topk)
+        scores, indices = ranker.search(query_feats, topk)
         labels = index.labels
         return [[SearchHit(rank=r + 1, path=index.paths[i], score=float(s),
                            label=None if labels is None else labels[i],
