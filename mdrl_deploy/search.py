@@ -352,8 +352,7 @@ class GallerySearcher:
 
     @property
     def index(self) -> Optional[GalleryIndex]:
-        """The searched gallery index (None before one is built or loaded);
-        assigning one also builds its ranker."""
+        """The searched index (or None); assigning one builds its ranker."""
         return self._indexed[0]
 
     @index.setter
