@@ -1,9 +1,5 @@
-"""What both searchers share: hits, folder scan, labels, encoding loop, index.
-
-:class:`GallerySearcher` builds, labels, saves, loads and ranks the index;
-``mdrl_plugin.apis.PersonSearcher`` (PyTorch) and
-:class:`mdrl_deploy.OrtSearcher` (ONNX Runtime) only supply the encoders.
-"""
+"""What both searchers share: hits, folder scan, labels, encoding loop and
+index; ``PersonSearcher`` and ``OrtSearcher`` only supply the encoders."""
 import json
 import os
 import os.path as osp
@@ -28,8 +24,7 @@ __all__ = [
 
 #: File name endings (lower case) taken as images by a folder scan.
 IMAGE_EXTENSIONS: Tuple[str, ...] = ('.jpg', '.jpeg', '.png', '.bmp', '.ppm',
-                                     '.pgm', '.pbm', '.tif', '.tiff',
-                                     '.webp')
+                                     '.pgm', '.pbm', '.tif', '.tiff', '.webp')
 _EXAMPLE = '"a woman in a red coat and black trousers"'
 Labels = Union[str, 'os.PathLike[str]', Mapping[str, Label]]
 
@@ -81,12 +76,8 @@ def scan_images(folder: str) -> Tuple[List[str], List[str]]:
 
 
 def check_queries(texts: Union[str, Sequence[str]]) -> List[str]:
-    """The stripped queries (one str is one query).
-
-    Raises:
-        ValueError: If there is none or one is empty/whitespace.
-        TypeError: If one is not a str.
-    """
+    """The stripped queries (one str is one query); ValueError if there is
+    none or one is blank, TypeError if one is not a str."""
     texts = [texts] if isinstance(texts, str) else list(texts)
     if not texts:
         raise ValueError(f'No query given: pass a description such as '
@@ -111,10 +102,6 @@ def read_labels(labels: Labels, root: Optional[str]) -> Dict[str, Label]:
 
     Returns:
         Absolute normalised image path to identity.
-
-    Raises:
-        FileNotFoundError: If the file does not exist.
-        ValueError: If it is not such an object (naming the file and entry).
     """
     source = 'labels'
     if isinstance(labels, (str, os.PathLike)):
@@ -232,11 +219,7 @@ class GallerySearcher:
 
     def encode_texts(self, texts: Union[str, Sequence[str]]) -> np.ndarray:
         """L2-normalised query features ``float32 [T, D]``; a query longer
-        than ``max_length`` tokens is cut (:class:`QueryTruncatedWarning`).
-
-        Raises:
-            ValueError: If there is no query or one is empty/whitespace.
-        """
+        than ``max_length`` tokens is cut (:class:`QueryTruncatedWarning`)."""
         texts = check_queries(texts)
         for i, n in enumerate(self._token_lengths(texts)):
             if n > self.max_length:
@@ -281,10 +264,6 @@ class GallerySearcher:
 
         Returns:
             The new :class:`~.index.GalleryIndex` (also ``self.index``).
-
-        Raises:
-            FileNotFoundError: If a given file or folder does not exist.
-            ValueError: If no image could be read, or for bad labels.
         """
         sources = [str(image_paths_or_folder)] if isinstance(
             image_paths_or_folder, (str, os.PathLike)) else \
@@ -379,7 +358,8 @@ class GallerySearcher:
 
     def load_index(self, path: str, check_files: bool = True,
                    mmap: bool = True) -> GalleryIndex:
-        """Load an index (written by either searcher) and search it.
+        """Load an index (written by either searcher) and search it; refused
+        with IndexFormatError, IndexMismatchError or StaleIndexError.
 
         Args:
             path: A folder written by :meth:`save_index`.
@@ -388,11 +368,6 @@ class GallerySearcher:
 
         Returns:
             The index.
-
-        Raises:
-            IndexMismatchError: If another model made it.
-            StaleIndexError: If image files changed or vanished.
-            IndexFormatError: If the path is not an index folder.
         """
         index = GalleryIndex.load(path, mmap=mmap)
         index.check_fingerprint(self.fingerprint, index_path=path)
@@ -438,10 +413,6 @@ class GallerySearcher:
 
         Returns:
             One list of :class:`SearchHit` per query, best first.
-
-        Raises:
-            RuntimeError: If no index was built or loaded.
-            ValueError: For an empty query or a bad ``topk``.
         """
         self._require_index()
         check_topk(topk)
