@@ -1,12 +1,6 @@
-"""Exact top-k cosine ranking with NumPy, at a fixed memory ceiling.
-
-The one ranking of both searchers: descending inner product of
-L2-normalised features, equal scores in ascending gallery order.
-:class:`Ranker` scans all features in blocks of rows or, given a per-image
-summary of global+local features, scans that for score bounds and re-ranks
-only the images that can reach the top-k (docs/search.md, "Ranking and
-scale", gives the derivation).
-"""
+"""Exact top-k cosine ranking with NumPy at a fixed memory ceiling, the one
+ranking of both searchers; the summary scan that reads less is derived in
+docs/search.md, "Ranking and scale"."""
 from typing import List, Optional, Tuple
 
 import numpy as np
@@ -76,9 +70,6 @@ def topk_cosine(queries: np.ndarray, gallery: np.ndarray, k: int,
     Returns:
         ``(scores float32 [T, k'], indices int64 [T, k'])``, ``k' = min(k,
         N)``; equal scores in ascending gallery index, also at the k-th place.
-
-    Raises:
-        ValueError: For mismatched shapes or a bad ``k``.
     """
     return Ranker(gallery, max_elements=max_elements).search(queries, k)
 
@@ -100,9 +91,6 @@ def summarize(features: np.ndarray, global_dim: int,
 
     Returns:
         ``(summary float32 [2G, N], spread float32 [P, N])``, by columns.
-
-    Raises:
-        ValueError: If the width is not a multiple ``(P + 1) G``, P >= 1.
     """
     num, dim = features.shape
     if dim % global_dim or dim // global_dim < 2:
