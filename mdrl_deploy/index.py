@@ -145,11 +145,8 @@ class GalleryIndex:
 
     def check_fingerprint(self, fingerprint: Dict[str, Any],
                           index_path: Optional[str] = None) -> None:
-        """Refuse an index made by another model than ``fingerprint``'s.
-
-        Raises:
-            IndexMismatchError: Naming each difference and how to rebuild.
-        """
+        """Refuse an index made by another model than ``fingerprint``'s
+        (IndexMismatchError naming each difference and how to rebuild)."""
         mine, theirs = self.fingerprint, fingerprint
         diffs = []
         if mine.get('feature_dim') != theirs.get('feature_dim'):
@@ -172,11 +169,8 @@ class GalleryIndex:
                 _rebuild_hint(index_path))
 
     def check_files(self, index_path: Optional[str] = None) -> None:
-        """Refuse an index whose images changed (size, mtime) or vanished.
-
-        Raises:
-            StaleIndexError: Naming the files and how to rebuild.
-        """
+        """Refuse an index whose images changed (size, mtime) or vanished
+        (StaleIndexError naming the files and how to rebuild)."""
         missing, changed = [], []
         for path, stat in zip(self.paths, zip(self.sizes.tolist(),
                                               self.mtimes_ns.tolist())):
@@ -209,12 +203,7 @@ class GalleryIndex:
 
     def save(self, path: str) -> str:
         """Write the index folder ``path`` (absent, or an index to replace)
-        atomically; returns its absolute path.
-
-        Raises:
-            FileNotFoundError: If the parent folder does not exist.
-            FileExistsError: If ``path`` exists and is not an index folder.
-        """
+        atomically; returns its absolute path."""
         path = osp.abspath(path)
         folder = osp.dirname(path)
         if not osp.isdir(folder):
@@ -239,12 +228,8 @@ class GalleryIndex:
     @classmethod
     def load(cls, path: str, mmap: bool = True) -> 'GalleryIndex':
         """Open an index folder of :meth:`save`, its arrays memory-mapped
-        read-only (or read: ``mmap=False``), not checked against a model.
-
-        Raises:
-            FileNotFoundError: If ``path`` does not exist.
-            IndexFormatError: If it is not an index folder of this version.
-        """
+        read-only (or read: ``mmap=False``), not checked against a model;
+        IndexFormatError if it is not an index folder of this version."""
         if osp.isfile(path):
             raise IndexFormatError(
                 f'{path!r} is a single-file index of an earlier version; '
