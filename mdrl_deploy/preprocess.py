@@ -9,9 +9,8 @@ import numpy as np
 
 
 def resize_bilinear(img: np.ndarray, width: int, height: int) -> np.ndarray:
-    """Resize ``uint8 [H, W, C]`` like ``cv2.resize(..., INTER_LINEAR)``,
-    within one grey level: Pillow's affine transform (no antialiasing, unlike
-    its ``resize``) per channel in float, rounded.
+    """Resize ``uint8 [H, W, C]`` like ``cv2.resize(..., INTER_LINEAR)``
+    within one grey level (docs/deploy.md, "Image preprocessing").
 
     Args:
         img: The image.
@@ -101,20 +100,14 @@ class ImagePreprocessor:
 
 
 class TextTokenizer:
-    """The model's fast tokenizer (``tokenizers``), safe from many threads.
-
-    Truncates to ``max_length`` tokens ([CLS] and [SEP] included) and pads a
-    batch to its longest text (or ``max_length``). Truncation and padding
-    are state that must not change while another thread encodes ("Already
-    borrowed"): two copies are configured once, one for :meth:`lengths`.
+    """The model's fast tokenizer (``tokenizers``), safe from many threads:
+    two copies configured once (docs/deploy.md, "Thread safety").
 
     Args:
-        source: A folder holding ``tokenizer.json`` (the export's), or a
-            ``tokenizers.Tokenizer`` to copy (e.g. a fast tokenizer's
-            ``backend_tokenizer``; left unchanged).
-        max_length: Text length of the model.
+        source: A folder with ``tokenizer.json``, or a Tokenizer to copy.
+        max_length: Tokens kept ([CLS] and [SEP] included).
         pad_token_id: Id written at padded places (masked out).
-        pad_to_max_length: Pad every batch to ``max_length``.
+        pad_to_max_length: Pad every batch to ``max_length``, not its longest.
     """
 
     def __init__(self, source: Any, max_length: int, pad_token_id: int = 0,
@@ -126,10 +119,8 @@ class TextTokenizer:
                 raise FileNotFoundError(
                     f'{str(source)!r} has no tokenizer.json (fast tokenizer '
                     'file); export the checkpoint again with tools/export.py.')
-            with open(file, encoding='utf-8') as f:
-                spec = f.read()
-        else:
-            spec = source.to_str()
+            source = Tokenizer.from_file(file)
+        spec = source.to_str()
         self.max_length = int(max_length)
         self._full = Tokenizer.from_str(spec)
         self._full.no_padding()
