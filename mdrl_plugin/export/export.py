@@ -59,10 +59,8 @@ def describe_test_pipeline(pipeline: Sequence[dict],
         bgr_to_rgb: ``bgr_to_rgb`` of the data preprocessor.
 
     Returns:
-        ``dict(height, width, channel_order, interpolation)``.
-
-    Raises:
-        ExportError: Naming the transform (or option) that is not supported.
+        ``dict(height, width, channel_order, interpolation)``; an
+        ExportError names a step (or option) that is not supported.
     """
     size, order = None, None
     for i, t in enumerate(pipeline):
@@ -148,10 +146,8 @@ def fixed_group_tokens(tokens: torch.Tensor,
                        padding_mask: Optional[torch.Tensor], num_groups: int,
                        shuffle: bool = False
                        ) -> Tuple[torch.Tensor, torch.Tensor]:
-    """DLL's evaluation grouping as one gather, traceable with a dynamic
-    length: :func:`mdrl_plugin.models.necks.dll.group_tokens` with
-    ``shuffle=False`` for right-padded sequences (group ``p`` of ``n`` real
-    tokens: places ``ceil(p n / P)`` to ``ceil((p + 1) n / P) - 1``).
+    """DLL's ``group_tokens(shuffle=False)`` for right-padded sequences as
+    one gather, traceable with a dynamic length.
 
     Args:
         tokens: ``[B, L, D]``.
@@ -245,11 +241,8 @@ def export_onnx(config: Union[str, Config],
                 opset: int = DEFAULT_OPSET,
                 atol: float = DEFAULT_ATOL,
                 overwrite: bool = False) -> Dict[str, Any]:
-    """Export a checkpoint's retrieval paths, tokenizer and manifest.
-
-    The model is :func:`~mdrl_plugin.apis.build_retrieval_model`'s, as
-    ``PersonSearcher``'s (same fingerprint). ONNX Runtime must reproduce
-    PyTorch within ``atol`` on other batch sizes and lengths than traced.
+    """Export a checkpoint's retrieval paths, tokenizer and manifest, each
+    graph checked with ONNX Runtime (docs/deploy.md, "Export").
 
     Args:
         config: Config file or :class:`mmengine.Config`.
@@ -262,10 +255,6 @@ def export_onnx(config: Union[str, Config],
     Returns:
         The manifest written to ``out_dir/mdrl_export.json``, with ``check``
         (the measured max-abs differences).
-
-    Raises:
-        ExportError: Naming the module or transform that cannot be exported,
-            or if ONNX differs from PyTorch.
     """
     from mdrl_plugin.apis import build_retrieval_model
 
@@ -288,8 +277,7 @@ def export_onnx(config: Union[str, Config],
     tokenizer_dir = 'tokenizer'
     gen = torch.Generator().manual_seed(0)
     long = ' '.join(['a person with a bag'] * dp.max_length)
-    # the first probe is traced; all are checked (other batch sizes and
-    # lengths than traced, a caption longer than max_length)
+    # the first probe is traced; all are checked
     probes = dict(
         image=[dict(images=torch.randn(n, 3, image_spec['height'],
                                        image_spec['width'], generator=gen))
@@ -347,9 +335,8 @@ def export_onnx(config: Union[str, Config],
 
 def split_parity(config: Union[str, Config], checkpoint: str, export_dir: str,
                  split: str = 'test', topk: int = 10) -> Dict[str, Any]:
-    """Rank ``{split}_dataloader.dataset``'s gallery with each caption, with
-    :class:`~mdrl_plugin.apis.PersonSearcher` and with
-    :class:`~mdrl_deploy.OrtSearcher` (default cv2 preprocessing); compare.
+    """Rank a split's gallery with each caption by ``PersonSearcher`` and by
+    ``OrtSearcher`` (default cv2 preprocessing), and compare.
 
     Args:
         config: Config file or Config (with the dataset of ``split``).
