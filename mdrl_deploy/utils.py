@@ -1,7 +1,5 @@
 """Small helpers with one home for both layers (torch-free): atomic writes
-(readers see the old or the new file, never a partial one; a killed
-writer's temp files are removed by a later write), message lists, top-k.
-"""
+(docs/search.md, "Atomic save"), message lists, top-k."""
 import os
 import os.path as osp
 import re
@@ -87,15 +85,12 @@ class AtomicWriteError(OSError):
 
 def atomic_write(filepath: str, write: Callable[[BinaryIO], None]) -> None:
     """Write ``filepath`` atomically: ``write(f)`` fills a sibling temp file,
-    which is fsynced and renamed over ``filepath``; the folder is fsynced.
-    Stale temps of dead writers in the folder are removed first.
+    fsynced and renamed over it, then the folder is fsynced; an OSError
+    raises AtomicWriteError and leaves ``filepath`` untouched.
 
     Args:
         filepath: Destination file.
         write: Called with the open binary temp file.
-
-    Raises:
-        AtomicWriteError: For an ``OSError``; ``filepath`` is untouched.
     """
     filepath = osp.abspath(os.fspath(filepath))
     folder, tmp = osp.dirname(filepath), temp_path(filepath)
@@ -123,10 +118,8 @@ def atomic_write_bytes(data: bytes, filepath: str) -> None:
 
 @contextmanager
 def atomic_folder(path: str, replace: bool = False) -> Iterator[str]:
-    """Build the folder ``path`` atomically: fill the yielded temp folder
-    beside it, which is fsynced and renamed to ``path``. A replaced ``path``
-    is renamed aside, then removed (mapped files stay readable); on error
-    ``path`` is left as it was. Stale temps beside it are removed first.
+    """Build the folder ``path`` atomically in the yielded temp folder beside
+    it; on error ``path`` stays as it was (docs/search.md, "Atomic save").
 
     Args:
         path: The folder to create (or replace).
