@@ -24,11 +24,6 @@ def load_manifest(export_dir: str) -> Dict[str, Any]:
 
     Returns:
         The manifest; ``files`` (``tokenizer`` added) as absolute paths.
-
-    Raises:
-        FileNotFoundError: If the folder, the manifest or a file it names is
-            missing.
-        ExportFormatError: If the manifest is not valid.
     """
     if not osp.isdir(export_dir):
         raise FileNotFoundError(

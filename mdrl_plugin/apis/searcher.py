@@ -36,18 +36,15 @@ class RetrievalModel(NamedTuple):
 def build_retrieval_model(cfg: Union[str, Config, dict], checkpoint: str,
                           device: str = 'cpu',
                           allow_partial: bool = False) -> RetrievalModel:
-    """Build a config's model and load a checkpoint strictly.
-
-    The image encoder's ``pretrained`` weights are not read: the checkpoint
-    holds every weight.
+    """Build a config's model and load a checkpoint strictly (the image
+    encoder's ``pretrained`` weights are not read: the checkpoint has all).
 
     Args:
         cfg: Config file, :class:`mmengine.Config` or dict with ``model``
             and ``test_dataloader.dataset.pipeline`` (or ``test_pipeline``).
         checkpoint: Checkpoint file (MMEngine format).
         device: Torch device of the model.
-        allow_partial: Load what fits (the rest logged) instead of raising
-            :class:`~mdrl_plugin.engine.CheckpointMismatchError`.
+        allow_partial: Load what fits (the rest logged) instead of raising.
 
     Returns:
         :class:`RetrievalModel`.
