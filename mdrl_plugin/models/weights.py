@@ -43,8 +43,7 @@ def _cached(repo_id: str, *filenames: str) -> Optional[str]:
 
 @dataclass
 class WeightSource:
-    """One pretrained weight, named at ``key`` of a config: ``kind`` is
-    ``'path'``, ``'hf'`` or ``'timm'`` (in ``repo_id``) or ``'url'``."""
+    """A pretrained weight at ``key`` of a config (path, hf, timm or url)."""
     role: str
     name: str
     kind: str
@@ -102,8 +101,7 @@ class WeightSource:
                 patterns.append('model*.safetensors' if safe else
                                 'pytorch_model*')
             snapshot_download(self.repo_id, allow_patterns=patterns)
-        path = self.locate()
-        if path is None:
+        if (path := self.locate()) is None:
             raise FileNotFoundError(f'{self.name!r}: the download brought '
                                     'none of the files looked for')
         return path
@@ -126,8 +124,7 @@ def hf_source(name: str, role: str = 'text encoder',
 def image_source(name: str, arch: str, role: str = 'image encoder',
                  key: str = '') -> WeightSource:
     """A timm encoder's weights field: a file, an ``http(s)`` URL, or a tag
-    of ``arch`` (``'timm'``: its default) that ``get_pretrained_cfg`` knows;
-    ValueError for a tag of another arch, unknown, or without weights."""
+    of ``arch`` (``'timm'``: its default); else a ValueError saying why."""
     model, tag = split_model_name_tag(name)
     if name.startswith(('http://', 'https://')) and not osp.exists(name):
         return WeightSource(role, name, 'url', key, url=name)
@@ -152,8 +149,7 @@ def image_source(name: str, arch: str, role: str = 'image encoder',
 
 
 def find_weights(cfg) -> List[WeightSource]:
-    """Every pretrained weight ``cfg.model`` names: the fields of
-    ``_WEIGHT_FIELDS``, and ``Pretrained`` inits' files and http(s) URLs."""
+    """The weights ``cfg.model`` names (``_WEIGHT_FIELDS``, Pretrained)."""
     from mdrl_plugin.registry import MODELS
 
     def visit(node, key: str) -> Iterator[WeightSource]:
