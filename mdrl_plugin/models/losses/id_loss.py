@@ -5,6 +5,8 @@ from torch import Tensor, nn
 
 from mdrl_plugin.registry import MODELS
 
+from .utils import check_labels
+
 __all__ = ['IDLoss']
 
 
@@ -50,16 +52,7 @@ class IDLoss(nn.Module):
             raise ValueError('IDLoss: logits must be a floating point tensor '
                              f'of shape [B, C], got {tuple(logits.shape)} '
                              f'{logits.dtype}')
-        if labels.dim() != 1 or labels.shape[0] != logits.shape[0]:
-            raise ValueError(
-                f'IDLoss: labels must have shape [B] = [{logits.shape[0]}], '
-                f'got {tuple(labels.shape)}')
-        if labels.is_floating_point() or labels.is_complex() \
-                or labels.dtype == torch.bool:
-            raise ValueError('IDLoss: labels must be integer class indices, '
-                             f'got {labels.dtype}')
-        if logits.shape[0] == 0:
-            raise ValueError('IDLoss: got an empty batch (B = 0)')
+        check_labels('IDLoss', labels, logits.shape[0])
         num_classes = logits.shape[1]
         low, high = (int(v) for v in torch.stack(
             [labels.min(), labels.max()]).tolist())

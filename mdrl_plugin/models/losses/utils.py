@@ -17,7 +17,7 @@ from torch import Tensor
 
 __all__ = [
     'GatheredBatch', 'all_gather_with_grad', 'gather_features',
-    'check_matching_inputs', 'matching_kl'
+    'check_labels', 'check_matching_inputs', 'matching_kl'
 ]
 
 
@@ -176,15 +176,21 @@ def check_matching_inputs(name: str,
             f'{name}: image_feats and text_feats must have the same shape '
             f'[B, D], got {tuple(image_feats.shape)} and '
             f'{tuple(text_feats.shape)}')
-    if labels.dim() != 1 or labels.shape[0] != image_feats.shape[0]:
-        raise ValueError(
-            f'{name}: labels must have shape [B] = [{image_feats.shape[0]}], '
-            f'got {tuple(labels.shape)}')
-    if labels.is_floating_point() or labels.is_complex():
-        raise ValueError(
-            f'{name}: labels must be integer identity labels, got '
-            f'{labels.dtype}')
-    if image_feats.shape[0] == 0 and not allow_empty:
+    check_labels(name, labels, image_feats.shape[0], allow_empty)
+
+
+def check_labels(name: str, labels: Tensor, batch: int,
+                 allow_empty: bool = False) -> None:
+    """Refuse identity labels that are not ``[batch]`` integers, and an
+    empty batch unless ``allow_empty`` (``name`` starts the messages)."""
+    if labels.dim() != 1 or labels.shape[0] != batch:
+        raise ValueError(f'{name}: labels must have shape [B] = [{batch}], '
+                         f'got {tuple(labels.shape)}')
+    if labels.is_floating_point() or labels.is_complex() or \
+            labels.dtype == torch.bool:
+        raise ValueError(f'{name}: labels must be integer identity labels, '
+                         f'got {labels.dtype}')
+    if batch == 0 and not allow_empty:
         raise ValueError(f'{name}: got an empty batch (B = 0)')
 
 

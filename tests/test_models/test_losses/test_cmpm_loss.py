@@ -154,6 +154,8 @@ def test_gather_without_distributed_is_the_plain_loss():
      'CMPMLoss: labels must have shape [B] = [3], got (2,)'),
     ((torch.zeros(3, 4), torch.zeros(3, 4), torch.zeros(3)),
      'CMPMLoss: labels must be integer identity labels, got torch.float32'),
+    ((torch.zeros(3, 4), torch.zeros(3, 4), torch.ones(3, dtype=torch.bool)),
+     'CMPMLoss: labels must be integer identity labels, got torch.bool'),
     ((torch.zeros(3, 4, dtype=torch.long), torch.zeros(3, 4),
       torch.arange(3)),
      'CMPMLoss: image_feats must be floating point, got torch.int64'),

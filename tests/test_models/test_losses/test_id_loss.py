@@ -89,7 +89,7 @@ def test_label_outside_classifier_is_a_clear_error(labels, bad):
     (torch.zeros(2, 3), torch.tensor([0, 1, 2]),
      'IDLoss: labels must have shape [B] = [2], got (3,)'),
     (torch.zeros(2, 3), torch.tensor([0., 1.]),
-     'IDLoss: labels must be integer class indices, got torch.float32'),
+     'IDLoss: labels must be integer identity labels, got torch.float32'),
     (torch.zeros(0, 3), torch.zeros(0, dtype=torch.long),
      'IDLoss: got an empty batch (B = 0)'),
 ])
