@@ -60,6 +60,7 @@ def test_the_demo_is_the_chosen_arm():
     ('idavg.py', 'mean_epochs8.py', {'model.loss_weights.id_global': 0.5,
                                      'model.loss_weights.id_local': 0.5}),
     ('lr2e4.py', 'mean_epochs8.py', {'optim_wrapper.optimizer.lr': 2e-4}),
+    ('lr5e4.py', 'mean_epochs8.py', {'optim_wrapper.optimizer.lr': 5e-4}),
 ])
 def test_arm_changes_one_choice(name, base, expected):
     assert _changed(name, base) == expected
